@@ -1,0 +1,209 @@
+"""The run directory: what a training run writes, and how it is read back safely.
+
+    DIR/config.json         {"format": "rnnkit-run", "version": 1, "model": {...}, "train": {...}}
+    DIR/vocab.json          the vocabulary (see text.Vocab)
+    DIR/model.safetensors   weights with the best validation loss so far: what sample and eval load
+    DIR/last.safetensors    the latest weights, optimizer moments, carried state and RNG state,
+                            with the trainer's counters as JSON metadata: what --resume loads
+    DIR/data/               the corpus encoded as a token file (see text.prepare)
+
+Checkpoints are data, not code: tensors in safetensors, everything else JSON. Nothing is ever
+unpickled. Every file is written to a temporary name, flushed to disk and renamed over the old
+one, so a crash at any moment leaves the previous complete file in place. Reading checks each
+file against the config (names, shapes, sizes) before any tensor is built, so a corrupt, truncated
+or tampered file is refused with a message rather than a crash inside torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from .config import from_dict
+from .errors import RnnkitError
+from .lm import CharLM, ModelConfig
+from .text import Vocab, write_json_atomic
+
+FORMAT, VERSION = "rnnkit-run", 1
+BEST, LAST = "model.safetensors", "last.safetensors"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside `path` durable."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write tensors atomically: temporary file, fsync, rename."""
+    data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                             metadata=metadata)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RnnkitError(f"could not write {path} ({e.strerror or e}); the previous checkpoint "
+                          "is intact; free disk space or choose another --out") from None
+    fsync_dir(path.parent)
+
+
+def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
+                     prefix: str = "") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, checked before loading.
+
+    With `expected` ({name: shape}), the file must hold exactly those names under `prefix`, with
+    those shapes; other prefixes are returned untouched.
+    """
+    if not path.is_file():
+        raise RnnkitError(f"{path} is missing; the run directory is incomplete")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = f.metadata() or {}
+            names = list(f.keys())
+            if expected is not None:
+                mine = {n[len(prefix):] for n in names if n.startswith(prefix)}
+                if mine != set(expected):
+                    missing, extra = sorted(set(expected) - mine), sorted(mine - set(expected))
+                    raise RnnkitError(f"{path} does not match config.json (missing {missing[:3]}, "
+                                      f"unexpected {extra[:3]}); it belongs to another model")
+                for name, shape in expected.items():
+                    got = tuple(f.get_slice(prefix + name).get_shape())
+                    if got != tuple(shape):
+                        raise RnnkitError(f"{path}: {name} has shape {got} but config.json needs "
+                                          f"{tuple(shape)}; the files belong to different models")
+            tensors = {n: f.get_tensor(n) for n in names}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RnnkitError(f"{path} is corrupt or truncated ({e}); use another checkpoint "
+                          "or train again") from None
+    return tensors, metadata
+
+
+def write_run_files(run_dir: Path, model_config: ModelConfig, train_config: dict,
+                    vocab: Vocab) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, "version": VERSION,
+              "model": model_config.__dict__.copy(), "train": train_config}
+    write_json_atomic(run_dir / "config.json", config)
+    write_json_atomic(run_dir / "vocab.json", vocab.to_json())
+
+
+def read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RnnkitError(f"{path} is not readable {what} ({e}); the run directory is "
+                          "damaged") from None
+
+
+def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Vocab]:
+    """config.json (raw), its model section checked, and the vocabulary matched to it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RnnkitError(f"{str(run_dir)!r} is not a directory; give the --out DIR of a "
+                          "training run")
+    if not (run_dir / "config.json").is_file():
+        raise RnnkitError(f"{str(run_dir)!r} is not a run directory (no config.json); train one "
+                          "with: rnnkit train TEXT_FILE --out DIR")
+    config = read_json(run_dir / "config.json", "JSON")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise RnnkitError(f"{run_dir / 'config.json'} is not an rnnkit run config "
+                          f'(expected "format": "{FORMAT}")')
+    if config.get("version") != VERSION:
+        raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
+                          f"this rnnkit reads version {VERSION}")
+    model_config = from_dict(ModelConfig, config.get("model"), "config.json model")
+    vocab = Vocab.from_json(read_json(run_dir / "vocab.json", "vocabulary JSON"))
+    if len(vocab) != model_config.vocab_size:
+        raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
+                          f"vocab_size {model_config.vocab_size}; the files do not belong together")
+    return config, model_config, vocab
+
+
+def model_shapes(model_config: ModelConfig) -> dict[str, tuple]:
+    """Parameter names and shapes of the model a config describes, without allocating it."""
+    with torch.device("meta"):
+        model = CharLM(model_config)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+         checkpoint: str = BEST) -> CharLM:
+    """A trained language model from a run directory, in eval mode, on `device`.
+
+    `checkpoint` is "model.safetensors" (best validation loss) or "last.safetensors".
+    """
+    run_dir = Path(run_dir)
+    _, model_config, vocab = read_run_config(run_dir)
+    path = run_dir / checkpoint
+    if checkpoint == BEST and not path.exists() and (run_dir / LAST).exists():
+        path = run_dir / LAST  # stopped before its first evaluation
+    prefix = "model." if path.name == LAST else ""
+    tensors, _ = read_safetensors(path, model_shapes(model_config), prefix)
+    model = CharLM(model_config, vocab)
+    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    for name, p in model.state_dict().items():
+        if not torch.isfinite(p).all():
+            raise RnnkitError(f"{path}: {name} holds NaN or infinite values; use another "
+                              "checkpoint")
+    return model.to(device).eval()
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a training writes to it.
+
+    It is an OS file lock (flock) on DIR/train.lock: a second training into the same DIR is
+    refused while the first lives, and the lock of a process that died is released by the kernel,
+    so a stale lock is simply taken over. The file records the holder's pid for the message.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / "train.lock"
+        self.file = None
+
+    def __enter__(self) -> RunLock:
+        try:
+            import fcntl
+        except ImportError:  # no flock on this platform: run unlocked
+            return self
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a+")
+        except OSError as e:
+            raise RnnkitError(f"cannot write to {self.path.parent} ({e.strerror or e}); choose "
+                              "a writable --out") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise RnnkitError(f"another training (pid {holder}) is writing to "
+                              f"{self.path.parent}; wait for it to finish or stop it") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()  # closing releases the lock

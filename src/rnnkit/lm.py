@@ -1,0 +1,106 @@
+"""The character-level language model: embedding -> recurrent stack -> logits over the vocabulary.
+
+    logits, loss, state = model(inputs, targets, state)    # inputs, targets: (B, T) token ids
+
+The embedding is the 1-of-k input of the notes folded into a lookup (one-hot @ W == a row of W).
+`loss` is the mean softmax cross-entropy in nats per character; `state` is the recurrent state
+after the last step, which training carries into the next batch (truncated BPTT).
+
+A trained model (see `rnnkit.load`) also generates text and steps one character at a time:
+
+    model.generate(prime="ROMEO:", length=200, temperature=0.8, seed=1)
+    s = model.stepper(); probs = s.step("h"); probs["e"]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import cells
+from .errors import RnnkitError, require_positive
+from .recurrent import Recurrent
+from .text import Vocab
+
+MAX_SIZE = 1 << 16  # no layer wider than this, no deeper stack than MAX_LAYERS: a typo guard
+MAX_LAYERS = 64
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 0  # V: symbols in the vocabulary; 0 until the corpus sets it
+    cell: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
+    layers: int = 2  # L: stacked recurrent layers
+    hidden: int = 512  # H: units per layer
+    embed: int = 0  # E: size of the character embedding; 0 means the same as hidden
+    dropout: float = 0.0  # between layers and before the output layer, during training only
+
+    def __post_init__(self):
+        cells.check_cell(self.cell)
+        require_positive(layers=self.layers, hidden=self.hidden)
+        if self.vocab_size < 0 or self.embed < 0:
+            raise RnnkitError(f"vocab_size and embed must not be negative, got {self.vocab_size} "
+                              f"and {self.embed}")
+        if max(self.hidden, self.embed, self.vocab_size) > MAX_SIZE or self.layers > MAX_LAYERS:
+            raise RnnkitError(f"model sizes must stay below {MAX_SIZE} units and {MAX_LAYERS} "
+                              f"layers, got hidden {self.hidden}, embed {self.embed}, "
+                              f"vocab_size {self.vocab_size}, layers {self.layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise RnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def embed_size(self) -> int:
+        return self.embed or self.hidden
+
+
+class CharLM(nn.Module):
+    """Embedding (V, E) -> Recurrent(cell, E, H, L) -> dropout -> Linear (H, V)."""
+
+    def __init__(self, config: ModelConfig, vocab: Vocab | None = None):
+        super().__init__()
+        if vocab is not None and len(vocab) != config.vocab_size:
+            raise RnnkitError(f"the vocabulary has {len(vocab)} symbols but the model expects "
+                              f"{config.vocab_size}")
+        require_positive(vocab_size=config.vocab_size)
+        self.config, self.vocab = config, vocab
+        V, E, H = config.vocab_size, config.embed_size, config.hidden
+        self.embed = nn.Embedding(V, E)
+        self.rnn = Recurrent(config.cell, E, H, config.layers, config.dropout)
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(H, V)
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None, state=None):
+        """inputs (B, T) -> logits (B, T, V), mean loss in nats (or None), state after step T."""
+        x = self.embed(inputs)  # (B, T, E)
+        out, state = self.rnn(x, state)  # (B, T, H)
+        logits = self.head(self.drop(out))  # (B, T, V)
+        loss = None
+        if targets is not None:
+            V = logits.shape[-1]
+            loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+        return logits, loss, state
+
+    def stepper(self):
+        """A `Stepper`: the seed's stateful API on this model, `probs = s.step("h")`."""
+        from .sample import Stepper
+
+        return Stepper(self)
+
+    def stream(self, prime: str = "", length: int = 200, temperature: float = 1.0,
+               top_k: int | None = None, greedy: bool = False,
+               seed: int | None = None) -> Iterator[str]:
+        """Generated text piece by piece (the prime not included); see `sample.generate`."""
+        from .sample import generate
+
+        return generate(self, prime, length, temperature, top_k, greedy, seed)
+
+    def generate(self, prime: str = "", length: int = 200, temperature: float = 1.0,
+                 top_k: int | None = None, greedy: bool = False, seed: int | None = None) -> str:
+        """The prime followed by `length` generated characters (bytes for a byte model, decoded)."""
+        return prime + "".join(self.stream(prime, length, temperature, top_k, greedy, seed))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

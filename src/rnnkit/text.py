@@ -1,0 +1,332 @@
+"""Text as tokens: vocabularies, the memory-mapped token file, and batches for truncated BPTT.
+
+A corpus is encoded once into a prepared data directory:
+
+    DATA/tokens.bin    the token ids, raw little-endian uint8/uint16/uint32, one per character (or byte)
+    DATA/data.json     the vocabulary, the id type, the count and the source files
+
+Encoding streams the files in chunks, and training reads `tokens.bin` through `numpy.memmap`, so a
+corpus of any size costs a few megabytes of RAM. Two tokenizers:
+
+    char   Unicode code points of UTF-8 text (invalid UTF-8 is an error that suggests `byte`)
+    byte   raw bytes; accepts any file
+
+The vocabulary holds only the symbols that occur, sorted by value.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import os
+import sys
+import sysconfig
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RnnkitError
+
+TOKENIZERS = ("char", "byte")
+CHUNK_BYTES = 8 << 20  # read corpora 8 MiB at a time
+UNICODE_SIZE = 0x110000
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """The symbols a model knows: Unicode code points ("char") or byte values ("byte").
+
+    `ids` are positions in `codes`, which is sorted. `decode` of byte ids returns bytes.
+    """
+
+    kind: str
+    codes: tuple[int, ...]
+
+    def __post_init__(self):
+        if self.kind not in TOKENIZERS:
+            raise RnnkitError(f"unknown tokenizer {self.kind!r}; choose char or byte")
+        limit = 256 if self.kind == "byte" else UNICODE_SIZE
+        if not self.codes or list(self.codes) != sorted(set(self.codes)) \
+                or self.codes[0] < 0 or self.codes[-1] >= limit:
+            raise RnnkitError(f"a {self.kind} vocabulary needs distinct sorted codes in [0, {limit})")
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The smallest unsigned integer type that holds every id."""
+        n = len(self.codes)
+        return np.dtype(np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.uint32)
+
+    def lookup(self) -> np.ndarray:
+        """A table from code (code point or byte) to id, -1 where the code is not in the vocabulary."""
+        table = np.full(256 if self.kind == "byte" else UNICODE_SIZE, -1, dtype=np.int64)
+        table[list(self.codes)] = np.arange(len(self.codes))
+        return table
+
+    def symbol(self, i: int) -> str:
+        """A printable name for id i: the character, or for bytes the character if ASCII."""
+        code = self.codes[i]
+        return chr(code) if self.kind == "char" or code < 128 else f"\\x{code:02x}"
+
+    def index(self, symbol: str | int) -> int:
+        """The id of one character (or, for a byte vocabulary, a byte value or ASCII character)."""
+        if isinstance(symbol, str):
+            if len(symbol) != 1:
+                raise KeyError(f"expected one character, got {symbol!r}")
+            code = ord(symbol)
+        else:
+            code = int(symbol)
+        i = int(np.searchsorted(self.codes, code))
+        if i == len(self.codes) or self.codes[i] != code:
+            raise KeyError(f"{symbol!r} is not in the vocabulary of {len(self)} symbols")
+        return i
+
+    def encode(self, text: str | bytes) -> tuple[list[int], list[str]]:
+        """Ids of the known symbols of `text`, and the distinct unknown ones (in order of appearance)."""
+        if self.kind == "byte" and isinstance(text, str):
+            text = text.encode("utf-8")
+        codes = list(text) if isinstance(text, bytes) else [ord(ch) for ch in text]
+        known = set(self.codes)
+        ids = [self.index(c) for c in codes if c in known]
+        unknown = list(dict.fromkeys(chr(c) if self.kind == "char" else f"\\x{c:02x}"
+                                     for c in codes if c not in known))
+        return ids, unknown
+
+    def decode(self, ids: Iterable[int]) -> str | bytes:
+        """Text for char vocabularies, bytes for byte vocabularies."""
+        codes = [self.codes[i] for i in ids]
+        return bytes(codes) if self.kind == "byte" else "".join(map(chr, codes))
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "codes": list(self.codes)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Vocab:
+        if not isinstance(data, dict) or set(data) != {"kind", "codes"} \
+                or not isinstance(data["codes"], list) \
+                or not all(isinstance(c, int) and not isinstance(c, bool) for c in data["codes"]):
+            raise RnnkitError('a vocabulary is {"kind": "char" or "byte", "codes": [integers]}')
+        return cls(data["kind"], tuple(data["codes"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading corpora in chunks
+
+def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """The paths as Paths, after checking each is an existing, non-empty, readable file."""
+    files = [Path(p) for p in paths]
+    for f in files:
+        if not f.exists():
+            raise RnnkitError(f"text file {str(f)!r} does not exist; check the path")
+        if f.is_dir():
+            raise RnnkitError(f"{str(f)!r} is a directory; pass the text files inside it")
+        if f.stat().st_size == 0:
+            raise RnnkitError(f"text file {str(f)!r} is empty; give a file with text in it")
+        if not os.access(f, os.R_OK):
+            raise RnnkitError(f"text file {str(f)!r} is not readable; check its permissions")
+    return files
+
+
+def chunk_codes(path: Path, kind: str) -> Iterator[np.ndarray]:
+    """The file's codes (byte values or code points, uint32), CHUNK_BYTES of the file at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(CHUNK_BYTES)
+            final = not raw
+            if kind == "byte":
+                if final:
+                    return
+                yield np.frombuffer(raw, dtype=np.uint8).astype(np.uint32)
+            else:
+                pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
+                try:
+                    text = decoder.decode(raw, final=final)
+                except UnicodeDecodeError as e:
+                    at = offset - pending + e.start
+                    raise RnnkitError(
+                        f"{str(path)!r} is not valid UTF-8 (byte {at}); "
+                        "use --tokenizer byte to train on raw bytes") from None
+                if text:
+                    yield np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+                if final:
+                    return
+            offset += len(raw)
+
+
+def build_vocab(files: Iterable[Path], kind: str) -> Vocab:
+    """First pass: the sorted set of codes that occur in the files."""
+    seen = np.zeros(256 if kind == "byte" else UNICODE_SIZE, dtype=bool)
+    for f in files:
+        for codes in chunk_codes(f, kind):
+            seen[codes] = True
+    return Vocab(kind, tuple(int(c) for c in np.flatnonzero(seen)))
+
+
+def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
+            vocab: Vocab | None = None, skip_unknown: bool = False) -> PreparedData:
+    """Encode text files into `out_dir/tokens.bin` (streamed, atomic) and describe it in data.json.
+
+    With no `vocab`, it is built from the files first. Symbols outside a given vocabulary are an
+    error, or with `skip_unknown` left out and listed in `skipped`. Returns the memory-mapped data.
+    """
+    if kind not in TOKENIZERS:
+        raise RnnkitError(f"unknown tokenizer {kind!r}; choose char or byte")
+    files = check_corpus_files(files)
+    vocab = vocab or build_vocab(files, kind)
+    table = vocab.lookup()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "tokens.bin.tmp"
+    count, skipped = 0, {}
+    with open(tmp, "wb") as w:
+        for f in files:
+            for codes in chunk_codes(f, vocab.kind):
+                ids = table[codes]
+                if (ids < 0).any() and skip_unknown:
+                    skipped.update(dict.fromkeys(map(int, np.unique(codes[ids < 0]))))
+                    ids = ids[ids >= 0]
+                elif (ids < 0).any():
+                    bad = codes[ids < 0][0]
+                    raise RnnkitError(f"{str(f)!r} contains {chr(bad)!r} (code {bad}), which is "
+                                      "not in the vocabulary; prepare with a vocabulary that has it")
+                w.write(ids.astype(vocab.dtype).tobytes())
+                count += len(ids)
+        w.flush()
+        os.fsync(w.fileno())
+    meta = {"vocab": vocab.to_json(), "dtype": vocab.dtype.name, "count": count,
+            "sources": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files],
+            "skipped": [chr(c) if vocab.kind == "char" else f"\\x{c:02x}" for c in skipped]}
+    os.replace(tmp, out / "tokens.bin")
+    write_json_atomic(out / "data.json", meta)
+    return PreparedData.open(out)
+
+
+@dataclass
+class PreparedData:
+    """A prepared data directory, memory-mapped: `tokens` (N,) and its `vocab`."""
+
+    path: Path
+    vocab: Vocab
+    tokens: np.ndarray
+    sources: list
+    skipped: list  # symbols left out because the given vocabulary lacks them
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> PreparedData:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "data.json").read_text())
+            vocab = Vocab.from_json(meta["vocab"])
+            count = int(meta["count"])
+            if meta["dtype"] != vocab.dtype.name:
+                raise ValueError("dtype does not match the vocabulary")
+            size = (path / "tokens.bin").stat().st_size
+            if size != count * vocab.dtype.itemsize:
+                raise ValueError(f"tokens.bin holds {size} bytes, data.json promises {count} ids")
+            tokens = np.memmap(path / "tokens.bin", dtype=vocab.dtype, mode="r", shape=(count,)) \
+                if count else np.zeros(0, vocab.dtype)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise RnnkitError(f"{str(path)!r} is not a readable prepared data directory ({e}); "
+                              "prepare it again from the text") from None
+        return cls(path, vocab, tokens, meta.get("sources", []), meta.get("skipped", []))
+
+    def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """(train, val): the first (1 - val_fraction) of the tokens, and the rest (nanoGPT's split)."""
+        if not 0.0 <= val_fraction < 1.0:
+            raise RnnkitError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        n_train = int(len(self.tokens) * (1 - val_fraction))
+        return self.tokens[:n_train], self.tokens[n_train:]
+
+
+def write_json_atomic(path: Path, data) -> None:
+    """Write JSON to a temporary file, flush it to disk, then rename it over `path`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The default corpus
+
+def default_corpus(limit_bytes: int = 4 << 20) -> list[Path]:
+    """This Python's own standard-library source, the first `limit_bytes` of it in sorted order.
+
+    Nothing to download and nothing committed: the blog trained on the Linux source; rnnkit's
+    quickstart trains on the interpreter that runs it. Test suites are left out.
+    """
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    files, total = [], 0
+    for f in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
+        if "test" in f.parts[-2] or f.name.startswith("test"):
+            continue
+        try:
+            size = f.stat().st_size
+            f.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        files.append(f)
+        total += size
+        if total >= limit_bytes:
+            break
+    if not files:
+        raise RnnkitError(f"found no Python source under {stdlib} for the default corpus "
+                          f"(Python {sys.version.split()[0]}); pass a TEXT_FILE")
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches for truncated backpropagation through time
+
+class Streams:
+    """B contiguous streams over a token array, read T steps at a time.
+
+    The tokens are cut into B equal streams; batch j of an epoch holds positions j*T .. j*T+T-1 of
+    every stream (targets one further), so the hidden state left by batch j is the right start for
+    batch j+1. Each epoch starts at a small offset drawn from (seed, epoch), so batch boundaries
+    move from epoch to epoch; batch i is a pure function of i, which makes resuming exact.
+
+    `streams` selects which of the B streams this reader serves (all by default), so that
+    several processes can share one global batch.
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int = 0,
+                 streams: range | None = None):
+        self.tokens, self.B, self.T, self.seed = tokens, batch_size, seq_len, seed
+        self.L = len(tokens) // batch_size  # tokens per stream
+        self.per_epoch = (self.L - 1) // seq_len  # batches per epoch
+        if self.per_epoch < 1:
+            raise RnnkitError(f"{len(tokens)} tokens cannot fill {batch_size} streams of "
+                              f"{seq_len + 1}; lower --batch-size or --seq-len, or add text")
+        self.slack = self.L - 1 - self.per_epoch * seq_len
+        self.streams = streams if streams is not None else range(batch_size)
+
+    def offset(self, epoch: int) -> int:
+        if epoch == 0 or self.slack == 0:
+            return 0
+        return int(np.random.default_rng([self.seed, epoch]).integers(self.slack + 1))
+
+    def batch(self, i: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Batch i: inputs (b, T), targets (b, T) as int64, and whether it starts an epoch."""
+        epoch, j = divmod(i, self.per_epoch)
+        starts = np.asarray(self.streams) * self.L + self.offset(epoch) + j * self.T  # (b,)
+        index = starts[:, None] + np.arange(self.T + 1)  # (b, T+1)
+        chunk = np.asarray(self.tokens[index], dtype=np.int64)
+        return chunk[:, :-1], chunk[:, 1:], j == 0
+
+
+def fit_batch_size(n_tokens: int, batch_size: int, seq_len: int) -> int:
+    """The largest batch size <= batch_size whose streams each hold one sequence plus its target."""
+    if n_tokens < seq_len + 1:
+        raise RnnkitError(f"the training text has {n_tokens} tokens, shorter than one training "
+                          f"sequence of {seq_len} + 1; lower --seq-len or give more text")
+    return max(1, min(batch_size, n_tokens // (seq_len + 1)))

@@ -1,0 +1,89 @@
+"""The vanilla RNN of the notes, with its one-method API: `y = rnn.step(x)`.
+
+    rnn = rnnkit.RNN(input_size=4, hidden_size=3, output_size=4)
+    y = rnn.step(x)          # x: (4,) one-hot, y: (4,) confidences for the next character
+
+Inside, the hidden state `h` starts at zeros and every step computes
+
+    h = tanh(W_hh h + W_xh x + b_h)
+    y = W_hy h + b_y
+
+with the matrices reachable as `rnn.W_xh` (H, I), `rnn.W_hh` (H, H), `rnn.W_hy` (O, H) and biases
+`rnn.b_h` (H,), `rnn.b_y` (O,). `rnn(xs)` runs a whole sequence through torch's fused tanh-RNN kernel
+with the very same tensors; the two paths give the same outputs (the tests check it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from .errors import require_positive
+
+
+class RNN(nn.Module):
+    """Karpathy's `RNN` class in PyTorch: parameters W_xh, W_hh, W_hy, b_h, b_y; state `h`.
+
+    Args:
+        input_size: I, length of each input vector x.
+        hidden_size: H, length of the hidden state h.
+        output_size: O, length of each output vector y.
+        bias: with False, b_h and b_y are fixed zeros (the notes' equations have none).
+
+    `step` accepts one vector x (I,) or a batch (B, I); `h` then has shape (H,) or (B, H).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True):
+        super().__init__()
+        require_positive(input_size=input_size, hidden_size=hidden_size, output_size=output_size)
+        bound = 1 / math.sqrt(hidden_size)  # torch.nn.RNN's initialisation
+
+        def param(*shape: int) -> nn.Parameter:
+            return nn.Parameter(torch.empty(*shape).uniform_(-bound, bound))
+
+        self.W_xh = param(hidden_size, input_size)
+        self.W_hh = param(hidden_size, hidden_size)
+        self.W_hy = param(output_size, hidden_size)
+        if bias:
+            self.b_h, self.b_y = param(hidden_size), param(output_size)
+        else:
+            self.register_buffer("b_h", torch.zeros(hidden_size))
+            self.register_buffer("b_y", torch.zeros(output_size))
+        self.h: Tensor | None = None  # the hidden state; None until the first step, then a tensor
+        # torch's fused kernel, built on the meta device: it holds no weights of its own and runs
+        # with ours (functional_call), so there is one set of parameters for both paths.
+        self._kernel = [nn.RNN(input_size, hidden_size, batch_first=True, device="meta")]
+
+    def reset(self) -> None:
+        """Forget the history: the next step starts from h = 0."""
+        self.h = None
+
+    def step(self, x: Tensor) -> Tensor:
+        """Feed one input vector, update the hidden state, return the output vector."""
+        h = self.h if self.h is not None else x.new_zeros(*x.shape[:-1], self.W_hh.shape[0])
+        # Row-vector form of the same equations (v @ W.T == W @ v), so a batch (B, I) also works.
+        self.h = torch.tanh(h @ self.W_hh.T + x @ self.W_xh.T + self.b_h)
+        y = self.h @ self.W_hy.T + self.b_y
+        return y
+
+    def forward(self, xs: Tensor, h0: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """A whole sequence at once on the fused kernel: xs (T, I) or (B, T, I).
+
+        Returns (ys, h_T): outputs (T, O) or (B, T, O) and the last hidden state. Does not touch
+        `self.h`; pass `h0` to start from a state other than zeros.
+        """
+        batched = xs.dim() == 3
+        if not batched:
+            xs = xs.unsqueeze(0)  # (1, T, I)
+        if h0 is not None:
+            h0 = h0.reshape(1, xs.shape[0], -1)  # (layers=1, B, H)
+        weights = {"weight_ih_l0": self.W_xh, "weight_hh_l0": self.W_hh,
+                   "bias_ih_l0": self.b_h, "bias_hh_l0": torch.zeros_like(self.b_h)}
+        hs, h_T = functional_call(self._kernel[0], weights, (xs, h0))  # (B, T, H), (1, B, H)
+        ys = hs @ self.W_hy.T + self.b_y  # (B, T, O)
+        if not batched:
+            return ys[0], h_T[0, 0]
+        return ys, h_T[0]

@@ -1,0 +1,139 @@
+"""Cells against torch.nn cells, stepping against the fused path, the seed's vanilla RNN."""
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.cells import Cell
+from rnnkit.recurrent import Recurrent
+
+TORCH_CELLS = {"rnn": torch.nn.RNNCell, "lstm": torch.nn.LSTMCell, "gru": torch.nn.GRUCell}
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_cell_equals_torch_cell_values_and_gradients(kind):
+    torch.manual_seed(0)
+    mine = Cell(kind, input_size=5, hidden_size=7).double()
+    ref = TORCH_CELLS[kind](5, 7).double()
+    ref.load_state_dict(mine.state_dict())  # same names, same layout
+    x = torch.randn(3, 5, dtype=torch.float64)
+    h = torch.randn(3, 7, dtype=torch.float64)
+    state = (h, torch.randn(3, 7, dtype=torch.float64)) if kind == "lstm" else h
+    out_mine, out_ref = mine(x, state), ref(x, state)
+    if kind == "lstm":
+        loss_mine = out_mine[0].square().sum() + out_mine[1].sin().sum()
+        loss_ref = out_ref[0].square().sum() + out_ref[1].sin().sum()
+        torch.testing.assert_close(out_mine[1], out_ref[1], atol=1e-5, rtol=0)
+        out_mine, out_ref = out_mine[0], out_ref[0]
+    else:
+        loss_mine, loss_ref = out_mine.square().sum(), out_ref.square().sum()
+    torch.testing.assert_close(out_mine, out_ref, atol=1e-5, rtol=0)
+    loss_mine.backward()
+    loss_ref.backward()
+    for name, p in mine.named_parameters():
+        torch.testing.assert_close(p.grad, dict(ref.named_parameters())[name].grad,
+                                   atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_cell_float32_matches_torch_to_1e5(kind):
+    torch.manual_seed(1)
+    mine, ref = Cell(kind, 16, 32), TORCH_CELLS[kind](16, 32)
+    ref.load_state_dict(mine.state_dict())
+    x = torch.randn(4, 16)
+    a, b = mine(x), ref(x)
+    a, b = (a[0], b[0]) if kind == "lstm" else (a, b)
+    assert (a - b).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_stepping_equals_fused_sequence_with_state_carried(kind):
+    torch.manual_seed(2)
+    stack = Recurrent(kind, input_size=6, hidden_size=8, num_layers=3).eval()
+    x = torch.randn(2, 9, 6)
+    fused_a, state = stack(x[:, :4])  # two fused calls, state carried between them
+    fused_b, fused_last = stack(x[:, 4:], state)
+    fused = torch.cat([fused_a, fused_b], 1)
+    step_state, outs = None, []
+    for t in range(9):
+        y, step_state = stack.step(x[:, t], step_state)
+        outs.append(y)
+    torch.testing.assert_close(torch.stack(outs, 1), fused, atol=1e-5, rtol=0)
+    if kind == "lstm":
+        for a, b in zip(step_state, fused_last, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    else:
+        torch.testing.assert_close(step_state, fused_last, atol=1e-5, rtol=0)
+
+
+def test_stack_weights_copy_into_torch_lstm():
+    stack = Recurrent("lstm", 4, 5, num_layers=2)
+    ref = torch.nn.LSTM(4, 5, 2, batch_first=True)
+    ref.load_state_dict({k.removeprefix("rnn."): v for k, v in stack.state_dict().items()})
+    x = torch.randn(3, 6, 4)
+    torch.testing.assert_close(stack(x)[0], ref(x)[0])
+
+
+def test_packed_lengths_ignore_padding():
+    torch.manual_seed(3)
+    stack = Recurrent("gru", 3, 4).eval()
+    x = torch.randn(2, 6, 3)
+    lengths = torch.tensor([6, 3])
+    padded = x.clone()
+    padded[1, 3:] = 1e3  # garbage in the padding must not matter
+    out, h = stack(padded, lengths=lengths)
+    alone, h_alone = stack(x[1:, :3])
+    torch.testing.assert_close(out[1, :3], alone[0])
+    torch.testing.assert_close(h[:, 1], h_alone[:, 0])
+    assert out[1, 3:].abs().max() == 0
+
+
+def test_bad_cell_and_sizes_are_clear_errors():
+    with pytest.raises(rnnkit.RnnkitError, match="unknown cell type 'lstmm'"):
+        Recurrent("lstmm", 3, 4)
+    with pytest.raises(rnnkit.RnnkitError, match="hidden_size must be positive, got 0"):
+        Cell("gru", 3, 0)
+    with pytest.raises(rnnkit.RnnkitError, match="num_layers must be positive, got -1"):
+        Recurrent("rnn", 3, 4, num_layers=-1)
+
+
+def test_vanilla_rnn_step_is_the_seed_equation():
+    torch.manual_seed(4)
+    rnn = rnnkit.RNN(input_size=4, hidden_size=3, output_size=4)
+    assert rnn.W_xh.shape == (3, 4) and rnn.W_hh.shape == (3, 3) and rnn.W_hy.shape == (4, 3)
+    assert rnn.h is None
+    h = torch.zeros(3)
+    for i in [0, 1, 2, 2]:
+        x = torch.eye(4)[i]
+        y = rnn.step(x)
+        h = torch.tanh(rnn.W_hh @ h + rnn.W_xh @ x + rnn.b_h)  # the notes' equation, written out
+        torch.testing.assert_close(rnn.h, h)
+        torch.testing.assert_close(y, rnn.W_hy @ h + rnn.b_y)
+    rnn.reset()
+    assert rnn.h is None
+
+
+def test_vanilla_rnn_step_loop_equals_fused_path():
+    torch.manual_seed(5)
+    rnn = rnnkit.RNN(5, 7, 2)
+    xs = torch.randn(10, 5)
+    ys, h_T = rnn(xs)
+    stepped = torch.stack([rnn.step(x) for x in xs])
+    torch.testing.assert_close(stepped, ys, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rnn.h, h_T, atol=1e-6, rtol=0)
+    batch = torch.randn(3, 10, 5)
+    ys_b, _ = rnn(batch)
+    rnn.reset()
+    stepped_b = torch.stack([rnn.step(batch[:, t]) for t in range(10)], 1)
+    torch.testing.assert_close(stepped_b, ys_b, atol=1e-6, rtol=0)
+
+
+def test_vanilla_rnn_without_bias_has_the_notes_exact_form():
+    rnn = rnnkit.RNN(2, 2, 2, bias=False)
+    with torch.no_grad():
+        rnn.W_xh.copy_(torch.eye(2))
+        rnn.W_hh.zero_()
+        rnn.W_hy.copy_(torch.eye(2))
+    y = rnn.step(torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(y, torch.tanh(torch.tensor([1.0, 0.0])))
+    assert [n for n, _ in rnn.named_parameters()] == ["W_xh", "W_hh", "W_hy"]

@@ -1,0 +1,123 @@
+"""Vocabularies, the token file, and the batch streams of truncated BPTT."""
+
+import numpy as np
+import pytest
+
+from rnnkit import RnnkitError, Vocab, text
+from rnnkit.text import PreparedData, Streams, default_corpus, prepare
+
+
+def test_char_vocab_round_trip_and_unknown_symbols():
+    v = Vocab("char", tuple(sorted(map(ord, "helo"))))
+    ids, unknown = v.encode("hello, ñ")
+    assert v.decode(ids) == "hello" and unknown == [",", " ", "ñ"]
+    assert v.index("e") == 0 and v.symbol(v.index("o")) == "o"
+    with pytest.raises(KeyError, match="not in the vocabulary of 4"):
+        v.index("z")
+    assert Vocab.from_json(v.to_json()) == v
+
+
+def test_byte_vocab_encodes_utf8_bytes():
+    v = Vocab("byte", tuple(range(256)))
+    ids, unknown = v.encode("é")
+    assert v.decode(ids) == "é".encode() and not unknown and len(ids) == 2
+
+
+@pytest.mark.parametrize("bad", [{"kind": "word", "codes": [1]}, {"kind": "char", "codes": [2, 1]},
+                                 {"kind": "char", "codes": []}, {"kind": "byte", "codes": [300]},
+                                 {"kind": "char", "codes": ["a"]}, [1, 2]])
+def test_malformed_vocab_json_is_refused(bad):
+    with pytest.raises(RnnkitError):
+        Vocab.from_json(bad)
+
+
+def test_prepare_memory_maps_tokens(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("hello world\nçà va\n", encoding="utf-8")
+    data = prepare([f], tmp_path / "data")
+    assert isinstance(data.tokens, np.memmap)
+    assert data.vocab.decode(data.tokens.tolist()) == f.read_text(encoding="utf-8")
+    assert data.tokens.dtype == np.uint8
+    again = PreparedData.open(tmp_path / "data")
+    assert np.array_equal(again.tokens, data.tokens) and again.vocab == data.vocab
+
+
+def test_prepare_streams_chunks_and_splits_characters_across_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(text, "CHUNK_BYTES", 7)  # every multibyte character risks a split
+    body = "añb€c😀d" * 50
+    f = tmp_path / "u.txt"
+    f.write_text(body, encoding="utf-8")
+    data = prepare([f], tmp_path / "d")
+    assert data.vocab.decode(data.tokens.tolist()) == body
+
+
+def test_invalid_utf8_names_the_byte_and_suggests_byte_tokenizer(tmp_path, monkeypatch):
+    monkeypatch.setattr(text, "CHUNK_BYTES", 5)
+    f = tmp_path / "bin.txt"
+    f.write_bytes(b"abcdefgh\xffij")
+    with pytest.raises(RnnkitError, match=r"not valid UTF-8 \(byte 8\).*--tokenizer byte"):
+        prepare([f], tmp_path / "d")
+    data = prepare([f], tmp_path / "d", kind="byte")
+    assert data.vocab.decode(data.tokens.tolist()) == f.read_bytes()
+
+
+def test_corrupt_token_file_is_refused(tmp_path):
+    f = tmp_path / "a.txt"
+    f.write_text("abcabcabc")
+    prepare([f], tmp_path / "d")
+    with open(tmp_path / "d" / "tokens.bin", "ab") as w:
+        w.write(b"\x00")
+    with pytest.raises(RnnkitError, match="not a readable prepared data directory"):
+        PreparedData.open(tmp_path / "d")
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "directory"])
+def test_bad_corpus_files(tmp_path, case):
+    path = tmp_path / "x.txt"
+    if case == "empty":
+        path.write_text("")
+    if case == "directory":
+        path.mkdir()
+    with pytest.raises(RnnkitError, match={"missing": "does not exist", "empty": "is empty",
+                                           "directory": "is a directory"}[case]):
+        prepare([path], tmp_path / "d")
+
+
+def test_streams_are_contiguous_from_batch_to_batch():
+    tokens = np.arange(1000) % 251
+    s = Streams(tokens, batch_size=4, seq_len=10, seed=0)
+    assert s.L == 250 and s.per_epoch == 24
+    x0, y0, fresh0 = s.batch(0)
+    x1, _, fresh1 = s.batch(1)
+    assert fresh0 and not fresh1
+    assert np.array_equal(y0[:, :-1], x0[:, 1:])  # targets are the next tokens
+    assert np.array_equal(x1[:, 0], y0[:, -1])  # batch 1 continues where batch 0 stopped
+    assert np.array_equal(x0[:, 0], tokens[[0, 250, 500, 750]])  # B streams side by side
+
+
+def test_streams_move_offsets_each_epoch_deterministically():
+    tokens = np.arange(1003)
+    a, b = Streams(tokens, 1, 10, seed=3), Streams(tokens, 1, 10, seed=3)
+    assert a.slack > 0
+    offsets = {int(a.batch(e * a.per_epoch)[0][0, 0]) for e in range(1, 8)}
+    assert len(offsets) > 1  # the cut points move between epochs
+    for i in [0, 5, 100, 101, 1000]:
+        assert np.array_equal(a.batch(i)[0], b.batch(i)[0])  # a pure function of i
+
+
+def test_streams_serve_a_subset_of_streams():
+    tokens = np.arange(400)
+    whole, half = Streams(tokens, 4, 5), Streams(tokens, 4, 5, streams=range(2, 4))
+    assert np.array_equal(whole.batch(3)[0][2:], half.batch(3)[0])
+
+
+def test_too_short_corpus_is_refused():
+    with pytest.raises(RnnkitError, match="shorter than one training sequence"):
+        text.fit_batch_size(50, 64, 100)
+    assert text.fit_batch_size(1000, 64, 99) == 10
+
+
+def test_default_corpus_is_this_pythons_stdlib():
+    files = default_corpus(limit_bytes=100_000)
+    assert files and all(f.suffix == ".py" for f in files)
+    assert sum(f.stat().st_size for f in files) >= 100_000

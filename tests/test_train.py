@@ -1,0 +1,231 @@
+"""Training runs: overfitting, checkpoints, exact resume, and every bad input's one-line error."""
+
+import hashlib
+import json
+import re
+import signal
+import subprocess
+
+import pytest
+import torch
+from conftest import PANGRAM, PYTHON, TINY, one_error_line
+
+import rnnkit
+from rnnkit import checkpoint, training
+from rnnkit.training import lr_at
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_tiny_corpus_is_overfit(corpus, tmp_path):
+    summary = rnnkit.train([corpus], tmp_path / "run", rnnkit.ModelConfig(hidden=64, layers=1),
+                           rnnkit.TrainConfig(seq_len=32, batch_size=8, max_steps=120,
+                                              eval_every=40, warmup=10), quiet=True)
+    # A 45-character sentence repeated: uniform guessing costs ln(29) = 3.37 nats/char.
+    assert summary["history"][-1]["train_loss"] < 0.15
+    assert summary["best_val"] < 0.15
+    model = rnnkit.load(tmp_path / "run")
+    assert model.generate(prime="the quick ", length=35, greedy=True) == PANGRAM[:45]
+
+
+def test_train_sample_eval_through_the_cli(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    status, out, _ = cli("train", corpus, "--out", run, "--max-steps", 20, *TINY)
+    assert status == 0
+    assert "step 10: train" in out and "val" in out and "bpc" in out
+    for name in ["config.json", "vocab.json", "model.safetensors", "last.safetensors",
+                 "data/tokens.bin"]:
+        assert (run / name).is_file(), name
+    status, out, _ = cli("sample", run, "--prime", "the", "--length", 50, "--seed", 3)
+    assert status == 0 and out.startswith("the") and len(out) == len("the") + 50 + 1
+    assert cli("sample", run, "--prime", "the", "--length", 50, "--seed", 3)[1] == out
+    status, out, _ = cli("eval", run)
+    last = out.strip().splitlines()[-1].split()
+    assert status == 0 and last[0] == "val_loss" and last[2] == "bpc"
+    assert abs(float(last[3]) - float(last[1]) / 0.6931471805599453) < 1e-3
+    status, out_file, _ = cli("eval", run, corpus)
+    assert status == 0 and out_file.strip().splitlines()[-1].startswith("val_loss ")
+
+
+def test_checkpoint_round_trip(corpus, tmp_path):
+    rnnkit.train([corpus], tmp_path / "run", rnnkit.ModelConfig(hidden=24, layers=2, cell="gru"),
+                 rnnkit.TrainConfig(seq_len=16, batch_size=4, max_steps=10, eval_every=10),
+                 quiet=True)
+    model = rnnkit.load(tmp_path / "run")
+    saved = checkpoint.read_safetensors(tmp_path / "run" / "model.safetensors")[0]
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name])
+    assert model.config.cell == "gru" and not model.training
+    last = rnnkit.load(tmp_path / "run", checkpoint="last.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 last.state_dict().values(), strict=True))
+
+
+def run_args(corpus, out, *extra):
+    return [corpus, "--out", out, "--max-steps", 40, *TINY, "--dropout", "0.1", "--layers", 2,
+            *extra]
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(cli, corpus, tmp_path, monkeypatch):
+    assert cli("train", *run_args(corpus, tmp_path / "straight"))[0] == 0
+
+    interrupted = tmp_path / "interrupted"
+    stops = [13, 27]  # steps at which a Ctrl-C arrives
+
+    def lr_with_interrupt(step, plan, cfg):
+        if stops and step == stops[0]:
+            stops.pop(0)
+            signal.raise_signal(signal.SIGINT)
+        return lr_at(step, plan, cfg)
+
+    monkeypatch.setattr(training, "lr_at", lr_with_interrupt)
+    status, out, _ = cli("train", *run_args(corpus, interrupted))
+    assert status == 130 and "SIGINT received; stopped at step 14" in out
+    status, out, _ = cli("train", *run_args(corpus, interrupted), "--resume")
+    assert status == 130 and "stopped at step 28" in out
+    assert cli("train", *run_args(corpus, interrupted), "--resume")[0] == 0
+
+    a, meta_a = checkpoint.read_safetensors(tmp_path / "straight" / "last.safetensors")
+    b, meta_b = checkpoint.read_safetensors(interrupted / "last.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name  # bit for bit
+    assert json.loads(meta_a["progress"])["history"] == json.loads(meta_b["progress"])["history"]
+
+
+def test_resume_refuses_a_different_model(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", *run_args(corpus, run))[0] == 0
+    status, _, err = cli("train", *run_args(corpus, run), "--hidden", 64, "--resume")
+    assert status == 2 and "--hidden 64 differs from the run's 32" in one_error_line(err)
+    status, _, err = cli("train", *run_args(corpus, run))
+    assert status == 2 and "already holds a training run; add --resume" in one_error_line(err)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = rnnkit.TrainConfig(lr=1.0, warmup=10, lr_min=0.1, max_steps=110)
+    assert lr_at(0, 110, cfg) == pytest.approx(0.1)
+    assert lr_at(9, 110, cfg) == pytest.approx(1.0)
+    assert lr_at(60, 110, cfg) == pytest.approx(0.55)
+    assert lr_at(110, 110, cfg) == pytest.approx(0.1)
+    assert lr_at(500, 110, cfg) == pytest.approx(0.1)
+
+
+# --- bad input: one line on stderr, exit status 2, no traceback, checkpoints untouched ----------
+
+def bad_utf8(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf\xe9 ".encode("latin-1") * 100)
+    return path
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("missing", ["nope.txt"], "text file 'nope.txt' does not exist"),
+    ("empty", ["EMPTY"], "is empty"),
+    ("directory", ["DIR"], "is a directory"),
+    ("short", ["SHORT"], "shorter than one training sequence"),
+    ("utf8", ["LATIN1"], "is not valid UTF-8 (byte 3); use --tokenizer byte"),
+    ("cell", ["CORPUS", "--cell", "transformer"], "argument --cell: invalid choice"),
+    ("zero", ["CORPUS", "--hidden", "0"], "hidden must be positive, got 0"),
+    ("negative", ["CORPUS", "--layers", "-2"], "layers must be positive, got -2"),
+    ("batch", ["CORPUS", "--batch-size", "0"], "batch_size must be positive, got 0"),
+    ("time", ["CORPUS", "--max-time", "soon"], "invalid duration 'soon'"),
+])
+def test_bad_training_input(cli, corpus, tmp_path, case, args, message):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "short.txt").write_text("abc")
+    (tmp_path / "dir").mkdir()
+    paths = {"EMPTY": tmp_path / "empty.txt", "DIR": tmp_path / "dir", "SHORT":
+             tmp_path / "short.txt", "LATIN1": bad_utf8(tmp_path), "CORPUS": corpus}
+    args = [paths.get(a, a) for a in args]
+    status, _, err = cli("train", *args, "--out", tmp_path / "run", "--max-steps", 5, "--seq-len", 16)
+    assert status == 2
+    assert message in one_error_line(err)
+
+
+def test_byte_tokenizer_accepts_any_file(cli, tmp_path):
+    path = tmp_path / "blob.bin"
+    path.write_bytes(bytes(range(256)) * 20)
+    status, _, _ = cli("train", path, "--out", tmp_path / "run", "--tokenizer", "byte",
+                       "--max-steps", 5, *TINY)
+    assert status == 0
+    assert len(rnnkit.load(tmp_path / "run").vocab) == 256
+
+
+@pytest.fixture
+def trained(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-steps", 10, *TINY)[0] == 0
+    return run
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no_config", "is not a run directory (no config.json)"),
+    ("truncated", "model.safetensors is corrupt or truncated"),
+    ("pickle", "model.safetensors is corrupt or truncated"),
+    ("bad_json", "config.json is not readable JSON"),
+    ("vocab", "vocab.json has 3 symbols but config.json says vocab_size"),
+    ("shape", "config.json model.hidden must be int"),
+    ("missing_weights", "model.safetensors is missing"),
+])
+def test_damaged_run_directory(cli, trained, damage, message):
+    if damage == "no_config":
+        (trained / "config.json").unlink()
+    elif damage == "truncated":
+        data = (trained / "model.safetensors").read_bytes()
+        (trained / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "pickle":
+        import pickle
+        (trained / "model.safetensors").write_bytes(pickle.dumps({"a": 1}))
+    elif damage == "bad_json":
+        (trained / "config.json").write_text("{not json")
+    elif damage == "vocab":
+        (trained / "vocab.json").write_text('{"kind": "char", "codes": [97, 98, 99]}')
+    elif damage == "shape":
+        config = json.loads((trained / "config.json").read_text())
+        config["model"]["hidden"] = "32"
+        (trained / "config.json").write_text(json.dumps(config))
+    elif damage == "missing_weights":
+        (trained / "model.safetensors").unlink()
+        (trained / "last.safetensors").unlink()
+    for command in (["sample", trained], ["eval", trained]):
+        status, _, err = cli(*command)
+        assert status == 2 and message in one_error_line(err)
+
+
+def test_weights_of_another_model_are_refused(cli, trained):
+    config = json.loads((trained / "config.json").read_text())
+    config["model"]["hidden"] = 48
+    (trained / "config.json").write_text(json.dumps(config))
+    status, _, err = cli("sample", trained)
+    assert status == 2
+    assert re.search(r"has shape \(\d+, 32\) but config.json needs \(\d+, 48\)", one_error_line(err))
+
+
+def test_not_a_directory(cli, tmp_path):
+    status, _, err = cli("sample", tmp_path / "nothing")
+    assert status == 2 and "is not a directory" in one_error_line(err)
+
+
+def test_exploding_loss_stops_and_keeps_the_last_good_checkpoint(cli, trained, corpus):
+    before = {name: digest(trained / name) for name in ["model.safetensors", "last.safetensors"]}
+    status, _, err = cli("train", corpus, "--out", trained, "--resume", "--max-steps", 60,
+                         *TINY, "--lr", "1e4")
+    assert status == 2
+    line = one_error_line(err)
+    assert "exploded" in line or "infinite" in line or "NaN" in line
+    assert "last good checkpoint is kept" in line
+    after = {name: digest(trained / name) for name in before}
+    assert after == before
+    assert rnnkit.load(trained).generate("the", 10, seed=0)
+
+
+def test_python_dash_m_and_no_traceback(tmp_path):
+    result = subprocess.run([PYTHON, "-m", "rnnkit", "sample", str(tmp_path)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("rnnkit: error: ") and result.stderr.count("\n") == 1
+    result = subprocess.run([PYTHON, "-m", "rnnkit", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "train" in result.stdout and "sample" in result.stdout
