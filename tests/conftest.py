@@ -1,11 +1,17 @@
 """Shared fixtures: small corpora written to temporary files, and a runner for the CLI."""
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from rnnkit.cli import main
+
+# The test models are tiny: one thread runs them fastest and keeps parallel jobs from thrashing.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 PANGRAM = "the quick brown fox jumps over the lazy dog.\n"

@@ -3,9 +3,12 @@
     DIR/config.json         {"format": "rnnkit-run", "version": 1, "model": {...}, "train": {...}}
     DIR/vocab.json          the vocabulary (see text.Vocab)
     DIR/model.safetensors   weights with the best validation loss so far: what sample and eval load
-    DIR/last.safetensors    the latest weights, optimizer moments, carried state and RNG state,
-                            with the trainer's counters as JSON metadata: what --resume loads
-    DIR/data/               the corpus encoded as a token file (see text.prepare)
+    DIR/last.safetensors    the latest weights, optimizer moments and carried state, with the
+                            trainer's counters as JSON metadata: what --resume loads
+    DIR/data/               the corpus encoded as a token file (see text.prepare), unless
+                            config.json names a prepared data directory elsewhere
+    DIR/loss.png            train and validation loss against characters seen
+    DIR/samples.txt         a sample at every evaluation
 
 Checkpoints are data, not code: tensors in safetensors, everything else JSON. Nothing is ever
 unpickled. Every file is written to a temporary name, flushed to disk and renamed over the old
@@ -98,10 +101,11 @@ def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
 
 
 def write_run_files(run_dir: Path, model_config: ModelConfig, train_config: dict,
-                    vocab: Vocab) -> None:
+                    vocab: Vocab, data_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = {"format": FORMAT, "version": VERSION,
-              "model": model_config.__dict__.copy(), "train": train_config}
+    data = "data" if data_dir.resolve() == (run_dir / "data").resolve() else str(data_dir.resolve())
+    config = {"format": FORMAT, "version": VERSION, "model": model_config.__dict__.copy(),
+              "train": train_config, "data": data}
     write_json_atomic(run_dir / "config.json", config)
     write_json_atomic(run_dir / "vocab.json", vocab.to_json())
 
@@ -207,3 +211,59 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         if self.file is not None:
             self.file.close()  # closing releases the lock
+
+
+def data_dir(run_dir: Path, config: dict) -> Path:
+    """The prepared data a run trained on: DIR/data, or the directory config.json names."""
+    name = config.get("data", "data")
+    if not isinstance(name, str):
+        raise RnnkitError(f"{run_dir / 'config.json'}: data must be a path string, got {name!r}")
+    return run_dir / name
+
+
+def save_trainer(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 state, progress: dict) -> None:
+    """Everything --resume needs, in one atomically written file: weights, the optimizer's
+    moments, the carried recurrent state, and the counters (JSON metadata)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for i, entry in opt["state"].items():
+        for k, v in entry.items():
+            tensors[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    if state is not None:
+        h, c = state if isinstance(state, tuple) else (state, None)
+        tensors["state.h"] = h
+        if c is not None:
+            tensors["state.c"] = c
+    meta = {"progress": json.dumps(progress), "param_groups": json.dumps(opt["param_groups"])}
+    write_safetensors(run_dir / LAST, tensors, meta)
+
+
+def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer) -> tuple[dict, tuple]:
+    """Restore what save_trainer wrote into `model` and `optimizer`.
+
+    Returns (progress as a dict, carried state on the CPU: h, or (h, c), or None).
+    """
+    path = run_dir / LAST
+    tensors, meta = read_safetensors(path, model_shapes(model.config), "model.")
+    try:
+        progress = json.loads(meta["progress"])
+        param_groups = json.loads(meta["param_groups"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise RnnkitError(f"{path} has no readable trainer state ({e}); start a new run") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("optim."):
+            _, i, key = name.split(".", 2)
+            opt_state.setdefault(int(i), {})[key] = v
+    try:
+        optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
+    except (ValueError, KeyError, RuntimeError, TypeError) as e:
+        raise RnnkitError(f"{path}: the optimizer state does not fit the model ({e}); start a "
+                          "new run") from None
+    state = None
+    if "state.h" in tensors:
+        h = tensors["state.h"]
+        state = (h, tensors["state.c"]) if "state.c" in tensors else h
+    return progress, state

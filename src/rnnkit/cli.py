@@ -3,6 +3,7 @@
     rnnkit train [TEXT_FILE ...] --out DIR [options]    no file: this Python's standard library
     rnnkit sample DIR [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--greedy] [--seed S]
     rnnkit eval DIR [TEXT_FILE]
+    rnnkit prepare TEXT_FILE ... --out DATA          then: rnnkit train DATA --out DIR
 
 `python -m rnnkit ...` is the same. Bad input ends with one line on stderr and exit status 2;
 set RNNKIT_DEBUG=1 to see a traceback instead.
@@ -16,16 +17,18 @@ import os
 import re
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import fields
+from pathlib import Path
 
-from . import __version__
+from . import __version__, task_cli
 from .cells import CELL_TYPES
-from .checkpoint import load, read_run_config
+from .checkpoint import data_dir, load, read_json, read_run_config
 from .config import from_dict
 from .errors import RnnkitError
 from .lm import ModelConfig
-from .text import TOKENIZERS, PreparedData, check_corpus_files, prepare
+from .text import TOKENIZERS, PreparedData, Vocab, check_corpus_files, prepare
 from .training import TrainConfig, evaluate, pick_device, train
 
 DEFAULT_STEPS = TrainConfig.max_steps
@@ -56,7 +59,9 @@ def build_parser() -> Parser:
                        description="Train a character-level language model on text files (none: "
                        "this Python's standard-library source). Defaults reach about 1.5 "
                        "nats/char on tinyshakespeare in 10 CPU minutes.")
-    t.add_argument("texts", nargs="*", metavar="TEXT_FILE", help="text files to train on")
+    t.set_defaults(run=cmd_train)
+    t.add_argument("texts", nargs="*", metavar="TEXT_FILE", help="text files to train on, or one "
+                   "directory made by `rnnkit prepare`")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     model = t.add_argument_group("model")
     model.add_argument("--cell", choices=CELL_TYPES, help="recurrent cell (default lstm)")
@@ -89,10 +94,16 @@ def build_parser() -> Parser:
     opt.add_argument("--seed", type=int, help=f"random seed (default {TrainConfig.seed})")
     opt.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
     opt.add_argument("--resume", action="store_true", help="continue the run in --out")
-    opt.add_argument("--sample-length", type=int, default=300, help="characters to sample at "
-                     "the end (default 300; 0: none)")
+    opt.add_argument("--sample-length", type=int, help="characters sampled into samples.txt at "
+                     f"each evaluation and shown at the end (default {TrainConfig.sample_length}; "
+                     "0: none)")
+    opt.add_argument("--precision", choices=("fp32", "bf16", "fp16"), help="autocast to bf16 or "
+                     "fp16 (default fp32)")
+    opt.add_argument("--accumulate", type=int, help="micro-batches per step, to save memory "
+                     "(default 1)")
 
     s = sub.add_parser("sample", help="generate text from a trained run")
+    s.set_defaults(run=cmd_sample)
     s.add_argument("run_dir", metavar="DIR")
     s.add_argument("--prime", default="", help="text to start from")
     s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
@@ -104,10 +115,26 @@ def build_parser() -> Parser:
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
 
     e = sub.add_parser("eval", help="loss of a trained run on a text file or its held-out text")
+    e.set_defaults(run=cmd_eval)
     e.add_argument("run_dir", metavar="DIR")
     e.add_argument("text", nargs="?", metavar="TEXT_FILE")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--batch-size", type=int, help="streams per batch (default: the run's)")
+
+    r = sub.add_parser("prepare", help="encode text into a token file for training",
+                       description="Encode text files, streamed, into DATA/tokens.bin and "
+                       "DATA/data.json; `rnnkit train DATA` then reads it memory-mapped.")
+    r.set_defaults(run=cmd_prepare)
+    r.add_argument("texts", nargs="+", metavar="TEXT_FILE")
+    r.add_argument("--out", required=True, metavar="DATA", help="directory to write")
+    r.add_argument("--tokenizer", choices=TOKENIZERS, default="char")
+    r.add_argument("--vocab", metavar="FILE", help="use this vocab.json (or run directory's) "
+                   "instead of building one from the text")
+
+    # Commands defined next to what they run: each module adds its sub-parsers here.
+    task_cli.add_commands(sub)
+    from . import serve
+    serve.add_commands(sub)
     return p
 
 
@@ -128,13 +155,16 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig, set[str]]:
 def cmd_train(args) -> int:
     model_cfg, train_cfg, given = configs_from_args(args)
     summary = train(args.texts, args.out, model_cfg, train_cfg, resume=args.resume, given=given)
+    if summary.get("rank", 0):
+        return 0
     best = summary["best_val"]
     print(f"done: {summary['steps']} steps in {summary['seconds']:.0f}s; best val_loss "
           f"{best:.4f} nats/char ({best / math.log(2):.3f} bpc); run directory {args.out}")
-    if args.sample_length > 0 and summary["stopped"] not in ("SIGINT", "SIGTERM"):
+    length = train_cfg.sample_length if "sample_length" in given else TrainConfig.sample_length
+    if length > 0 and summary["stopped"] not in ("SIGINT", "SIGTERM"):
         model = load(args.out)
         print("--- sample (temperature 0.8) ---")
-        for piece in model.stream(length=args.sample_length, temperature=0.8, seed=0):
+        for piece in model.stream(length=length, temperature=0.8, seed=0):
             sys.stdout.write(piece)
         print("\n---")
     return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
@@ -156,7 +186,9 @@ def cmd_eval(args) -> int:
     config, _, vocab = read_run_config(args.run_dir)
     device = pick_device(args.device)
     model = load(args.run_dir, device=device)
-    seq_len = config["train"].get("seq_len", 128) if isinstance(config.get("train"), dict) else 128
+    train_cfg = from_dict(TrainConfig, config.get("train"), "config.json train")
+    batch_size = args.batch_size or train_cfg.batch_size
+    seq_len = train_cfg.seq_len
     if args.text:
         with tempfile.TemporaryDirectory() as tmp:
             data = prepare(check_corpus_files([args.text]), tmp, vocab.kind, vocab=vocab,
@@ -164,19 +196,36 @@ def cmd_eval(args) -> int:
             if data.skipped:
                 warnings.warn(f"{args.text} contains {''.join(data.skipped[:20])!r}, not in the "
                               f"vocabulary of {len(vocab)} symbols; skipped", stacklevel=1)
-            loss = evaluate(model, data.tokens, args.batch_size, seq_len, device)
+            loss = evaluate(model, data.tokens, batch_size, seq_len, device)
             del data
         source = args.text
     else:
-        fraction = config["train"]["val_fraction"]
+        fraction = train_cfg.val_fraction
         if not fraction:
             raise RnnkitError(f"{args.run_dir} was trained with no held-out text "
                               "(--val-fraction 0); give a TEXT_FILE to evaluate on")
-        _, val = PreparedData.open(os.path.join(args.run_dir, "data")).split(fraction)
-        loss = evaluate(model, val, args.batch_size, seq_len, device)
+        _, val = PreparedData.open(data_dir(Path(args.run_dir), config)).split(fraction)
+        loss = evaluate(model, val, batch_size, seq_len, device)
         source = f"the held-out {fraction:.0%} of the training text ({len(val):,} tokens)"
     print(f"evaluated on {source}")
     print(f"val_loss {loss:.4f} bpc {loss / math.log(2):.4f}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    vocab = None
+    if args.vocab:
+        path = Path(args.vocab)
+        vocab = Vocab.from_json(read_json(path / "vocab.json" if path.is_dir() else path,
+                                          "vocabulary JSON"))
+    files = check_corpus_files(args.texts)
+    size = sum(f.stat().st_size for f in files)
+    start = time.monotonic()
+    data = prepare(files, args.out, vocab.kind if vocab else args.tokenizer, vocab=vocab)
+    seconds = time.monotonic() - start
+    print(f"prepared {len(data.tokens):,} tokens ({data.vocab.kind} vocabulary of "
+          f"{len(data.vocab)}) from {len(files)} file(s), {size / 1e6:,.1f} MB in {seconds:.1f}s "
+          f"({size / 1e6 / max(seconds, 1e-9):,.1f} MB/s), into {args.out}")
     return 0
 
 
@@ -189,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_warning
     try:
         args = build_parser().parse_args(argv)
-        return {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval}[args.command](args)
+        return args.run(args)
     except RnnkitError as e:
         if debug:
             raise

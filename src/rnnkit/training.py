@@ -9,15 +9,19 @@ of the step (linear warm-up, then cosine decay to `lr * lr_min` at the end of th
 The plan is `max_steps` when given. With only a time budget (`max_time`) the plan is estimated
 from the measured speed at each evaluation, so the decay still ends when the time does.
 
-Exact resume: a checkpoint holds the weights, the optimizer's moments, the carried state, the RNG
-state and the counters; batch i is a pure function of i (see `text.Streams`). On CPU a run that is
-stopped and resumed ends with the same weights as one that was not.
+Exact resume: a checkpoint holds the weights, the optimizer's moments, the carried state and the
+counters; batch i is a pure function of i (see `text.Streams`), and so is step i's dropout seed.
+On CPU a run that is stopped and resumed ends with the same weights as one that was not.
+
+Under torchrun each process reads its own share of the B streams, DistributedDataParallel averages
+the gradients, and rank 0 alone evaluates and writes (see `distributed`). `accumulate` splits each
+rank's streams into that many micro-batches, backpropagated one after the other, to save memory:
+the update equals the one of the whole batch.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -30,9 +34,11 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import from_dict
 from .errors import RnnkitError, require_positive
 from .lm import CharLM, ModelConfig
+from .plots import plot_losses
 from .recurrent import detach_state
 from .text import (
     TOKENIZERS,
@@ -46,6 +52,7 @@ from .text import (
 
 # Options that fix which characters land in which batch: a resumed run must keep them.
 DATA_LAYOUT = ("seq_len", "batch_size", "val_fraction", "tokenizer", "seed")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -65,11 +72,16 @@ class TrainConfig:
     tokenizer: str = "char"  # "char" (Unicode code points) or "byte"
     seed: int = 1337  # weights, dropout and epoch offsets
     device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
+    precision: str = "fp32"  # "fp32", or autocast to "bf16" / "fp16" (fp16 with loss scaling)
+    accumulate: int = 1  # micro-batches per step: the streams split this many ways
+    sample_length: int = 200  # characters written to samples.txt at each evaluation; 0: none
 
     def __post_init__(self):
         require_positive(seq_len=self.seq_len, batch_size=self.batch_size, lr=self.lr,
-                         eval_every=self.eval_every, eval_tokens=self.eval_tokens)
-        for name in ("warmup", "max_steps", "max_time", "grad_clip", "weight_decay"):
+                         eval_every=self.eval_every, eval_tokens=self.eval_tokens,
+                         accumulate=self.accumulate)
+        for name in ("warmup", "max_steps", "max_time", "grad_clip", "weight_decay",
+                     "sample_length"):
             if getattr(self, name) < 0:
                 raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if self.max_steps == 0 and self.max_time == 0:
@@ -82,6 +94,11 @@ class TrainConfig:
             raise RnnkitError(f"unknown tokenizer {self.tokenizer!r}; choose char or byte")
         if self.device not in ("auto", "cpu", "cuda"):
             raise RnnkitError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        if self.precision not in PRECISIONS:
+            raise RnnkitError(f"unknown precision {self.precision!r}; choose fp32, bf16 or fp16")
+        if self.batch_size % self.accumulate:
+            raise RnnkitError(f"--accumulate {self.accumulate} must divide --batch-size "
+                              f"{self.batch_size}")
 
 
 @dataclass
@@ -97,6 +114,11 @@ class Progress:
     history: list = field(default_factory=list)  # one dict per evaluation
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The dropout seed of one step on one rank: a pure function, so resuming repeats it."""
+    return ((seed * 1_000_003 + rank) * 1_000_003 + step) % (1 << 63)
+
+
 def lr_at(step: int, plan: int, cfg: TrainConfig) -> float:
     """Linear warm-up over `warmup` steps, then cosine from lr down to lr * lr_min at `plan`."""
     if step < cfg.warmup:
@@ -110,7 +132,7 @@ def lr_at(step: int, plan: int, cfg: TrainConfig) -> float:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
+    if name.startswith("cuda") and not torch.cuda.is_available():
         raise RnnkitError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
     return torch.device(name)
 
@@ -161,21 +183,21 @@ class StopRequest:
             signal.signal(sig, handler)
 
 
-def open_data(run_dir: Path, texts: list[str], tokenizer: str, resume: bool) -> PreparedData:
-    """The run's prepared data: encoded now from `texts`, or reused when resuming."""
-    data_dir = run_dir / "data"
-    if resume and (data_dir / "data.json").exists():
-        return PreparedData.open(data_dir)
+def open_data(run_dir: Path, texts: list[str], tokenizer: str) -> PreparedData:
+    """Prepared data for a new run: a directory made by `rnnkit prepare`, used in place, or the
+    text files (default corpus if none) encoded now into DIR/data."""
+    if len(texts) == 1 and Path(texts[0]).is_dir() and (Path(texts[0]) / "data.json").exists():
+        return PreparedData.open(texts[0])
     files = check_corpus_files(texts) if texts else default_corpus()
-    return prepare(files, data_dir, tokenizer)
+    return prepare(files, run_dir / "data", tokenizer)
 
 
 def check_resume(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
-                 given: set[str]) -> tuple[ModelConfig, TrainConfig]:
+                 given: set[str]) -> tuple[dict, ModelConfig, TrainConfig]:
     """The configs to continue with: the run's own, with the options given now where allowed."""
     saved, saved_model, _ = ckpt.read_run_config(run_dir)
     saved_train = from_dict(TrainConfig, saved.get("train"), "config.json train")
-    for name in given:
+    for name in sorted(given):
         if name in asdict(saved_model) and getattr(model_cfg, name) != getattr(saved_model, name):
             raise RnnkitError(f"--{name} {getattr(model_cfg, name)} differs from the run's "
                               f"{getattr(saved_model, name)}; drop it to resume, or train a new "
@@ -185,96 +207,58 @@ def check_resume(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
                               f"from the run's {getattr(saved_train, name)}; resuming needs the "
                               "same data layout")
     changes = {k: getattr(train_cfg, k) for k in given if k in asdict(saved_train)}
-    return saved_model, TrainConfig(**{**asdict(saved_train), **changes})
-
-
-def save_last(run_dir: Path, model: CharLM, optimizer: torch.optim.Optimizer, state,
-              progress: Progress) -> None:
-    """The full trainer state, for --resume."""
-    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    for i, entry in opt["state"].items():
-        for k, v in entry.items():
-            tensors[f"optim.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    if state is not None:
-        h, c = state if isinstance(state, tuple) else (state, None)
-        tensors["state.h"] = h
-        if c is not None:
-            tensors["state.c"] = c
-    tensors["rng.cpu"] = torch.get_rng_state()
-    if torch.cuda.is_available() and next(model.parameters()).is_cuda:
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    meta = {"progress": json.dumps(asdict(progress)),
-            "param_groups": json.dumps(opt["param_groups"])}
-    ckpt.write_safetensors(run_dir / ckpt.LAST, tensors, meta)
-
-
-def load_last(run_dir: Path, model: CharLM, optimizer: torch.optim.Optimizer,
-              device: torch.device):
-    """Restore what save_last wrote; returns (progress, carried state)."""
-    shapes = ckpt.model_shapes(model.config)
-    tensors, meta = ckpt.read_safetensors(run_dir / ckpt.LAST, shapes, "model.")
-    try:
-        progress = from_dict(Progress, json.loads(meta["progress"]), "trainer progress")
-        param_groups = json.loads(meta["param_groups"])
-    except (KeyError, json.JSONDecodeError) as e:
-        raise RnnkitError(f"{run_dir / ckpt.LAST} has no readable trainer state ({e}); "
-                          "start a new run") from None
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    opt_state: dict[int, dict] = {}
-    for name, v in tensors.items():
-        if name.startswith("optim."):
-            _, i, key = name.split(".", 2)
-            opt_state.setdefault(int(i), {})[key] = v
-    try:
-        optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
-    except (ValueError, KeyError, RuntimeError) as e:
-        raise RnnkitError(f"{run_dir / ckpt.LAST}: optimizer state does not fit the model "
-                          f"({e}); start a new run") from None
-    torch.set_rng_state(tensors["rng.cpu"])
-    if "rng.cuda" in tensors and device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    state = None
-    if "state.h" in tensors:
-        h = tensors["state.h"].to(device)
-        state = (h, tensors["state.c"].to(device)) if "state.c" in tensors else h
-    return progress, state
+    return saved, saved_model, TrainConfig(**{**asdict(saved_train), **changes})
 
 
 def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
           train_cfg: TrainConfig | None = None, resume: bool = False,
           given: set[str] = frozenset(), quiet: bool = False) -> dict:
-    """Train (or resume) a run in directory `out` on text files `texts` (default corpus if empty).
+    """Train (or resume) a run in directory `out` on text files `texts` (default corpus if empty),
+    or on one prepared data directory.
 
     `given` names the options the user set explicitly; on resume they are checked against the
-    run. Returns a summary: steps, best validation loss, seconds, run directory.
+    run. Returns a summary: steps, best validation loss, seconds, speed, history.
     """
     run_dir = Path(out)
     model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
-    if resume:
-        model_cfg, train_cfg = check_resume(run_dir, model_cfg, train_cfg, given)
-    elif (run_dir / "config.json").exists():
-        raise RnnkitError(f"{out} already holds a training run; add --resume to continue it, "
-                          "or choose another --out")
-    device = pick_device(train_cfg.device)
-    with ckpt.RunLock(run_dir):
-        data = open_data(run_dir, texts, train_cfg.tokenizer, resume)
-        train_tokens, val_tokens = data.split(train_cfg.val_fraction)
-        B = fit_batch_size(len(train_tokens), train_cfg.batch_size, train_cfg.seq_len)
-        if train_cfg.val_fraction > 0 and len(val_tokens) < 2:
-            raise RnnkitError(f"the validation split has {len(val_tokens)} tokens; raise "
-                              "--val-fraction, add text, or use --val-fraction 0")
-        model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
-        if not resume:
-            ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab)
-        return run(run_dir, data, train_tokens, val_tokens, B, model_cfg, train_cfg, device,
-                   resume, quiet)
+    world, device_name = distributed.setup(train_cfg.device)
+    try:
+        device = pick_device(device_name)
+        lock = ckpt.RunLock(run_dir) if world.main else contextlib.nullcontext()
+        with lock:
+            if resume:
+                saved, model_cfg, train_cfg = check_resume(run_dir, model_cfg, train_cfg, given)
+                data = PreparedData.open(ckpt.data_dir(run_dir, saved))
+            elif world.main:
+                if (run_dir / "config.json").exists():
+                    raise RnnkitError(f"{out} already holds a training run; add --resume to "
+                                      "continue it, or choose another --out")
+                data = open_data(run_dir, texts, train_cfg.tokenizer)
+                model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
+                ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
+            distributed.barrier(world)  # the other ranks wait for rank 0's files
+            if not world.main and not resume:
+                saved, model_cfg, _ = ckpt.read_run_config(run_dir)
+                data = PreparedData.open(ckpt.data_dir(run_dir, saved))
+            return run(run_dir, data, model_cfg, train_cfg, device, world, resume, quiet)
+    finally:
+        distributed.teardown(world)
 
 
-def run(run_dir: Path, data: PreparedData, train_tokens, val_tokens, B: int,
-        model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, resume: bool,
-        quiet: bool) -> dict:
-    """The training loop proper; see `train` for the arguments."""
+def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig,
+        device: torch.device, world: distributed.World, resume: bool, quiet: bool) -> dict:
+    """The training loop proper; see `train`."""
+    train_tokens, val_tokens = data.split(cfg.val_fraction)
+    B = fit_batch_size(len(train_tokens), cfg.batch_size, cfg.seq_len)
+    if cfg.val_fraction > 0 and len(val_tokens) < 2:
+        raise RnnkitError(f"the validation split has {len(val_tokens)} tokens; raise "
+                          "--val-fraction, add text, or use --val-fraction 0")
+    my_streams = distributed.streams_of(world, B)
+    if len(my_streams) % cfg.accumulate:
+        raise RnnkitError(f"{len(my_streams)} streams per process do not split into "
+                          f"--accumulate {cfg.accumulate} micro-batches; change either")
+    micro = len(my_streams) // cfg.accumulate  # streams per micro-batch
+
     torch.manual_seed(cfg.seed)
     model = CharLM(model_cfg, data.vocab).to(device)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
@@ -283,32 +267,58 @@ def run(run_dir: Path, data: PreparedData, train_tokens, val_tokens, B: int,
                                    {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
     progress, state = Progress(plan=cfg.max_steps), None
     if resume and (run_dir / ckpt.LAST).exists():
-        progress, state = load_last(run_dir, model, optimizer, device)
+        saved, state = ckpt.load_trainer(run_dir, model, optimizer)
+        progress = from_dict(Progress, saved, "trainer progress")
+        if state is not None:  # this rank's rows of the global carried state
+            rows = slice(my_streams.start, my_streams.stop)
+            state = tuple(s[:, rows].to(device) for s in state) if isinstance(state, tuple) \
+                else state[:, rows].to(device)
         if cfg.max_steps:
             progress.plan = cfg.max_steps
-    streams = Streams(train_tokens, B, cfg.seq_len, cfg.seed)
+    net = model
+    if world.size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast_dtype = PRECISIONS[cfg.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    streams = Streams(train_tokens, B, cfg.seq_len, cfg.seed, streams=my_streams)
     V = model_cfg.vocab_size
-    say = (lambda *a: None) if quiet else tqdm.write
+    say = tqdm.write if world.main and not quiet else (lambda *a: None)
     if not resume:
+        split = f" ({world.size} processes x {B // world.size} streams)" if world.size > 1 else ""
         say(f"rnnkit: {model_cfg.layers} x {model_cfg.hidden} {model_cfg.cell}, "
             f"{model.num_parameters():,} parameters, vocabulary {V} ({cfg.tokenizer}), "
             f"{len(train_tokens):,} training / {len(val_tokens):,} validation tokens, "
-            f"batch {B} x {cfg.seq_len}, on {device.type}")
+            f"batch {B} x {cfg.seq_len}{split}"
+            f"{f', {cfg.accumulate} micro-batches' if cfg.accumulate > 1 else ''}, "
+            f"on {device.type}{'' if cfg.precision == 'fp32' else ' ' + cfg.precision}")
     start_step, t0 = progress.step, time.monotonic()
     deadline = t0 + cfg.max_time if cfg.max_time else math.inf
     end = cfg.max_steps or sys.maxsize
-    bar = tqdm(total=cfg.max_steps or None, initial=progress.step, disable=quiet,
-               dynamic_ncols=True, unit="step", file=sys.stderr)
+    bar = tqdm(total=cfg.max_steps or None, initial=progress.step, dynamic_ncols=True,
+               disable=quiet or not world.main, unit="step", file=sys.stderr)
     model.train()
     stopped = None
     timing = {"checkpoint": 0.0}  # seconds spent evaluating and writing, not training
 
+    def global_state():
+        """The carried state of all streams, gathered from every rank (a collective call)."""
+        if state is None or world.size == 1:
+            return state
+        if isinstance(state, tuple):
+            return tuple(distributed.gather_rows(world, s, 1) for s in state)
+        return distributed.gather_rows(world, state, 1)
+
     def checkpoint() -> None:
-        """Evaluate, log, and write last (and best) checkpoints."""
+        """Evaluate, log, and write last (and best) checkpoints: rank 0's work."""
         started = time.monotonic()
+        full_state = global_state()
         train_loss = progress.loss_sum / max(1, progress.loss_count)
-        val = evaluate(model, val_tokens, B, cfg.seq_len, device, cfg.eval_tokens) \
-            if len(val_tokens) >= 2 else train_loss
+        val = math.nan
+        if world.main:
+            val = evaluate(model, val_tokens, B, cfg.seq_len, device, cfg.eval_tokens) \
+                if len(val_tokens) >= 2 else train_loss
+        val = distributed.broadcast(world, val)
         if not math.isfinite(val):
             raise RnnkitError(f"validation loss became {val} at step {progress.step}; stopped, "
                               "the last good checkpoint is kept; lower --lr and --resume")
@@ -316,53 +326,67 @@ def run(run_dir: Path, data: PreparedData, train_tokens, val_tokens, B: int,
                                  "train_loss": train_loss, "val_loss": val})
         progress.loss_sum, progress.loss_count = 0.0, 0
         improved = val < progress.best_val
-        if improved:
-            progress.best_val = val
-            ckpt.write_safetensors(run_dir / ckpt.BEST, model.state_dict(),
-                                   {"step": str(progress.step), "val_loss": repr(val)})
-        save_last(run_dir, model, optimizer, state, progress)
-        say(f"step {progress.step}: train {train_loss:.4f} nats/char "
-            f"({train_loss / math.log(2):.3f} bpc), val {val:.4f} nats/char "
-            f"({val / math.log(2):.3f} bpc){' *best' if improved else ''}")
+        progress.best_val = min(val, progress.best_val)
+        if world.main:
+            if improved:
+                ckpt.write_safetensors(run_dir / ckpt.BEST, model.state_dict(),
+                                       {"step": str(progress.step), "val_loss": repr(val)})
+            ckpt.save_trainer(run_dir, model, optimizer, full_state, asdict(progress))
+            write_progress_files(run_dir, model, progress, cfg)
+            say(f"step {progress.step}: train {train_loss:.4f} nats/char "
+                f"({train_loss / math.log(2):.3f} bpc), val {val:.4f} nats/char "
+                f"({val / math.log(2):.3f} bpc){' *best' if improved else ''}")
+        distributed.barrier(world)
         timing["checkpoint"] += time.monotonic() - started
 
     try:
         with StopRequest() as stop:
             while progress.step < end:
-                if time.monotonic() >= deadline:
-                    stopped = "time"
-                    break
                 x, y, fresh = streams.batch(progress.step)
                 if fresh:
                     state = None  # a new epoch starts the streams at new offsets
-                x = torch.from_numpy(x).to(device, non_blocking=True)
-                y = torch.from_numpy(y).to(device, non_blocking=True)
+                x, y = to_device(x, device), to_device(y, device)
                 lr = lr_at(progress.step, progress.plan, cfg)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                _, loss, new_state = model(x, y, state)
-                loss_value = loss.detach().item()
+                torch.manual_seed(step_seed(cfg.seed, world.rank, progress.step))
+                optimizer.zero_grad(set_to_none=True)
+                loss_value, new_states = 0.0, []
+                for k in range(cfg.accumulate):
+                    rows = slice(k * micro, (k + 1) * micro)
+                    sync = k == cfg.accumulate - 1 or world.size == 1
+                    with (contextlib.nullcontext() if sync else net.no_sync()), \
+                            torch.autocast(device.type, autocast_dtype,
+                                           enabled=autocast_dtype is not None):
+                        _, loss, s = net(x[rows], y[rows], rows_of(state, rows))
+                    scaler.scale(loss / cfg.accumulate).backward()
+                    loss_value += loss.detach().item() / cfg.accumulate
+                    new_states.append(s)
+                state = detach_state(cat_rows(new_states))
+                time_up = time.monotonic() >= deadline
+                loss_value, flag = distributed.mean(
+                    world, [loss_value, float(stop.signal is not None or time_up)])
                 if not math.isfinite(loss_value) or loss_value > 3 * math.log(V) + 5:
                     raise RnnkitError(f"training loss exploded to {loss_value} at step "
-                                      f"{progress.step}; stopped, the last good checkpoint is kept; "
-                                      "lower --lr or --grad-clip and --resume")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                                      f"{progress.step}; stopped, the last good checkpoint is "
+                                      "kept; lower --lr or --grad-clip and --resume")
                 if cfg.grad_clip:
+                    scaler.unscale_(optimizer)
                     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    if not torch.isfinite(norm):
+                    if not torch.isfinite(norm) and cfg.precision != "fp16":
                         raise RnnkitError(f"gradients became infinite at step {progress.step}; "
-                                          "stopped, the last good checkpoint is kept; lower --lr "
-                                          "and --resume")
-                optimizer.step()
-                state = detach_state(new_state)
+                                          "stopped, the last good checkpoint is kept; lower "
+                                          "--lr and --resume")
+                scaler.step(optimizer)
+                scaler.update()
                 progress.step += 1
-                progress.chars += x.numel()
+                progress.chars += B * cfg.seq_len
                 progress.loss_sum += loss_value
                 progress.loss_count += 1
                 elapsed = time.monotonic() - t0
-                speed = (progress.step - start_step) * x.numel() / max(elapsed, 1e-9)
-                postfix = {"loss": f"{loss_value:.3f}", "chars/s": f"{speed:,.0f}", "lr": f"{lr:.1e}"}
+                speed = (progress.step - start_step) * B * cfg.seq_len / max(elapsed, 1e-9)
+                postfix = {"loss": f"{loss_value:.3f}", "chars/s": f"{speed:,.0f}",
+                           "lr": f"{lr:.1e}"}
                 if cfg.max_time:
                     postfix["left"] = f"{max(0.0, deadline - time.monotonic()):.0f}s"
                 bar.set_postfix(postfix, refresh=False)
@@ -371,9 +395,10 @@ def run(run_dir: Path, data: PreparedData, train_tokens, val_tokens, B: int,
                     checkpoint()
                     if not cfg.max_steps:  # time budget only: re-estimate the plan from the speed
                         rate = (progress.step - start_step) / (time.monotonic() - t0)
-                        progress.plan = progress.step + int(rate * (deadline - time.monotonic()))
-                if stop.signal:
-                    stopped = stop.signal
+                        plan = progress.step + int(rate * (deadline - time.monotonic()))
+                        progress.plan = int(distributed.broadcast(world, plan))
+                if flag > 0:
+                    stopped = stop.signal or "time"
                     break
     except BaseException:
         bar.leave = False  # an error message follows: clear the bar instead of leaving half
@@ -383,7 +408,9 @@ def run(run_dir: Path, data: PreparedData, train_tokens, val_tokens, B: int,
     if stopped in ("SIGINT", "SIGTERM"):
         # Save exactly where the loop stands, without an extra evaluation, so that resuming
         # continues the same run (same counters, same loss log).
-        save_last(run_dir, model, optimizer, state, progress)
+        full_state = global_state()
+        if world.main:
+            ckpt.save_trainer(run_dir, model, optimizer, full_state, asdict(progress))
         say(f"rnnkit: {stopped} received; stopped at step {progress.step} with a checkpoint "
             f"saved; continue with the same command plus --resume")
     elif not progress.history or progress.history[-1]["step"] != progress.step:
@@ -393,4 +420,43 @@ def run(run_dir: Path, data: PreparedData, train_tokens, val_tokens, B: int,
     chars = (progress.step - start_step) * B * cfg.seq_len
     return {"run_dir": str(run_dir), "steps": progress.step, "best_val": progress.best_val,
             "seconds": seconds, "stopped": stopped, "history": progress.history,
+            "batch_size": B, "processes": world.size, "rank": world.rank,
             "chars_per_second": chars / train_seconds if train_seconds > 0 else 0.0}
+
+
+def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A batch of ids onto the device; through pinned memory, without waiting, to a GPU."""
+    t = torch.from_numpy(batch)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
+
+
+def rows_of(state, rows: slice):
+    """Rows (streams) of a carried state, h (L, B, H) or (h, c); None stays None."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s[:, rows] for s in state)
+    return state[:, rows]
+
+
+def cat_rows(states: list):
+    """The inverse of rows_of over consecutive micro-batches."""
+    if len(states) == 1:
+        return states[0]
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, 1) for parts in zip(*states, strict=True))
+    return torch.cat(states, 1)
+
+
+def write_progress_files(run_dir: Path, model: CharLM, progress: Progress,
+                         cfg: TrainConfig) -> None:
+    """loss.png and a sample appended to samples.txt, so a user can watch the model learn."""
+    plot_losses(progress.history, run_dir / "loss.png")
+    if cfg.sample_length:
+        text = model.generate(length=cfg.sample_length, temperature=0.8, seed=progress.step)
+        val = progress.history[-1]["val_loss"]
+        with open(run_dir / "samples.txt", "a", encoding="utf-8") as f:
+            f.write(f"=== step {progress.step}, {progress.chars:,} characters seen, val_loss "
+                    f"{val:.4f} ===\n{text}\n\n")

@@ -1,0 +1,32 @@
+"""Figures a run writes for its user to look at (matplotlib, drawn off-screen)."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+
+def plot_losses(history: list[dict], path: Path) -> None:
+    """loss.png: train and validation loss (nats/char) against characters seen, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chars = [h["chars"] for h in history]
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    ax.plot(chars, [h["train_loss"] for h in history], marker=".", label="train")
+    ax.plot(chars, [h["val_loss"] for h in history], marker=".", label="validation")
+    ax.set_xlabel("characters seen")
+    ax.set_ylabel("loss (nats/char)")
+    right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2),
+                                                   lambda b: b * math.log(2)))
+    right.set_ylabel("bits/char")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    plt.close(fig)
+    os.replace(tmp, path)

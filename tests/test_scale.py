@@ -1,0 +1,99 @@
+"""Scale: prepared token files, gradient accumulation, autocast, and two processes under torchrun."""
+
+import json
+import socket
+import subprocess
+
+import pytest
+import torch
+from conftest import PYTHON, TINY
+
+import rnnkit
+from rnnkit import checkpoint
+
+
+def weights(run):
+    return checkpoint.read_safetensors(run / "last.safetensors")[0]
+
+
+def assert_same_run(a, b, atol):
+    wa, wb = weights(a), weights(b)
+    for name in wa:
+        if name.startswith("model."):
+            torch.testing.assert_close(wa[name], wb[name], atol=atol, rtol=0)
+
+
+def test_prepare_then_train_on_the_token_file(cli, corpus, tmp_path):
+    status, out, _ = cli("prepare", corpus, "--out", tmp_path / "data")
+    assert status == 0 and "prepared 2,700 tokens (char vocabulary of 29)" in out
+    run = tmp_path / "run"
+    assert cli("train", tmp_path / "data", "--out", run, "--max-steps", 10, *TINY)[0] == 0
+    assert not (run / "data").exists()  # read in place, not copied
+    status, out, _ = cli("eval", run)
+    assert status == 0 and out.strip().splitlines()[-1].startswith("val_loss")
+    # A second corpus encoded with the first one's vocabulary
+    other = tmp_path / "other.txt"
+    other.write_text("the lazy dog\n" * 30)
+    status, out, _ = cli("prepare", other, "--out", tmp_path / "data2", "--vocab", run)
+    assert status == 0 and "vocabulary of 29" in out
+    other.write_text("ZZZ" * 30)
+    status, _, err = cli("prepare", other, "--out", tmp_path / "data3", "--vocab", run)
+    assert status == 2 and "'Z'" in err and "not in the vocabulary" in err
+
+
+def test_accumulation_equals_the_whole_batch(cli, corpus, tmp_path):
+    base = [corpus, "--max-steps", 12, *TINY, "--batch-size", 8]
+    assert cli("train", *base, "--out", tmp_path / "whole")[0] == 0
+    assert cli("train", *base, "--out", tmp_path / "micro", "--accumulate", 4)[0] == 0
+    assert_same_run(tmp_path / "whole", tmp_path / "micro", atol=1e-5)
+    status, _, err = cli("train", *base, "--out", tmp_path / "bad", "--accumulate", 3)
+    assert status == 2 and "--accumulate 3 must divide --batch-size 8" in err
+
+
+def test_bf16_autocast_trains_on_cpu(corpus, tmp_path):
+    summary = rnnkit.train([corpus], tmp_path / "run", rnnkit.ModelConfig(hidden=32, layers=1),
+                           rnnkit.TrainConfig(seq_len=16, batch_size=4, max_steps=40, eval_every=20,
+                                              precision="bf16", sample_length=0), quiet=True)
+    first, last = summary["history"][0]["train_loss"], summary["history"][-1]["train_loss"]
+    assert last < first < 3.5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
+    args = ["train", str(corpus), "--max-steps", "20", *map(str, TINY), "--batch-size", "8",
+            "--layers", "2"]
+    one = subprocess.run([PYTHON, "-m", "rnnkit", *args, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    def torchrun(*more):
+        return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                               "-m", "rnnkit", *args, "--out", str(tmp_path / "two"), *more],
+                              capture_output=True, text=True, timeout=300)
+
+    two = torchrun()
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "batch 8 x 16 (2 processes x 4 streams)" in two.stdout
+    assert two.stdout.count("done: 20 steps") == 1  # rank 0 alone reports
+    # Same global batch, same data, same seed: gradients averaged over ranks equal the
+    # single-process gradient up to float rounding.
+    assert_same_run(tmp_path / "one", tmp_path / "two", atol=1e-4)
+    hist = [checkpoint.read_safetensors(tmp_path / r / "last.safetensors")[1]["progress"]
+            for r in ("one", "two")]
+    a, b = (json.loads(h)["history"] for h in hist)
+    assert [h["step"] for h in a] == [h["step"] for h in b]
+    for x, y in zip(a, b, strict=True):
+        assert x["val_loss"] == pytest.approx(y["val_loss"], abs=1e-4)
+
+    # Resuming under torchrun continues the run (each rank takes its rows of the saved state).
+    resumed = torchrun("--resume", "--max-steps", "30")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "done: 30 steps" in resumed.stdout
+    progress = json.loads(checkpoint.read_safetensors(tmp_path / "two" / "last.safetensors")[1]
+                          ["progress"])
+    assert [h["step"] for h in progress["history"]] == [10, 20, 30]
