@@ -137,3 +137,20 @@ def test_vanilla_rnn_without_bias_has_the_notes_exact_form():
     y = rnn.step(torch.tensor([1.0, 0.0]))
     torch.testing.assert_close(y, torch.tanh(torch.tensor([1.0, 0.0])))
     assert [n for n, _ in rnn.named_parameters()] == ["W_xh", "W_hh", "W_hy"]
+
+
+def test_vanilla_relu_rnn_and_starting_state():
+    torch.manual_seed(6)
+    rnn = rnnkit.RNN(3, 4, 2, nonlinearity="relu")
+    xs, h0 = torch.randn(5, 3), torch.rand(4)
+    ys, h_T = rnn(xs, h0)
+    rnn.reset(h0)
+    h = h0
+    for t, x in enumerate(xs):
+        y = rnn.step(x)
+        h = torch.relu(rnn.W_hh @ h + rnn.W_xh @ x + rnn.b_h)
+        torch.testing.assert_close(rnn.h, h)
+        torch.testing.assert_close(y, ys[t], atol=1e-6, rtol=0)
+    torch.testing.assert_close(rnn.h, h_T, atol=1e-6, rtol=0)
+    with pytest.raises(rnnkit.RnnkitError, match="unknown nonlinearity 'sigmoid'"):
+        rnnkit.RNN(3, 4, 2, nonlinearity="sigmoid")

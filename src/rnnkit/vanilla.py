@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .errors import require_positive
+from .errors import RnnkitError, require_positive
 
 
 class RNN(nn.Module):
@@ -32,13 +32,20 @@ class RNN(nn.Module):
         hidden_size: H, length of the hidden state h.
         output_size: O, length of each output vector y.
         bias: with False, b_h and b_y are fixed zeros (the notes' equations have none).
+        nonlinearity: "tanh" (the notes' RNN) or "relu" (h = max(0, ...), as torch.nn.RNN offers;
+            Serrano's roommate network keeps "only the 2" with it).
 
     `step` accepts one vector x (I,) or a batch (B, I); `h` then has shape (H,) or (B, H).
     """
 
-    def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True):
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True,
+                 nonlinearity: str = "tanh"):
         super().__init__()
         require_positive(input_size=input_size, hidden_size=hidden_size, output_size=output_size)
+        if nonlinearity not in ("tanh", "relu"):
+            raise RnnkitError(f"unknown nonlinearity {nonlinearity!r}; choose tanh or relu")
+        self.nonlinearity = nonlinearity
+        self.f = torch.tanh if nonlinearity == "tanh" else torch.relu
         bound = 1 / math.sqrt(hidden_size)  # torch.nn.RNN's initialisation
 
         def param(*shape: int) -> nn.Parameter:
@@ -55,17 +62,18 @@ class RNN(nn.Module):
         self.h: Tensor | None = None  # the hidden state; None until the first step, then a tensor
         # torch's fused kernel, built on the meta device: it holds no weights of its own and runs
         # with ours (functional_call), so there is one set of parameters for both paths.
-        self._kernel = [nn.RNN(input_size, hidden_size, batch_first=True, device="meta")]
+        self._kernel = [nn.RNN(input_size, hidden_size, batch_first=True, device="meta",
+                               nonlinearity=nonlinearity)]
 
-    def reset(self) -> None:
-        """Forget the history: the next step starts from h = 0."""
-        self.h = None
+    def reset(self, h: Tensor | None = None) -> None:
+        """Forget the history: the next step starts from `h`, zeros by default."""
+        self.h = h
 
     def step(self, x: Tensor) -> Tensor:
         """Feed one input vector, update the hidden state, return the output vector."""
         h = self.h if self.h is not None else x.new_zeros(*x.shape[:-1], self.W_hh.shape[0])
         # Row-vector form of the same equations (v @ W.T == W @ v), so a batch (B, I) also works.
-        self.h = torch.tanh(h @ self.W_hh.T + x @ self.W_xh.T + self.b_h)
+        self.h = self.f(h @ self.W_hh.T + x @ self.W_xh.T + self.b_h)  # f is tanh unless relu
         y = self.h @ self.W_hy.T + self.b_y
         return y
 
