@@ -106,8 +106,9 @@ def write_run_files(run_dir: Path, model_config: ModelConfig, train_config: dict
     data = "data" if data_dir.resolve() == (run_dir / "data").resolve() else str(data_dir.resolve())
     config = {"format": FORMAT, "version": VERSION, "model": model_config.__dict__.copy(),
               "train": train_config, "data": data}
-    write_json_atomic(run_dir / "config.json", config)
+    # config.json last: its presence marks a complete run directory.
     write_json_atomic(run_dir / "vocab.json", vocab.to_json())
+    write_json_atomic(run_dir / "config.json", config)
 
 
 def read_json(path: Path, what: str):

@@ -22,7 +22,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from . import __version__, task_cli
+from . import __version__, serve
 from .cells import CELL_TYPES
 from .checkpoint import data_dir, load, read_json, read_run_config
 from .config import from_dict
@@ -93,7 +93,11 @@ def build_parser() -> Parser:
                      "(default char)")
     opt.add_argument("--seed", type=int, help=f"random seed (default {TrainConfig.seed})")
     opt.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
-    opt.add_argument("--resume", action="store_true", help="continue the run in --out")
+    opt.add_argument("--resume", action="store_true", help="continue the run in --out (or "
+                     "start it, if it holds none yet)")
+    opt.add_argument("--on-nan", choices=("stop", "rollback"), help="on a NaN or exploding "
+                     "loss: stop (default), or roll back to the last checkpoint with half the "
+                     "learning rate")
     opt.add_argument("--sample-length", type=int, help="characters sampled into samples.txt at "
                      f"each evaluation and shown at the end (default {TrainConfig.sample_length}; "
                      "0: none)")
@@ -132,8 +136,6 @@ def build_parser() -> Parser:
                    "instead of building one from the text")
 
     # Commands defined next to what they run: each module adds its sub-parsers here.
-    task_cli.add_commands(sub)
-    from . import serve
     serve.add_commands(sub)
     return p
 

@@ -99,7 +99,15 @@ class CharLM(nn.Module):
 
     def generate(self, prime: str = "", length: int = 200, temperature: float = 1.0,
                  top_k: int | None = None, greedy: bool = False, seed: int | None = None) -> str:
-        """The prime followed by `length` generated characters (bytes for a byte model, decoded)."""
+        """The prime followed by `length` generated characters (bytes for a byte model, decoded).
+
+        For very long outputs use `stream`, which yields the text piece by piece.
+        """
+        from .sample import MAX_STRING
+
+        if length > MAX_STRING:
+            raise RnnkitError(f"length {length:,} is more than generate returns as one string "
+                              f"({MAX_STRING:,}); use model.stream(...) to iterate over the text")
         return prime + "".join(self.stream(prime, length, temperature, top_k, greedy, seed))
 
     def num_parameters(self) -> int:

@@ -30,6 +30,8 @@ from .cells import gru_gates, lstm_gates
 from .errors import RnnkitError
 
 PRIME_CHUNK = 4096  # prime text fed through the fused kernel this many characters at a time
+MAX_PRIME = 1_000_000  # characters; a longer prime is refused rather than fed for minutes
+MAX_STRING = 10_000_000  # characters `generate` returns as one string; `stream` has no limit
 
 
 class RnnkitWarning(UserWarning):
@@ -170,6 +172,12 @@ def check_options(length: int, temperature: float, top_k: int | None) -> None:
         raise RnnkitError(f"top-k must be at least 1, got {top_k}")
 
 
+def check_prime(prime: str) -> None:
+    if len(prime) > MAX_PRIME:
+        raise RnnkitError(f"the prime text has {len(prime):,} characters; the limit is "
+                          f"{MAX_PRIME:,}; give a shorter prime (its end matters most)")
+
+
 def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0,
              top_k: int | None = None, greedy: bool = False,
              seed: int | None = None) -> Iterator[str]:
@@ -180,6 +188,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
     newline). A byte model's output is decoded as UTF-8, invalid sequences shown as U+FFFD.
     """
     check_options(length, temperature, top_k)
+    check_prime(prime)
     vocab = model.vocab
     if vocab is None:
         raise RnnkitError("this model has no vocabulary; load a trained one with rnnkit.load(DIR)")

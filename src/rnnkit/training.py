@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import time
@@ -53,6 +54,11 @@ from .text import (
 # Options that fix which characters land in which batch: a resumed run must keep them.
 DATA_LAYOUT = ("seq_len", "batch_size", "val_fraction", "tokenizer", "seed")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_ROLLBACKS = 3
+
+
+class Diverged(RnnkitError):
+    """The loss or the gradients became NaN or exploded."""
 
 
 @dataclass
@@ -75,6 +81,8 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32", or autocast to "bf16" / "fp16" (fp16 with loss scaling)
     accumulate: int = 1  # micro-batches per step: the streams split this many ways
     sample_length: int = 200  # characters written to samples.txt at each evaluation; 0: none
+    on_nan: str = "stop"  # a NaN or exploding loss: "stop", or "rollback" to the last checkpoint
+    #                       with the learning rate halved (at most MAX_ROLLBACKS times)
 
     def __post_init__(self):
         require_positive(seq_len=self.seq_len, batch_size=self.batch_size, lr=self.lr,
@@ -96,6 +104,8 @@ class TrainConfig:
             raise RnnkitError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
         if self.precision not in PRECISIONS:
             raise RnnkitError(f"unknown precision {self.precision!r}; choose fp32, bf16 or fp16")
+        if self.on_nan not in ("stop", "rollback"):
+            raise RnnkitError(f"unknown --on-nan {self.on_nan!r}; choose stop or rollback")
         if self.batch_size % self.accumulate:
             raise RnnkitError(f"--accumulate {self.accumulate} must divide --batch-size "
                               f"{self.batch_size}")
@@ -112,6 +122,8 @@ class Progress:
     loss_count: int = 0
     chars: int = 0  # training characters seen
     history: list = field(default_factory=list)  # one dict per evaluation
+    lr_scale: float = 1.0  # halved by each rollback after a divergence
+    rollbacks: int = 0
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -221,11 +233,15 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
     """
     run_dir = Path(out)
     model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
+    if resume and not (run_dir / "config.json").exists():
+        resume = False  # nothing to resume yet (e.g. stopped before its first write): start
     world, device_name = distributed.setup(train_cfg.device)
     try:
         device = pick_device(device_name)
         lock = ckpt.RunLock(run_dir) if world.main else contextlib.nullcontext()
         with lock:
+            if world.main:
+                remove_partial_files(run_dir)
             if resume:
                 saved, model_cfg, train_cfg = check_resume(run_dir, model_cfg, train_cfg, given)
                 data = PreparedData.open(ckpt.data_dir(run_dir, saved))
@@ -258,6 +274,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
         raise RnnkitError(f"{len(my_streams)} streams per process do not split into "
                           f"--accumulate {cfg.accumulate} micro-batches; change either")
     micro = len(my_streams) // cfg.accumulate  # streams per micro-batch
+    check_memory(model_cfg, micro, cfg.seq_len)
 
     torch.manual_seed(cfg.seed)
     model = CharLM(model_cfg, data.vocab).to(device)
@@ -269,10 +286,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
     if resume and (run_dir / ckpt.LAST).exists():
         saved, state = ckpt.load_trainer(run_dir, model, optimizer)
         progress = from_dict(Progress, saved, "trainer progress")
-        if state is not None:  # this rank's rows of the global carried state
-            rows = slice(my_streams.start, my_streams.stop)
-            state = tuple(s[:, rows].to(device) for s in state) if isinstance(state, tuple) \
-                else state[:, rows].to(device)
+        state = rows_of_saved(state, my_streams, device)
         if cfg.max_steps:
             progress.plan = cfg.max_steps
     net = model
@@ -295,11 +309,27 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
     start_step, t0 = progress.step, time.monotonic()
     deadline = t0 + cfg.max_time if cfg.max_time else math.inf
     end = cfg.max_steps or sys.maxsize
+    # The bar is for terminals (None: off when stderr is not one); logs get the evaluation lines.
     bar = tqdm(total=cfg.max_steps or None, initial=progress.step, dynamic_ncols=True,
-               disable=quiet or not world.main, unit="step", file=sys.stderr)
+               disable=True if quiet or not world.main else None, unit="step", file=sys.stderr)
     model.train()
     stopped = None
     timing = {"checkpoint": 0.0}  # seconds spent evaluating and writing, not training
+
+    def roll_back(error: Diverged, now: Progress):
+        """Back to the last checkpoint with half the learning rate, or stop (--on-nan)."""
+        can = cfg.on_nan == "rollback" and now.rollbacks < MAX_ROLLBACKS \
+            and (run_dir / ckpt.LAST).exists()
+        if not can:
+            why = f" after {now.rollbacks} rollbacks" if cfg.on_nan == "rollback" else ""
+            raise RnnkitError(f"{error}; stopped{why}, the last good checkpoint is kept; lower "
+                              "--lr or --grad-clip and --resume, or train with --on-nan rollback")
+        saved, full_state = ckpt.load_trainer(run_dir, model, optimizer)
+        back = from_dict(Progress, saved, "trainer progress")
+        back.lr_scale, back.rollbacks = now.lr_scale / 2, now.rollbacks + 1
+        say(f"rnnkit: {error}; rolled back to step {back.step} (the last checkpoint) with the "
+            f"learning rate scaled by {back.lr_scale:g} (--on-nan rollback)")
+        return back, rows_of_saved(full_state, my_streams, device)
 
     def global_state():
         """The carried state of all streams, gathered from every rank (a collective call)."""
@@ -320,8 +350,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
                 if len(val_tokens) >= 2 else train_loss
         val = distributed.broadcast(world, val)
         if not math.isfinite(val):
-            raise RnnkitError(f"validation loss became {val} at step {progress.step}; stopped, "
-                              "the last good checkpoint is kept; lower --lr and --resume")
+            raise Diverged(f"validation loss became {val} at step {progress.step}")
         progress.history.append({"step": progress.step, "chars": progress.chars,
                                  "train_loss": train_loss, "val_loss": val})
         progress.loss_sum, progress.loss_count = 0.0, 0
@@ -346,7 +375,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
                 if fresh:
                     state = None  # a new epoch starts the streams at new offsets
                 x, y = to_device(x, device), to_device(y, device)
-                lr = lr_at(progress.step, progress.plan, cfg)
+                lr = lr_at(progress.step, progress.plan, cfg) * progress.lr_scale
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 torch.manual_seed(step_seed(cfg.seed, world.rank, progress.step))
@@ -366,17 +395,18 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
                 time_up = time.monotonic() >= deadline
                 loss_value, flag = distributed.mean(
                     world, [loss_value, float(stop.signal is not None or time_up)])
-                if not math.isfinite(loss_value) or loss_value > 3 * math.log(V) + 5:
-                    raise RnnkitError(f"training loss exploded to {loss_value} at step "
-                                      f"{progress.step}; stopped, the last good checkpoint is "
-                                      "kept; lower --lr or --grad-clip and --resume")
-                if cfg.grad_clip:
-                    scaler.unscale_(optimizer)
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    if not torch.isfinite(norm) and cfg.precision != "fp16":
-                        raise RnnkitError(f"gradients became infinite at step {progress.step}; "
-                                          "stopped, the last good checkpoint is kept; lower "
-                                          "--lr and --resume")
+                try:
+                    if not math.isfinite(loss_value) or loss_value > 3 * math.log(V) + 5:
+                        raise Diverged(f"training loss exploded to {loss_value:.4g} at step "
+                                       f"{progress.step}")
+                    if cfg.grad_clip:
+                        scaler.unscale_(optimizer)
+                        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                        if not torch.isfinite(norm) and cfg.precision != "fp16":
+                            raise Diverged(f"gradients became infinite at step {progress.step}")
+                except Diverged as e:
+                    progress, state = roll_back(e, progress)
+                    continue
                 scaler.step(optimizer)
                 scaler.update()
                 progress.step += 1
@@ -424,12 +454,46 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
             "chars_per_second": chars / train_seconds if train_seconds > 0 else 0.0}
 
 
+def remove_partial_files(run_dir: Path) -> None:
+    """Temporary files a killed process left behind; they are never read as checkpoints."""
+    for folder in (run_dir, run_dir / "data"):
+        for tmp in [*folder.glob("*.tmp"), *folder.glob(".*.tmp")]:
+            tmp.unlink(missing_ok=True)
+
+
+def check_memory(model_cfg: ModelConfig, B: int, T: int) -> None:
+    """Refuse a model or batch that cannot fit in this machine's memory, before allocating it."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    params = sum(math.prod(shape) for shape in ckpt.model_shapes(model_cfg).values())
+    weights = 16 * params  # fp32 weights, gradients and AdamW's two moments
+    E, H, L, V = model_cfg.embed_size, model_cfg.hidden, model_cfg.layers, model_cfg.vocab_size
+    activations = 4 * B * T * (E + 8 * L * H + 3 * V)  # kept for backpropagation, roughly
+    if weights + activations > ram:
+        raise RnnkitError(f"this model and batch need about {(weights + activations) / 2**30:,.1f} "
+                          f"GiB ({params:,} parameters, batch {B} x {T}) but the machine has "
+                          f"{ram / 2**30:,.1f} GiB; lower --hidden, --layers, --batch-size or "
+                          "--seq-len")
+
+
 def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     """A batch of ids onto the device; through pinned memory, without waiting, to a GPU."""
     t = torch.from_numpy(batch)
     if device.type == "cuda":
         return t.pin_memory().to(device, non_blocking=True)
     return t
+
+
+def rows_of_saved(state, streams: range, device: torch.device):
+    """This rank's rows of a carried state loaded from a checkpoint, on its device."""
+    if state is None:
+        return None
+    rows = slice(streams.start, streams.stop)
+    if isinstance(state, tuple):
+        return tuple(s[:, rows].to(device) for s in state)
+    return state[:, rows].to(device)
 
 
 def rows_of(state, rows: slice):
@@ -453,10 +517,14 @@ def cat_rows(states: list):
 def write_progress_files(run_dir: Path, model: CharLM, progress: Progress,
                          cfg: TrainConfig) -> None:
     """loss.png and a sample appended to samples.txt, so a user can watch the model learn."""
-    plot_losses(progress.history, run_dir / "loss.png")
-    if cfg.sample_length:
-        text = model.generate(length=cfg.sample_length, temperature=0.8, seed=progress.step)
-        val = progress.history[-1]["val_loss"]
-        with open(run_dir / "samples.txt", "a", encoding="utf-8") as f:
-            f.write(f"=== step {progress.step}, {progress.chars:,} characters seen, val_loss "
-                    f"{val:.4f} ===\n{text}\n\n")
+    try:
+        plot_losses(progress.history, run_dir / "loss.png")
+        if cfg.sample_length:
+            text = model.generate(length=cfg.sample_length, temperature=0.8, seed=progress.step)
+            val = progress.history[-1]["val_loss"]
+            with open(run_dir / "samples.txt", "a", encoding="utf-8") as f:
+                f.write(f"=== step {progress.step}, {progress.chars:,} characters seen, val_loss "
+                        f"{val:.4f} ===\n{text}\n\n")
+    except OSError as e:
+        raise RnnkitError(f"could not write to {run_dir} ({e.strerror or e}); the checkpoint "
+                          "is saved; free disk space and --resume") from None

@@ -1,0 +1,115 @@
+"""Hostile input: arbitrary corpora and primes either work or fail with the one-line error;
+huge requests are refused or streamed in bounded memory."""
+
+import subprocess
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, TINY, one_error_line
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import rnnkit
+from rnnkit.cli import main
+
+FUZZ = settings(max_examples=25, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def run_cli(capsys, *args):
+    status = main([str(a) for a in args])
+    return status, *capsys.readouterr()
+
+
+def check_outcome(status, err):
+    """Success, or exit 2 with exactly one error line: never a traceback, never status 1."""
+    assert status in (0, 2), err
+    if status == 2:
+        one_error_line(err)
+
+
+@FUZZ
+@given(data=st.binary(min_size=0, max_size=400), tokenizer=st.sampled_from(["char", "byte"]))
+def test_arbitrary_bytes_as_corpus(capsys, data, tokenizer):
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus"
+        corpus.write_bytes(data)
+        status, _, err = run_cli(capsys, "train", corpus, "--out", Path(tmp) / "run",
+                                 "--tokenizer", tokenizer, "--max-steps", 2, *TINY,
+                                 "--seq-len", 4, "--val-fraction", 0.2)
+        check_outcome(status, err)
+        if tokenizer == "byte" and len(data) >= 30:
+            assert status == 0, err  # any long enough file trains as bytes
+
+
+@FUZZ
+@given(text=st.text(min_size=0, max_size=300))
+def test_arbitrary_unicode_as_corpus(capsys, text):
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        corpus.write_text(text, encoding="utf-8", errors="surrogatepass")
+        status, _, err = run_cli(capsys, "train", corpus, "--out", Path(tmp) / "run",
+                                 "--max-steps", 2, *TINY, "--seq-len", 4, "--val-fraction", 0.2)
+        check_outcome(status, err)
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    corpus = tmp / "c.txt"
+    corpus.write_text("hello world, the fuzz is here.\n" * 20)
+    rnnkit.train([corpus], tmp / "run", rnnkit.ModelConfig(hidden=16, layers=1),
+                 rnnkit.TrainConfig(seq_len=8, batch_size=2, max_steps=2, eval_every=2,
+                                    sample_length=0), quiet=True)
+    return rnnkit.load(tmp / "run")
+
+
+@FUZZ
+@given(prime=st.text(max_size=200), temperature=st.floats(0.05, 5), top_k=st.none() | st.integers(1, 100))
+def test_arbitrary_prime_text(trained_model, prime, temperature, top_k):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rnnkit.RnnkitWarning)  # unknown characters: skipped
+        text = trained_model.generate(prime=prime, length=10, temperature=temperature,
+                                      top_k=top_k, seed=0)
+    assert text.startswith(prime) and len(text) == len(prime) + 10
+
+
+def test_huge_length_streams_in_bounded_memory(tmp_path, corpus):
+    assert main(["train", str(corpus), "--out", str(tmp_path / "run"), "--max-steps", "2",
+                 *map(str, TINY)]) == 0
+    proc = subprocess.Popen([PYTHON, "-m", "rnnkit", "sample", str(tmp_path / "run"),
+                             "--length", str(10**9)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+    received = len(proc.stdout.read(4096))  # blocks until the model is loaded and streaming
+    rss, start = [], time.monotonic()
+    while time.monotonic() - start < 4:
+        received += len(proc.stdout.read(4096))
+        status = Path(f"/proc/{proc.pid}/status")
+        if status.exists() and time.monotonic() - start > 1:  # steady state
+            rss += [int(line.split()[1]) for line in status.read_text().splitlines()
+                    if line.startswith("VmRSS")]
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    assert received > 4096  # it streams: text arrives long before the end
+    assert rss and max(rss) - min(rss) < 50_000  # kB: memory flat while streaming
+
+
+def test_huge_prime_and_generate_length_are_refused(cli, tmp_path, corpus, trained_model):
+    with pytest.raises(rnnkit.RnnkitError, match="the prime text has 10,485,760 characters"):
+        trained_model.generate(prime="a" * (10 << 20), length=1)
+    with pytest.raises(rnnkit.RnnkitError, match="use model.stream"):
+        trained_model.generate(length=10**9)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seq-len", str(10**9)], "shorter than one training sequence"),
+    (["--hidden", "60000", "--layers", "60"], "GiB"),
+    (["--hidden", str(10**6)], "model sizes must stay below"),
+])
+def test_absurd_sizes_are_refused_before_allocating(cli, tmp_path, corpus, args, message):
+    status, _, err = cli("train", corpus, "--out", tmp_path / "run", "--max-steps", 1, *args)
+    assert status == 2 and message in one_error_line(err)
