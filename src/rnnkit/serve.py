@@ -1,0 +1,347 @@
+"""The playground: a local web page to generate text and look inside trained runs.
+
+    rnnkit serve DIR [DIR ...] [--host 127.0.0.1] [--port 8000]
+    rnnkit viz DIR TEXT_FILE --out page.html          (the same views offline, see viz.py)
+
+Needs the `serve` extra (`pip install 'rnnkit[serve]'`: Starlette and uvicorn). The page (one
+HTML file with its script inlined; nothing from the internet) talks to a small JSON API:
+
+    GET  /api/runs       the loaded runs
+    POST /api/generate   {run, prime, length, temperature, top_k, seed} -> NDJSON lines streamed:
+                         {"prime", "skipped"}, then {"text": ...} pieces, then {"done": true}
+    POST /api/analyze    {run, text, state} -> per-symbol top-5 next symbols, the activations of
+                         `state` ("h0", "c1", ...; default h of the last layer) and the units
+                         most correlated with text features (see viz.trace_data)
+
+Model work runs in a pool of `--workers` threads, a generation a chunk of characters at a time,
+so a long generation does not hold up the others; at most `--max-busy` generations and analyses
+are in progress at once and further requests get 503 at once rather than waiting. Bad requests
+get a 4xx JSON `{"error": "..."}` that names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load
+from .errors import RnnkitError
+from .viz import VIZ_MAX_CHARS, cmd_viz, page, run_info, trace, trace_data
+
+try:  # the optional `serve` extra
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
+    from starlette.routing import Route
+except ImportError:
+    Starlette = None
+
+MAX_BODY = 64 * 1024  # bytes of a request body
+MAX_PRIME = 2000  # characters of a prime
+MAX_LENGTH = 2000  # characters generated per request
+MAX_ANALYZE = 4000  # characters of text analysed per request
+MAX_TEMPERATURE = 10.0
+CHUNK_SECONDS = 0.05  # a streamed generation sends what it has at least this often
+CHUNK_PIECES = 64  # ... and at most this many characters per model job
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def bad(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+async def read_json(request: Request, fields: dict[str, object]) -> dict:
+    """The request's JSON object, at most MAX_BODY bytes, with only the keys in `fields`
+    (name -> default); missing keys take their default."""
+    if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
+    try:
+        data = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadRequest(f"request body is not JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise BadRequest("request body must be a JSON object")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise BadRequest(f"unknown fields {unknown}; known fields are {sorted(fields)}")
+    return {name: data.get(name, default) for name, default in fields.items()}
+
+
+def number(data: dict, name: str, kind: type, lo: float, hi: float, optional: bool = False):
+    """data[name] as `kind` (int or float) within [lo, hi], or None if optional and null."""
+    value = data[name]
+    if value is None and optional:
+        return None
+    is_num = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not is_num or not lo <= value <= hi:
+        what = "an integer" if kind is int else "a number"
+        raise BadRequest(f"{name} must be {what} from {lo} to {hi}"
+                         f"{' or null' if optional else ''}, got {json.dumps(value)}")
+    return kind(value)
+
+
+def string(data: dict, name: str, limit: int) -> str:
+    value = data[name]
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string, got {json.dumps(value)}")
+    if len(value) > limit:
+        raise BadRequest(f"{name} has {len(value)} characters; the limit is {limit}")
+    return value
+
+
+class Playground:
+    """The loaded runs, the model thread pool, and the request handlers."""
+
+    def __init__(self, runs: dict[str, object], workers: int = 2, max_busy: int = 32):
+        if not runs:
+            raise RnnkitError("no runs to serve; give at least one run directory")
+        self.runs, self.max_busy, self.busy = runs, max_busy, 0
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rnnkit-model")
+
+    def model(self, data: dict):
+        name = data["run"] if data["run"] is not None else next(iter(self.runs))
+        if not isinstance(name, str):
+            raise BadRequest(f"run must be the name of a run, got {json.dumps(name)}")
+        if name not in self.runs:
+            raise BadRequest(f"no run named {json.dumps(name)}; loaded runs: "
+                             f"{', '.join(self.runs)}", 404)
+        return self.runs[name]
+
+    async def work(self, fn, *args):
+        """fn(*args) on a model thread; the event loop stays free for other clients."""
+        return await asyncio.wrap_future(self.pool.submit(fn, *args))
+
+    def admit(self) -> JSONResponse | None:
+        """Take a busy slot, or the 503 answer when all `max_busy` are taken (called on the
+        event loop's one thread, so the count needs no lock)."""
+        if self.busy >= self.max_busy:
+            return JSONResponse({"error": f"busy: {self.busy} requests are in progress; try "
+                                 "again in a moment"}, status_code=503, headers={"Retry-After": "1"})
+        self.busy += 1
+        return None
+
+    def release(self) -> None:
+        self.busy -= 1
+
+    async def index(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(page(), headers={"Cache-Control": "no-store"})
+
+    async def list_runs(self, request: Request) -> JSONResponse:
+        return JSONResponse({"runs": [run_info(name, m) for name, m in self.runs.items()],
+                             "limits": {"prime": MAX_PRIME, "length": MAX_LENGTH,
+                                        "text": MAX_ANALYZE, "temperature": MAX_TEMPERATURE}})
+
+    async def generate(self, request: Request):
+        try:
+            data = await read_json(request, {"run": None, "prime": "", "length": 200,
+                                             "temperature": 1.0, "top_k": None, "seed": None})
+            model = self.model(data)
+            prime = string(data, "prime", MAX_PRIME)
+            length = number(data, "length", int, 1, MAX_LENGTH)
+            temperature = number(data, "temperature", float, 0.01, MAX_TEMPERATURE)
+            top_k = number(data, "top_k", int, 1, len(model.vocab), optional=True)
+            seed = number(data, "seed", int, 0, 2**63 - 1, optional=True)
+        except BadRequest as e:
+            return bad(e.status, str(e))
+        # Unknown prime symbols are reported to the page rather than warned about on the server.
+        ids, skipped = model.vocab.encode(prime)
+        known = model.vocab.decode(ids)  # bytes for a byte model
+        shown = known.decode("utf-8", errors="replace") if isinstance(known, bytes) else known
+        pieces = model.stream(known, length, temperature, top_k, seed=seed)  # runs nothing yet
+        refused = self.admit()
+        if refused:
+            return refused
+        return Stream(self.stream(pieces, shown, skipped), self.release)
+
+    async def stream(self, pieces, prime: str, skipped: list[str]):
+        """NDJSON lines of a generation, the model stepping a chunk at a time on the pool."""
+        yield line({"prime": prime, "skipped": skipped})
+        while True:
+            try:
+                text, done = await self.work(take, pieces)
+            except RnnkitError as e:
+                yield line({"error": str(e)})
+                return
+            if text:
+                yield line({"text": text})
+            if done:
+                break
+        yield line({"done": True})
+
+    async def analyze(self, request: Request):
+        try:
+            data = await read_json(request, {"run": None, "text": "", "state": None})
+            model = self.model(data)
+            text = string(data, "text", MAX_ANALYZE)
+            keys = run_info("", model)["states"]
+            state = data["state"] if data["state"] is not None else f"h{model.config.layers - 1}"
+            if state not in keys:
+                raise BadRequest(f"state must be one of {', '.join(keys)}, got {json.dumps(state)}")
+            if not text:
+                raise BadRequest("text is empty; give some text to analyze")
+        except BadRequest as e:
+            return bad(e.status, str(e))
+        refused = self.admit()
+        if refused:
+            return refused
+        try:
+            result = await self.work(analyze, model, text, state)
+        except RnnkitError as e:
+            return bad(400, str(e))
+        finally:
+            self.release()
+        return JSONResponse(result)
+
+
+class Stream(StreamingResponse if Starlette else object):
+    """A streamed NDJSON response that gives back its busy slot however it ends: finished,
+    failed, or the client gone (even before the first line)."""
+
+    def __init__(self, lines, release):
+        super().__init__(lines, media_type="application/x-ndjson",
+                         headers={"Cache-Control": "no-store"})
+        self.release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
+def take(pieces) -> tuple[str, bool]:
+    """Up to CHUNK_PIECES pieces of a generator, or what CHUNK_SECONDS gives; and whether it ended."""
+    out, start = [], time.monotonic()
+    for _ in range(CHUNK_PIECES):
+        try:
+            out.append(next(pieces))
+        except StopIteration:
+            return "".join(out), True
+        if time.monotonic() - start > CHUNK_SECONDS:
+            break
+    return "".join(out), False
+
+
+def analyze(model, text: str, state: str) -> dict:
+    return trace_data(trace(model, text, keys=[state]))
+
+
+def line(obj: dict) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return bad(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
+
+def make_app(runs: dict[str, object], workers: int = 2, max_busy: int = 32,
+             allowed_hosts: list[str] | None = None):
+    """The Starlette app serving `runs` (name -> loaded model).
+
+    `allowed_hosts` are the Host headers accepted (default any): a loopback server lists only
+    loopback names, so that a web page elsewhere cannot reach it by DNS rebinding.
+    """
+    if Starlette is None:
+        raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install 'rnnkit[serve]'")
+    pg = Playground(runs, workers, max_busy)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        pg.pool.shutdown(wait=False, cancel_futures=True)
+
+    routes = [Route("/", pg.index), Route("/api/runs", pg.list_runs),
+              Route("/api/generate", pg.generate, methods=["POST"]),
+              Route("/api/analyze", pg.analyze, methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
+                    middleware=[Middleware(TrustedHostMiddleware,
+                                           allowed_hosts=allowed_hosts or ["*"])])
+    app.state.playground = pg
+    return app
+
+
+def load_runs(dirs: list[str]) -> dict[str, object]:
+    """Load each run directory, named by its last path component (made unique with -2, -3...)."""
+    runs = {}
+    for d in dirs:
+        base = Path(d).resolve().name or "run"
+        name, n = base, 1
+        while name in runs:
+            n += 1
+            name = f"{base}-{n}"
+        runs[name] = load(d)
+    return runs
+
+
+def cmd_serve(args) -> int:
+    if Starlette is None:
+        raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install 'rnnkit[serve]'")
+    if not 0 <= args.port <= 65535:
+        raise RnnkitError(f"--port must be from 0 to 65535, got {args.port}")
+    if args.workers < 1 or args.max_busy < 1:
+        raise RnnkitError(f"--workers and --max-busy must be at least 1, got {args.workers} and "
+                          f"{args.max_busy}")
+    runs = load_runs(args.run_dirs)
+    # The workers already run requests side by side; each operation spread over more threads
+    # would have them wait on each other.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
+    local = args.host in LOOPBACK
+    hosts = [*LOOPBACK, "[::1]"] if local else None
+    app = make_app(runs, args.workers, args.max_busy, hosts)
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    print(f"serving {', '.join(runs)} at http://{shown}:{args.port}/ (Ctrl-C stops)", flush=True)
+    if not local:
+        print(f"note: --host {args.host} lets other machines use this server", flush=True)
+    # uvicorn's own limit answers 503 to connections beyond what the event loop should hold.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
+                limit_concurrency=max(256, 4 * args.max_busy))
+    return 0
+
+
+def add_commands(sub) -> None:
+    """The `serve` and `viz` sub-commands (called by cli.build_parser)."""
+    s = sub.add_parser("serve", help="a local web page to generate and look inside runs",
+                       description="Serve the playground: streaming generation, next-character "
+                       "probabilities, hidden-unit heat maps. Needs: pip install 'rnnkit[serve]'.")
+    s.set_defaults(run=cmd_serve)
+    s.add_argument("run_dirs", nargs="+", metavar="DIR", help="run directories to offer")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
+                   "this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="threads running the models (default: CPU cores, at most 4)")
+    s.add_argument("--max-busy", type=int, default=32, help="generations and analyses in "
+                   "progress at once; more are refused with 503 (default 32)")
+
+    v = sub.add_parser("viz", help="write the activation and probability views as one HTML file",
+                       description="Run a trained model over a text file and write a "
+                       "self-contained page: hover a character for the top-5 next characters, "
+                       "heat maps of hidden units, units correlated with text features.")
+    v.set_defaults(run=cmd_viz)
+    v.add_argument("run_dir", metavar="DIR")
+    v.add_argument("text", metavar="TEXT_FILE")
+    v.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
+    v.add_argument("--max-chars", type=int, default=VIZ_MAX_CHARS, help="read at most this many "
+                   f"characters of TEXT_FILE (default {VIZ_MAX_CHARS})")

@@ -1,0 +1,162 @@
+"""The analysis behind the playground (features, correlations, traces) and `rnnkit viz`'s page."""
+
+import base64
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import one_error_line
+from playground import (
+    TEXT,
+    check_hover,
+    check_unit_colours,
+    chromium,
+    needs_chromium,
+    trained_run,
+    wait_for_phase,
+)
+
+from rnnkit import CharLM, ModelConfig, load
+from rnnkit.text import Vocab
+from rnnkit.viz import correlations, page, quantize, state_keys, text_features, top_units, trace, trace_data
+
+
+def test_text_features_by_hand():
+    f = text_features(list('a "b(c)"\n\t x[\n'))
+    #                       a   _   "   b   (   c   )   "   \n  \t  _   x   [   \n
+    assert f["inside quotes"].tolist() == [0, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert f["position in line"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2, 3, 4]
+    assert f["indentation"].tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 5, 5, 5, 5]
+    assert f["inside brackets"].tolist() == [0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1]
+
+
+def test_correlations_against_numpy_on_a_hand_made_activation():
+    rng = np.random.default_rng(0)
+    feature = np.array([0, 0, 1, 1, 1, 0, 1, 0, 0, 1], dtype=float)
+    noise = rng.normal(size=10)
+    acts = np.stack([2 * feature + 1,  # follows the feature exactly: r = 1
+                     -feature,  # against it: r = -1
+                     np.full(10, 0.3),  # constant: no correlation, reported as 0
+                     noise,
+                     feature + 0.5 * noise], axis=1)  # (T, H) = (10, 5)
+    r = correlations(acts, feature)
+    assert r[:3] == pytest.approx([1, -1, 0])
+    for unit in (3, 4):
+        assert r[unit] == pytest.approx(np.corrcoef(acts[:, unit], feature)[0, 1])
+    ranked = top_units(acts, {"f": feature, "flat": np.zeros(10)}, n=3)
+    assert [u for u, _ in ranked["f"]] == [0, 1, 4]
+    assert ranked["f"][1][1] == pytest.approx(-1)
+    assert ranked["flat"] == []  # a feature that does not vary explains nothing
+
+
+def test_quantize_keeps_each_unit_within_half_a_step():
+    acts = np.random.default_rng(1).normal(size=(50, 6)) * np.array([1, 10, 0.01, 1, 1, 0])
+    data = quantize(acts)
+    q = np.frombuffer(base64.b64decode(data["q"]), dtype=np.int8).reshape(50, 6)
+    scale = np.array(data["scale"])
+    assert (np.abs(q / 127 * scale - acts) <= scale / 254 * (1 + 1e-4)).all()  # scale has 6 digits
+    assert scale[5] == 1 and (q[:, 5] == 0).all()  # a silent unit stays silent
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_trace_matches_stepping_the_model(cell):
+    torch.manual_seed(0)
+    text = 'if (x):\n    y = "a"\n'
+    vocab = Vocab("char", tuple(sorted({ord(c) for c in text})))
+    model = CharLM(ModelConfig(vocab_size=len(vocab), cell=cell, layers=2, hidden=8), vocab).eval()
+    tr = trace(model, text + "é", k=3)
+    assert tr.symbols == list(text) and tr.skipped == ["é"]
+    assert list(tr.states) == state_keys(model.config)
+    stepper = model.stepper()
+    for t, ch in enumerate(text):
+        probs = stepper.step(ch)
+        assert tr.top[t] == pytest.approx(probs.top(3))
+        if t + 1 < len(text):
+            assert tr.p_next[t] == pytest.approx(probs[text[t + 1]])
+        for layer in range(2):
+            assert tr.states[f"h{layer}"][t] == pytest.approx(stepper.h[layer][0].numpy(), abs=1e-6)
+            if cell == "lstm":
+                assert tr.states[f"c{layer}"][t] == pytest.approx(stepper.c[layer][0].numpy(),
+                                                                  abs=1e-6)
+
+
+def inlined(html: str) -> dict:
+    """The data a page carries, read back."""
+    blob = re.search(r'<script id="data" type="application/json">(.*?)</script>', html, re.S)
+    return json.loads(blob.group(1))
+
+
+def test_page_text_cannot_break_out_of_its_script():
+    nasty = '</script><script>alert(1)</script> /*SCRIPT*/ /*STYLE*/ /*DATA*/null <!--'
+    data = {"source": nasty}
+    html = page(data)
+    assert inlined(html) == data
+    assert html.count("</script>") == 2 and "alert(1)" not in html.replace("alert(1)\\u003c", "")
+    assert "http://" not in html and "https://" not in html
+
+
+@pytest.fixture(scope="module")
+def viz_page(tmp_path_factory):
+    """`rnnkit viz` of the trained run over text with symbols it does not know."""
+    run = trained_run(tmp_path_factory)
+    out = tmp_path_factory.mktemp("viz")
+    source = out / "input.txt"
+    source.write_text("Ж" + TEXT[:300], encoding="utf-8")
+    return run, source, out / "page.html"
+
+
+def test_viz_writes_one_self_contained_page(viz_page, cli):
+    run, source, html = viz_page
+    status, out, _ = cli("viz", run, source, "--out", html, "--max-chars", "250")
+    assert status == 0 and "reading the first 250 of 301 characters" in out
+    assert "skipped 'Ж'" in out and f"wrote {html}" in out
+    text = html.read_text(encoding="utf-8")
+    assert "src=" not in text and "href=" not in text and "http" not in text.replace(
+        "application/json", "")
+    data = inlined(text)
+    assert data["run"]["name"] == "trained-run" and data["source"] == "input.txt"
+    model = load(run)
+    expected = trace_data(trace(model, ("Ж" + TEXT)[:250]))
+    assert data["trace"] == json.loads(json.dumps(expected))
+    assert list(data["trace"]["states"]) == ["h0", "c0"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["missing-run", "{source}"], "is not a directory"),
+    (["{run}", "missing.txt"], "cannot read text file 'missing.txt'"),
+    (["{run}", "{source}", "--max-chars", "0"], "max_chars must be positive"),
+])
+def test_viz_errors_are_one_line(viz_page, cli, args, message):
+    run, source, html = viz_page
+    args = [a.format(run=run, source=source) for a in args]
+    status, _, err = cli("viz", *args, "--out", html.with_name("bad.html"))
+    assert status == 2 and message in one_error_line(err)
+
+
+@needs_chromium
+def test_viz_page_in_chromium(viz_page, cli, tmp_path):
+    run, source, html = viz_page
+    assert cli("viz", run, source, "--out", html)[0] == 0
+    model = load(run)
+    text = TEXT[:300]  # what the model read: the unknown first symbol is skipped
+    driver = chromium(tmp_path / "profile")
+    try:
+        driver.get(html.as_uri())
+        wait_for_phase(driver, "ready")  # the status reports the skipped symbol
+        assert "Left out, not in the vocabulary: Ж" in driver.find_element("id", "status").text
+        assert driver.find_element("id", "controls").get_attribute("hidden") is not None
+        check_hover(driver, model, text, 12)
+        check_unit_colours(driver, model, text, "h0", 0)
+        # Another neuron, in the cell state: offline, everything is in the page already.
+        driver.execute_script("const s = document.getElementById('state'); s.value = 'c0'; "
+                              "s.dispatchEvent(new Event('change'));")
+        driver.find_element("id", "unit").clear()
+        driver.find_element("id", "unit").send_keys("17\n")
+        check_unit_colours(driver, model, text, "c0", 17)
+        assert "c0 unit 17 of 32" in driver.find_element("id", "unitlabel").text
+        driver.save_screenshot(str(tmp_path / "viz.png"))
+        print(f"screenshot: {tmp_path / 'viz.png'}")
+    finally:
+        driver.quit()
