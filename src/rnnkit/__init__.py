@@ -17,9 +17,19 @@ from .errors import RnnkitError  # noqa: E402
 from .lm import CharLM, ModelConfig  # noqa: E402
 from .recurrent import Recurrent  # noqa: E402
 from .sample import Probs, RnnkitWarning, Stepper  # noqa: E402
+from .tasks import (  # noqa: E402
+    MLP,
+    ConditionedGenerator,
+    DecoderConfig,
+    Seq2Seq,
+    SequenceConfig,
+    SequenceModel,
+    Tagger,
+)
 from .text import Vocab  # noqa: E402
 from .training import TrainConfig, train  # noqa: E402
 from .vanilla import RNN  # noqa: E402
 
-__all__ = ["RNN", "Cell", "CharLM", "ModelConfig", "Probs", "Recurrent", "RnnkitError",
-           "RnnkitWarning", "Stepper", "TrainConfig", "Vocab", "load", "train"]
+__all__ = ["MLP", "RNN", "Cell", "CharLM", "ConditionedGenerator", "DecoderConfig", "ModelConfig",
+           "Probs", "Recurrent", "RnnkitError", "RnnkitWarning", "Seq2Seq", "SequenceConfig",
+           "SequenceModel", "Stepper", "Tagger", "TrainConfig", "Vocab", "load", "train"]

@@ -22,7 +22,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from . import __version__, serve
+from . import __version__, serve, task_cli
 from .cells import CELL_TYPES
 from .checkpoint import data_dir, load, read_json, read_run_config
 from .config import from_dict
@@ -89,6 +89,8 @@ def build_parser() -> Parser:
                      f"(default {TrainConfig.val_fraction})")
     opt.add_argument("--eval-every", type=int, help=f"steps between evaluations and "
                      f"checkpoints (default {TrainConfig.eval_every})")
+    opt.add_argument("--eval-tokens", type=int, help="validation tokens per evaluation, at most "
+                     f"(default {TrainConfig.eval_tokens:,}; bounds evaluation on huge corpora)")
     opt.add_argument("--tokenizer", choices=TOKENIZERS, help="char (Unicode) or byte "
                      "(default char)")
     opt.add_argument("--seed", type=int, help=f"random seed (default {TrainConfig.seed})")
@@ -136,6 +138,7 @@ def build_parser() -> Parser:
                    "instead of building one from the text")
 
     # Commands defined next to what they run: each module adds its sub-parsers here.
+    task_cli.add_commands(sub)
     serve.add_commands(sub)
     return p
 

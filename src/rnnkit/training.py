@@ -131,8 +131,11 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return ((seed * 1_000_003 + rank) * 1_000_003 + step) % (1 << 63)
 
 
-def lr_at(step: int, plan: int, cfg: TrainConfig) -> float:
-    """Linear warm-up over `warmup` steps, then cosine from lr down to lr * lr_min at `plan`."""
+def lr_at(step: int, plan: int, cfg) -> float:
+    """Linear warm-up over `warmup` steps, then cosine from lr down to lr * lr_min at `plan`.
+
+    `cfg` is any config with `lr`, `lr_min` and `warmup` (TrainConfig, fit.FitConfig).
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     if plan <= cfg.warmup:

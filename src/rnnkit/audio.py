@@ -1,0 +1,208 @@
+"""Audio as sequences, the way Velardo puts it in front of an RNN.
+
+    raw amplitude    [sr * duration, 1]                  one feature per sample (univariate)
+    MFCCs            [sr * duration / hop_length, F]     one vector per frame (multivariate)
+
+with F = n_mfcc, or 3 * n_mfcc with the first and second deltas. Files are read with soundfile
+(libsndfile), mixed to mono and resampled to `sample_rate` (22050 by default);
+a resampling is reported once per source rate. MFCCs come from `librosa.feature.mfcc` with
+`center=True`, so a signal of N samples gives 1 + N // hop_length frames.
+
+A folder of files is a labelled data set: labels come from sub-folder names (`digits/7/a.wav`) or
+from the first group of a regular expression on the file name (`^(\\d)_` for the Free Spoken Digit
+Dataset's `7_jackson_32.wav`). Features are computed once and cached as a pickle-free `.npz`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RnnkitError, require_positive
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
+FEATURES = ("mfcc", "raw")
+
+
+@dataclass
+class AudioConfig:
+    """How audio becomes a sequence; saved with a run so prediction computes the same features."""
+
+    sample_rate: int = 22050  # every file is resampled to this rate (Hz)
+    features: str = "mfcc"  # "mfcc": [frames, n_mfcc] or "raw": [samples, 1]
+    n_mfcc: int = 13  # MFCC coefficients per frame
+    n_fft: int = 2048  # FFT window in samples
+    hop_length: int = 512  # samples between frames
+    n_mels: int = 128  # mel bands the MFCCs are taken from
+    deltas: bool = False  # append first and second time derivatives (F = 3 * n_mfcc)
+
+    def __post_init__(self):
+        require_positive(sample_rate=self.sample_rate, n_mfcc=self.n_mfcc, n_fft=self.n_fft,
+                         hop_length=self.hop_length, n_mels=self.n_mels)
+        if self.features not in FEATURES:
+            raise RnnkitError(f"unknown features {self.features!r}; choose mfcc or raw")
+
+    @property
+    def feature_size(self) -> int:
+        if self.features == "raw":
+            return 1
+        return self.n_mfcc * (3 if self.deltas else 1)
+
+
+def need(module: str, extra: str):
+    """Import an optional dependency, or say which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RnnkitError(f"this needs the {module} package: pip install 'rnnkit[{extra}]'") from None
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 22050) -> np.ndarray:
+    """Mono float32 samples of an audio file at `sample_rate`: (N,). Says when it resamples."""
+    sf = need("soundfile", "audio")
+    path = Path(path)
+    if not path.is_file():
+        raise RnnkitError(f"{path}: no such audio file")
+    try:  # libsndfile reads every format in AUDIO_SUFFIXES, mp3 included (1.1 and newer)
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
+        samples = samples.mean(axis=1)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        reason = str(e).rsplit(": ", 1)[-1].strip(" .")  # without the path again
+        raise RnnkitError(f"{path}: not a readable audio file ({reason})") from None
+    if samples.size == 0:
+        raise RnnkitError(f"{path}: the audio file holds no samples (zero length)")
+    if not np.isfinite(samples).all():
+        raise RnnkitError(f"{path}: the audio holds NaN or infinite samples")
+    if rate != sample_rate:
+        librosa = need("librosa", "audio")
+
+        # Python shows a given warning once per place, so a folder reports each rate once.
+        warnings.warn(f"resampling audio from {rate} Hz to {sample_rate} Hz; give "
+                      f"--sample-rate {rate} to keep the original rate", ResampleWarning,
+                      stacklevel=2)
+        samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate)
+    return samples.astype(np.float32, copy=False)
+
+
+class ResampleWarning(UserWarning):
+    """Audio was resampled to the configured rate (a report, not a fault)."""
+
+
+def features(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """(N,) samples at cfg.sample_rate -> raw (N, 1) or MFCCs (1 + N // hop_length, F)."""
+    if cfg.features == "raw":
+        return samples[:, None]  # (N, 1)
+    librosa = need("librosa", "audio")
+
+    mfcc = librosa.feature.mfcc(y=samples, sr=cfg.sample_rate, n_mfcc=cfg.n_mfcc, n_fft=cfg.n_fft,
+                                hop_length=cfg.hop_length, n_mels=cfg.n_mels, center=True)
+    if cfg.deltas:  # (n_mfcc, frames) -> (3 * n_mfcc, frames)
+        width = min(9, mfcc.shape[1] if mfcc.shape[1] % 2 else mfcc.shape[1] - 1)
+        if width >= 3:
+            d1 = librosa.feature.delta(mfcc, width=width, order=1, mode="nearest")
+            d2 = librosa.feature.delta(mfcc, width=width, order=2, mode="nearest")
+        else:  # one or two frames: no change to measure
+            d1 = d2 = np.zeros_like(mfcc)
+        mfcc = np.concatenate([mfcc, d1, d2])
+    return np.ascontiguousarray(mfcc.T, dtype=np.float32)  # (frames, F)
+
+
+def file_features(path: str | os.PathLike, cfg: AudioConfig) -> np.ndarray:
+    """One file's feature sequence (T, F)."""
+    return features(load_audio(path, cfg.sample_rate), cfg)
+
+
+def find_audio(folder: str | os.PathLike, label_pattern: str | None = None,
+               ) -> tuple[list[Path], list[str]]:
+    """Audio files under `folder` (sorted) and their labels.
+
+    Labels are the first group of `label_pattern` searched in the file name, or else the name of
+    the file's sub-folder relative to `folder`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise RnnkitError(f"{folder}: no such folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
+                   and p.is_file())
+    if not files:
+        raise RnnkitError(f"{folder}: the folder holds no audio files "
+                          f"({', '.join(AUDIO_SUFFIXES)})")
+    labels = []
+    if label_pattern is not None:
+        regex = compile_pattern(label_pattern, "--label-pattern")
+        for p in files:
+            m = regex.search(p.name)
+            if not m:
+                raise RnnkitError(f"{p}: the file name does not match --label-pattern "
+                                  f"{label_pattern!r}")
+            labels.append(m.group(1) if regex.groups else m.group(0))
+    else:
+        for p in files:
+            parent = p.parent.relative_to(folder)
+            if parent == Path("."):
+                raise RnnkitError(f"{p}: no label; put files in one sub-folder per label or "
+                                  "give --label-pattern REGEX (its first group is the label)")
+            labels.append(parent.as_posix())
+    return files, labels
+
+
+def compile_pattern(pattern: str, option: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as e:
+        raise RnnkitError(f"{option} {pattern!r} is not a valid regular expression ({e})") from None
+
+
+def cache_key(files: list[Path], cfg: AudioConfig) -> str:
+    """Changes when a file is added, removed or modified, or when a feature option changes."""
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def load_features(files: list[Path], cfg: AudioConfig, cache_dir: str | os.PathLike | None = None,
+                  progress: bool = False) -> list[np.ndarray]:
+    """Feature sequences of `files`, read from (or written to) `cache_dir/audio-KEY.npz`.
+
+    The cache holds one concatenated array plus offsets, so it loads with allow_pickle=False.
+    """
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"audio-{cache_key(files, cfg)}.npz"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    frames, offsets = z["frames"], z["offsets"]
+                if len(offsets) == len(files) + 1:
+                    return [frames[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+            except (OSError, ValueError, KeyError):
+                pass  # a damaged cache is recomputed
+    from tqdm import tqdm
+
+    bar = tqdm(files, disable=not progress, unit="file", leave=False, desc="features")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            out = [file_features(p, cfg) for p in bar]
+    finally:
+        bar.close()  # clears the bar, also before an error message
+    for message in dict.fromkeys(str(w.message) for w in caught):  # after the bar, once each
+        category = next(w.category for w in caught if str(w.message) == message)
+        warnings.warn(message, category, stacklevel=2)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        offsets = np.concatenate([[0], np.cumsum([len(f) for f in out])])
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, frames=np.concatenate(out), offsets=offsets)
+        os.replace(tmp, path)
+    return out

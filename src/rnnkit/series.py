@@ -1,0 +1,175 @@
+"""Numeric series from files: CSV columns, labelled `.npz` arrays, and forecasting windows.
+
+    CSV      a header row, then one row per time step; the chosen columns are the features F,
+             so one column is a univariate series [T, 1] and several a multivariate one [T, F].
+             For classification, an `id` column groups rows into sequences and a `label` column
+             names each sequence's class.
+    .npz     x (float, [N, T_max, F], zero-padded), lengths (int, [N]), y (int or string, [N]);
+             read with allow_pickle=False, so a file cannot run code.
+
+Forecasting cuts a series into windows: `window` steps of input, then the next `horizon` steps as
+targets. The naive forecast repeats the last observed value for all H steps; every forecaster's
+error is reported against it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RnnkitError
+
+
+def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a CSV file, checked to be rectangular and non-empty."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            table = list(csv.reader(f))
+        while table and not table[-1]:  # trailing blank lines
+            table.pop()
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise RnnkitError(f"{path}: not a readable CSV file ({e})") from None
+    if len(table) < 2:
+        raise RnnkitError(f"{path}: the CSV needs a header row and at least one data row")
+    header = [h.strip() for h in table[0]]
+    rows = [row or [""] for row in table[1:]]  # a blank line is one empty cell
+    for i, row in enumerate(rows, start=2):
+        if len(row) != len(header):
+            raise RnnkitError(f"{path}: line {i} has {len(row)} cells but the header has "
+                              f"{len(header)}")
+    return header, rows
+
+
+def column_index(path: Path, header: list[str], name: str) -> int:
+    if name not in header:
+        raise RnnkitError(f"{path}: no column {name!r}; the columns are {header}")
+    return header.index(name)
+
+
+def numeric_columns(path: Path, header: list[str], rows: list[list[str]],
+                    columns: list[str]) -> np.ndarray:
+    """The named columns as float32 (T, F); a missing or non-numeric cell is an error."""
+    index = [column_index(path, header, c) for c in columns]
+    out = np.empty((len(rows), len(index)), dtype=np.float32)
+    for i, row in enumerate(rows):
+        for j, k in enumerate(index):
+            cell = row[k].strip()
+            try:
+                value = float(cell)
+            except ValueError:
+                value = float("nan")
+            if not np.isfinite(value):
+                what = "is missing" if not cell else f"is not a number ({cell!r})"
+                raise RnnkitError(f"{path}: line {i + 2}, column {header[k]!r} {what}")
+            out[i, j] = value
+    return out
+
+
+def read_series(path: str | os.PathLike, columns: list[str] | None = None,
+                ) -> tuple[np.ndarray, list[str]]:
+    """A CSV's columns as one series (T, F), and their names (default: every column)."""
+    path = Path(path)
+    header, rows = read_table(path)
+    columns = columns or header
+    return numeric_columns(path, header, rows, columns), list(columns)
+
+
+def read_labelled_csv(path: str | os.PathLike, columns: list[str] | None = None,
+                      id_column: str = "id", label_column: str | None = "label",
+                      ) -> tuple[list[np.ndarray], list[str], list[str], list[str]]:
+    """Sequences grouped by `id_column` (in order of first appearance), their labels ("" with
+    `label_column` None), their ids, and the feature column names (default: every column but
+    the id and the label)."""
+    path = Path(path)
+    header, rows = read_table(path)
+    i_id = column_index(path, header, id_column)
+    i_label = None if label_column is None else column_index(path, header, label_column)
+    columns = columns or [h for h in header if h not in (id_column, label_column)]
+    if not columns:
+        raise RnnkitError(f"{path}: no feature columns besides {id_column!r} and "
+                          f"{label_column!r}")
+    values = numeric_columns(path, header, rows, columns)  # (rows, F)
+    groups: dict[str, list[int]] = {}
+    labels: dict[str, str] = {}
+    for i, row in enumerate(rows):
+        key = row[i_id].strip()
+        label = "" if i_label is None else row[i_label].strip()
+        if labels.setdefault(key, label) != label:
+            raise RnnkitError(f"{path}: line {i + 2}: sequence {key!r} has two labels "
+                              f"({labels[key]!r} and {label!r})")
+        groups.setdefault(key, []).append(i)
+    sequences = [values[index] for index in groups.values()]
+    return sequences, [labels[k] for k in groups], list(groups), list(columns)
+
+
+def read_npz(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
+    """Sequences and labels of an `.npz` holding x [N, T_max, F], lengths [N] and y [N]."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "lengths", "y") if k not in z.files]
+            if missing:
+                raise RnnkitError(f"{path}: the .npz lacks {missing}; it needs x [N, T, F], "
+                                  "lengths [N] and y [N]")
+            x, lengths, y = z["x"], z["lengths"], z["y"]
+    except RnnkitError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise RnnkitError(f"{path}: the .npz holds Python objects, which are never "
+                              "unpickled; store y as int or fixed-width string arrays") from None
+        raise RnnkitError(f"{path}: not a readable .npz file ({e})") from None
+    except (OSError, EOFError) as e:
+        raise RnnkitError(f"{path}: not a readable .npz file ({e})") from None
+    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
+        raise RnnkitError(f"{path}: x must be a numeric [N, T_max, F] array, got shape "
+                          f"{x.shape} of {x.dtype}")
+    N, T = x.shape[:2]
+    if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer):
+        raise RnnkitError(f"{path}: lengths must be {N} integers, got shape {lengths.shape} "
+                          f"of {lengths.dtype}")
+    if y.shape != (N,) or not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "U"):
+        raise RnnkitError(f"{path}: y must be {N} int or string labels, got shape {y.shape} "
+                          f"of {y.dtype}")
+    if N and (lengths.min() < 1 or lengths.max() > T):
+        raise RnnkitError(f"{path}: lengths must lie in [1, {T}], got {lengths.min()} to "
+                          f"{lengths.max()}")
+    x = x.astype(np.float32)
+    if not np.isfinite(x).all():
+        raise RnnkitError(f"{path}: x holds NaN or infinite values")
+    return [x[i, :n] for i, n in enumerate(lengths)], [str(v) for v in y]
+
+
+def pad(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences (T_i, F) -> zero-padded (N, T_max, F) float32 and lengths (N,) int64."""
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    x = np.zeros((len(sequences), int(lengths.max()), sequences[0].shape[1]), dtype=np.float32)
+    for i, s in enumerate(sequences):
+        x[i, :len(s)] = s
+    return x, lengths
+
+
+def windows(series: np.ndarray, window: int, horizon: int, stride: int = 1,
+            where: str = "series") -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (N, window, F) and targets (N, horizon, F) cut from a series (T, F).
+
+    Window i reads steps [i*stride, i*stride + window) and its targets are the `horizon` steps
+    right after.
+    """
+    T = len(series)
+    if window + horizon > T:
+        raise RnnkitError(f"{where}: {T} steps are too few for a window of {window} plus a "
+                          f"horizon of {horizon}; use a smaller --window or --horizon")
+    starts = np.arange(0, T - window - horizon + 1, stride)
+    idx = starts[:, None] + np.arange(window + horizon)[None, :]  # (N, window + horizon)
+    cut = series[idx]  # (N, window + horizon, F)
+    return cut[:, :window], cut[:, window:]
+
+
+def naive_forecast(inputs: np.ndarray, horizon: int) -> np.ndarray:
+    """The last observed value repeated: (N, window, F) -> (N, horizon, F)."""
+    return np.repeat(inputs[:, -1:], horizon, axis=1)

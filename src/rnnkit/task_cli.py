@@ -1,0 +1,481 @@
+"""`rnnkit classify` and `rnnkit forecast`: sequence classification and forecasting commands.
+
+    rnnkit classify train DATA --out DIR [--test PATH | --test-pattern REGEX] [options]
+    rnnkit classify predict DIR FILE...
+    rnnkit forecast train SERIES.csv --columns A,B --horizon H --out DIR [options]
+    rnnkit forecast predict DIR SERIES.csv
+
+DATA is a folder of audio files (labels from sub-folders or --label-pattern), a CSV (rows of
+sequences grouped by an id column, with a label column) or an .npz (x, lengths, y). Training
+prints one line per epoch, then the test accuracy and the confusion matrix (also DIR/confusion.png);
+the last line is `test_accuracy <fraction>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AUDIO_SUFFIXES, AudioConfig, compile_pattern, find_audio, load_features, need
+from .cells import CELL_TYPES
+from .config import from_dict
+from .errors import RnnkitError
+from .fit import FitConfig, accuracy, evaluate, fit, predict
+from .series import naive_forecast, pad, read_labelled_csv, read_npz, read_series, windows
+from .task_runs import load_task, write_config
+from .tasks import POOLS, SequenceConfig, SequenceModel
+from .text import write_json_atomic
+from .training import pick_device
+
+
+def add_commands(sub) -> None:
+    """Add `classify` and `forecast` (each with `train` and `predict`) to the rnnkit parser."""
+    from .cli import Parser, duration
+
+    c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)")
+    csub = c.add_subparsers(dest="action", required=True, parser_class=Parser)
+    t = csub.add_parser("train", help="train a sequence classifier")
+    t.set_defaults(run=cmd_classify_train)
+    t.add_argument("data", metavar="DATA", help="audio folder, CSV or .npz")
+    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    split = t.add_argument_group("held-out data")
+    split.add_argument("--test", metavar="PATH", help="test set (folder, CSV or .npz like DATA)")
+    split.add_argument("--test-pattern", metavar="REGEX", help="examples whose file name (or CSV "
+                       "id) matches are the test set")
+    split.add_argument("--test-fraction", type=float, default=0.2, help="otherwise a stratified "
+                       "split holds out this fraction (default 0.2)")
+    split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
+                       "training set that picks the best epoch (default 0.1; 0: keep the last)")
+    add_data_options(t)
+    add_model_options(t, duration)
+
+    p = csub.add_parser("predict", help="label and probability for each input")
+    p.set_defaults(run=cmd_classify_predict)
+    p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+
+    f = sub.add_parser("forecast", help="forecast series from CSV columns (next-step and H-step)")
+    fsub = f.add_subparsers(dest="action", required=True, parser_class=Parser)
+    t = fsub.add_parser("train", help="train a forecaster on CSV columns")
+    t.set_defaults(run=cmd_forecast_train)
+    t.add_argument("series", metavar="SERIES.csv")
+    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    t.add_argument("--columns", type=columns_list, help="comma-separated columns to forecast "
+                   "(default: all)")
+    t.add_argument("--horizon", type=int, default=1, help="steps to forecast, H (default 1)")
+    t.add_argument("--window", type=int, default=48, help="past steps the model reads "
+                   "(default 48)")
+    t.add_argument("--test-fraction", type=float, default=0.2, help="the last part of the "
+                   "series is the test set (default 0.2)")
+    t.add_argument("--val-fraction", type=float, default=0.1, help="the part before it picks "
+                   "the best epoch (default 0.1)")
+    add_model_options(t, duration)
+
+    p = fsub.add_parser("predict", help="forecast the next H steps of a CSV series")
+    p.set_defaults(run=cmd_forecast_predict)
+    p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("series", metavar="SERIES.csv")
+
+
+def columns_list(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give column names separated by commas")
+    return names
+
+
+def add_data_options(t) -> None:
+    a = t.add_argument_group("audio and CSV input")
+    a.add_argument("--label-pattern", metavar="REGEX", help="label = first group of REGEX in "
+                   r"the file name, e.g. '^(\d)_' (default: the sub-folder name)")
+    a.add_argument("--features", choices=("mfcc", "raw"), default="mfcc")
+    for name, default in (("sample-rate", 22050), ("n-mfcc", 13), ("n-fft", 2048),
+                          ("hop-length", 512), ("n-mels", 128)):
+        a.add_argument(f"--{name}", type=int, help=f"default {default}")
+    a.add_argument("--deltas", action="store_true", help="add MFCC deltas and delta-deltas")
+    a.add_argument("--columns", type=columns_list, help="CSV feature columns (default: all but "
+                   "--id-column and --label-column)")
+    a.add_argument("--id-column", default="id", help="CSV column naming each sequence")
+    a.add_argument("--label-column", default="label", help="CSV column holding its class")
+
+
+def add_model_options(t, duration) -> None:
+    m = t.add_argument_group("model")
+    m.add_argument("--cell", choices=CELL_TYPES, default="lstm")
+    m.add_argument("--layers", type=int, default=1)
+    m.add_argument("--hidden", type=int, default=128)
+    m.add_argument("--dropout", type=float, default=0.0)
+    m.add_argument("--bidirectional", action="store_true")
+    m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states")
+    o = t.add_argument_group("training")
+    for f in fields(FitConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "max_time":
+            o.add_argument(flag, type=duration, help="time budget, e.g. 90s, 5m")
+        elif f.name == "device":
+            o.add_argument(flag, choices=("auto", "cpu", "cuda"))
+        else:
+            o.add_argument(flag, type=type(f.default), help=f"default {f.default}")
+
+
+def fit_config(args) -> FitConfig:
+    values = {f.name: getattr(args, f.name) for f in fields(FitConfig)
+              if getattr(args, f.name) is not None}
+    return from_dict(FitConfig, values, "options")
+
+
+def model_config(args, input_size: int, output_size: int, head: str) -> SequenceConfig:
+    return SequenceConfig(input_size, output_size, head, args.cell, args.hidden, args.layers,
+                          args.dropout, args.bidirectional, args.pool)
+
+
+def audio_config(args) -> AudioConfig:
+    values = {k: getattr(args, k) for k in ("sample_rate", "n_mfcc", "n_fft", "hop_length",
+                                            "n_mels") if getattr(args, k) is not None}
+    return AudioConfig(features=args.features, deltas=args.deltas, **values)
+
+
+# --- classification ---------------------------------------------------------------------------
+
+def read_examples(path: str, data: dict, cache_dir: Path | None,
+                  labelled: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Sequences, labels and names of the examples in a folder, CSV or .npz (`data`: the run's
+    input options)."""
+    p = Path(path)
+    if p.is_dir():
+        if data["source"] != "audio":
+            raise RnnkitError(f"{p} is a folder, but the run reads {data['source']} data")
+        cfg = AudioConfig(**data["audio"])
+        files, labels = find_audio(p, data.get("label_pattern"))
+        seqs = load_features(files, cfg, cache_dir, progress=True)
+        return seqs, labels, [f.name for f in files]
+    if not p.exists():
+        raise RnnkitError(f"{p}: no such file or folder")
+    if p.suffix.lower() == ".npz":
+        seqs, labels = read_npz(p)
+        return seqs, labels, [f"{p.name}[{i}]" for i in range(len(seqs))]
+    if p.suffix.lower() == ".csv":
+        seqs, labels, ids, columns = read_labelled_csv(
+            p, data.get("columns"), data["id_column"], data["label_column"] if labelled else None)
+        if data.get("columns") is None:
+            data["columns"] = columns
+        return seqs, labels, ids
+    raise RnnkitError(f"{p}: expected an audio folder, a .csv or an .npz file")
+
+
+def check_features(seqs: list[np.ndarray], names: list[str], where: str) -> None:
+    if not seqs:
+        raise RnnkitError(f"{where}: no examples")
+    width = seqs[0].shape[1]
+    for s, n in zip(seqs, names, strict=True):
+        if len(s) == 0:
+            raise RnnkitError(f"{where}: {n} is an empty sequence")
+        if s.shape[1] != width:
+            raise RnnkitError(f"{where}: {n} has {s.shape[1]} features, others {width}")
+
+
+def to_dataset(seqs: list[np.ndarray], targets) -> dict[str, torch.Tensor]:
+    x, lengths = pad(seqs)  # (N, T_max, F), (N,)
+    data = {"inputs": torch.from_numpy(x), "lengths": torch.from_numpy(lengths)}
+    if targets is not None:
+        data["targets"] = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    return data
+
+
+def stratified(labels: list[int], fraction: float, seed: int, what: str) -> tuple[list, list]:
+    """Indices of a stratified split: (kept, held out)."""
+    train_test_split = need("sklearn.model_selection", "tasks").train_test_split
+    index = np.arange(len(labels))
+    counts = Counter(labels)
+    held = max(round(fraction * len(labels)), len(counts))
+    if min(counts.values()) < 2 or held >= len(labels):
+        raise RnnkitError(f"a stratified {what} split needs at least 2 examples of every class; "
+                          f"the rarest has {min(counts.values())}; give --test PATH or lower "
+                          "the fraction")
+    keep, out = train_test_split(index, test_size=held, stratify=labels, random_state=seed)
+    return sorted(keep.tolist()), sorted(out.tolist())
+
+
+def cmd_classify_train(args) -> int:
+    out = Path(args.out)
+    fit_cfg = fit_config(args)
+    for name in ("test_fraction", "val_fraction"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise RnnkitError(f"--{name.replace('_', '-')} must be in [0, 1), got "
+                              f"{getattr(args, name)}")
+    if args.test and args.test_pattern:
+        raise RnnkitError("give --test PATH or --test-pattern REGEX, not both")
+    data: dict = {"source": "audio" if Path(args.data).is_dir() else Path(args.data).suffix[1:],
+                  "label_pattern": args.label_pattern, "columns": args.columns,
+                  "id_column": args.id_column, "label_column": args.label_column}
+    if args.label_pattern:
+        compile_pattern(args.label_pattern, "--label-pattern")
+    if data["source"] == "audio":
+        data["audio"] = asdict(audio_config(args))
+    cache = out / "features"
+    seqs, labels, names = read_examples(args.data, data, cache)
+    check_features(seqs, names, args.data)
+    if args.test:
+        test_seqs, test_labels, test_names = read_examples(args.test, data, cache)
+        check_features(test_seqs, test_names, args.test)
+        how = f"test set {args.test}"
+    elif args.test_pattern:
+        regex = compile_pattern(args.test_pattern, "--test-pattern")
+        is_test = [bool(regex.search(n)) for n in names]
+        if all(is_test) or not any(is_test):
+            raise RnnkitError(f"--test-pattern {args.test_pattern!r} matches "
+                              f"{sum(is_test)} of {len(names)} examples; it must select some, "
+                              "not all")
+        test_seqs = [s for s, t in zip(seqs, is_test, strict=True) if t]
+        test_labels = [s for s, t in zip(labels, is_test, strict=True) if t]
+        seqs = [s for s, t in zip(seqs, is_test, strict=True) if not t]
+        labels = [s for s, t in zip(labels, is_test, strict=True) if not t]
+        how = f"--test-pattern {args.test_pattern!r}"
+    else:
+        test_seqs, test_labels, how = [], [], ""
+    classes = sorted(set(labels), key=natural_key)
+    if len(classes) < 2:
+        raise RnnkitError(f"{args.data}: every example has the label {classes[0]!r}; a "
+                          "classifier needs at least two classes")
+    index = {c: i for i, c in enumerate(classes)}
+    y = [index[c] for c in labels]
+    if not args.test and not args.test_pattern:
+        keep, held = stratified(y, args.test_fraction, fit_cfg.seed, "test")
+        test_seqs, test_labels = [seqs[i] for i in held], [labels[i] for i in held]
+        seqs, y = [seqs[i] for i in keep], [y[i] for i in keep]
+        how = f"stratified {args.test_fraction:.0%} split (seed {fit_cfg.seed})"
+    unknown = sorted(set(test_labels) - set(classes))
+    if unknown:
+        raise RnnkitError(f"the test set has labels {unknown[:5]} that the training set lacks")
+    if test_seqs[0].shape[1] != seqs[0].shape[1]:
+        raise RnnkitError(f"the test set has {test_seqs[0].shape[1]} features per step, the "
+                          f"training set {seqs[0].shape[1]}")
+    val_seqs, val_y = [], []
+    if args.val_fraction:
+        keep, held = stratified(y, args.val_fraction, fit_cfg.seed, "validation")
+        val_seqs, val_y = [seqs[i] for i in held], [y[i] for i in held]
+        seqs, y = [seqs[i] for i in keep], [y[i] for i in keep]
+    print(f"data: {len(seqs)} train / {len(val_seqs)} validation / {len(test_seqs)} test "
+          f"examples, {len(classes)} classes, {seqs[0].shape[1]} features per step; test from "
+          f"{how}")
+
+    F = seqs[0].shape[1]
+    model = SequenceModel(model_config(args, F, len(classes), "classify"))
+    frames = np.concatenate(seqs)  # (sum of T, F)
+    model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
+    data["labels"] = classes
+    write_config(out, "rnnkit-classifier", model.config, fit_cfg, data)
+    train = to_dataset(seqs, y)
+    val = to_dataset(val_seqs, val_y) if val_seqs else None
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {model.config.layers} x {model.config.hidden} {model.config.cell}"
+          f"{' bidirectional' if model.config.bidirectional else ''}, pool {model.config.pool}, "
+          f"{n_params:,} parameters")
+    summary = fit(model, train, val, fit_cfg, out, metric=accuracy)
+    test = to_dataset(test_seqs, [index[c] for c in test_labels])
+    device = pick_device(fit_cfg.device)
+    _, test_acc = evaluate(model, test, 256, device, accuracy)
+    predicted = predict(model, test, 256, device).argmax(-1).numpy()
+    matrix = confusion(test["targets"].numpy(), predicted, len(classes))
+    print_confusion(matrix, classes)
+    save_confusion_png(matrix, classes, out / "confusion.png")
+    write_json_atomic(out / "metrics.json", {
+        "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
+        "labels": classes, "epochs": len(summary["history"]), "best_epoch": summary["best_epoch"],
+        "train_seconds": summary["seconds"], "history": summary["history"]})
+    print(f"trained {len(summary['history'])} epochs in {summary['seconds']:.0f}s "
+          f"(best epoch {summary['best_epoch']}); run directory {out}")
+    print(f"test_accuracy {test_acc:.4f}")
+    return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+
+
+def natural_key(label: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
+    """(n, n) counts: row = true class, column = predicted class."""
+    matrix = np.zeros((n, n), dtype=np.int64)
+    np.add.at(matrix, (truth, predicted), 1)
+    return matrix
+
+
+def print_confusion(matrix: np.ndarray, classes: list[str]) -> None:
+    width = max(5, *(len(c) for c in classes), len(str(matrix.max())))
+    print("confusion matrix (rows: true, columns: predicted)")
+    print(" " * width + " " + " ".join(c[:width].rjust(width) for c in classes))
+    for c, row in zip(classes, matrix, strict=True):
+        print(c[:width].rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
+
+
+def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    # matplotlib's Figure without pyplot: no GUI backend, no global state (Agg renders it)
+    Figure = need("matplotlib.figure", "tasks").Figure
+
+    n = len(classes)
+    fig = Figure(figsize=(1.5 + 0.5 * n, 1.2 + 0.5 * n))
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=90 if n > 12 else 0)
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(path)
+
+
+def cmd_classify_predict(args) -> int:
+    model, config = load_task(args.run_dir, "rnnkit-classifier", pick_device(args.device))
+    data, classes = config["data"], config["data"].get("labels")
+    if not isinstance(classes, list) or len(classes) != model.config.output_size:
+        raise RnnkitError(f"{args.run_dir}/config.json: data.labels does not match the model")
+    seqs, names = [], []
+    audio = [f for f in args.files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
+    if audio:
+        if data["source"] != "audio":
+            raise RnnkitError(f"{audio[0]}: the run classifies {data['source']} data, not audio")
+        from .audio import file_features
+
+        cfg = AudioConfig(**data["audio"])
+        for f in audio:
+            seqs.append(file_features(f, cfg))
+            names.append(f)
+    for f in args.files:
+        if f not in audio:
+            s, _, n = read_examples(f, dict(data), None, labelled=False)
+            seqs += s
+            names += n
+    check_features(seqs, names, "input")
+    if seqs[0].shape[1] != model.config.input_size:
+        raise RnnkitError(f"{names[0]} has {seqs[0].shape[1]} features per step; the model "
+                          f"reads {model.config.input_size}")
+    probs = torch.softmax(predict(model, to_dataset(seqs, None), 256,
+                                  next(model.parameters()).device), dim=-1)
+    for name, p in zip(names, probs, strict=True):
+        k = int(p.argmax())
+        print(f"{name}\t{classes[k]}\t{float(p[k]):.4f}")
+    return 0
+
+
+# --- forecasting ------------------------------------------------------------------------------
+
+def forecast_errors(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """MAE and RMSE over all H steps, and of the first (next-step) forecast."""
+    err = pred - truth  # (N, H, F)
+    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
+            "next_step_mae": float(np.abs(err[:, 0]).mean())}
+
+
+def relative(inputs: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Windows seen from their last value: ((x - x_last) / std, x_last).
+
+    A forecaster that reads and predicts changes from the last observed value is free of the
+    series' level, so a trend that leaves the training range does not leave its inputs; the naive
+    forecast is the model that always predicts a change of zero.
+    """
+    last = inputs[:, -1:]  # (N, 1, F)
+    return ((inputs - last) / std).astype(np.float32), last
+
+
+def run_forecast(model: SequenceModel, inputs: np.ndarray, std: np.ndarray,
+                 horizon: int) -> np.ndarray:
+    """(N, W, F) in the series' units -> (N, H, F) forecasts in the same units."""
+    x, last = relative(inputs, std)
+    out = predict(model, {"inputs": torch.from_numpy(x)}, 512,
+                  next(model.parameters()).device).numpy()
+    return out.reshape(len(inputs), horizon, -1) * std + last
+
+
+def report(model_err: dict, naive_err: dict, where: str) -> str:
+    gain = 1 - model_err["mae"] / naive_err["mae"] if naive_err["mae"] else 0.0
+    return (f"{where}: H-step MAE {model_err['mae']:.4f} (naive {naive_err['mae']:.4f}, "
+            f"{gain:+.1%} better), RMSE {model_err['rmse']:.4f} (naive "
+            f"{naive_err['rmse']:.4f}), next-step MAE {model_err['next_step_mae']:.4f} "
+            f"(naive {naive_err['next_step_mae']:.4f})")
+
+
+def cmd_forecast_train(args) -> int:
+    out = Path(args.out)
+    fit_cfg = fit_config(args)
+    if args.horizon < 1 or args.window < 1:
+        raise RnnkitError(f"--horizon and --window must be positive, got {args.horizon} and "
+                          f"{args.window}")
+    if not (0 < args.test_fraction < 1 and 0 <= args.val_fraction < 1
+            and args.test_fraction + args.val_fraction < 1):
+        raise RnnkitError("--test-fraction must be in (0, 1) and --val-fraction in [0, 1), "
+                          "together below 1")
+    series, columns = read_series(args.series, args.columns)  # (T, F)
+    T, H, W = len(series), args.horizon, args.window
+    if T < H + 1:
+        raise RnnkitError(f"{args.series}: the series has {T} steps, shorter than the horizon "
+                          f"{H} plus one observed step")
+    n_test, n_val = int(T * args.test_fraction), int(T * args.val_fraction)
+    n_train = T - n_test - n_val
+    # Each part's windows may read the W steps before it, so only their targets are held out.
+    parts = {"train": series[:n_train], "validation": series[max(0, n_train - W):T - n_test],
+             "test": series[max(0, T - n_test - W):]}
+    for name, part in parts.items():
+        if name != "validation" or n_val:
+            windows(part, W, H, where=f"{args.series} ({name} part, {len(part)} steps)")
+    std = np.diff(parts["train"], axis=0).std(0) * np.sqrt(H) + 1e-6  # scale of H-step changes
+
+    def dataset(part):
+        x, y = windows(part, W, H)  # (N, W, F), (N, H, F)
+        inputs, last = relative(x, std)
+        targets = ((y - last) / std).reshape(len(y), -1).astype(np.float32)  # (N, H * F)
+        return {"inputs": torch.from_numpy(inputs), "targets": torch.from_numpy(targets)}
+
+    F = series.shape[1]
+    model = SequenceModel(model_config(args, F, H * F, "regress"))
+    data = {"source": "csv", "columns": columns, "window": W, "horizon": H,
+            "std": std.tolist()}
+    write_config(out, "rnnkit-forecaster", model.config, fit_cfg, data)
+    print(f"data: {args.series}, {T} steps x {F} columns {columns}; train {n_train} / "
+          f"validation {n_val} / test {n_test} steps (the last part is the test set); "
+          f"window {W}, horizon {H}")
+    val = dataset(parts["validation"]) if n_val else None
+    summary = fit(model, dataset(parts["train"]), val, fit_cfg, out)
+    x_test, y_test = windows(parts["test"], W, H)
+    model_err = forecast_errors(run_forecast(model, x_test, std, H), y_test)
+    naive_err = forecast_errors(naive_forecast(x_test, H), y_test)
+    write_json_atomic(out / "metrics.json", {"test": model_err, "naive": naive_err,
+                                             "test_windows": len(x_test),
+                                             "train_seconds": summary["seconds"],
+                                             "history": summary["history"]})
+    print(report(model_err, naive_err, f"test ({len(x_test)} windows)"))
+    print(f"test_mae {model_err['mae']:.4f} naive_mae {naive_err['mae']:.4f}")
+    return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+
+
+def cmd_forecast_predict(args) -> int:
+    model, config = load_task(args.run_dir, "rnnkit-forecaster")
+    data = config["data"]
+    W, H, columns = data["window"], data["horizon"], data["columns"]
+    std = np.asarray(data["std"], np.float32)
+    series, _ = read_series(args.series, columns)
+    if len(series) < W:
+        raise RnnkitError(f"{args.series}: the series has {len(series)} steps; the model reads "
+                          f"the last {W}")
+    if len(series) >= W + H:
+        x, y = windows(series, W, H)
+        print(report(forecast_errors(run_forecast(model, x, std, H), y),
+                     forecast_errors(naive_forecast(x, H), y), f"{args.series} ({len(x)} windows)"))
+    future = run_forecast(model, series[None, -W:], std, H)[0]  # (H, F)
+    print("step," + ",".join(columns))
+    for h, row in enumerate(future, start=1):
+        print(f"+{h}," + ",".join(f"{v:.6g}" for v in row))
+    return 0

@@ -1,0 +1,358 @@
+"""The five ways a network maps inputs to outputs (Karpathy), on the shared `Recurrent` core.
+
+    one-to-one       MLP                    a fixed vector in, a class or value out: the control
+    one-to-many      ConditionedGenerator   a label or vector sets h_0, the model writes a sequence
+    many-to-one      SequenceModel          a sequence in, one class or value out (last or pooled)
+    many-to-many     Seq2Seq                encoder reads, decoder writes (teacher forcing to train)
+    synced           Tagger                 one output per input step (tags, next-step forecasts)
+
+Every model answers `forward(inputs, targets=None, ...) -> (outputs, loss)`, `loss` None without
+targets, so one training loop (`rnnkit.fit`) serves them all. Variable-length batches are padded
+and passed with `lengths` (B,); `Recurrent` packs them, so padding never changes a result.
+
+A head is "classify" (logits, cross-entropy) or "regress" (values, mean squared error).
+Letters: B batch, T time, F features, H hidden, D directions, C classes or outputs, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from .cells import check_cell
+from .errors import RnnkitError, require_positive
+from .recurrent import Recurrent
+
+HEADS = ("classify", "regress")
+POOLS = ("last", "mean", "max")
+
+
+@dataclass
+class SequenceConfig:
+    """The shape of a sequence model; saved as JSON next to its weights."""
+
+    input_size: int  # F: features per time step
+    output_size: int  # C: classes (classify) or values (regress) per output
+    head: str = "classify"  # "classify" (cross-entropy on logits) or "regress" (mean squared error)
+    cell: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
+    hidden: int = 128  # H: units per layer and direction
+    layers: int = 1  # L: stacked recurrent layers
+    dropout: float = 0.0  # between recurrent layers, and before the output layer
+    bidirectional: bool = False  # also read the sequence backwards (D = 2)
+    pool: str = "last"  # many-to-one summary of the states: "last", "mean" or "max"
+
+    def __post_init__(self):
+        require_positive(input_size=self.input_size, output_size=self.output_size,
+                         hidden=self.hidden, layers=self.layers)
+        check_cell(self.cell)
+        if self.head not in HEADS:
+            raise RnnkitError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
+        if self.pool not in POOLS:
+            raise RnnkitError(f"unknown pool {self.pool!r}; choose one of {', '.join(POOLS)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise RnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Cross-entropy of logits (..., C) against class ids (...), or MSE of values against values.
+
+    `mask` (...) marks the positions that count (1) and the padding (0).
+    """
+    if head == "classify":
+        per = F.cross_entropy(outputs.flatten(0, -2), targets.flatten().long(),
+                              reduction="none")  # (N,)
+    else:
+        err = (outputs - targets.to(outputs.dtype).reshape(outputs.shape)) ** 2
+        per = err.flatten() if mask is None else err.reshape(mask.numel(), -1).mean(-1)
+    if mask is None:
+        return per.mean()
+    mask = mask.flatten().to(per.dtype)
+    return (per * mask).sum() / mask.sum()
+
+
+def time_mask(lengths: Tensor | None, B: int, T: int, device) -> Tensor:
+    """(B, T) booleans: True at the real steps of each row."""
+    if lengths is None:
+        return torch.ones(B, T, dtype=torch.bool, device=device)
+    return torch.arange(T, device=device)[None, :] < lengths.to(device)[:, None]
+
+
+def last_hidden(state, directions: int) -> Tensor:
+    """The top layer's final h, both directions concatenated: (B, D*H).
+
+    With packed input the forward direction's final h is each row's state at its own last step,
+    and the backward direction's is its state after reading back to step 0.
+    """
+    h = state[0] if isinstance(state, tuple) else state  # (L*D, B, H)
+    return torch.cat(list(h[-directions:]), dim=-1)
+
+
+class MLP(nn.Module):
+    """One-to-one: a feed-forward network on a fixed vector, the control for every RNN result.
+
+        h_1 = relu(W_1 x + b_1), ..., y = W_out h_L + b_out
+
+    Shapes: inputs (B, F) -> outputs (B, C).
+    """
+
+    def __init__(self, input_size: int, output_size: int, hidden: int = 128, layers: int = 2,
+                 dropout: float = 0.0, head: str = "classify"):
+        super().__init__()
+        require_positive(input_size=input_size, output_size=output_size, hidden=hidden,
+                         layers=layers)
+        if head not in HEADS:
+            raise RnnkitError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+        self.head = head
+        sizes = [input_size] + [hidden] * layers
+        blocks: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+            blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+        self.body = nn.Sequential(*blocks)
+        self.out = nn.Linear(sizes[-1], output_size)
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None):
+        outputs = self.out(self.body(inputs.flatten(1)))  # (B, C)
+        loss = None if targets is None else head_loss(self.head, outputs, targets)
+        return outputs, loss
+
+
+class SequenceModel(nn.Module):
+    """Many-to-one: read a sequence, classify it or regress a value from one summary vector.
+
+        states = Recurrent(x_1..x_T)            (B, T, D*H)
+        s = states at the last step | mean over real steps | max over real steps
+        y = W_out dropout(s) + b_out            (B, C)
+
+    Inputs are standardised first, `(x - input_mean) / input_std`; those buffers are set from the
+    training data (`set_standardization`) and saved with the weights.
+    """
+
+    def __init__(self, config: SequenceConfig):
+        super().__init__()
+        self.config = c = config
+        self.rnn = Recurrent(c.cell, c.input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
+        self.drop = nn.Dropout(c.dropout)
+        self.out = nn.Linear(self.rnn.directions * c.hidden, c.output_size)
+        self.register_buffer("input_mean", torch.zeros(c.input_size))
+        self.register_buffer("input_std", torch.ones(c.input_size))
+
+    def set_standardization(self, mean: Tensor, std: Tensor) -> None:
+        self.input_mean.copy_(mean)
+        self.input_std.copy_(std.clamp_min(1e-6))
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None,
+                lengths: Tensor | None = None, state=None):
+        """inputs (B, T, F), lengths (B,) -> (outputs (B, C), loss)."""
+        x = (inputs - self.input_mean) / self.input_std  # (B, T, F)
+        states, final = self.rnn(x, state, lengths)  # (B, T, D*H)
+        pool = self.config.pool
+        if pool == "last":
+            summary = last_hidden(final, self.rnn.directions)  # (B, D*H)
+        else:
+            mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
+            if pool == "mean":
+                summary = (states * mask).sum(1) / mask.sum(1)
+            else:
+                summary = states.masked_fill(~mask, float("-inf")).amax(1)
+        outputs = self.out(self.drop(summary))  # (B, C)
+        loss = None if targets is None else head_loss(self.config.head, outputs, targets)
+        return outputs, loss
+
+
+class Tagger(nn.Module):
+    """Synced many-to-many: one output per input step (tags, or the next value of a series).
+
+        states = Recurrent(x_1..x_T); y_t = W_out states_t + b_out      (B, T, C)
+
+    A forward-only tagger (not bidirectional) is causal, so it is also a next-step forecaster:
+    train it with targets x_{t+1}, and carry `state` from one call to the next to stream.
+    """
+
+    def __init__(self, config: SequenceConfig):
+        super().__init__()
+        self.config = c = config
+        self.rnn = Recurrent(c.cell, c.input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
+        self.drop = nn.Dropout(c.dropout)
+        self.out = nn.Linear(self.rnn.directions * c.hidden, c.output_size)
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None,
+                lengths: Tensor | None = None, state=None):
+        """inputs (B, T, F), targets (B, T) ids or (B, T, C) values -> (outputs (B, T, C), loss).
+
+        Returns `(outputs, loss, state)` when a `state` is passed in, for streaming.
+        """
+        states, final = self.rnn(inputs, state, lengths)  # (B, T, D*H)
+        outputs = self.out(self.drop(states))  # (B, T, C)
+        loss = None
+        if targets is not None:
+            mask = time_mask(lengths, *inputs.shape[:2], inputs.device)
+            loss = head_loss(self.config.head, outputs, targets, mask)
+        return (outputs, loss, final) if state is not None else (outputs, loss)
+
+
+def sample_next(logits: Tensor, temperature: float, greedy: bool,
+                generator: torch.Generator | None) -> Tensor:
+    """(B, V) logits -> (B,) ids: the argmax, or a draw from softmax(logits / temperature)."""
+    if greedy:
+        return logits.argmax(-1)
+    if not temperature > 0:
+        raise RnnkitError(f"temperature must be positive, got {temperature}; use greedy=True")
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@dataclass
+class DecoderConfig:
+    """A token decoder: what `ConditionedGenerator` and `Seq2Seq` write with."""
+
+    vocab_size: int  # V: output symbols, including the start and end symbols
+    cell: str = "lstm"  # "lstm", "gru" or "rnn"
+    hidden: int = 128  # H of the decoder (and of each encoder direction)
+    layers: int = 1  # L, the same for encoder and decoder
+    embed: int = 32  # size of the token embedding
+    dropout: float = 0.0  # between layers
+    start: int = 0  # id fed at the first decoding step
+    end: int = 1  # id that ends a generated sequence
+
+    def __post_init__(self):
+        require_positive(vocab_size=self.vocab_size, hidden=self.hidden, layers=self.layers,
+                         embed=self.embed)
+        check_cell(self.cell)
+
+
+class Decoder(nn.Module):
+    """Embedding -> Recurrent -> logits over V, teacher-forced or stepped one token at a time."""
+
+    def __init__(self, c: DecoderConfig):
+        super().__init__()
+        self.config = c
+        self.embed = nn.Embedding(c.vocab_size, c.embed)
+        self.rnn = Recurrent(c.cell, c.embed, c.hidden, c.layers, c.dropout)
+        self.out = nn.Linear(c.hidden, c.vocab_size)
+
+    def forward(self, inputs: Tensor, state, targets: Tensor | None = None,
+                lengths: Tensor | None = None):
+        """Teacher forcing: inputs (B, T) are the targets shifted right (start symbol first)."""
+        states, _ = self.rnn(self.embed(inputs), state, lengths)  # (B, T, H)
+        logits = self.out(states)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            mask = time_mask(lengths, *inputs.shape, inputs.device)
+            loss = head_loss("classify", logits, targets, mask)
+        return logits, loss
+
+    @torch.no_grad()
+    def decode(self, state, B: int, max_length: int, greedy: bool = True,
+               temperature: float = 1.0, seed: int | None = None) -> list[list[int]]:
+        """Write up to `max_length` tokens per row from `state`, stopping each row at `end`."""
+        c = self.config
+        device = self.out.weight.device
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=device).manual_seed(seed)
+        token = torch.full((B,), c.start, dtype=torch.long, device=device)
+        rows, done = [[] for _ in range(B)], torch.zeros(B, dtype=torch.bool, device=device)
+        for _ in range(max_length):
+            h, state = self.rnn.step(self.embed(token), state)  # (B, H)
+            token = sample_next(self.out(h), temperature, greedy, generator)  # (B,)
+            for b in torch.nonzero(~done).flatten().tolist():
+                if token[b] != c.end:
+                    rows[b].append(int(token[b]))
+            done |= token == c.end
+            if bool(done.all()):
+                break
+        return rows
+
+
+def teacher_inputs(targets: Tensor, start: int) -> Tensor:
+    """(B, T) targets -> (B, T) decoder inputs: the start symbol, then the targets shifted right."""
+    return torch.cat([torch.full_like(targets[:, :1], start), targets[:, :-1]], dim=1)
+
+
+class ConditionedGenerator(nn.Module):
+    """One-to-many: a class id or a vector sets the initial state, the decoder writes a sequence.
+
+        h_0 = tanh(W_c c + b_c)   (c one-hot for a class, or the given vector; one h_0 per layer)
+        y_t = decoder(token_{t-1}, h_{t-1})
+    """
+
+    def __init__(self, condition_size: int, decoder: DecoderConfig, classes: bool = True):
+        super().__init__()
+        require_positive(condition_size=condition_size)
+        self.condition_size, self.classes = condition_size, classes
+        self.decoder = Decoder(decoder)
+        c = decoder
+        n_state = c.layers * (2 if c.cell == "lstm" else 1)  # h (and c) for each layer
+        self.to_state = nn.Linear(condition_size, n_state * c.hidden)
+
+    def initial_state(self, condition: Tensor):
+        """condition (B,) class ids or (B, condition_size) -> the decoder's state."""
+        if self.classes:
+            condition = F.one_hot(condition.long(), self.condition_size).float()
+        c = self.decoder.config
+        B = condition.shape[0]
+        s = torch.tanh(self.to_state(condition)).view(B, -1, c.layers, c.hidden)  # (B, 1|2, L, H)
+        s = s.permute(1, 2, 0, 3).contiguous()  # (1|2, L, B, H)
+        return (s[0], s[1]) if c.cell == "lstm" else s[0]
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None,
+                lengths: Tensor | None = None):
+        """inputs: the conditions (B,) or (B, K); targets (B, T) token ids, end symbol included."""
+        if targets is None:
+            raise RnnkitError("ConditionedGenerator.forward needs targets; use generate() to write")
+        state = self.initial_state(inputs)
+        dec_in = teacher_inputs(targets, self.decoder.config.start)
+        return self.decoder(dec_in, state, targets, lengths)
+
+    def generate(self, condition: Tensor, max_length: int = 50, greedy: bool = True,
+                 temperature: float = 1.0, seed: int | None = None) -> list[list[int]]:
+        return self.decoder.decode(self.initial_state(condition), condition.shape[0], max_length,
+                                   greedy, temperature, seed)
+
+
+class Seq2Seq(nn.Module):
+    """Encoder/decoder: an encoder reads the input tokens, its final state starts the decoder.
+
+        enc_states, h_enc = Encoder(x_1..x_S)        (bidirectional: both final states joined)
+        h_0 = tanh(W_b h_enc + b_b)                  per layer (and for an LSTM's c, per layer)
+        y_t = decoder(y_{t-1}, h_{t-1})              teacher forcing in training, greedy or sampled
+    """
+
+    def __init__(self, input_vocab: int, decoder: DecoderConfig, bidirectional: bool = False):
+        super().__init__()
+        require_positive(input_vocab=input_vocab)
+        c = decoder
+        self.embed = nn.Embedding(input_vocab, c.embed)
+        self.encoder = Recurrent(c.cell, c.embed, c.hidden, c.layers, c.dropout, bidirectional)
+        self.decoder = Decoder(c)
+        D = self.encoder.directions
+        self.bridge = nn.Linear(D * c.hidden, c.hidden)
+
+    def encode(self, inputs: Tensor, lengths: Tensor | None = None):
+        """inputs (B, S) token ids -> the decoder's initial state, (L, B, H) or its (h, c)."""
+        _, state = self.encoder(self.embed(inputs), None, lengths)
+        D, L = self.encoder.directions, self.decoder.config.layers
+
+        def join(s: Tensor) -> Tensor:  # (L*D, B, H) -> (L, B, H)
+            s = s.view(L, D, *s.shape[1:])  # torch's layout: layer-major, then direction
+            return torch.tanh(self.bridge(torch.cat(list(s.unbind(1)), dim=-1)))
+
+        return tuple(join(s) for s in state) if isinstance(state, tuple) else join(state)
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None,
+                lengths: Tensor | None = None, target_lengths: Tensor | None = None):
+        """inputs (B, S), targets (B, T) with the end symbol -> (logits (B, T, V), loss)."""
+        if targets is None:
+            raise RnnkitError("Seq2Seq.forward needs targets (teacher forcing); use generate()")
+        state = self.encode(inputs, lengths)
+        dec_in = teacher_inputs(targets, self.decoder.config.start)
+        return self.decoder(dec_in, state, targets, target_lengths)
+
+    def generate(self, inputs: Tensor, lengths: Tensor | None = None, max_length: int = 50,
+                 greedy: bool = True, temperature: float = 1.0,
+                 seed: int | None = None) -> list[list[int]]:
+        state = self.encode(inputs, lengths)
+        return self.decoder.decode(state, inputs.shape[0], max_length, greedy, temperature, seed)

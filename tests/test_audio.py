@@ -1,0 +1,151 @@
+"""Audio features against librosa, folders as labelled data, and `rnnkit classify` end to end."""
+
+import json
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import DATA, one_error_line
+
+from rnnkit import RnnkitError
+from rnnkit.audio import AudioConfig, ResampleWarning, features, find_audio, load_audio, load_features
+
+FSDD = DATA / "fsdd" / "recordings"
+SMALL = ["--sample-rate", "8000", "--n-fft", "256", "--hop-length", "128", "--n-mels", "32",
+         "--hidden", "16", "--epochs", "12", "--batch-size", "8", "--lr", "0.02",
+         "--device", "cpu", "--warmup", "2"]
+
+
+def tone(freq: float, seconds: float = 0.25, rate: int = 8000, seed: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).normal(0, 0.01, len(t))
+    return (0.5 * np.sin(2 * np.pi * freq * t) + noise).astype(np.float32)
+
+
+@pytest.fixture
+def tones(tmp_path):
+    """A folder with one sub-folder per label: low (300 Hz) and high (1500 Hz) tones."""
+    root = tmp_path / "tones"
+    for label, freq in (("low", 300), ("high", 1500)):
+        (root / label).mkdir(parents=True)
+        for i in range(8):
+            sf.write(root / label / f"{label}_{i}.wav", tone(freq * (1 + 0.02 * i), seed=i), 8000)
+    return root
+
+
+def test_velardo_shapes_and_librosa_values():
+    # 9 s at 22050 Hz: raw [198450, 1]; MFCCs [1 + 198450 // 512, 13] = [388, 13]
+    y = np.random.default_rng(0).normal(size=9 * 22050).astype(np.float32)
+    assert features(y, AudioConfig(features="raw")).shape == (198450, 1)
+    mfcc = features(y, AudioConfig())
+    assert mfcc.shape == (388, 13)
+    reference = librosa.feature.mfcc(y=y, sr=22050, n_mfcc=13, n_fft=2048, hop_length=512)
+    np.testing.assert_allclose(mfcc, reference.T, rtol=1e-4, atol=1e-3)
+    with_deltas = features(y, AudioConfig(deltas=True, n_mfcc=20))
+    assert with_deltas.shape == (388, 60)
+    np.testing.assert_allclose(with_deltas[:, 20:40],
+                               librosa.feature.delta(with_deltas[:, :20].T, mode="nearest").T,
+                               rtol=1e-4, atol=1e-3)
+
+
+def test_resampling_is_reported(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, tone(440, seconds=1.0), 8000)
+    with pytest.warns(ResampleWarning, match="8000 Hz to 22050 Hz"):
+        y = load_audio(path)  # default rate 22050
+    assert len(y) == 22050
+    assert len(load_audio(path, 8000)) == 8000  # no resampling, no warning
+
+
+def test_labels_from_folders_and_pattern_and_cache(tones, tmp_path):
+    files, labels = find_audio(tones)
+    assert sorted(set(labels)) == ["high", "low"] and len(files) == 16
+    _, by_name = find_audio(tones, r"^(\w+?)_")
+    assert by_name == labels
+    cfg = AudioConfig(sample_rate=8000, n_fft=256, hop_length=128)
+    first = load_features(files, cfg, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    again = load_features(files, cfg, tmp_path / "cache")
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert first[0].shape == (1 + 2000 // 128, 13)
+
+
+def test_bad_audio_names_file_and_problem(tmp_path):
+    (tmp_path / "x").mkdir()
+    bad = tmp_path / "x" / "noise.wav"
+    bad.write_bytes(b"not a wav at all")
+    with pytest.raises(RnnkitError, match="noise.wav: not a readable audio file"):
+        load_audio(bad)
+    empty = tmp_path / "x" / "empty.wav"
+    sf.write(empty, np.zeros(0, dtype=np.float32), 8000)
+    with pytest.raises(RnnkitError, match="empty.wav: the audio file holds no samples"):
+        load_audio(empty)
+    (tmp_path / "none").mkdir()
+    with pytest.raises(RnnkitError, match="holds no audio files"):
+        find_audio(tmp_path / "none")
+
+
+def test_classify_train_and_predict(cli, tones, tmp_path):
+    out = tmp_path / "run"
+    status, stdout, err = cli("classify", "train", tones, "--out", out, "--test-pattern",
+                              "_[01]\\.wav$", "--val-fraction", "0", "--cell", "gru", *SMALL)
+    assert status == 0, err
+    lines = stdout.strip().splitlines()
+    assert lines[-1] == "test_accuracy 1.0000"
+    assert "4 test" in stdout and "confusion matrix" in stdout
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "rnnkit-classifier" and config["data"]["labels"] == ["high", "low"]
+    status, stdout, err = cli("classify", "predict", out, tones / "low" / "low_0.wav",
+                              tones / "high" / "high_1.wav")
+    assert status == 0, err
+    rows = [line.split("\t") for line in stdout.strip().splitlines()]
+    assert [r[1] for r in rows] == ["low", "high"] and all(float(r[2]) > 0.5 for r in rows)
+
+
+def test_classify_stratified_split_is_reported(cli, tones, tmp_path):
+    status, stdout, err = cli("classify", "train", tones, "--out", tmp_path / "run",
+                              "--test-fraction", "0.25", "--val-fraction", "0.2", *SMALL,
+                              "--epochs", "2")
+    assert status == 0, err
+    assert "stratified 25% split" in stdout and "4 test" in stdout
+    assert stdout.strip().splitlines()[-1].startswith("test_accuracy ")
+
+
+@pytest.mark.filterwarnings("error")
+def test_bad_inputs_are_one_line(cli, tones, tmp_path):
+    def error(*args):
+        status, _, err = cli("classify", "train", *args, "--out", tmp_path / "r", *SMALL)
+        assert status == 2
+        return one_error_line(err)
+
+    (tmp_path / "empty").mkdir()
+    assert "holds no audio files" in error(tmp_path / "empty")
+    assert "needs at least two classes" in error(tones, "--label-pattern", r"^()")
+    (tones / "low" / "low_3.wav").write_bytes(b"RIFF....garbage")
+    assert "low_3.wav: not a readable audio file" in error(tones)
+    sf.write(tones / "low" / "low_3.wav", np.zeros(0, dtype=np.float32), 8000)
+    assert "low_3.wav: the audio file holds no samples" in error(tones)
+    status, _, err = cli("classify", "predict", tmp_path / "missing", tones / "low" / "low_0.wav")
+    assert status == 2 and "not a task run directory" in one_error_line(err)
+
+
+def test_fsdd_files_read_in_place(cli, tmp_path):
+    if not FSDD.is_dir():
+        pytest.skip(f"{FSDD} not found: the Free Spoken Digit Dataset is not available")
+    folder = tmp_path / "fsdd"
+    folder.mkdir()
+    for digit in (0, 1):
+        for speaker in ("jackson", "theo"):
+            for i in range(6):
+                (folder / f"{digit}_{speaker}_{i}.wav").symlink_to(FSDD /
+                                                                   f"{digit}_{speaker}_{i}.wav")
+    status, stdout, err = cli("classify", "train", folder, "--out", tmp_path / "run",
+                              "--label-pattern", r"^(\d)_", "--test-pattern", r"_[0-1]\.wav$",
+                              "--val-fraction", "0", *SMALL, "--n-mfcc", "20", "--deltas",
+                              "--bidirectional", "--pool", "mean")
+    assert status == 0, err
+    assert "16 train / 0 validation / 8 test" in stdout
+    assert float(stdout.strip().splitlines()[-1].split()[1]) >= 0.75

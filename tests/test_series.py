@@ -1,0 +1,123 @@
+"""Series files, forecasting windows against hand-cut references, and the forecast commands."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import one_error_line
+
+from rnnkit import RnnkitError
+from rnnkit.series import naive_forecast, read_labelled_csv, read_npz, read_series, windows
+
+QUICK = ["--hidden", "32", "--batch-size", "32", "--lr", "0.01", "--device", "cpu",
+         "--warmup", "5"]
+
+
+def write_csv(path, header, rows):
+    path.write_text("\n".join([",".join(header)] + [",".join(map(str, r)) for r in rows]) + "\n")
+    return path
+
+
+def seasonal(T=600, seed=0):
+    t = np.arange(T)
+    noise = np.random.default_rng(seed).normal(0, 0.05, T)
+    return np.sin(2 * np.pi * t / 24) + 0.5 * np.sin(2 * np.pi * t / 7) + noise
+
+
+def test_windows_and_naive_against_hand_cut():
+    series = np.arange(10, dtype=np.float32)[:, None] * [1, 10]  # (10, 2)
+    x, y = windows(series, window=3, horizon=2, stride=2)
+    assert x.shape == (3, 3, 2) and y.shape == (3, 2, 2)
+    np.testing.assert_array_equal(x[1, :, 0], [2, 3, 4])
+    np.testing.assert_array_equal(y[1, :, 1], [50, 60])
+    np.testing.assert_array_equal(naive_forecast(x, 2)[1, :, 1], [40, 40])
+    with pytest.raises(RnnkitError, match="too few for a window of 8 plus a horizon of 3"):
+        windows(series, 8, 3)
+
+
+def test_csv_series_and_labelled_sequences(tmp_path):
+    path = write_csv(tmp_path / "s.csv", ["id", "label", "a", "b"],
+                     [["u", "yes", 1, 2], ["u", "yes", 3, 4], ["v", "no", 5, 6]])
+    series, names = read_series(path, ["b"])
+    np.testing.assert_array_equal(series[:, 0], [2, 4, 6]) and names == ["b"]
+    seqs, labels, ids, columns = read_labelled_csv(path)
+    assert ids == ["u", "v"] and labels == ["yes", "no"] and columns == ["a", "b"]
+    np.testing.assert_array_equal(seqs[0], [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("cell, problem", [("", "column 'a' is missing"),
+                                           ("x1", "column 'a' is not a number ('x1')"),
+                                           ("nan", "column 'a' is not a number ('nan')")])
+def test_bad_csv_cells_name_line_and_column(tmp_path, cell, problem):
+    path = write_csv(tmp_path / "bad.csv", ["a"], [[1], [cell], [3]])
+    with pytest.raises(RnnkitError, match=f"bad.csv: line 3, {problem}".replace("(", r"\(")
+                       .replace(")", r"\)")):
+        read_series(path)
+
+
+def test_npz_loads_without_pickle(tmp_path):
+    x = np.zeros((2, 4, 3), dtype=np.float32)
+    x[0, :2], x[1] = 1, 2
+    np.savez(tmp_path / "ok.npz", x=x, lengths=np.array([2, 4]), y=np.array(["a", "b"]))
+    seqs, labels = read_npz(tmp_path / "ok.npz")
+    assert [s.shape for s in seqs] == [(2, 3), (4, 3)] and labels == ["a", "b"]
+    np.savez(tmp_path / "obj.npz", x=x, lengths=np.array([2, 4]),
+             y=np.array(["a", None], dtype=object))
+    with pytest.raises(RnnkitError, match="never unpickled"):
+        read_npz(tmp_path / "obj.npz")
+    np.savez(tmp_path / "long.npz", x=x, lengths=np.array([2, 5]), y=np.array([0, 1]))
+    with pytest.raises(RnnkitError, match="lengths must lie in"):
+        read_npz(tmp_path / "long.npz")
+
+
+def test_classify_npz_and_csv_through_the_cli(cli, tmp_path):
+    # class = sign of the sequence's mean; variable lengths
+    rng = np.random.default_rng(0)
+    N, T = 120, 12
+    lengths = rng.integers(3, T + 1, N)
+    y = np.arange(N) % 2
+    x = rng.normal(0, 1, (N, T, 2)).astype(np.float32) + np.where(y, 1.5, -1.5)[:, None, None]
+    x *= (np.arange(T)[None, :] < lengths[:, None])[..., None]
+    np.savez(tmp_path / "d.npz", x=x, lengths=lengths, y=y)
+    status, out, err = cli("classify", "train", tmp_path / "d.npz", "--out", tmp_path / "r",
+                           "--epochs", "8", *QUICK)
+    assert status == 0, err
+    assert float(out.strip().splitlines()[-1].split()[1]) >= 0.95
+    rows = [[f"s{i}", str(y[i]), *x[i, t]] for i in range(N) for t in range(lengths[i])]
+    write_csv(tmp_path / "d.csv", ["id", "label", "a", "b"], rows)
+    status, out, err = cli("classify", "train", tmp_path / "d.csv", "--out", tmp_path / "r2",
+                           "--epochs", "8", "--test-pattern", "^s1", *QUICK)
+    assert status == 0, err
+    assert float(out.strip().splitlines()[-1].split()[1]) >= 0.95
+    status, out, err = cli("classify", "predict", tmp_path / "r2", tmp_path / "d.csv")
+    assert status == 0, err
+    assert out.splitlines()[0].split("\t")[:2] == ["s0", "0"]
+
+
+def test_forecast_train_beats_naive_and_predicts(cli, tmp_path):
+    s = seasonal()
+    path = write_csv(tmp_path / "s.csv", ["t", "y", "z"],
+                     [[i, f"{v:.5f}", f"{-v:.5f}"] for i, v in enumerate(s)])
+    out = tmp_path / "run"
+    status, stdout, err = cli("forecast", "train", path, "--columns", "y,z", "--horizon", "6",
+                              "--window", "24", "--out", out, "--epochs", "15", *QUICK,
+                              "--cell", "gru")
+    assert status == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["mae"] < 0.6 * metrics["naive"]["mae"], stdout
+    status, stdout, err = cli("forecast", "predict", out, path)
+    assert status == 0, err
+    lines = stdout.strip().splitlines()
+    assert "better" in lines[0] and lines[1] == "step,y,z" and len(lines) == 2 + 6
+
+
+def test_forecast_bad_inputs_are_one_line(cli, tmp_path):
+    short = write_csv(tmp_path / "short.csv", ["y"], [[1], [2], [3]])
+    status, _, err = cli("forecast", "train", short, "--horizon", "5", "--out", tmp_path / "r")
+    assert status == 2 and "short.csv: the series has 3 steps, shorter than the horizon 5" \
+        in one_error_line(err)
+    gap = write_csv(tmp_path / "gap.csv", ["y"], [[1], [""], [3]])
+    status, _, err = cli("forecast", "train", gap, "--out", tmp_path / "r")
+    assert status == 2 and "gap.csv: line 3, column 'y' is missing" in one_error_line(err)
+    status, _, err = cli("forecast", "train", gap, "--columns", "w", "--out", tmp_path / "r")
+    assert status == 2 and "no column 'w'" in one_error_line(err)

@@ -1,0 +1,169 @@
+"""The five modes against references: packed batches equal rows run alone, and each model learns
+a small synthetic task that it can only solve by doing its job."""
+
+import pytest
+import torch
+
+from rnnkit import RnnkitError
+from rnnkit.fit import FitConfig, accuracy, evaluate, fit, lr_at
+from rnnkit.tasks import (
+    MLP,
+    ConditionedGenerator,
+    DecoderConfig,
+    Seq2Seq,
+    SequenceConfig,
+    SequenceModel,
+    Tagger,
+)
+
+QUICK = dict(device="cpu", warmup=5, weight_decay=0.0)
+
+
+def ragged(n=6, T=9, F=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, T + 1, (n,), generator=g)
+    lengths[0] = T
+    x = torch.randn(n, T, F, generator=g)
+    x = x * (torch.arange(T)[None, :, None] < lengths[:, None, None])  # zero padding
+    return x, lengths
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("pool", ["last", "mean", "max"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed_batch_equals_each_row_alone(cell, pool, bidirectional):
+    torch.manual_seed(0)
+    model = SequenceModel(SequenceConfig(3, 4, cell=cell, hidden=8, layers=2, pool=pool,
+                                         bidirectional=bidirectional)).eval()
+    x, lengths = ragged()
+    batch, _ = model(x, lengths=lengths)
+    garbage = x + 100 * (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None])
+    noisy, _ = model(garbage, lengths=lengths)  # padding holds garbage: same result
+    for i, n in enumerate(lengths.tolist()):
+        alone, _ = model(x[i:i + 1, :n])
+        torch.testing.assert_close(batch[i], alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(noisy, batch)
+
+
+def test_tagger_packed_rows_and_streaming_state():
+    torch.manual_seed(0)
+    tagger = Tagger(SequenceConfig(3, 5, hidden=8, layers=2, cell="gru")).eval()
+    x, lengths = ragged()
+    out, _ = tagger(x, lengths=lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone, _ = tagger(x[i:i + 1, :n])
+        torch.testing.assert_close(out[i, :n], alone[0], atol=1e-5, rtol=1e-5)
+    # streaming in two halves with the carried state equals one pass
+    whole, _ = tagger(x)
+    a, _, state = tagger(x[:, :4], state=tagger.rnn.zero_state(len(x)))
+    b, _, _ = tagger(x[:, 4:], state=state)
+    torch.testing.assert_close(torch.cat([a, b], 1), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_many_to_one_learns_parity_of_variable_length_bits():
+    # parity needs the whole sequence: a model that ignores steps or padding cannot learn it
+    g = torch.Generator().manual_seed(1)
+    N, T = 512, 8
+    lengths = torch.randint(2, T + 1, (N,), generator=g)
+    bits = torch.randint(0, 2, (N, T), generator=g) * (torch.arange(T)[None] < lengths[:, None])
+    data = {"inputs": bits[..., None].float(), "lengths": lengths, "targets": bits.sum(1) % 2}
+    model = SequenceModel(SequenceConfig(1, 2, cell="gru", hidden=24))
+    fit(model, data, None, FitConfig(epochs=40, batch_size=32, lr=2e-2, seed=0, **QUICK),
+        quiet=True)
+    _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
+    assert acc > 0.97
+
+
+def test_many_to_one_regression_learns_the_sum():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(256, 6, 1, generator=g)
+    data = {"inputs": x, "targets": x.sum(1)}  # (N, 1)
+    model = SequenceModel(SequenceConfig(1, 1, head="regress", hidden=32, bidirectional=True))
+    fit(model, data, None, FitConfig(epochs=30, batch_size=32, lr=1e-2, **QUICK), quiet=True)
+    loss, _ = evaluate(model, data, 256, torch.device("cpu"))
+    assert loss < 0.05 * float(x.sum(1).var())
+
+
+def test_synced_tagger_learns_previous_input():
+    # the tag at step t is the input symbol at t-1: only a model with memory can tag it
+    g = torch.Generator().manual_seed(3)
+    sym = torch.randint(0, 4, (256, 10), generator=g)
+    targets = torch.cat([torch.zeros_like(sym[:, :1]), sym[:, :-1]], 1)
+    data = {"inputs": torch.nn.functional.one_hot(sym, 4).float(), "targets": targets,
+            "lengths": torch.randint(3, 11, (256,), generator=g)}
+    model = Tagger(SequenceConfig(4, 4, cell="lstm", hidden=24))
+    fit(model, data, None, FitConfig(epochs=20, batch_size=32, lr=1e-2, **QUICK), quiet=True)
+    _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
+    assert acc > 0.98
+
+
+def test_seq2seq_learns_to_reverse():
+    # 0 start, 1 end, symbols 2..7; targets are the reversed input then the end symbol
+    g = torch.Generator().manual_seed(4)
+    N, S = 1024, 5
+    lengths = torch.randint(2, S + 1, (N,), generator=g)
+    x = torch.randint(2, 8, (N, S), generator=g) * (torch.arange(S)[None] < lengths[:, None])
+    y = torch.ones(N, S + 1, dtype=torch.long)
+    for i, n in enumerate(lengths.tolist()):
+        y[i, :n] = x[i, :n].flip(0)
+    data = {"inputs": x, "lengths": lengths, "targets": y, "target_lengths": lengths + 1}
+    model = Seq2Seq(8, DecoderConfig(8, cell="gru", hidden=64, embed=16), bidirectional=True)
+    fit(model, data, None, FitConfig(epochs=20, batch_size=32, lr=1e-2, **QUICK), quiet=True)
+    test = x[:200], lengths[:200]
+    out = model.generate(*test, max_length=S + 2)
+    exact = sum(o == x[i, :n].flip(0).tolist() for i, (o, n) in enumerate(zip(out, test[1].tolist(),
+                                                                              strict=True)))
+    assert exact / 200 > 0.9
+
+
+def test_conditioned_generator_writes_its_class_sequence():
+    # class k -> the sequence k+2, k+3, ..., (length 3 + k), end; generation must follow the class
+    K = 4
+    seqs = [[k + 2 + i for i in range(3 + k)] + [1] for k in range(K)]
+    T = max(map(len, seqs))
+    targets = torch.ones(K, T, dtype=torch.long)
+    for k, s in enumerate(seqs):
+        targets[k, :len(s)] = torch.tensor(s)
+    lengths = torch.tensor([len(s) for s in seqs])
+    data = {"inputs": torch.arange(K).repeat(16), "targets": targets.repeat(16, 1),
+            "lengths": lengths.repeat(16)}
+    model = ConditionedGenerator(K, DecoderConfig(12, cell="lstm", hidden=32, embed=8))
+    fit(model, data, None, FitConfig(epochs=60, batch_size=16, lr=1e-2, **QUICK), quiet=True)
+    assert model.generate(torch.arange(K), max_length=10) == [s[:-1] for s in seqs]
+    sampled = model.generate(torch.arange(K), max_length=10, greedy=False, temperature=0.5, seed=0)
+    assert sampled == model.generate(torch.arange(K), max_length=10, greedy=False,
+                                     temperature=0.5, seed=0)
+
+
+def test_mlp_baseline_learns_xor_and_cannot_read_order():
+    x = torch.tensor([[0.0, 0], [0, 1], [1, 0], [1, 1]]).repeat(64, 1)
+    data = {"inputs": x, "targets": (x[:, 0] != x[:, 1]).long()}
+    model = MLP(2, 2, hidden=16)
+    fit(model, data, None, FitConfig(epochs=40, batch_size=32, lr=1e-2, **QUICK), quiet=True)
+    _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
+    assert acc == 1.0
+
+
+def test_best_weights_are_kept_and_time_budget_stops():
+    g = torch.Generator().manual_seed(5)
+    data = {"inputs": torch.randn(64, 4, 2, generator=g), "targets": torch.randint(0, 2, (64,))}
+    model = SequenceModel(SequenceConfig(2, 2, hidden=8))
+    summary = fit(model, data, data, FitConfig(epochs=5, batch_size=16, **QUICK), quiet=True,
+                  metric=accuracy)
+    best = max(r["val_metric"] for r in summary["history"])
+    assert evaluate(model, data, 64, torch.device("cpu"), accuracy)[1] == pytest.approx(best)
+    summary = fit(model, data, None, FitConfig(epochs=10**6, batch_size=16, max_time=0.3,
+                                               **QUICK), quiet=True)
+    assert summary["stopped"] == "time"
+
+
+def test_schedule_and_config_errors():
+    cfg = FitConfig(lr=1.0, warmup=10, lr_min=0.1)
+    assert lr_at(0, 100, cfg) == pytest.approx(0.1)
+    assert lr_at(100, 100, cfg) == pytest.approx(0.1)
+    with pytest.raises(RnnkitError, match="pool"):
+        SequenceConfig(3, 2, pool="median")
+    with pytest.raises(RnnkitError, match="head"):
+        SequenceConfig(3, 2, head="rank")
+    with pytest.raises(RnnkitError, match="epochs"):
+        FitConfig(epochs=0)
