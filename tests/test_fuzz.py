@@ -113,3 +113,34 @@ def test_huge_prime_and_generate_length_are_refused(cli, tmp_path, corpus, train
 def test_absurd_sizes_are_refused_before_allocating(cli, tmp_path, corpus, args, message):
     status, _, err = cli("train", corpus, "--out", tmp_path / "run", "--max-steps", 1, *args)
     assert status == 2 and message in one_error_line(err)
+
+
+TASK = ["--hidden", "8", "--epochs", "1", "--batch-size", "8", "--device", "cpu"]
+
+
+@FUZZ
+@given(text=st.text(max_size=400))
+def test_arbitrary_csv_for_classify_and_forecast(capsys, text):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.csv"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        status, _, err = run_cli(capsys, "classify", "train", path, "--out", Path(tmp) / "c",
+                                 *TASK)
+        check_outcome(status, err)
+        status, _, err = run_cli(capsys, "forecast", "train", path, "--out", Path(tmp) / "f",
+                                 "--horizon", 2, "--window", 4, *TASK)
+        check_outcome(status, err)
+
+
+@FUZZ
+@given(blobs=st.lists(st.binary(max_size=300), min_size=1, max_size=4))
+def test_arbitrary_bytes_as_audio_files(capsys, blobs):
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, blob in enumerate(blobs):
+            folder = Path(tmp) / "audio" / ("yes" if i % 2 else "no")
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{i}.wav").write_bytes(blob)
+        status, _, err = run_cli(capsys, "classify", "train", Path(tmp) / "audio", "--out",
+                                 Path(tmp) / "run", *TASK)
+        check_outcome(status, err)
+        assert status == 2  # no blob of random bytes is a readable recording of two classes
