@@ -13,27 +13,69 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FOODS = ("pie", "hamburger", "chicken")
 
 
-def run_example(name: str) -> str:
-    """`python examples/NAME.py`; returns its stdout, failing with its stderr if it failed."""
-    done = subprocess.run([sys.executable, str(EXAMPLES / f"{name}.py")], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+EXAMPLE_NAMES = ("roommate", "hello", "step_api", "shapes", "five_modes", "digits_rows")
 
 
 @pytest.fixture(scope="module")
-def roommate() -> str:
-    return run_example("roommate")
+def started(request, tmp_path_factory) -> dict[str, tuple[subprocess.Popen, Path, Path]]:
+    """`python examples/NAME.py` for every example the selected tests use, all started at once.
+
+    Each example runs on one thread, so on a machine with several cores the module takes about as
+    long as the slowest examples rather than the sum of all of them.
+    """
+    wanted = sorted({name for item in request.session.items for name in item.fixturenames
+                     if name in EXAMPLE_NAMES})
+    folder = tmp_path_factory.mktemp("examples")
+    runs = {}
+    for name in wanted:
+        out, err = folder / f"{name}.out", folder / f"{name}.err"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            process = subprocess.Popen([sys.executable, str(EXAMPLES / f"{name}.py")], stdout=stdout,
+                                       stderr=stderr, text=True)
+        runs[name] = (process, out, err)
+    yield runs
+    for process, _, _ in runs.values():  # an example still running after a failure
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def output(started, name: str) -> str:
+    """The example's stdout once it has finished, failing with its stderr if it failed."""
+    process, out, err = started[name]
+    returncode = process.wait(timeout=180)
+    assert returncode == 0, err.read_text()
+    return out.read_text()
 
 
 @pytest.fixture(scope="module")
-def hello() -> str:
-    return run_example("hello")
+def roommate(started) -> str:
+    return output(started, "roommate")
 
 
 @pytest.fixture(scope="module")
-def step_api() -> str:
-    return run_example("step_api")
+def hello(started) -> str:
+    return output(started, "hello")
+
+
+@pytest.fixture(scope="module")
+def step_api(started) -> str:
+    return output(started, "step_api")
+
+
+@pytest.fixture(scope="module")
+def shapes(started) -> str:
+    return output(started, "shapes")
+
+
+@pytest.fixture(scope="module")
+def five_modes(started) -> str:
+    return output(started, "five_modes")
+
+
+@pytest.fixture(scope="module")
+def digits_rows(started) -> str:
+    return output(started, "digits_rows")
 
 
 def roommate_rule(yesterday: str, weathers: list[str]) -> list[str]:
@@ -120,3 +162,77 @@ def test_step_api_equals_the_fused_path(step_api):
     assert "Stepping equals the fused path: True" in step_api
     hidden = re.findall(r"h = (\[[^\]]+\])  y =", step_api)
     assert len(hidden) == 6 and len(set(hidden)) == 6  # the hidden state changes at every step
+
+
+def test_roommate_relu_rnn_is_the_notes_network(roommate):
+    part1 = roommate.split("2. The same network")[0]
+    part2 = roommate.split("2. The same network")[1].split("3. A vanilla")[0]
+    assert 'inside rnnkit.RNN(2, 6, 3, nonlinearity="relu")' in part2
+    kept = [json.loads(v) for v in re.findall(r"(\[[0-9,]+\])  -> \w+$", part1, flags=re.M)]
+    rows = re.findall(r"^  \w{3}  (?:sun|rain) +h = ([-0-9. ]+)  y = ([-0-9. ]+)  -> (\w+)$", part2,
+                      flags=re.M)
+    assert len(rows) == len(kept) == 7
+    for (h, y, food), kept_h in zip(rows, kept, strict=True):
+        assert [float(v) for v in h.split()] == kept_h  # ReLU(a - 1): exactly the kept 0/1 vector
+        y = [float(v) for v in y.split()]
+        assert sorted(y) == [0.0, 0.0, 1.0] and FOODS[y.index(1.0)] == food  # the merge: one-hot food
+    assert "Same kept vectors as part 1: True" in part2
+    assert "Same foods as part 1: True" in part2
+
+
+def test_shapes_are_velardos_with_librosas_frame_count(shapes):
+    N = 22050 * 9
+    assert f"at 22050 Hz: {N} samples." in shapes
+    assert 'features(samples, AudioConfig(features="raw")) has shape [198450, 1]' in shapes
+    assert "features(samples, AudioConfig()) has shape [388, 13]" in shapes
+    assert "22050 / 512 * 9 = 387.6, so 387" in shapes  # the notes' formula ...
+    assert "1 + 198450 // 512 = 388" in shapes  # ... and the count librosa gives
+    assert "not centred (librosa center=False, every frame inside the signal): [384, 13]" in shapes
+    assert 1 + (N - 2048) // 512 == 384
+    others = re.findall(r"^  (hop_length \d+|with deltas) +shape \[(\d+), (\d+)\]", shapes, flags=re.M)
+    assert len(others) == 3
+    for label, frames, feats in others:
+        hop = int(label.split()[1]) if label.startswith("hop") else 512
+        assert int(frames) == 1 + N // hop  # centred frames: 1 + N // hop_length, every setting
+        assert int(feats) == (39 if label == "with deltas" else 13)
+    assert "input [1, 388, 13] (B, T, F) -> states [1, 388, 32] (B, T, H)" in shapes
+    assert shapes.rstrip().endswith("Raw amplitude: [198450, 1]. MFCCs: [388, 13].")
+
+
+MODE_THRESHOLDS = {"one-to-one": 95.0, "one-to-many": 90.0, "many-to-one": 95.0,
+                   "encoder/decoder": 90.0, "synced": 98.0}
+
+
+def test_five_modes_each_learns_its_task(five_modes):
+    scores = dict(re.findall(r"^  ([a-z/-]+): test accuracy ([0-9.]+)% \(", five_modes, flags=re.M))
+    assert list(scores) == list(MODE_THRESHOLDS)
+    for mode, threshold in MODE_THRESHOLDS.items():
+        assert float(scores[mode]) >= threshold, (mode, scores[mode])
+    assert "(whole captions right for" in five_modes and "unseen images)" in five_modes
+    assert "(whole strings right for" in five_modes and "unseen strings)" in five_modes
+
+
+def test_five_modes_examples_are_right(five_modes):
+    assert "e.g. (0.5, -0.3) -> class 1" in five_modes  # different signs
+    lamps, caption = re.search(r"e\.g\. lamps ([01]{10}) -> caption ([0-9 ]+)$", five_modes,
+                               flags=re.M).groups()
+    assert [int(k) for k in caption.split()] == [k for k, on in enumerate(lamps) if on == "1"]
+    assert "e.g. 0.9 -1.2 0.4 -0.5 0.1 0.6 (sum 0.3) -> yes" in five_modes
+    string, reversed_ = re.search(r"e\.g\. ([a-h]+) -> ([a-h]*)$", five_modes, flags=re.M).groups()
+    assert reversed_ == string[::-1]
+    bits, tags = re.search(r"e\.g\. ([01 ]+) -> ((?:even|odd| )+)$", five_modes, flags=re.M).groups()
+    ones = [int(b) for b in bits.split()]
+    assert tags.split() == ["even" if sum(ones[:t + 1]) % 2 == 0 else "odd" for t in range(len(ones))]
+
+
+def test_digits_read_row_by_row(digits_rows):
+    assert "inputs [1797, 8, 8] (N, T, F)" in digits_rows
+    assert len(re.findall(r"^  step [1-8]: \|.{16}\|$", digits_rows, flags=re.M)) == 8
+    rnn = re.search(r"RNN test accuracy: ([0-9.]+)% \((\d+) of 450 unseen images\)", digits_rows)
+    assert float(rnn.group(1)) >= 95.0
+    assert int(rnn.group(2)) == round(float(rnn.group(1)) / 100 * 450)
+    mlp = re.search(r"MLP test accuracy: ([0-9.]+)%", digits_rows)
+    assert float(mlp.group(1)) >= 95.0
+    label, guess = re.search(r"The first test image, a (\d), as the RNN reads it:.*?"
+                             r"the first test image -> (\d)", digits_rows, flags=re.S).groups()
+    assert guess == label
