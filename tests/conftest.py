@@ -13,7 +13,7 @@ from rnnkit.cli import main
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(os.environ.get("RNNKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PANGRAM = "the quick brown fox jumps over the lazy dog.\n"
 
 # The smallest useful model and schedule, so that whole training runs take a second or two.

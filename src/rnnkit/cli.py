@@ -66,7 +66,7 @@ def build_parser() -> Parser:
     model = t.add_argument_group("model")
     model.add_argument("--cell", choices=CELL_TYPES, help="recurrent cell (default lstm)")
     model.add_argument("--layers", type=int, help="stacked layers (default 2)")
-    model.add_argument("--hidden", type=int, help="units per layer (default 512)")
+    model.add_argument("--hidden", type=int, help="units per layer (default 384)")
     model.add_argument("--embed", type=int, help="embedding size (default: --hidden)")
     model.add_argument("--dropout", type=float, help="dropout between layers (default 0)")
     opt = t.add_argument_group("training")

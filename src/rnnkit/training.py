@@ -64,7 +64,7 @@ class Diverged(RnnkitError):
 @dataclass
 class TrainConfig:
     seq_len: int = 128  # T: time steps per batch, the horizon of backpropagation
-    batch_size: int = 64  # B: contiguous streams read side by side
+    batch_size: int = 32  # B: contiguous streams read side by side
     lr: float = 3e-3  # peak learning rate of AdamW
     lr_min: float = 0.05  # the cosine decay ends at lr * lr_min
     warmup: int = 50  # steps of linear warm-up from 0 to lr
