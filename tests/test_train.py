@@ -229,3 +229,13 @@ def test_python_dash_m_and_no_traceback(tmp_path):
     assert result.stderr.startswith("rnnkit: error: ") and result.stderr.count("\n") == 1
     result = subprocess.run([PYTHON, "-m", "rnnkit", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "train" in result.stdout and "sample" in result.stdout
+
+
+def test_training_writes_loss_plot_and_samples(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-steps", 20, *TINY, "--sample-length", 30)[0] == 0
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    samples = (run / "samples.txt").read_text(encoding="utf-8")
+    headers = [line for line in samples.splitlines() if line.startswith("=== step ")]
+    assert [h.split(",")[0] for h in headers] == ["=== step 10", "=== step 20"]
+    assert "characters seen, val_loss" in headers[0]
