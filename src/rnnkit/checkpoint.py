@@ -143,11 +143,33 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
     return config, model_config, vocab
 
 
-def model_shapes(model_config: ModelConfig) -> dict[str, tuple]:
-    """Parameter names and shapes of the model a config describes, without allocating it."""
+def shapes_of(build) -> dict[str, tuple]:
+    """Parameter names and shapes of the module `build()` makes, without allocating it."""
     with torch.device("meta"):
-        model = CharLM(model_config)
+        model = build()
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def model_shapes(model_config: ModelConfig) -> dict[str, tuple]:
+    """Parameter names and shapes of the language model a config describes."""
+    return shapes_of(lambda: CharLM(model_config))
+
+
+def load_weights(path: Path, build, prefix: str = "") -> torch.nn.Module:
+    """The module `build()` makes, with weights read from `path` (under `prefix`), checked.
+
+    Names and shapes are checked against a meta-device copy before any tensor is read, and
+    weights holding NaN or infinities are refused.
+    """
+    tensors, _ = read_safetensors(path, shapes_of(build), prefix)
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    for name, t in weights.items():
+        if not torch.isfinite(t).all():
+            raise RnnkitError(f"{path}: {name} holds NaN or infinite values; use another "
+                              "checkpoint")
+    model = build()
+    model.load_state_dict(weights)
+    return model
 
 
 def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
@@ -162,13 +184,7 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
     if checkpoint == BEST and not path.exists() and (run_dir / LAST).exists():
         path = run_dir / LAST  # stopped before its first evaluation
     prefix = "model." if path.name == LAST else ""
-    tensors, _ = read_safetensors(path, model_shapes(model_config), prefix)
-    model = CharLM(model_config, vocab)
-    model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    for name, p in model.state_dict().items():
-        if not torch.isfinite(p).all():
-            raise RnnkitError(f"{path}: {name} holds NaN or infinite values; use another "
-                              "checkpoint")
+    model = load_weights(path, lambda: CharLM(model_config, vocab), prefix)
     return model.to(device).eval()
 
 

@@ -184,8 +184,9 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
     history: list[dict] = []
     best_score, best_state, best_epoch = -math.inf, None, 0
     step, stopped = 0, None
-    bar = tqdm(total=plan, disable=quiet, dynamic_ncols=True, unit="step", file=sys.stderr,
-               leave=False)
+    # As in training.py: a bar on terminals only (None), so logs hold just the epoch lines.
+    bar = tqdm(total=plan, disable=True if quiet else None, dynamic_ncols=True, unit="step",
+               file=sys.stderr, leave=False)
     try:
         with StopRequest() as stop:
             for epoch in range(1, cfg.epochs + 1):

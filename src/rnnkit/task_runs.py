@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import read_json, read_safetensors
+from .checkpoint import load_weights, read_json
 from .config import from_dict
 from .errors import RnnkitError
 from .fit import BEST, FitConfig
@@ -61,13 +61,5 @@ def load_task(run_dir: str | os.PathLike, kind: str | None = None,
         raise RnnkitError(f"{path} has no data section; the run directory is damaged")
     model_cfg = from_dict(SequenceConfig, config.get("model"), "config.json model")
     from_dict(FitConfig, config.get("fit"), "config.json fit")
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in SequenceModel(model_cfg).state_dict().items()}
-    tensors, _ = read_safetensors(run_dir / BEST, shapes)
-    for name, t in tensors.items():
-        if not torch.isfinite(t).all():
-            raise RnnkitError(f"{run_dir / BEST}: {name} holds NaN or infinite values; train "
-                              "again")
-    model = SequenceModel(model_cfg)
-    model.load_state_dict(tensors)
+    model = load_weights(run_dir / BEST, lambda: SequenceModel(model_cfg))
     return model.to(device).eval(), config
