@@ -23,6 +23,32 @@ def test_byte_vocab_encodes_utf8_bytes():
     assert v.decode(ids) == "é".encode() and not unknown and len(ids) == 2
 
 
+def test_byte_vocab_index_accepts_exactly_the_names_symbol_gives():
+    v = Vocab("byte", (10, 65, 0xA9, 0xC2))
+    names = [v.symbol(i) for i in range(len(v))]
+    assert names == ["\n", "A", "\\xa9", "\\xc2"]
+    assert [v.index(name) for name in names] == [0, 1, 2, 3]
+    assert v.index(0xA9) == 2  # a byte value
+    # "©" is c2 a9 in UTF-8: no single byte of this vocabulary stands for it.
+    with pytest.raises(KeyError) as e:
+        v.index("©")
+    assert e.value.args[0].startswith(r"'©' is 2 bytes in UTF-8 (\xc2\xa9), not one symbol")
+    for other in ("\\x41", "\\xA9", "\\xzz", "AB", ""):  # "A" is named "A"; names are lower case
+        with pytest.raises(KeyError) as e:
+            v.index(other)
+        assert "is not a symbol of this byte vocabulary" in e.value.args[0]
+    ids, unknown = v.encode("A©B\n")
+    assert ids == [1, 3, 2, 0] and unknown == ["B"]  # unknown bytes are named as symbol() names them
+
+
+@pytest.mark.parametrize("kind", ["char", "byte"])
+def test_lone_surrogates_are_refused_by_name(kind):
+    v = Vocab(kind, tuple(range(256)) if kind == "byte" else tuple(map(ord, "ab")))
+    with pytest.raises(RnnkitError, match=r"the text contains '\\ud800' at character 1, a lone "
+                       "surrogate"):
+        v.encode("a\ud800b")
+
+
 @pytest.mark.parametrize("bad", [{"kind": "word", "codes": [1]}, {"kind": "char", "codes": [2, 1]},
                                  {"kind": "char", "codes": []}, {"kind": "byte", "codes": [300]},
                                  {"kind": "char", "codes": ["a"]}, [1, 2]])
