@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import TINY, one_error_line
 
 from rnnkit import RnnkitError, Vocab, text
 from rnnkit.text import PreparedData, Streams, default_corpus, prepare
@@ -93,6 +94,42 @@ def test_corrupt_token_file_is_refused(tmp_path):
     prepare([f], tmp_path / "d")
     with open(tmp_path / "d" / "tokens.bin", "ab") as w:
         w.write(b"\x00")
+    with pytest.raises(RnnkitError, match="not a readable prepared data directory"):
+        PreparedData.open(tmp_path / "d")
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_on_open(tmp_path, monkeypatch):
+    f = tmp_path / "a.txt"
+    f.write_text("abc" * 100)
+    prepare([f], tmp_path / "d")
+    tokens = tmp_path / "d" / "tokens.bin"
+    raw = bytearray(tokens.read_bytes())
+    raw[250] = 250  # one byte of 250 in a vocabulary of 3
+    tokens.write_bytes(raw)
+    monkeypatch.setattr(text, "CHUNK_BYTES", 64)  # checked in chunks: the bad id is in the fourth
+    with pytest.raises(RnnkitError, match=r"tokens.bin holds id 250 at position 250, outside the "
+                       r"vocabulary of 3 symbols.*prepare it again"):
+        PreparedData.open(tmp_path / "d")
+
+
+def test_eval_of_a_run_whose_token_file_has_a_bad_id_is_one_line(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 3)[0] == 0
+    tokens = run / "data" / "tokens.bin"
+    raw = bytearray(tokens.read_bytes())
+    raw[-1] = 250  # in the held-out split that eval reads
+    tokens.write_bytes(raw)
+    status, _, err = cli("eval", run)
+    assert status == 2 and "outside the vocabulary" in one_error_line(err)
+
+
+@pytest.mark.parametrize("count", ["1e400", "1" * 5000, "-3", "true", "2.0"])
+def test_data_json_with_an_unusable_count_is_refused(tmp_path, count):
+    f = tmp_path / "a.txt"
+    f.write_text("abcabc")
+    prepare([f], tmp_path / "d")
+    meta = tmp_path / "d" / "data.json"
+    meta.write_text(meta.read_text().replace('"count": 6', f'"count": {count}'))
     with pytest.raises(RnnkitError, match="not a readable prepared data directory"):
         PreparedData.open(tmp_path / "d")
 

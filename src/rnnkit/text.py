@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import brief, parse_json
 from .errors import RnnkitError
 
 TOKENIZERS = ("char", "byte")
@@ -257,16 +258,25 @@ class PreparedData:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> PreparedData:
+        """Open a prepared data directory after checking it: data.json, the size of tokens.bin,
+        and every id in it (read in chunks: an id outside the vocabulary would fail far later,
+        as an index error inside the model)."""
         path = Path(path)
         try:
-            meta = json.loads((path / "data.json").read_text())
+            meta = parse_json((path / "data.json").read_text(encoding="utf-8"))
             vocab = Vocab.from_json(meta["vocab"])
-            count = int(meta["count"])
+            count = meta["count"]
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError(f"count must be a whole number, got {brief(repr(count))}")
             if meta["dtype"] != vocab.dtype.name:
                 raise ValueError("dtype does not match the vocabulary")
             size = (path / "tokens.bin").stat().st_size
             if size != count * vocab.dtype.itemsize:
                 raise ValueError(f"tokens.bin holds {size} bytes, data.json promises {count} ids")
+            bad = first_bad_id(path / "tokens.bin", vocab.dtype, len(vocab))
+            if bad:
+                raise ValueError(f"tokens.bin holds id {bad[1]} at position {bad[0]}, outside the "
+                                 f"vocabulary of {len(vocab)} symbols")
             tokens = np.memmap(path / "tokens.bin", dtype=vocab.dtype, mode="r", shape=(count,)) \
                 if count else np.zeros(0, vocab.dtype)
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -280,6 +290,24 @@ class PreparedData:
             raise RnnkitError(f"--val-fraction must be in [0, 1), got {val_fraction}")
         n_train = int(len(self.tokens) * (1 - val_fraction))
         return self.tokens[:n_train], self.tokens[n_train:]
+
+
+def first_bad_id(path: Path, dtype: np.dtype, vocab_size: int) -> tuple[int, int] | None:
+    """(position, id) of the first id of a token file that is vocab_size or more, or None.
+
+    Read with plain reads CHUNK_BYTES at a time rather than through the memory map, so that the
+    pages read do not stay in this process's memory: it stays flat whatever the corpus size.
+    """
+    per_chunk = max(1, CHUNK_BYTES // dtype.itemsize) * dtype.itemsize  # whole ids
+    position = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(per_chunk):
+            ids = np.frombuffer(chunk, dtype=dtype)
+            if ids.max() >= vocab_size:
+                j = int(np.argmax(ids >= vocab_size))
+                return position + j, int(ids[j])
+            position += len(ids)
+    return None
 
 
 def write_json_atomic(path: Path, data) -> None:
