@@ -26,19 +26,22 @@ from playground import (
     wait_for_phase,
 )
 
-from rnnkit import CharLM, ModelConfig, load
+from rnnkit import CharLM, ModelConfig, Vocab, load
 from rnnkit.serve import MAX_BODY, load_runs, make_app
 
 uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'rnnkit[serve]'")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two runs to switch between: the trained LSTM, and an untrained two-layer GRU."""
+    """Runs to switch between: the trained LSTM, an untrained two-layer GRU, and an untrained
+    byte model."""
     torch.manual_seed(0)
     lstm = load(trained_run(tmp_path_factory))
     gru = CharLM(ModelConfig(vocab_size=len(lstm.vocab), cell="gru", layers=2, hidden=16),
                  lstm.vocab).eval()
-    return {"lstm": lstm, "gru": gru}
+    byte = CharLM(ModelConfig(vocab_size=256, layers=1, hidden=8),
+                  Vocab("byte", tuple(range(256)))).eval()
+    return {"lstm": lstm, "gru": gru, "bytes": byte}
 
 
 @contextmanager
@@ -135,9 +138,12 @@ def test_unknown_prime_symbols_are_reported_not_fatal(server, runs):
     ({"temperature": "hot"}, 400, 'got "hot"'),
     ({"top_k": 0}, 400, "top_k must be an integer from 1 to"),
     ({"seed": -1}, 400, "seed must be an integer from 0"),
+    ({"seed": 2**63}, 400, "seed must be an integer from 0 to 9223372036854775807"),
+    ({"seed": 10**400}, 400, "got 1000000000000000000000000000000000000000000000000000000000"
+     "00... (401 characters)"),
     ({"prime": 5}, 400, "prime must be a string, got 5"),
     ({"prime": "a" * 2001}, 400, "prime has 2001 characters; the limit is 2000"),
-    ({"run": "nope"}, 404, 'no run named "nope"; loaded runs: lstm, gru'),
+    ({"run": "nope"}, 404, 'no run named "nope"; loaded runs: lstm, gru, bytes'),
     ({"run": ["lstm"]}, 400, 'run must be the name of a run, got ["lstm"]'),
     ({"temp": 1}, 400, "unknown fields ['temp']"),
     ([1, 2], 400, "request body must be a JSON object"),
@@ -150,6 +156,17 @@ def test_bad_generation_requests_get_a_clear_json_error(server, body, status, me
 
 @pytest.mark.parametrize("path, kwargs, status, message", [
     ("/api/generate", {"raw": b"{nope"}, 400, "request body is not JSON"),
+    ("/api/generate", {"raw": b'{"seed": ' + b"1" * 5000 + b"}"}, 400,
+     "request body is not JSON (an integer has more than 4300 digits)"),
+    ("/api/generate", {"raw": b"[" * 60000}, 400, "request body is not JSON (nested too deeply)"),
+    ("/api/generate", {"raw": b'{"prime": "a\\ud800b"}'}, 400,
+     "prime contains '\\ud800' at character 1, a lone surrogate"),
+    ("/api/generate", {"raw": b'{"run": "bytes", "prime": "a\\udcffb"}'}, 400,
+     "prime contains '\\udcff' at character 1, a lone surrogate"),
+    ("/api/analyze", {"raw": b'{"text": "ab\\ud800"}'}, 400,
+     "text contains '\\ud800' at character 2, a lone surrogate"),
+    ("/api/analyze", {"raw": b'{"run": "bytes", "text": "\\udfff"}'}, 400,
+     "text contains '\\udfff' at character 0, a lone surrogate"),
     ("/api/generate", {"raw": b"{}" + b" " * MAX_BODY}, 413, f"request body over {MAX_BODY} bytes"),
     ("/api/generate", {"method": "GET"}, 405, "Method Not Allowed: GET /api/generate"),
     ("/nothing", {}, 404, "Not Found: GET /nothing"),

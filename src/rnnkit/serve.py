@@ -32,7 +32,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load
+from .config import brief, parse_json
 from .errors import RnnkitError
+from .text import check_unicode
 from .viz import VIZ_MAX_CHARS, cmd_viz, page, run_info, trace, trace_data
 
 try:  # the optional `serve` extra
@@ -78,8 +80,8 @@ async def read_json(request: Request, fields: dict[str, object]) -> dict:
         if len(body) > MAX_BODY:
             raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
     try:
-        data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = parse_json(body or b"{}")
+    except ValueError as e:
         raise BadRequest(f"request body is not JSON ({e})") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
@@ -98,16 +100,20 @@ def number(data: dict, name: str, kind: type, lo: float, hi: float, optional: bo
     if not is_num or not lo <= value <= hi:
         what = "an integer" if kind is int else "a number"
         raise BadRequest(f"{name} must be {what} from {lo} to {hi}"
-                         f"{' or null' if optional else ''}, got {json.dumps(value)}")
+                         f"{' or null' if optional else ''}, got {brief(json.dumps(value))}")
     return kind(value)
 
 
 def string(data: dict, name: str, limit: int) -> str:
     value = data[name]
     if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string, got {json.dumps(value)}")
+        raise BadRequest(f"{name} must be a string, got {brief(json.dumps(value))}")
     if len(value) > limit:
         raise BadRequest(f"{name} has {len(value)} characters; the limit is {limit}")
+    try:
+        check_unicode(value, name)
+    except RnnkitError as e:
+        raise BadRequest(str(e)) from None
     return value
 
 
@@ -123,9 +129,9 @@ class Playground:
     def model(self, data: dict):
         name = data["run"] if data["run"] is not None else next(iter(self.runs))
         if not isinstance(name, str):
-            raise BadRequest(f"run must be the name of a run, got {json.dumps(name)}")
+            raise BadRequest(f"run must be the name of a run, got {brief(json.dumps(name))}")
         if name not in self.runs:
-            raise BadRequest(f"no run named {json.dumps(name)}; loaded runs: "
+            raise BadRequest(f"no run named {brief(json.dumps(name))}; loaded runs: "
                              f"{', '.join(self.runs)}", 404)
         return self.runs[name]
 
@@ -198,7 +204,8 @@ class Playground:
             keys = run_info("", model)["states"]
             state = data["state"] if data["state"] is not None else f"h{model.config.layers - 1}"
             if state not in keys:
-                raise BadRequest(f"state must be one of {', '.join(keys)}, got {json.dumps(state)}")
+                raise BadRequest(f"state must be one of {', '.join(keys)}, got "
+                                 f"{brief(json.dumps(state))}")
             if not text:
                 raise BadRequest("text is empty; give some text to analyze")
         except BadRequest as e:
