@@ -1,7 +1,10 @@
 """The next-symbol distribution as a Mapping, and what a byte model is fed, symbol by symbol."""
 
+import subprocess
+
 import pytest
 import torch
+from conftest import PYTHON, TINY, one_error_line
 
 from rnnkit import CharLM, ModelConfig, RnnkitError, Vocab
 
@@ -49,3 +52,15 @@ def test_a_byte_model_is_not_fed_the_code_point_of_a_character():
 def test_a_prime_with_a_lone_surrogate_is_refused_by_name(vocab):
     with pytest.raises(RnnkitError, match=r"the prime text contains '\\ud800' at character 1"):
         model_of(vocab).generate("a\ud800b", 5, seed=0)
+
+
+def test_sample_command_with_a_prime_that_is_not_utf8_is_one_line(cli, corpus, tmp_path):
+    """Bytes of a command line that are not UTF-8 reach Python as lone surrogates."""
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 3)[0] == 0
+    done = subprocess.run([PYTHON, "-m", "rnnkit", "sample", str(run), "--prime", b"a\xffb",
+                           "--length", "5"], capture_output=True, timeout=120)
+    err = done.stderr.decode("utf-8", errors="replace")
+    assert done.returncode == 2 and done.stdout == b"", err
+    assert "the prime text contains '\\udcff' at character 1, a lone surrogate" in \
+        one_error_line(err)
