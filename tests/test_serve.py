@@ -7,6 +7,10 @@ library's HTTP client. The browser test needs Debian's chromium and chromium-dri
 import base64
 import http.client
 import json
+import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import PYTHON, one_error_line
 from playground import (
     SHOWN_TEXT,
     check_hover,
@@ -203,17 +207,50 @@ def test_analysis_matches_stepping_the_model(server, runs):
                                        "inside brackets"}
 
 
-def test_only_loopback_host_names_when_asked(runs):
-    with serving(runs, allowed_hosts=["127.0.0.1", "localhost"]) as (url, _):
-        assert call(url, "/api/runs")[0] == 200
-        assert call(url, "/api/runs", headers={"Host": "attacker.example"})[0] == 400
+def test_loopback_names_and_the_names_allowed_are_the_only_hosts(runs):
+    with serving(runs, allow_hosts=["box.example"]) as (url, _):
+        port = urlsplit(url).port
+        for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "[::1]",
+                     f"box.example:{port}"):
+            assert call(url, "/api/runs", headers={"Host": host})[0] == 200, host
+        for host in ("attacker.example", f"attacker.example:{port}", "box.example.evil"):
+            assert call(url, "/api/runs", headers={"Host": host})[0] == 400, host
+            assert call(url, "/api/generate", {"length": 5}, headers={"Host": host})[0] == 400
+
+
+@pytest.mark.parametrize("headers, status, message", [
+    # Any page can send these without asking first: a form, or fetch() with text/plain.
+    ({"Origin": "http://evil.example", "Content-Type": "text/plain"}, 403,
+     "cross-origin request from http://evil.example refused"),
+    ({"Content-Type": "text/plain"}, 415, "Content-Type: application/json, got text/plain"),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "application/json"),
+    ({"Content-Type": ""}, 415, "got none"),
+    # JSON from a page elsewhere (the browser would ask first; the server says no anyway).
+    ({"Origin": "http://evil.example"}, 403, "the playground answers only its own page"),
+    ({"Origin": "http://localhost:1"}, 403, "cross-origin request"),
+    ({"Origin": "null"}, 403, "cross-origin request from null refused"),
+])
+@pytest.mark.parametrize("path", ["/api/generate", "/api/analyze"])
+def test_requests_other_pages_could_send_are_refused(server, path, headers, status, message):
+    got, _, body = call(server[0], path, {"text": "ab", "length": 5}
+                        if path.endswith("analyze") else {"length": 5}, headers=headers)
+    assert got == status and message in json.loads(body)["error"]
+
+
+def test_the_pages_own_origin_is_welcome(server):
+    url = server[0]
+    for path, body in (("/api/generate", {"length": 5}), ("/api/analyze", {"text": "ab"})):
+        status, _, _ = call(url, path, body, headers={"Origin": url,
+                                                      "Content-Type": "application/json; charset=utf-8"})
+        assert status == 200
 
 
 def test_overload_is_refused_with_503_and_the_slot_comes_back(runs):
     with serving(runs, workers=1, max_busy=1) as (url, app):
         parts = urlsplit(url)
         held = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        held.request("POST", "/api/generate", body=json.dumps({"length": 2000, "run": "gru"}))
+        held.request("POST", "/api/generate", body=json.dumps({"length": 2000, "run": "gru"}),
+                     headers={"Content-Type": "application/json"})
         response = held.getresponse()
         assert response.status == 200 and "prime" in json.loads(response.readline())
         status, headers, body = call(url, "/api/generate", {"length": 5})
@@ -235,7 +272,8 @@ def test_a_long_generation_does_not_hold_up_a_short_one(runs):
     with serving({**runs, "big": big}, workers=1) as (url, _):
         parts = urlsplit(url)
         long = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        long.request("POST", "/api/generate", body=json.dumps({"run": "big", "length": 1000}))
+        long.request("POST", "/api/generate", body=json.dumps({"run": "big", "length": 1000}),
+                     headers={"Content-Type": "application/json"})
         response = long.getresponse()
         response.readline()
         start = time.monotonic()
@@ -291,6 +329,53 @@ def test_serve_command_errors_are_one_line(cli, tmp_path):
     assert status == 2 and "is not a directory" in one_error_line(err)
     status, _, err = cli("serve", tmp_path, "--port", "70000")
     assert status == 2 and "--port must be from 0 to 65535" in one_error_line(err)
+
+
+def test_a_busy_port_is_one_line_naming_the_fix(cli, tmp_path_factory):
+    run = trained_run(tmp_path_factory)
+    with socket.socket() as other:  # another server on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        status, out, err = cli("serve", run, "--port", port)
+    assert status == 2 and out == ""  # nothing claims to be serving
+    assert f"port {port} on 127.0.0.1 is already in use; choose another with --port" in \
+        one_error_line(err)
+
+
+def test_serving_on_every_address_still_checks_host_names(tmp_path_factory):
+    """--host 0.0.0.0: loopback names and the --allow-host names are served, no other name."""
+    run = trained_run(tmp_path_factory)
+    proc = subprocess.Popen([PYTHON, "-m", "rnnkit", "serve", str(run), "--host", "0.0.0.0",
+                             "--port", "0", "--workers", "1", "--allow-host", "box.example",
+                             "--allow-host", "*.lab.example"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("serving trained-run at http://0.0.0.0:"), proc.stderr.read()
+        port = int(first.split(":")[2].split("/")[0])
+        note = proc.stdout.readline()
+        assert "127.0.0.1, localhost, [::1], box.example, *.lab.example" in note
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                call(url, "/api/runs", timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        for host, status in (("localhost", 200), ("box.example", 200), ("a.lab.example", 200),
+                             ("evil.example", 400), ("lab.example.evil", 400)):
+            assert call(url, "/api/runs", headers={"Host": f"{host}:{port}"})[0] == status, host
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 # ---------------------------------------------------------------------------------------------
