@@ -356,6 +356,11 @@ def cmd_serve(args) -> int:
     if args.workers < 1 or args.max_busy < 1:
         raise RnnkitError(f"--workers and --max-busy must be at least 1, got {args.workers} and "
                           f"{args.max_busy}")
+    for name in args.allow_host:
+        wildcard = name == "*" or (name.startswith("*.") and "*" not in name[2:])
+        if not name or ("*" in name and not wildcard) or (":" in name and name[0] != "["):
+            raise RnnkitError(f"--allow-host {name!r} is not a host name; give one without a "
+                              "port, such as box.example, or *.example.org for its sub-domains")
     runs = load_runs(args.run_dirs)
     # The workers already run requests side by side; each operation spread over more threads
     # would have them wait on each other.
