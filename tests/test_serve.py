@@ -7,6 +7,10 @@ library's HTTP client. The browser test needs Debian's chromium and chromium-dri
 import base64
 import http.client
 import json
+import os
+import signal
+import socket
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import PYTHON, one_error_line
 from playground import (
     SHOWN_TEXT,
     check_hover,
@@ -26,19 +30,22 @@ from playground import (
     wait_for_phase,
 )
 
-from rnnkit import CharLM, ModelConfig, load
+from rnnkit import CharLM, ModelConfig, Vocab, load
 from rnnkit.serve import MAX_BODY, load_runs, make_app
 
 uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'rnnkit[serve]'")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Two runs to switch between: the trained LSTM, and an untrained two-layer GRU."""
+    """Runs to switch between: the trained LSTM, an untrained two-layer GRU, and an untrained
+    byte model."""
     torch.manual_seed(0)
     lstm = load(trained_run(tmp_path_factory))
     gru = CharLM(ModelConfig(vocab_size=len(lstm.vocab), cell="gru", layers=2, hidden=16),
                  lstm.vocab).eval()
-    return {"lstm": lstm, "gru": gru}
+    byte = CharLM(ModelConfig(vocab_size=256, layers=1, hidden=8),
+                  Vocab("byte", tuple(range(256)))).eval()
+    return {"lstm": lstm, "gru": gru, "bytes": byte}
 
 
 @contextmanager
@@ -135,9 +142,12 @@ def test_unknown_prime_symbols_are_reported_not_fatal(server, runs):
     ({"temperature": "hot"}, 400, 'got "hot"'),
     ({"top_k": 0}, 400, "top_k must be an integer from 1 to"),
     ({"seed": -1}, 400, "seed must be an integer from 0"),
+    ({"seed": 2**63}, 400, "seed must be an integer from 0 to 9223372036854775807"),
+    ({"seed": 10**400}, 400, "got 1000000000000000000000000000000000000000000000000000000000"
+     "00... (401 characters)"),
     ({"prime": 5}, 400, "prime must be a string, got 5"),
     ({"prime": "a" * 2001}, 400, "prime has 2001 characters; the limit is 2000"),
-    ({"run": "nope"}, 404, 'no run named "nope"; loaded runs: lstm, gru'),
+    ({"run": "nope"}, 404, 'no run named "nope"; loaded runs: lstm, gru, bytes'),
     ({"run": ["lstm"]}, 400, 'run must be the name of a run, got ["lstm"]'),
     ({"temp": 1}, 400, "unknown fields ['temp']"),
     ([1, 2], 400, "request body must be a JSON object"),
@@ -150,6 +160,17 @@ def test_bad_generation_requests_get_a_clear_json_error(server, body, status, me
 
 @pytest.mark.parametrize("path, kwargs, status, message", [
     ("/api/generate", {"raw": b"{nope"}, 400, "request body is not JSON"),
+    ("/api/generate", {"raw": b'{"seed": ' + b"1" * 5000 + b"}"}, 400,
+     "request body is not JSON (an integer has more than 4300 digits)"),
+    ("/api/generate", {"raw": b"[" * 60000}, 400, "request body is not JSON (nested too deeply)"),
+    ("/api/generate", {"raw": b'{"prime": "a\\ud800b"}'}, 400,
+     "prime contains '\\ud800' at character 1, a lone surrogate"),
+    ("/api/generate", {"raw": b'{"run": "bytes", "prime": "a\\udcffb"}'}, 400,
+     "prime contains '\\udcff' at character 1, a lone surrogate"),
+    ("/api/analyze", {"raw": b'{"text": "ab\\ud800"}'}, 400,
+     "text contains '\\ud800' at character 2, a lone surrogate"),
+    ("/api/analyze", {"raw": b'{"run": "bytes", "text": "\\udfff"}'}, 400,
+     "text contains '\\udfff' at character 0, a lone surrogate"),
     ("/api/generate", {"raw": b"{}" + b" " * MAX_BODY}, 413, f"request body over {MAX_BODY} bytes"),
     ("/api/generate", {"method": "GET"}, 405, "Method Not Allowed: GET /api/generate"),
     ("/nothing", {}, 404, "Not Found: GET /nothing"),
@@ -186,17 +207,50 @@ def test_analysis_matches_stepping_the_model(server, runs):
                                        "inside brackets"}
 
 
-def test_only_loopback_host_names_when_asked(runs):
-    with serving(runs, allowed_hosts=["127.0.0.1", "localhost"]) as (url, _):
-        assert call(url, "/api/runs")[0] == 200
-        assert call(url, "/api/runs", headers={"Host": "attacker.example"})[0] == 400
+def test_loopback_names_and_the_names_allowed_are_the_only_hosts(runs):
+    with serving(runs, allow_hosts=["box.example"]) as (url, _):
+        port = urlsplit(url).port
+        for host in ("127.0.0.1", f"127.0.0.1:{port}", f"localhost:{port}", "[::1]",
+                     f"box.example:{port}"):
+            assert call(url, "/api/runs", headers={"Host": host})[0] == 200, host
+        for host in ("attacker.example", f"attacker.example:{port}", "box.example.evil"):
+            assert call(url, "/api/runs", headers={"Host": host})[0] == 400, host
+            assert call(url, "/api/generate", {"length": 5}, headers={"Host": host})[0] == 400
+
+
+@pytest.mark.parametrize("headers, status, message", [
+    # Any page can send these without asking first: a form, or fetch() with text/plain.
+    ({"Origin": "http://evil.example", "Content-Type": "text/plain"}, 403,
+     "cross-origin request from http://evil.example refused"),
+    ({"Content-Type": "text/plain"}, 415, "Content-Type: application/json, got text/plain"),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, 415, "application/json"),
+    ({"Content-Type": ""}, 415, "got none"),
+    # JSON from a page elsewhere (the browser would ask first; the server says no anyway).
+    ({"Origin": "http://evil.example"}, 403, "the playground answers only its own page"),
+    ({"Origin": "http://localhost:1"}, 403, "cross-origin request"),
+    ({"Origin": "null"}, 403, "cross-origin request from null refused"),
+])
+@pytest.mark.parametrize("path", ["/api/generate", "/api/analyze"])
+def test_requests_other_pages_could_send_are_refused(server, path, headers, status, message):
+    got, _, body = call(server[0], path, {"text": "ab", "length": 5}
+                        if path.endswith("analyze") else {"length": 5}, headers=headers)
+    assert got == status and message in json.loads(body)["error"]
+
+
+def test_the_pages_own_origin_is_welcome(server):
+    url = server[0]
+    for path, body in (("/api/generate", {"length": 5}), ("/api/analyze", {"text": "ab"})):
+        status, _, _ = call(url, path, body, headers={"Origin": url,
+                                                      "Content-Type": "application/json; charset=utf-8"})
+        assert status == 200
 
 
 def test_overload_is_refused_with_503_and_the_slot_comes_back(runs):
     with serving(runs, workers=1, max_busy=1) as (url, app):
         parts = urlsplit(url)
         held = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-        held.request("POST", "/api/generate", body=json.dumps({"length": 2000, "run": "gru"}))
+        held.request("POST", "/api/generate", body=json.dumps({"length": 2000, "run": "gru"}),
+                     headers={"Content-Type": "application/json"})
         response = held.getresponse()
         assert response.status == 200 and "prime" in json.loads(response.readline())
         status, headers, body = call(url, "/api/generate", {"length": 5})
@@ -218,7 +272,8 @@ def test_a_long_generation_does_not_hold_up_a_short_one(runs):
     with serving({**runs, "big": big}, workers=1) as (url, _):
         parts = urlsplit(url)
         long = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-        long.request("POST", "/api/generate", body=json.dumps({"run": "big", "length": 1000}))
+        long.request("POST", "/api/generate", body=json.dumps({"run": "big", "length": 1000}),
+                     headers={"Content-Type": "application/json"})
         response = long.getresponse()
         response.readline()
         start = time.monotonic()
@@ -274,6 +329,56 @@ def test_serve_command_errors_are_one_line(cli, tmp_path):
     assert status == 2 and "is not a directory" in one_error_line(err)
     status, _, err = cli("serve", tmp_path, "--port", "70000")
     assert status == 2 and "--port must be from 0 to 65535" in one_error_line(err)
+    for name in ("a*b.example", "*example.org", "box.example:8000", ""):
+        status, _, err = cli("serve", tmp_path, "--allow-host", name)
+        assert status == 2 and f"--allow-host {name!r} is not a host name" in one_error_line(err)
+
+
+def test_a_busy_port_is_one_line_naming_the_fix(cli, tmp_path_factory):
+    run = trained_run(tmp_path_factory)
+    with socket.socket() as other:  # another server on the port
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        status, out, err = cli("serve", run, "--port", port)
+    assert status == 2 and out == ""  # nothing claims to be serving
+    assert f"port {port} on 127.0.0.1 is already in use; choose another with --port" in \
+        one_error_line(err)
+
+
+def test_serving_on_every_address_still_checks_host_names(tmp_path_factory):
+    """--host 0.0.0.0: loopback names and the --allow-host names are served, no other name."""
+    run = trained_run(tmp_path_factory)
+    proc = subprocess.Popen([PYTHON, "-m", "rnnkit", "serve", str(run), "--host", "0.0.0.0",
+                             "--port", "0", "--workers", "1", "--allow-host", "box.example",
+                             "--allow-host", "*.lab.example"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("serving trained-run at http://0.0.0.0:"), proc.stderr.read()
+        port = int(first.split(":")[2].split("/")[0])
+        note = proc.stdout.readline()
+        assert "127.0.0.1, localhost, [::1], box.example, *.lab.example" in note
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                call(url, "/api/runs", timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.1)
+        for host, status in (("localhost", 200), ("box.example", 200), ("a.lab.example", 200),
+                             ("evil.example", 400), ("lab.example.evil", 400)):
+            assert call(url, "/api/runs", headers={"Host": f"{host}:{port}"})[0] == status, host
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
 # ---------------------------------------------------------------------------------------------

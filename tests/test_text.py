@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from conftest import TINY, one_error_line
 
 from rnnkit import RnnkitError, Vocab, text
 from rnnkit.text import PreparedData, Streams, default_corpus, prepare
@@ -21,6 +22,32 @@ def test_byte_vocab_encodes_utf8_bytes():
     v = Vocab("byte", tuple(range(256)))
     ids, unknown = v.encode("é")
     assert v.decode(ids) == "é".encode() and not unknown and len(ids) == 2
+
+
+def test_byte_vocab_index_accepts_exactly_the_names_symbol_gives():
+    v = Vocab("byte", (10, 65, 0xA9, 0xC2))
+    names = [v.symbol(i) for i in range(len(v))]
+    assert names == ["\n", "A", "\\xa9", "\\xc2"]
+    assert [v.index(name) for name in names] == [0, 1, 2, 3]
+    assert v.index(0xA9) == 2  # a byte value
+    # "©" is c2 a9 in UTF-8: no single byte of this vocabulary stands for it.
+    with pytest.raises(KeyError) as e:
+        v.index("©")
+    assert e.value.args[0].startswith(r"'©' is 2 bytes in UTF-8 (\xc2\xa9), not one symbol")
+    for other in ("\\x41", "\\xA9", "\\xzz", "AB", ""):  # "A" is named "A"; names are lower case
+        with pytest.raises(KeyError) as e:
+            v.index(other)
+        assert "is not a symbol of this byte vocabulary" in e.value.args[0]
+    ids, unknown = v.encode("A©B\n")
+    assert ids == [1, 3, 2, 0] and unknown == ["B"]  # unknown bytes are named as symbol() names them
+
+
+@pytest.mark.parametrize("kind", ["char", "byte"])
+def test_lone_surrogates_are_refused_by_name(kind):
+    v = Vocab(kind, tuple(range(256)) if kind == "byte" else tuple(map(ord, "ab")))
+    with pytest.raises(RnnkitError, match=r"the text contains '\\ud800' at character 1, a lone "
+                       "surrogate"):
+        v.encode("a\ud800b")
 
 
 @pytest.mark.parametrize("bad", [{"kind": "word", "codes": [1]}, {"kind": "char", "codes": [2, 1]},
@@ -67,6 +94,42 @@ def test_corrupt_token_file_is_refused(tmp_path):
     prepare([f], tmp_path / "d")
     with open(tmp_path / "d" / "tokens.bin", "ab") as w:
         w.write(b"\x00")
+    with pytest.raises(RnnkitError, match="not a readable prepared data directory"):
+        PreparedData.open(tmp_path / "d")
+
+
+def test_token_ids_outside_the_vocabulary_are_refused_on_open(tmp_path, monkeypatch):
+    f = tmp_path / "a.txt"
+    f.write_text("abc" * 100)
+    prepare([f], tmp_path / "d")
+    tokens = tmp_path / "d" / "tokens.bin"
+    raw = bytearray(tokens.read_bytes())
+    raw[250] = 250  # one byte of 250 in a vocabulary of 3
+    tokens.write_bytes(raw)
+    monkeypatch.setattr(text, "CHUNK_BYTES", 64)  # checked in chunks: the bad id is in the fourth
+    with pytest.raises(RnnkitError, match=r"tokens.bin holds id 250 at position 250, outside the "
+                       r"vocabulary of 3 symbols.*prepare it again"):
+        PreparedData.open(tmp_path / "d")
+
+
+def test_eval_of_a_run_whose_token_file_has_a_bad_id_is_one_line(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 3)[0] == 0
+    tokens = run / "data" / "tokens.bin"
+    raw = bytearray(tokens.read_bytes())
+    raw[-1] = 250  # in the held-out split that eval reads
+    tokens.write_bytes(raw)
+    status, _, err = cli("eval", run)
+    assert status == 2 and "outside the vocabulary" in one_error_line(err)
+
+
+@pytest.mark.parametrize("count", ["1e400", "1" * 5000, "-3", "true", "2.0"])
+def test_data_json_with_an_unusable_count_is_refused(tmp_path, count):
+    f = tmp_path / "a.txt"
+    f.write_text("abcabc")
+    prepare([f], tmp_path / "d")
+    meta = tmp_path / "d" / "data.json"
+    meta.write_text(meta.read_text().replace('"count": 6', f'"count": {count}'))
     with pytest.raises(RnnkitError, match="not a readable prepared data directory"):
         PreparedData.open(tmp_path / "d")
 

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
-from .config import from_dict
+from .config import from_dict, parse_json
 from .errors import RnnkitError
 from .lm import CharLM, ModelConfig
 from .text import Vocab, write_json_atomic
@@ -113,8 +113,8 @@ def write_run_files(run_dir: Path, model_config: ModelConfig, train_config: dict
 
 def read_json(path: Path, what: str):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return parse_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
         raise RnnkitError(f"{path} is not readable {what} ({e}); the run directory is "
                           "damaged") from None
 
@@ -264,9 +264,9 @@ def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer) -> tupl
     path = run_dir / LAST
     tensors, meta = read_safetensors(path, model_shapes(model.config), "model.")
     try:
-        progress = json.loads(meta["progress"])
-        param_groups = json.loads(meta["param_groups"])
-    except (KeyError, json.JSONDecodeError) as e:
+        progress = parse_json(meta["progress"])
+        param_groups = parse_json(meta["param_groups"])
+    except (KeyError, ValueError) as e:
         raise RnnkitError(f"{path} has no readable trainer state ({e}); start a new run") from None
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict[int, dict] = {}

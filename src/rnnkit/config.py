@@ -3,11 +3,16 @@
 Configs are plain dataclasses with commented fields (see `lm.ModelConfig`, `train.TrainConfig`).
 They are saved as JSON next to the weights; reading one back rejects unknown keys and ill-typed
 values by name, so a tampered or mistyped `config.json` fails with a clear message.
+
+`parse_json` is how rnnkit reads every JSON text, from a file or a request: whatever the text, it
+returns the value or raises ValueError.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
 import types
 import typing
 from typing import Any, TypeVar
@@ -15,6 +20,28 @@ from typing import Any, TypeVar
 from .errors import RnnkitError
 
 C = TypeVar("C")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """The value of a JSON text; ValueError (with a message fit for a user) if there is none.
+
+    `json.loads` fails in more ways than JSONDecodeError: an integer longer than Python converts
+    (4,300 digits) is a plain ValueError, and deep nesting a RecursionError.
+    """
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except ValueError as e:
+        if isinstance(e, (json.JSONDecodeError, UnicodeDecodeError)):
+            raise
+        raise ValueError(f"an integer has more than {sys.get_int_max_str_digits()} digits") \
+            from None
+
+
+def brief(text: str, limit: int = 60) -> str:
+    """`text` cut to `limit` characters for a message (a value may be an integer of 4,000 digits)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def to_dict(config) -> dict[str, Any]:
@@ -49,11 +76,11 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
         return check_type(value, hint, where)
     if origin is list:
         if not isinstance(value, list):
-            raise RnnkitError(f"{where} must be a list, got {value!r}")
+            raise RnnkitError(f"{where} must be a list, got {brief(repr(value))}")
         return [check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
     if hint in (list, dict):
         if not isinstance(value, hint):
-            raise RnnkitError(f"{where} must be a {hint.__name__}, got {value!r}")
+            raise RnnkitError(f"{where} must be a {hint.__name__}, got {brief(repr(value))}")
         return value
     ok = {
         bool: isinstance(value, bool),
@@ -64,5 +91,11 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
     if ok is None:
         raise TypeError(f"unsupported config type {hint} for {where}")
     if not ok:
-        raise RnnkitError(f"{where} must be {hint.__name__}, got {value!r}")
-    return float(value) if hint is float else value
+        raise RnnkitError(f"{where} must be {hint.__name__}, got {brief(repr(value))}")
+    if hint is not float:
+        return value
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond the largest float, about 1.8e308
+        raise RnnkitError(f"{where} must be a float, got {brief(repr(value))}, too large for "
+                          "one") from None

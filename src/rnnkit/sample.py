@@ -39,12 +39,18 @@ class RnnkitWarning(UserWarning):
 
 
 class Probs(Mapping):
-    """A next-symbol distribution, indexable by character: `probs["e"]`. `tensor` is (V,)."""
+    """A next-symbol distribution, indexable by character: `probs["e"]`. `tensor` is (V,).
+
+    The keys are the vocabulary's symbol names (`Vocab.symbol`), and only those: a byte model's
+    bytes 128 to 255 are "\\x80" ... "\\xff", and "©" (two bytes in UTF-8) is not a key.
+    """
 
     def __init__(self, tensor: Tensor, vocab):
         self.tensor, self.vocab = tensor, vocab
 
-    def __getitem__(self, symbol) -> float:
+    def __getitem__(self, symbol: str) -> float:
+        if not isinstance(symbol, str):
+            raise KeyError(f"{symbol!r}: the keys are symbols such as {self.vocab.symbol(0)!r}")
         return float(self.tensor[self.vocab.index(symbol)])
 
     def __iter__(self):
@@ -192,7 +198,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
     vocab = model.vocab
     if vocab is None:
         raise RnnkitError("this model has no vocabulary; load a trained one with rnnkit.load(DIR)")
-    ids, unknown = vocab.encode(prime)
+    ids, unknown = vocab.encode(prime, "the prime text")
     if unknown:
         shown = "".join(unknown[:20]) + ("..." if len(unknown) > 20 else "")
         warnings.warn(f"prime text contains {shown!r}, not in the vocabulary of {len(vocab)} "

@@ -1,6 +1,6 @@
 """The playground: a local web page to generate text and look inside trained runs.
 
-    rnnkit serve DIR [DIR ...] [--host 127.0.0.1] [--port 8000]
+    rnnkit serve DIR [DIR ...] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
     rnnkit viz DIR TEXT_FILE --out page.html          (the same views offline, see viz.py)
 
 Needs the `serve` extra (`pip install 'rnnkit[serve]'`: Starlette and uvicorn). The page (one
@@ -17,14 +17,21 @@ Model work runs in a pool of `--workers` threads, a generation a chunk of charac
 so a long generation does not hold up the others; at most `--max-busy` generations and analyses
 are in progress at once and further requests get 503 at once rather than waiting. Bad requests
 get a 4xx JSON `{"error": "..."}` that names the field and the allowed values.
+
+Other web pages the user visits must not be able to run the models: requests must name this
+server by a loopback name or one given with `--allow-host` (the Host header, against DNS
+rebinding), and a POST must be `application/json` (which a page elsewhere cannot send without
+asking first) from no page or this server's own page (the Origin header).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +39,9 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load
+from .config import brief, parse_json
 from .errors import RnnkitError
+from .text import check_unicode
 from .viz import VIZ_MAX_CHARS, cmd_viz, page, run_info, trace, trace_data
 
 try:  # the optional `serve` extra
@@ -54,7 +63,9 @@ MAX_ANALYZE = 4000  # characters of text analysed per request
 MAX_TEMPERATURE = 10.0
 CHUNK_SECONDS = 0.05  # a streamed generation sends what it has at least this often
 CHUNK_PIECES = 64  # ... and at most this many characters per model job
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+LOOPBACK = ("127.0.0.1", "localhost", "::1")  # addresses to bind that only this machine reaches
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")  # ... as a Host header names them
+WILDCARDS = ("0.0.0.0", "::", "")  # bind to every address: no one name to allow
 
 
 def bad(status: int, message: str) -> JSONResponse:
@@ -67,9 +78,25 @@ class BadRequest(Exception):
         self.status = status
 
 
+def check_sender(request: Request) -> None:
+    """Refuse what a page from another site can send: a body that is not application/json (a
+    plain form or `text/plain` fetch needs no permission), or a page whose Origin is not this
+    server's. Programs that send no Origin (curl, scripts) are welcome."""
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin is not None and origin.lower() != own.lower():
+        raise BadRequest(f"cross-origin request from {brief(origin)} refused; the playground "
+                         f"answers only its own page, {own}", 403)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "application/json":
+        raise BadRequest(f"request body must be sent as Content-Type: application/json, got "
+                         f"{brief(media) or 'none'}", 415)
+
+
 async def read_json(request: Request, fields: dict[str, object]) -> dict:
     """The request's JSON object, at most MAX_BODY bytes, with only the keys in `fields`
     (name -> default); missing keys take their default."""
+    check_sender(request)
     if int(request.headers.get("content-length") or 0) > MAX_BODY:
         raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
     body = b""
@@ -78,8 +105,8 @@ async def read_json(request: Request, fields: dict[str, object]) -> dict:
         if len(body) > MAX_BODY:
             raise BadRequest(f"request body over {MAX_BODY} bytes", 413)
     try:
-        data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = parse_json(body or b"{}")
+    except ValueError as e:
         raise BadRequest(f"request body is not JSON ({e})") from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object")
@@ -98,16 +125,20 @@ def number(data: dict, name: str, kind: type, lo: float, hi: float, optional: bo
     if not is_num or not lo <= value <= hi:
         what = "an integer" if kind is int else "a number"
         raise BadRequest(f"{name} must be {what} from {lo} to {hi}"
-                         f"{' or null' if optional else ''}, got {json.dumps(value)}")
+                         f"{' or null' if optional else ''}, got {brief(json.dumps(value))}")
     return kind(value)
 
 
 def string(data: dict, name: str, limit: int) -> str:
     value = data[name]
     if not isinstance(value, str):
-        raise BadRequest(f"{name} must be a string, got {json.dumps(value)}")
+        raise BadRequest(f"{name} must be a string, got {brief(json.dumps(value))}")
     if len(value) > limit:
         raise BadRequest(f"{name} has {len(value)} characters; the limit is {limit}")
+    try:
+        check_unicode(value, name)
+    except RnnkitError as e:
+        raise BadRequest(str(e)) from None
     return value
 
 
@@ -123,9 +154,9 @@ class Playground:
     def model(self, data: dict):
         name = data["run"] if data["run"] is not None else next(iter(self.runs))
         if not isinstance(name, str):
-            raise BadRequest(f"run must be the name of a run, got {json.dumps(name)}")
+            raise BadRequest(f"run must be the name of a run, got {brief(json.dumps(name))}")
         if name not in self.runs:
-            raise BadRequest(f"no run named {json.dumps(name)}; loaded runs: "
+            raise BadRequest(f"no run named {brief(json.dumps(name))}; loaded runs: "
                              f"{', '.join(self.runs)}", 404)
         return self.runs[name]
 
@@ -198,7 +229,8 @@ class Playground:
             keys = run_info("", model)["states"]
             state = data["state"] if data["state"] is not None else f"h{model.config.layers - 1}"
             if state not in keys:
-                raise BadRequest(f"state must be one of {', '.join(keys)}, got {json.dumps(state)}")
+                raise BadRequest(f"state must be one of {', '.join(keys)}, got "
+                                 f"{brief(json.dumps(state))}")
             if not text:
                 raise BadRequest("text is empty; give some text to analyze")
         except BadRequest as e:
@@ -257,11 +289,12 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 def make_app(runs: dict[str, object], workers: int = 2, max_busy: int = 32,
-             allowed_hosts: list[str] | None = None):
+             allow_hosts: list[str] = ()):
     """The Starlette app serving `runs` (name -> loaded model).
 
-    `allowed_hosts` are the Host headers accepted (default any): a loopback server lists only
-    loopback names, so that a web page elsewhere cannot reach it by DNS rebinding.
+    Requests must name the server (Host header, port aside) by a loopback name or one of
+    `allow_hosts` ("box.example", "*.example.org", "*" for any), so that a web page elsewhere
+    cannot reach it by DNS rebinding, whatever address it is bound to.
     """
     if Starlette is None:
         raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install 'rnnkit[serve]'")
@@ -277,7 +310,7 @@ def make_app(runs: dict[str, object], workers: int = 2, max_busy: int = 32,
               Route("/api/analyze", pg.analyze, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
                     middleware=[Middleware(TrustedHostMiddleware,
-                                           allowed_hosts=allowed_hosts or ["*"])])
+                                           allowed_hosts=[*LOOPBACK_NAMES, *allow_hosts])])
     app.state.playground = pg
     return app
 
@@ -295,6 +328,26 @@ def load_runs(dirs: list[str]) -> dict[str, object]:
     return runs
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port) as uvicorn binds one, for it to listen on.
+
+    Bound here, a busy port or an address this machine lacks is one line naming the fix, before
+    anything claims the server is running.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise RnnkitError(f"port {port} on {host} is already in use; choose another with "
+                              "--port (--port 0 takes any free one)") from None
+        raise RnnkitError(f"cannot listen on {host} port {port} ({e.strerror or e}); choose "
+                          "another --host or --port") from None
+    return sock
+
+
 def cmd_serve(args) -> int:
     if Starlette is None:
         raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install 'rnnkit[serve]'")
@@ -303,20 +356,31 @@ def cmd_serve(args) -> int:
     if args.workers < 1 or args.max_busy < 1:
         raise RnnkitError(f"--workers and --max-busy must be at least 1, got {args.workers} and "
                           f"{args.max_busy}")
+    for name in args.allow_host:
+        wildcard = name == "*" or (name.startswith("*.") and "*" not in name[2:])
+        if not name or ("*" in name and not wildcard) or (":" in name and name[0] != "["):
+            raise RnnkitError(f"--allow-host {name!r} is not a host name; give one without a "
+                              "port, such as box.example, or *.example.org for its sub-domains")
     runs = load_runs(args.run_dirs)
     # The workers already run requests side by side; each operation spread over more threads
     # would have them wait on each other.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
-    local = args.host in LOOPBACK
-    hosts = [*LOOPBACK, "[::1]"] if local else None
-    app = make_app(runs, args.workers, args.max_busy, hosts)
     shown = f"[{args.host}]" if ":" in args.host else args.host
-    print(f"serving {', '.join(runs)} at http://{shown}:{args.port}/ (Ctrl-C stops)", flush=True)
-    if not local:
-        print(f"note: --host {args.host} lets other machines use this server", flush=True)
+    hosts = list(args.allow_host)
+    if args.host not in LOOPBACK + WILDCARDS:
+        hosts.append(shown)  # the address it is bound to names it too
+    app = make_app(runs, args.workers, args.max_busy, hosts)
+    sock = bind(args.host, args.port)
+    port = sock.getsockname()[1]
+    print(f"serving {', '.join(runs)} at http://{shown}:{port}/ (Ctrl-C stops)", flush=True)
+    if args.host not in LOOPBACK:
+        print(f"note: --host {args.host} lets other machines use this server; it answers "
+              f"requests addressed to {', '.join([*LOOPBACK_NAMES, *hosts])} (more names: "
+              "--allow-host)", flush=True)
     # uvicorn's own limit answers 503 to connections beyond what the event loop should hold.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning",
-                limit_concurrency=max(256, 4 * args.max_busy))
+    config = uvicorn.Config(app, log_level="warning", limit_concurrency=max(256, 4 * args.max_busy))
+    with sock:
+        uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -329,7 +393,10 @@ def add_commands(sub) -> None:
     s.add_argument("run_dirs", nargs="+", metavar="DIR", help="run directories to offer")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
                    "this machine only)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a name other machines reach this server by (the Host header), besides "
+                   "the loopback names; repeatable; '*.example.org' allows the sub-domains")
     s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads running the models (default: CPU cores, at most 4)")
     s.add_argument("--max-busy", type=int, default=32, help="generations and analyses in "

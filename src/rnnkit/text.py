@@ -11,7 +11,9 @@ corpus of any size costs a few megabytes of RAM. Two tokenizers:
     char   Unicode code points of UTF-8 text (invalid UTF-8 is an error that suggests `byte`)
     byte   raw bytes; accepts any file
 
-The vocabulary holds only the symbols that occur, sorted by value.
+The vocabulary holds only the symbols that occur, sorted by value. A byte vocabulary names its
+symbols by the ASCII character or, for bytes 128 to 255, as "\\xa9": a character that is several
+bytes in UTF-8 ("©" is c2 a9) is read as those bytes, one symbol each.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import codecs
 import json
 import os
+import re
 import sys
 import sysconfig
 from collections.abc import Iterable, Iterator
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import brief, parse_json
 from .errors import RnnkitError
 
 TOKENIZERS = ("char", "byte")
@@ -68,32 +72,56 @@ class Vocab:
         return table
 
     def symbol(self, i: int) -> str:
-        """A printable name for id i: the character, or for bytes the character if ASCII."""
-        code = self.codes[i]
+        """The name of id i: the character; for bytes, the character if ASCII, else "\\xa9"."""
+        return self.name(self.codes[i])
+
+    def name(self, code: int) -> str:
+        """The name of a code point or byte value, as `symbol` gives it."""
         return chr(code) if self.kind == "char" or code < 128 else f"\\x{code:02x}"
 
     def index(self, symbol: str | int) -> int:
-        """The id of one character (or, for a byte vocabulary, a byte value or ASCII character)."""
-        if isinstance(symbol, str):
-            if len(symbol) != 1:
-                raise KeyError(f"expected one character, got {symbol!r}")
-            code = ord(symbol)
-        else:
-            code = int(symbol)
+        """The id of one symbol, given by its name (as `symbol` gives it) or its code.
+
+        Raises KeyError when the vocabulary has no such symbol; for a byte vocabulary that includes
+        a character that is several bytes in UTF-8, and the message names those bytes.
+        """
+        code = self.code(symbol) if isinstance(symbol, str) else int(symbol)
         i = int(np.searchsorted(self.codes, code))
         if i == len(self.codes) or self.codes[i] != code:
             raise KeyError(f"{symbol!r} is not in the vocabulary of {len(self)} symbols")
         return i
 
-    def encode(self, text: str | bytes) -> tuple[list[int], list[str]]:
-        """Ids of the known symbols of `text`, and the distinct unknown ones (in order of appearance)."""
-        if self.kind == "byte" and isinstance(text, str):
-            text = text.encode("utf-8")
+    def code(self, name: str) -> int:
+        """The code point or byte value that `name` stands for (the inverse of `name`)."""
+        if self.kind == "char":
+            if len(name) != 1:
+                raise KeyError(f"expected one character, got {name!r}")
+            return ord(name)
+        if len(name) == 1 and ord(name) < 128:
+            return ord(name)
+        if re.fullmatch(r"\\x[89a-f][0-9a-f]", name):
+            return int(name[2:], 16)
+        if len(name) == 1 and not 0xD800 <= ord(name) < 0xE000:  # not a lone surrogate
+            raw = name.encode("utf-8")
+            spelled = "".join(f"\\x{b:02x}" for b in raw)
+            raise KeyError(f"{name!r} is {len(raw)} bytes in UTF-8 ({spelled}), not one symbol of "
+                           "a byte vocabulary; give its bytes one at a time ("
+                           + ", then ".join(f"'{self.name(b)}'" for b in raw) + ")")
+        raise KeyError(f"{name!r} is not a symbol of this byte vocabulary; give an ASCII "
+                       "character, a byte value, or a name such as '\\xa9' for bytes 128 to 255")
+
+    def encode(self, text: str | bytes, what: str = "the text") -> tuple[list[int], list[str]]:
+        """Ids of the known symbols of `text`, and the names of the distinct unknown ones (in
+        order of appearance). A byte vocabulary reads a str as its UTF-8 bytes. `what` names
+        the text in the error raised for a lone surrogate."""
+        if isinstance(text, str):
+            check_unicode(text, what)
+            if self.kind == "byte":
+                text = text.encode("utf-8")
         codes = list(text) if isinstance(text, bytes) else [ord(ch) for ch in text]
-        known = set(self.codes)
-        ids = [self.index(c) for c in codes if c in known]
-        unknown = list(dict.fromkeys(chr(c) if self.kind == "char" else f"\\x{c:02x}"
-                                     for c in codes if c not in known))
+        ids_of = {code: i for i, code in enumerate(self.codes)}
+        ids = [ids_of[c] for c in codes if c in ids_of]
+        unknown = list(dict.fromkeys(self.name(c) for c in codes if c not in ids_of))
         return ids, unknown
 
     def decode(self, ids: Iterable[int]) -> str | bytes:
@@ -111,6 +139,17 @@ class Vocab:
                 or not all(isinstance(c, int) and not isinstance(c, bool) for c in data["codes"]):
             raise RnnkitError('a vocabulary is {"kind": "char" or "byte", "codes": [integers]}')
         return cls(data["kind"], tuple(data["codes"]))
+
+
+def check_unicode(text: str, what: str = "the text") -> None:
+    """Raise RnnkitError if `text` holds a lone surrogate ("\\ud800"): a Python str can (JSON's
+    "\\ud800" escape, a command-line argument that is not valid UTF-8), Unicode text cannot."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RnnkitError(f"{what} contains {text[e.start]!r} at character {e.start}, a lone "
+                          "surrogate, which is not Unicode text (bytes that are not UTF-8 arrive "
+                          "this way); give valid UTF-8 text") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +231,8 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
                     skipped.update(dict.fromkeys(map(int, np.unique(codes[ids < 0]))))
                     ids = ids[ids >= 0]
                 elif (ids < 0).any():
-                    bad = codes[ids < 0][0]
-                    raise RnnkitError(f"{str(f)!r} contains {chr(bad)!r} (code {bad}), which is "
+                    bad = int(codes[ids < 0][0])
+                    raise RnnkitError(f"{str(f)!r} contains {vocab.name(bad)!r} (code {bad}), which is "
                                       "not in the vocabulary; prepare with a vocabulary that has it")
                 w.write(ids.astype(vocab.dtype).tobytes())
                 count += len(ids)
@@ -201,7 +240,7 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
         os.fsync(w.fileno())
     meta = {"vocab": vocab.to_json(), "dtype": vocab.dtype.name, "count": count,
             "sources": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files],
-            "skipped": [chr(c) if vocab.kind == "char" else f"\\x{c:02x}" for c in skipped]}
+            "skipped": [vocab.name(c) for c in skipped]}
     os.replace(tmp, out / "tokens.bin")
     write_json_atomic(out / "data.json", meta)
     return PreparedData.open(out)
@@ -219,16 +258,25 @@ class PreparedData:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> PreparedData:
+        """Open a prepared data directory after checking it: data.json, the size of tokens.bin,
+        and every id in it (read in chunks: an id outside the vocabulary would fail far later,
+        as an index error inside the model)."""
         path = Path(path)
         try:
-            meta = json.loads((path / "data.json").read_text())
+            meta = parse_json((path / "data.json").read_text(encoding="utf-8"))
             vocab = Vocab.from_json(meta["vocab"])
-            count = int(meta["count"])
+            count = meta["count"]
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError(f"count must be a whole number, got {brief(repr(count))}")
             if meta["dtype"] != vocab.dtype.name:
                 raise ValueError("dtype does not match the vocabulary")
             size = (path / "tokens.bin").stat().st_size
             if size != count * vocab.dtype.itemsize:
                 raise ValueError(f"tokens.bin holds {size} bytes, data.json promises {count} ids")
+            bad = first_bad_id(path / "tokens.bin", vocab.dtype, len(vocab))
+            if bad:
+                raise ValueError(f"tokens.bin holds id {bad[1]} at position {bad[0]}, outside the "
+                                 f"vocabulary of {len(vocab)} symbols")
             tokens = np.memmap(path / "tokens.bin", dtype=vocab.dtype, mode="r", shape=(count,)) \
                 if count else np.zeros(0, vocab.dtype)
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -242,6 +290,24 @@ class PreparedData:
             raise RnnkitError(f"--val-fraction must be in [0, 1), got {val_fraction}")
         n_train = int(len(self.tokens) * (1 - val_fraction))
         return self.tokens[:n_train], self.tokens[n_train:]
+
+
+def first_bad_id(path: Path, dtype: np.dtype, vocab_size: int) -> tuple[int, int] | None:
+    """(position, id) of the first id of a token file that is vocab_size or more, or None.
+
+    Read with plain reads CHUNK_BYTES at a time rather than through the memory map, so that the
+    pages read do not stay in this process's memory: it stays flat whatever the corpus size.
+    """
+    per_chunk = max(1, CHUNK_BYTES // dtype.itemsize) * dtype.itemsize  # whole ids
+    position = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(per_chunk):
+            ids = np.frombuffer(chunk, dtype=dtype)
+            if ids.max() >= vocab_size:
+                j = int(np.argmax(ids >= vocab_size))
+                return position + j, int(ids[j])
+            position += len(ids)
+    return None
 
 
 def write_json_atomic(path: Path, data) -> None:
