@@ -55,9 +55,25 @@ def test_tagger_packed_rows_and_streaming_state():
         torch.testing.assert_close(out[i, :n], alone[0], atol=1e-5, rtol=1e-5)
     # streaming in two halves with the carried state equals one pass
     whole, _ = tagger(x)
-    a, _, state = tagger(x[:, :4], state=tagger.rnn.zero_state(len(x)))
-    b, _, _ = tagger(x[:, 4:], state=state)
+    a, state = tagger.stream(x[:, :4])
+    b, _ = tagger.stream(x[:, 4:], state)
     torch.testing.assert_close(torch.cat([a, b], 1), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_every_model_answers_outputs_and_loss():
+    # the one interface fit, evaluate and predict rely on: exactly (outputs, loss), loss None
+    # without targets, whatever optional arguments are given
+    x, lengths = ragged()
+    tags = torch.zeros(x.shape[:2], dtype=torch.long)
+    tagger = Tagger(SequenceConfig(3, 5, hidden=8))
+    for answer in (tagger(x), tagger(x, lengths=lengths), tagger(x, tags, lengths)):
+        outputs, loss = answer
+        assert outputs.shape == (6, 9, 5)
+    assert tagger(x)[1] is None and tagger(x, tags)[1].dim() == 0
+    model = SequenceModel(SequenceConfig(3, 4, hidden=8))
+    outputs, loss = model(x, torch.zeros(6, dtype=torch.long), lengths)
+    assert outputs.shape == (6, 4) and loss.dim() == 0
+    assert model(x, lengths=lengths)[1] is None
 
 
 def test_many_to_one_learns_parity_of_variable_length_bits():
