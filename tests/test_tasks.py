@@ -76,6 +76,41 @@ def test_every_model_answers_outputs_and_loss():
     assert model(x, lengths=lengths)[1] is None
 
 
+@pytest.mark.parametrize("head", ["classify", "regress"])
+def test_validation_loss_is_the_per_step_mean_at_any_batch_size(head):
+    # lengths [1, 9, 1, 9]: a mean of batch means weights the short rows' single steps as much
+    # as the long rows' nine; the true per-step mean is computed here from one padded pass
+    torch.manual_seed(0)
+    tagger = Tagger(SequenceConfig(3, 4, head=head, hidden=8)).eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([1, 9, 1, 9])
+    x = torch.randn(4, 9, 3, generator=g)
+    targets = (torch.randint(0, 4, (4, 9), generator=g) if head == "classify"
+               else torch.randn(4, 9, 4, generator=g))
+    data = {"inputs": x, "targets": targets, "lengths": lengths}
+    with torch.no_grad():
+        outputs, _ = tagger(x, lengths=lengths)
+    mask = torch.arange(9)[None, :] < lengths[:, None]  # (B, T)
+    if head == "classify":
+        per_step = torch.nn.functional.cross_entropy(outputs[mask], targets[mask],
+                                                     reduction="none")
+    else:
+        per_step = ((outputs[mask] - targets[mask]) ** 2).mean(-1)
+    reference = float(per_step.mean())
+    for batch_size in (1, 2, 3, 4):
+        loss, _ = evaluate(tagger, data, batch_size, torch.device("cpu"))
+        assert loss == pytest.approx(reference, rel=1e-5), batch_size
+    # one output per row: each row counts once, whatever the batch size
+    model = SequenceModel(SequenceConfig(3, 2, hidden=8)).eval()
+    y = torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        whole = float(torch.nn.functional.cross_entropy(model(x, lengths=lengths)[0], y))
+    for batch_size in (1, 3):
+        loss, _ = evaluate(model, {"inputs": x, "targets": y, "lengths": lengths}, batch_size,
+                           torch.device("cpu"))
+        assert loss == pytest.approx(whole, rel=1e-5)
+
+
 def test_many_to_one_learns_parity_of_variable_length_bits():
     # parity needs the whole sequence: a model that ignores steps or padding cannot learn it
     g = torch.Generator().manual_seed(1)

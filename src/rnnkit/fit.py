@@ -105,37 +105,49 @@ def batches(data: Dataset, batch_size: int, generator: torch.Generator,
     return [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
 
 
-def accuracy(outputs: Tensor, batch: Dataset) -> tuple[float, int]:
-    """Correct argmax predictions and their count: (B, C) against (B,), or (B, T, C) against
-    (B, T) counting only the real steps (`lengths`, or `target_lengths` for a decoder)."""
-    targets = batch["targets"]
-    right = outputs.argmax(-1) == targets
-    if right.dim() == 1:
-        return float(right.sum()), right.numel()
+def counted(outputs: Tensor, batch: Dataset) -> Tensor:
+    """What a model's mean loss averages over, as a mask: (B,) rows for one output per row
+    (B, C), or (B, T) real steps for one output per step (B, T, C), cut by `target_lengths`
+    (a decoder) or `lengths`. Sums over batches of different sizes and lengths use it."""
+    if outputs.dim() < 3:
+        return torch.ones(outputs.shape[0], dtype=torch.bool, device=outputs.device)
+    B, T = outputs.shape[:2]
     lengths = batch.get("target_lengths", batch.get("lengths"))
     if lengths is None:
-        return float(right.sum()), right.numel()
-    mask = torch.arange(right.shape[1], device=right.device)[None, :] < lengths[:, None]
-    return float((right & mask).sum()), int(mask.sum())
+        return torch.ones(B, T, dtype=torch.bool, device=outputs.device)
+    return torch.arange(T, device=outputs.device)[None, :] < lengths.to(outputs.device)[:, None]
+
+
+def accuracy(outputs: Tensor, batch: Dataset) -> tuple[float, int]:
+    """Correct argmax predictions and their count: (B, C) against (B,), or (B, T, C) against
+    (B, T) counting only the real steps (see `counted`)."""
+    mask = counted(outputs, batch)
+    right = (outputs.argmax(-1) == batch["targets"]) & mask
+    return float(right.sum()), int(mask.sum())
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device,
              metric: Metric | None = None) -> tuple[float, float | None]:
-    """Mean loss over `data` (weighted by batch size), and the metric's fraction if given."""
+    """Mean loss over every row or real step of `data`, and the metric's fraction if given.
+
+    A model's loss is a mean over its batch, so each batch's loss is weighted by the rows or
+    steps it averaged over (`counted`): the result does not depend on `batch_size`.
+    """
     was_training = model.training
     model.eval()
     n = size(data)
-    total, right, count = 0.0, 0.0, 0
+    total, terms, right, count = 0.0, 0, 0.0, 0
     for i in range(0, n, batch_size):
         batch = rows(data, torch.arange(i, min(n, i + batch_size)), device)
         outputs, loss = model(**batch)
-        total += float(loss) * len(outputs)
+        k = int(counted(outputs, batch).sum())
+        total, terms = total + float(loss) * k, terms + k
         if metric is not None:
             r, c = metric(outputs, batch)
             right, count = right + r, count + c
     model.train(was_training)
-    return total / n, (right / count if metric is not None and count else None)
+    return total / max(terms, 1), (right / count if metric is not None and count else None)
 
 
 @torch.no_grad()
@@ -199,7 +211,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                     lr = lr_at(step, plan, cfg)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    _, loss = model(**batch)
+                    outputs, loss = model(**batch)
                     loss_value = loss.detach().item()
                     if not math.isfinite(loss_value):
                         raise RnnkitError(f"training loss became {loss_value} at step {step}; "
@@ -210,7 +222,8 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
                     step += 1
-                    loss_sum, seen = loss_sum + loss_value * len(index), seen + len(index)
+                    k = int(counted(outputs, batch).sum())  # the terms of this batch's mean
+                    loss_sum, seen = loss_sum + loss_value * k, seen + k
                     bar.set_postfix({"epoch": epoch, "loss": f"{loss_value:.3f}",
                                      "lr": f"{lr:.1e}"}, refresh=False)
                     bar.update(1)
