@@ -51,7 +51,7 @@ class FitConfig:
 
     def __post_init__(self):
         require_positive(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
-        for name in ("warmup", "max_time", "grad_clip", "weight_decay"):
+        for name in ("warmup", "max_time", "grad_clip", "weight_decay", "seed"):
             if getattr(self, name) < 0:
                 raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not 0 < self.lr_min <= 1:

@@ -267,6 +267,7 @@ def cmd_classify_train(args) -> int:
           f"{how}")
 
     F = seqs[0].shape[1]
+    torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
     model = SequenceModel(model_config(args, F, len(classes), "classify"))
     frames = np.concatenate(seqs)  # (sum of T, F)
     model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
@@ -440,6 +441,7 @@ def cmd_forecast_train(args) -> int:
         return {"inputs": torch.from_numpy(inputs), "targets": torch.from_numpy(targets)}
 
     F = series.shape[1]
+    torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
     model = SequenceModel(model_config(args, F, H * F, "regress"))
     data = {"source": "csv", "columns": columns, "window": W, "horizon": H,
             "std": std.tolist()}
