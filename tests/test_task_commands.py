@@ -1,10 +1,15 @@
 """`rnnkit classify` and `rnnkit forecast` as commands: repeatable seeds, options, help, and the
 one-line errors for bad options and for run directories that are damaged or of another kind."""
 
+import argparse
+import json
+
 import numpy as np
 import pytest
 from conftest import one_error_line
 from safetensors.torch import load_file
+
+from rnnkit.cli import build_parser
 
 QUICK = ["--hidden", "8", "--batch-size", "16", "--epochs", "2", "--device", "cpu",
          "--warmup", "2"]
@@ -69,3 +74,30 @@ def test_a_negative_seed_is_refused_up_front(cli, tmp_path, npz, series_csv, com
     status, _, err = cli(command, "train", data, "--out", tmp_path / "r", *QUICK, "--seed", "-1")
     assert status == 2 and "seed must be 0 or more, got -1" in one_error_line(err)
     assert not (tmp_path / "r").exists()
+
+
+def parsers(parser):
+    """Every parser of the `rnnkit` tree with its name: the top one and each sub-command."""
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from parsers(sub)
+
+
+def test_no_option_parses_text_with_bool():
+    # type=bool turns every non-empty string, "false" included, into True
+    offenders = [f"{prog} {'/'.join(a.option_strings)}" for prog, p in parsers(build_parser())
+                 for a in p._actions if a.type is bool]
+    assert offenders == []
+
+
+def test_bucket_is_an_on_off_pair(cli, tmp_path, series_csv):
+    train_forecaster(cli, series_csv, tmp_path / "off", "--no-bucket")
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["fit"]["bucket"] is False
+    train_forecaster(cli, series_csv, tmp_path / "on", "--bucket")
+    assert json.loads((tmp_path / "on" / "config.json").read_text())["fit"]["bucket"] is True
+    for text in ("false", "maybe"):
+        status, _, err = cli("forecast", "train", series_csv, "--out", tmp_path / "x",
+                             "--bucket", text)
+        assert status == 2 and f"unrecognized arguments: {text}" in one_error_line(err)

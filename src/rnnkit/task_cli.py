@@ -121,6 +121,9 @@ def add_model_options(t, duration) -> None:
             o.add_argument(flag, type=duration, help="time budget, e.g. 90s, 5m")
         elif f.name == "device":
             o.add_argument(flag, choices=("auto", "cpu", "cuda"))
+        elif isinstance(f.default, bool):  # --bucket / --no-bucket: argparse's type=bool
+            o.add_argument(flag, action=argparse.BooleanOptionalAction,  # takes any text as true
+                           help=f"default {'on' if f.default else 'off'}")
         else:
             o.add_argument(flag, type=type(f.default), help=f"default {f.default}")
 
