@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import one_error_line
+from conftest import TINY, one_error_line
 from safetensors.torch import load_file
 
 from rnnkit.cli import build_parser
@@ -101,3 +101,110 @@ def test_bucket_is_an_on_off_pair(cli, tmp_path, series_csv):
         status, _, err = cli("forecast", "train", series_csv, "--out", tmp_path / "x",
                              "--bucket", text)
         assert status == 2 and f"unrecognized arguments: {text}" in one_error_line(err)
+
+
+def edited(run, **changes):
+    """Change (None: remove) fields of the run's config.json data section."""
+    path = run / "config.json"
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del config["data"][key]
+        else:
+            config["data"][key] = value
+    path.write_text(json.dumps(config))
+
+
+FORECASTER_DATA = [
+    ({"window": "3"}, "data.window must be int, got '3'"),
+    ({"window": 0}, "data.window must be 1 or more, got 0"),
+    ({"horizon": 2.5}, "data.horizon must be int, got 2.5"),
+    ({"horizon": 5}, "data has 2 columns and horizon 5; the model reads 2 features and writes 6"),
+    ({"columns": "y"}, "data.columns must be a list"),
+    ({"columns": []}, "data.columns must name at least one column"),
+    ({"columns": ["y", 7]}, "data.columns[1] must be str, got 7"),
+    ({"std": [1.0]}, "data.std must be 2 positive numbers"),
+    ({"std": [0.5, -1]}, "data.std must be 2 positive numbers"),
+    ({"std": [0.5, "x"]}, "data.std[1] must be float"),
+    ({"source": "npz"}, "data.source must be 'csv', got 'npz'"),
+    ({"window": None}, "data is incomplete"),
+    ({"extra": 1}, "data has unknown keys ['extra']"),
+]
+
+
+def test_forecaster_data_section_is_checked_field_by_field(cli, tmp_path, series_csv):
+    run = tmp_path / "run"
+    train_forecaster(cli, series_csv, run)
+    good = (run / "config.json").read_text()
+    for changes, message in FORECASTER_DATA:
+        edited(run, **changes)
+        status, _, err = cli("forecast", "predict", run, series_csv)
+        assert status == 2, (changes, err)
+        line = one_error_line(err)
+        assert f"{run / 'config.json'}: {message}" in line and "damaged" in line, changes
+        (run / "config.json").write_text(good)
+    status, _, err = cli("forecast", "predict", run, series_csv)
+    assert status == 0, err
+
+
+CLASSIFIER_DATA = [
+    ({"labels": ["0"]}, "data.labels must be two or more different class names"),
+    ({"labels": ["0", "1", "2"]}, "data.labels names 3 classes; the model has 2 outputs"),
+    ({"labels": "01"}, "data.labels must be a list"),
+    ({"source": "wav"}, "data.source must be one of audio, csv, npz, got 'wav'"),
+    ({"source": "audio"}, "data.audio must be a JSON object"),
+    ({"id_column": 5}, "data.id_column must be str, got 5"),
+    ({"label_pattern": "("}, "data.label_pattern '(' is not a valid regular expression"),
+]
+
+
+def test_classifier_data_section_is_checked_field_by_field(cli, tmp_path, npz):
+    run = tmp_path / "run"
+    train_classifier(cli, npz, run)
+    good = (run / "config.json").read_text()
+    for changes, message in CLASSIFIER_DATA:
+        edited(run, **changes)
+        status, _, err = cli("classify", "predict", run, npz)
+        assert status == 2, (changes, err)
+        assert f"{run / 'config.json'}: {message}" in one_error_line(err), changes
+        (run / "config.json").write_text(good)
+    audio = json.loads(good)
+    audio["data"].update(source="audio", audio={"sample_rate": "8000"})
+    (run / "config.json").write_text(json.dumps(audio))
+    status, _, err = cli("classify", "predict", run, npz)
+    assert status == 2 and "data.audio.sample_rate must be int" in one_error_line(err)
+
+
+def test_a_run_of_another_kind_is_named_with_its_command(cli, tmp_path, npz, series_csv,
+                                                         corpus):
+    classifier, forecaster, lm = tmp_path / "c", tmp_path / "f", tmp_path / "lm"
+    train_classifier(cli, npz, classifier)
+    train_forecaster(cli, series_csv, forecaster)
+    status, _, err = cli("train", corpus, "--out", lm, "--max-steps", "2", *TINY)
+    assert status == 0, err
+    cases = [
+        (("classify", "predict", forecaster, npz), f"{forecaster} is a forecaster run (made by "
+         "rnnkit forecast train); use it with rnnkit forecast predict; rnnkit classify predict "
+         "needs a run made by rnnkit classify train"),
+        (("forecast", "predict", classifier, series_csv), f"{classifier} is a classifier run "
+         "(made by rnnkit classify train); use it with rnnkit classify predict; rnnkit forecast "
+         "predict needs a run made by rnnkit forecast train"),
+        (("classify", "predict", lm, npz), f"{lm} is a language-model run (made by rnnkit "
+         "train); use it with rnnkit sample or rnnkit eval; rnnkit classify predict needs"),
+        (("forecast", "predict", lm, series_csv), f"{lm} is a language-model run"),
+    ]
+    for args, message in cases:
+        status, _, err = cli(*args)
+        assert status == 2 and message in one_error_line(err), err
+
+
+def test_a_csv_without_the_id_or_label_column_names_the_option(cli, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("seq,cls,a\n" + "".join(f"s{i},{i % 2},{i}\n" for i in range(20)))
+    status, _, err = cli("classify", "train", path, "--out", tmp_path / "r", *QUICK)
+    assert status == 2 and "no column 'id' naming each row's sequence; give --id-column NAME" \
+        in one_error_line(err)
+    status, _, err = cli("classify", "train", path, "--out", tmp_path / "r", *QUICK,
+                         "--id-column", "seq")
+    assert status == 2 and "no column 'label' holding each sequence's class; give " \
+        "--label-column NAME" in one_error_line(err)

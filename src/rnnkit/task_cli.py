@@ -215,7 +215,8 @@ def cmd_classify_train(args) -> int:
                               f"{getattr(args, name)}")
     if args.test and args.test_pattern:
         raise RnnkitError("give --test PATH or --test-pattern REGEX, not both")
-    data: dict = {"source": "audio" if Path(args.data).is_dir() else Path(args.data).suffix[1:],
+    data: dict = {"source": "audio" if Path(args.data).is_dir() else
+                  Path(args.data).suffix[1:].lower(),
                   "label_pattern": args.label_pattern, "columns": args.columns,
                   "id_column": args.id_column, "label_column": args.label_column}
     if args.label_pattern:
@@ -344,9 +345,7 @@ def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> No
 
 def cmd_classify_predict(args) -> int:
     model, config = load_task(args.run_dir, "rnnkit-classifier", pick_device(args.device))
-    data, classes = config["data"], config["data"].get("labels")
-    if not isinstance(classes, list) or len(classes) != model.config.output_size:
-        raise RnnkitError(f"{args.run_dir}/config.json: data.labels does not match the model")
+    data, classes = config["data"], config["data"]["labels"]
     seqs, names = [], []
     audio = [f for f in args.files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
     if audio:
