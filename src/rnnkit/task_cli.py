@@ -148,16 +148,17 @@ def audio_config(args) -> AudioConfig:
 # --- classification ---------------------------------------------------------------------------
 
 def read_examples(path: str, data: dict, cache_dir: Path | None,
-                  labelled: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
+                  training: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Sequences, labels and names of the examples in a folder, CSV or .npz (`data`: the run's
-    input options)."""
+    input options). Not `training`: a CSV needs no label column, and the audio settings are
+    the run's, not options to suggest."""
     p = Path(path)
     if p.is_dir():
         if data["source"] != "audio":
             raise RnnkitError(f"{p} is a folder, but the run reads {data['source']} data")
         cfg = AudioConfig(**data["audio"])
         files, labels = find_audio(p, data.get("label_pattern"))
-        seqs = load_features(files, cfg, cache_dir, progress=True)
+        seqs = load_features(files, cfg, cache_dir, progress=True, rate_option=training)
         return seqs, labels, [f.name for f in files]
     if not p.exists():
         raise RnnkitError(f"{p}: no such file or folder")
@@ -166,7 +167,7 @@ def read_examples(path: str, data: dict, cache_dir: Path | None,
         return seqs, labels, [f"{p.name}[{i}]" for i in range(len(seqs))]
     if p.suffix.lower() == ".csv":
         seqs, labels, ids, columns = read_labelled_csv(
-            p, data.get("columns"), data["id_column"], data["label_column"] if labelled else None)
+            p, data.get("columns"), data["id_column"], data["label_column"] if training else None)
         if data.get("columns") is None:
             data["columns"] = columns
         return seqs, labels, ids
@@ -351,15 +352,12 @@ def cmd_classify_predict(args) -> int:
     if audio:
         if data["source"] != "audio":
             raise RnnkitError(f"{audio[0]}: the run classifies {data['source']} data, not audio")
-        from .audio import file_features
-
-        cfg = AudioConfig(**data["audio"])
-        for f in audio:
-            seqs.append(file_features(f, cfg))
-            names.append(f)
+        seqs += load_features([Path(f) for f in audio], AudioConfig(**data["audio"]),
+                              rate_option=False)  # the run's settings: nothing to choose
+        names += audio
     for f in args.files:
         if f not in audio:
-            s, _, n = read_examples(f, dict(data), None, labelled=False)
+            s, _, n = read_examples(f, dict(data), None, training=False)
             seqs += s
             names += n
     check_features(seqs, names, "input")
