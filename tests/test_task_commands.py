@@ -208,3 +208,26 @@ def test_a_csv_without_the_id_or_label_column_names_the_option(cli, tmp_path):
                          "--id-column", "seq")
     assert status == 2 and "no column 'label' holding each sequence's class; give " \
         "--label-column NAME" in one_error_line(err)
+
+
+@pytest.mark.parametrize("command", ["classify", "forecast"])
+def test_help_describes_every_sub_command_and_option_with_its_default(command):
+    top = next(p for prog, p in parsers(build_parser()) if prog == f"rnnkit {command}")
+    for prog, parser in parsers(top):
+        assert parser.description and "\n" not in parser.description.strip(), prog
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            name = "/".join(action.option_strings) or action.metavar
+            assert action.help, f"{prog} {name} has no help"
+            takes_value = action.option_strings and action.nargs != 0 and not action.required
+            if takes_value or isinstance(action, argparse._StoreTrueAction):
+                assert "default" in action.help, f"{prog} {name}: {action.help!r}"
+        parser.format_help()  # every help text formats (a stray % would raise)
+
+
+def test_forecast_predict_takes_a_device(cli, tmp_path, series_csv):
+    train_forecaster(cli, series_csv, tmp_path / "run")
+    status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--device",
+                              "cpu")
+    assert status == 0 and stdout.splitlines()[1] == "step,y,z", err

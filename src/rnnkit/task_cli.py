@@ -38,16 +38,22 @@ def add_commands(sub) -> None:
     """Add `classify` and `forecast` (each with `train` and `predict`) to the rnnkit parser."""
     from .cli import Parser, duration
 
-    c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)")
+    devices = ("auto", "cpu", "cuda")
+    c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)",
+                       description="Train a sequence classifier on audio, CSV or .npz data, "
+                       "or label new inputs with a trained one.")
     csub = c.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = csub.add_parser("train", help="train a sequence classifier")
+    t = csub.add_parser("train", help="train a sequence classifier",
+                        description="Train a many-to-one classifier: epochs, the best weights "
+                        "on the validation part, then the test accuracy and confusion matrix.")
     t.set_defaults(run=cmd_classify_train)
     t.add_argument("data", metavar="DATA", help="audio folder, CSV or .npz")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     split = t.add_argument_group("held-out data")
-    split.add_argument("--test", metavar="PATH", help="test set (folder, CSV or .npz like DATA)")
+    split.add_argument("--test", metavar="PATH", help="test set (folder, CSV or .npz like DATA; "
+                       "default: --test-pattern or a stratified split)")
     split.add_argument("--test-pattern", metavar="REGEX", help="examples whose file name (or CSV "
-                       "id) matches are the test set")
+                       "id) matches are the test set (default: none)")
     split.add_argument("--test-fraction", type=float, default=0.2, help="otherwise a stratified "
                        "split holds out this fraction (default 0.2)")
     split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
@@ -55,17 +61,24 @@ def add_commands(sub) -> None:
     add_data_options(t)
     add_model_options(t, duration)
 
-    p = csub.add_parser("predict", help="label and probability for each input")
+    p = csub.add_parser("predict", help="label and probability for each input",
+                        description="Label new inputs with a trained classifier: one line per "
+                        "example, its label and probability, tab-separated.")
     p.set_defaults(run=cmd_classify_predict)
-    p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit classify train")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
-    f = sub.add_parser("forecast", help="forecast series from CSV columns (next-step and H-step)")
+    f = sub.add_parser("forecast", help="forecast series from CSV columns (next-step and H-step)",
+                       description="Train a forecaster on CSV columns, or forecast a series "
+                       "with a trained one.")
     fsub = f.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = fsub.add_parser("train", help="train a forecaster on CSV columns")
+    t = fsub.add_parser("train", help="train a forecaster on CSV columns",
+                        description="Train a forecaster of the next H steps from the last W, "
+                        "and report its test error against the naive last-value forecast.")
     t.set_defaults(run=cmd_forecast_train)
-    t.add_argument("series", metavar="SERIES.csv")
+    t.add_argument("series", metavar="SERIES.csv", help="CSV file, a header then one row per "
+                   "time step")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     t.add_argument("--columns", type=columns_list, help="comma-separated columns to forecast "
                    "(default: all)")
@@ -78,10 +91,13 @@ def add_commands(sub) -> None:
                    "the best epoch (default 0.1)")
     add_model_options(t, duration)
 
-    p = fsub.add_parser("predict", help="forecast the next H steps of a CSV series")
+    p = fsub.add_parser("predict", help="forecast the next H steps of a CSV series",
+                        description="Forecast the next H steps after the end of a CSV series "
+                        "(and, when it is long enough, its error against the naive forecast).")
     p.set_defaults(run=cmd_forecast_predict)
-    p.add_argument("run_dir", metavar="DIR")
-    p.add_argument("series", metavar="SERIES.csv")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit forecast train")
+    p.add_argument("series", metavar="SERIES.csv", help="CSV file with the run's columns")
+    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
 
 def columns_list(text: str) -> list[str]:
@@ -95,37 +111,63 @@ def add_data_options(t) -> None:
     a = t.add_argument_group("audio and CSV input")
     a.add_argument("--label-pattern", metavar="REGEX", help="label = first group of REGEX in "
                    r"the file name, e.g. '^(\d)_' (default: the sub-folder name)")
-    a.add_argument("--features", choices=("mfcc", "raw"), default="mfcc")
-    for name, default in (("sample-rate", 22050), ("n-mfcc", 13), ("n-fft", 2048),
-                          ("hop-length", 512), ("n-mels", 128)):
-        a.add_argument(f"--{name}", type=int, help=f"default {default}")
-    a.add_argument("--deltas", action="store_true", help="add MFCC deltas and delta-deltas")
+    a.add_argument("--features", choices=("mfcc", "raw"), default="mfcc", help="audio as MFCC "
+                   "frames or raw samples (default mfcc)")
+    for name, default, what in (("sample-rate", 22050, "audio is resampled to this rate, Hz"),
+                                ("n-mfcc", 13, "MFCC coefficients per frame"),
+                                ("n-fft", 2048, "FFT window, samples"),
+                                ("hop-length", 512, "samples between frames"),
+                                ("n-mels", 128, "mel bands")):
+        a.add_argument(f"--{name}", type=int, help=f"{what} (default {default})")
+    a.add_argument("--deltas", action="store_true", help="add MFCC deltas and delta-deltas "
+                   "(default off)")
     a.add_argument("--columns", type=columns_list, help="CSV feature columns (default: all but "
                    "--id-column and --label-column)")
-    a.add_argument("--id-column", default="id", help="CSV column naming each sequence")
-    a.add_argument("--label-column", default="label", help="CSV column holding its class")
+    a.add_argument("--id-column", default="id", help="CSV column naming each sequence "
+                   "(default id)")
+    a.add_argument("--label-column", default="label", help="CSV column holding its class "
+                   "(default label)")
+
+
+# What each FitConfig field means on the command line (the dataclass's comments say the same).
+FIT_HELP = {
+    "epochs": "passes over the training set", "batch_size": "examples per optimizer step",
+    "lr": "peak learning rate of AdamW", "lr_min": "the cosine decay ends at lr x lr-min",
+    "warmup": "steps of linear warm-up", "weight_decay": "AdamW weight decay, on matrices",
+    "grad_clip": "clip the gradient norm; 0: off", "seed": "initial weights, splits, shuffling "
+    "and dropout: the same seed repeats the run",
+}
 
 
 def add_model_options(t, duration) -> None:
     m = t.add_argument_group("model")
-    m.add_argument("--cell", choices=CELL_TYPES, default="lstm")
-    m.add_argument("--layers", type=int, default=1)
-    m.add_argument("--hidden", type=int, default=128)
-    m.add_argument("--dropout", type=float, default=0.0)
-    m.add_argument("--bidirectional", action="store_true")
-    m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states")
+    m.add_argument("--cell", choices=CELL_TYPES, default="lstm", help="recurrent cell "
+                   "(default lstm; rnn is the tanh RNN)")
+    m.add_argument("--layers", type=int, default=1, help="stacked layers (default 1)")
+    m.add_argument("--hidden", type=int, default=128, help="units per layer and direction "
+                   "(default 128)")
+    m.add_argument("--dropout", type=float, default=0.0, help="between layers and before the "
+                   "output (default 0)")
+    m.add_argument("--bidirectional", action="store_true", help="also read each sequence "
+                   "backwards (default off)")
+    m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states "
+                   "(default last)")
     o = t.add_argument_group("training")
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "max_time":
-            o.add_argument(flag, type=duration, help="time budget, e.g. 90s, 5m")
+            o.add_argument(flag, type=duration, help="time budget of this command, e.g. 90s, "
+                           "5m (default none)")
         elif f.name == "device":
-            o.add_argument(flag, choices=("auto", "cpu", "cuda"))
+            o.add_argument(flag, choices=("auto", "cpu", "cuda"), help="default auto (cuda "
+                           "when available)")
         elif isinstance(f.default, bool):  # --bucket / --no-bucket: argparse's type=bool
             o.add_argument(flag, action=argparse.BooleanOptionalAction,  # takes any text as true
-                           help=f"default {'on' if f.default else 'off'}")
+                           help="batch sequences of similar length together (default "
+                           f"{'on' if f.default else 'off'})")
         else:
-            o.add_argument(flag, type=type(f.default), help=f"default {f.default}")
+            o.add_argument(flag, type=type(f.default), help=f"{FIT_HELP[f.name]} (default "
+                           f"{f.default})")
 
 
 def fit_config(args) -> FitConfig:
@@ -464,7 +506,7 @@ def cmd_forecast_train(args) -> int:
 
 
 def cmd_forecast_predict(args) -> int:
-    model, config = load_task(args.run_dir, "rnnkit-forecaster")
+    model, config = load_task(args.run_dir, "rnnkit-forecaster", pick_device(args.device))
     data = config["data"]
     W, H, columns = data["window"], data["horizon"], data["columns"]
     std = np.asarray(data["std"], np.float32)
