@@ -3,6 +3,8 @@ one-line errors for bad options and for run directories that are damaged or of a
 
 import argparse
 import json
+import re
+import time
 
 import numpy as np
 import pytest
@@ -231,3 +233,24 @@ def test_forecast_predict_takes_a_device(cli, tmp_path, series_csv):
     status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--device",
                               "cpu")
     assert status == 0 and stdout.splitlines()[1] == "step,y,z", err
+
+
+@pytest.mark.parametrize("command", ["classify", "forecast"])
+def test_the_budget_is_the_commands_and_done_says_how_it_was_spent(cli, tmp_path, npz,
+                                                                   series_csv, command):
+    train = train_classifier if command == "classify" else train_forecaster
+    data = npz if command == "classify" else series_csv
+    stdout = train(cli, data, tmp_path / "planned")
+    epochs = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all(re.search(r" \(\d+\.\ds, about \d+s left\)$", e) for e in epochs), epochs
+    assert epochs[-1].endswith("about 0s left)")
+    assert re.search(r"^done: 2 epochs in [\d.]+s: [\d.]+s reading data, [\d.]+s training, "
+                     r"[\d.]+s validating and saving, [\d.]+s testing; best epoch \d", stdout,
+                     re.M), stdout
+    begun = time.monotonic()
+    stdout = train(cli, data, tmp_path / "budget", "--epochs", "100000", "--max-time", "2")
+    elapsed = time.monotonic() - begun
+    assert re.search(r"^done: \d+ of 100000 planned epochs \(the --max-time budget of 2s cut "
+                     r"them short\) in [\d.]+s", stdout, re.M), stdout
+    assert elapsed < 2.5  # the whole command, test and confusion matrix included

@@ -1,11 +1,13 @@
 """The five modes against references: packed batches equal rows run alone, and each model learns
 a small synthetic task that it can only solve by doing its job."""
 
+import time
+
 import pytest
 import torch
 
 from rnnkit import RnnkitError
-from rnnkit.fit import FitConfig, accuracy, evaluate, fit, lr_at
+from rnnkit.fit import FitConfig, accuracy, evaluate, fit, lr_at, predict
 from rnnkit.tasks import (
     MLP,
     ConditionedGenerator,
@@ -206,6 +208,35 @@ def test_best_weights_are_kept_and_time_budget_stops():
     summary = fit(model, data, None, FitConfig(epochs=10**6, batch_size=16, max_time=0.3,
                                                **QUICK), quiet=True)
     assert summary["stopped"] == "time"
+
+
+class SlowToEvaluate(SequenceModel):
+    """Evaluation takes 0.1 s a batch, training steps stay fast: a budget must plan for it."""
+
+    def forward(self, *args, **kwargs):
+        if not self.training:
+            time.sleep(0.1)
+        return super().forward(*args, **kwargs)
+
+
+def test_time_budget_leaves_room_for_the_last_evaluation_and_the_test():
+    g = torch.Generator().manual_seed(6)
+    data = {"inputs": torch.randn(64, 4, 2, generator=g), "targets": torch.randint(0, 2, (64,))}
+    val = {"inputs": torch.randn(320, 4, 2, generator=g), "targets": torch.randint(0, 2, (320,))}
+    model = SlowToEvaluate(SequenceConfig(2, 2, hidden=8))
+    started = time.monotonic()  # the budget is the caller's, from its start
+    time.sleep(0.3)  # reading data
+    summary = fit(model, data, val, FitConfig(epochs=10**6, batch_size=16, max_time=2.0,
+                                              **QUICK), quiet=True, started=started,
+                  test_rows=320)
+    predict(model, val, 64)  # the caller's test: 5 batches, 0.5 s
+    elapsed = time.monotonic() - started
+    assert summary["stopped"] == "time" and len(summary["history"]) >= 1
+    assert elapsed <= 2.0 + 0.15, summary  # each validation alone takes 0.5 s
+    assert summary["eval_seconds"] >= 0.5 * len(summary["history"])
+    with pytest.raises(RnnkitError, match="budget of 2s was spent before training began"):
+        fit(model, data, val, FitConfig(max_time=2.0, **QUICK), started=time.monotonic() - 2.5,
+            quiet=True)
 
 
 def test_schedule_and_config_errors():

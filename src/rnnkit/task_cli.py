@@ -7,14 +7,16 @@
 
 DATA is a folder of audio files (labels from sub-folders or --label-pattern), a CSV (rows of
 sequences grouped by an id column, with a label column) or an .npz (x, lengths, y). Training
-prints one line per epoch, then the test accuracy and the confusion matrix (also DIR/confusion.png);
-the last line is `test_accuracy <fraction>`.
+prints one line per epoch (its seconds and the time left), then the test accuracy and the
+confusion matrix (also DIR/confusion.png), a `done:` line saying how the time was spent, and
+last `test_accuracy <fraction>`. --max-time is the whole command's budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import time
 from collections import Counter
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -26,7 +28,7 @@ from .audio import AUDIO_SUFFIXES, AudioConfig, compile_pattern, find_audio, loa
 from .cells import CELL_TYPES
 from .config import from_dict
 from .errors import RnnkitError
-from .fit import FitConfig, accuracy, evaluate, fit, predict
+from .fit import FitConfig, accuracy, fit, predict
 from .series import naive_forecast, pad, read_labelled_csv, read_npz, read_series, windows
 from .task_runs import load_task, write_config
 from .tasks import POOLS, SequenceConfig, SequenceModel
@@ -157,7 +159,8 @@ def add_model_options(t, duration) -> None:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "max_time":
             o.add_argument(flag, type=duration, help="time budget of this command, e.g. 90s, "
-                           "5m (default none)")
+                           "5m: reading data, training and the last evaluation and test fit in "
+                           "it (default none)")
         elif f.name == "device":
             o.add_argument(flag, choices=("auto", "cpu", "cuda"), help="default auto (cuda "
                            "when available)")
@@ -250,8 +253,10 @@ def stratified(labels: list[int], fraction: float, seed: int, what: str) -> tupl
 
 
 def cmd_classify_train(args) -> int:
+    started = time.monotonic()  # --max-time is this command's budget, reading data included
     out = Path(args.out)
     fit_cfg = fit_config(args)
+    Figure = need("matplotlib.figure", "tasks").Figure  # before training: a missing one fails now
     for name in ("test_fraction", "val_fraction"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise RnnkitError(f"--{name.replace('_', '-')} must be in [0, 1), got "
@@ -326,22 +331,42 @@ def cmd_classify_train(args) -> int:
     print(f"model: {model.config.layers} x {model.config.hidden} {model.config.cell}"
           f"{' bidirectional' if model.config.bidirectional else ''}, pool {model.config.pool}, "
           f"{n_params:,} parameters")
-    summary = fit(model, train, val, fit_cfg, out, metric=accuracy)
+    fitted = time.monotonic()
+    summary = fit(model, train, val, fit_cfg, out, metric=accuracy, started=started,
+                  test_rows=len(test_seqs))
+    tested = time.monotonic()
     test = to_dataset(test_seqs, [index[c] for c in test_labels])
-    device = pick_device(fit_cfg.device)
-    _, test_acc = evaluate(model, test, 256, device, accuracy)
-    predicted = predict(model, test, 256, device).argmax(-1).numpy()
-    matrix = confusion(test["targets"].numpy(), predicted, len(classes))
+    predicted = predict(model, test, 256, pick_device(fit_cfg.device)).argmax(-1).numpy()
+    truth = test["targets"].numpy()
+    test_acc = float((predicted == truth).mean())
+    matrix = confusion(truth, predicted, len(classes))
     print_confusion(matrix, classes)
-    save_confusion_png(matrix, classes, out / "confusion.png")
+    save_confusion_png(Figure, matrix, classes, out / "confusion.png")
     write_json_atomic(out / "metrics.json", {
         "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
         "labels": classes, "epochs": len(summary["history"]), "best_epoch": summary["best_epoch"],
         "train_seconds": summary["seconds"], "history": summary["history"]})
-    print(f"trained {len(summary['history'])} epochs in {summary['seconds']:.0f}s "
-          f"(best epoch {summary['best_epoch']}); run directory {out}")
+    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_accuracy {test_acc:.4f}")
     return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+
+
+def done(summary: dict, cfg: FitConfig, reading: float, testing: float, out: Path) -> str:
+    """The line that ends training: the epochs (and whether the time budget cut them short) and
+    how the command's time was spent."""
+    epochs = len(summary["history"])
+    if summary["stopped"] == "time":
+        what = (f"{epochs} of {cfg.epochs} planned epochs (the --max-time budget of "
+                f"{cfg.max_time:g}s cut them short)")
+    elif summary["stopped"]:
+        what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {summary['stopped']})"
+    else:
+        what = f"{epochs} epochs"
+    total = reading + summary["seconds"] + testing
+    return (f"done: {what} in {total:.1f}s: {reading:.1f}s reading data, "
+            f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s "
+            f"validating and saving, {testing:.1f}s testing; best epoch {summary['best_epoch']}; "
+            f"run directory {out}")
 
 
 def natural_key(label: str):
@@ -363,10 +388,8 @@ def print_confusion(matrix: np.ndarray, classes: list[str]) -> None:
         print(c[:width].rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
 
 
-def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> None:
-    # matplotlib's Figure without pyplot: no GUI backend, no global state (Agg renders it)
-    Figure = need("matplotlib.figure", "tasks").Figure
-
+def save_confusion_png(Figure, matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    """`Figure`: matplotlib's, without pyplot: no GUI backend, no global state (Agg renders it)."""
     n = len(classes)
     fig = Figure(figsize=(1.5 + 0.5 * n, 1.2 + 0.5 * n))
     ax = fig.add_subplot()
@@ -452,6 +475,7 @@ def report(model_err: dict, naive_err: dict, where: str) -> str:
 
 
 def cmd_forecast_train(args) -> int:
+    started = time.monotonic()  # --max-time is this command's budget, reading data included
     out = Path(args.out)
     fit_cfg = fit_config(args)
     if args.horizon < 1 or args.window < 1:
@@ -492,8 +516,11 @@ def cmd_forecast_train(args) -> int:
           f"validation {n_val} / test {n_test} steps (the last part is the test set); "
           f"window {W}, horizon {H}")
     val = dataset(parts["validation"]) if n_val else None
-    summary = fit(model, dataset(parts["train"]), val, fit_cfg, out)
     x_test, y_test = windows(parts["test"], W, H)
+    fitted = time.monotonic()
+    summary = fit(model, dataset(parts["train"]), val, fit_cfg, out, started=started,
+                  test_rows=len(x_test))
+    tested = time.monotonic()
     model_err = forecast_errors(run_forecast(model, x_test, std, H), y_test)
     naive_err = forecast_errors(naive_forecast(x_test, H), y_test)
     write_json_atomic(out / "metrics.json", {"test": model_err, "naive": naive_err,
@@ -501,6 +528,7 @@ def cmd_forecast_train(args) -> int:
                                              "train_seconds": summary["seconds"],
                                              "history": summary["history"]})
     print(report(model_err, naive_err, f"test ({len(x_test)} windows)"))
+    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_mae {model_err['mae']:.4f} naive_mae {naive_err['mae']:.4f}")
     return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
 
