@@ -164,8 +164,8 @@ def add_model_options(t, duration) -> None:
         elif f.name == "device":
             o.add_argument(flag, choices=("auto", "cpu", "cuda"), help="default auto (cuda "
                            "when available)")
-        elif isinstance(f.default, bool):  # --bucket / --no-bucket: argparse's type=bool
-            o.add_argument(flag, action=argparse.BooleanOptionalAction,  # takes any text as true
+        elif isinstance(f.default, bool):  # --bucket / --no-bucket (type=bool takes any text)
+            o.add_argument(flag, action=argparse.BooleanOptionalAction,
                            help="batch sequences of similar length together (default "
                            f"{'on' if f.default else 'off'})")
         else:
@@ -256,7 +256,9 @@ def cmd_classify_train(args) -> int:
     started = time.monotonic()  # --max-time is this command's budget, reading data included
     out = Path(args.out)
     fit_cfg = fit_config(args)
-    Figure = need("matplotlib.figure", "tasks").Figure  # before training: a missing one fails now
+    # Imported now, not after training: its import time stays out of the budget's test share,
+    # and a missing matplotlib fails before any work.
+    need("matplotlib.figure", "tasks")
     for name in ("test_fraction", "val_fraction"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise RnnkitError(f"--{name.replace('_', '-')} must be in [0, 1), got "
@@ -341,7 +343,7 @@ def cmd_classify_train(args) -> int:
     test_acc = float((predicted == truth).mean())
     matrix = confusion(truth, predicted, len(classes))
     print_confusion(matrix, classes)
-    save_confusion_png(Figure, matrix, classes, out / "confusion.png")
+    save_confusion_png(matrix, classes, out / "confusion.png")
     write_json_atomic(out / "metrics.json", {
         "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
         "labels": classes, "epochs": len(summary["history"]), "best_epoch": summary["best_epoch"],
@@ -388,8 +390,10 @@ def print_confusion(matrix: np.ndarray, classes: list[str]) -> None:
         print(c[:width].rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
 
 
-def save_confusion_png(Figure, matrix: np.ndarray, classes: list[str], path: Path) -> None:
-    """`Figure`: matplotlib's, without pyplot: no GUI backend, no global state (Agg renders it)."""
+def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    # matplotlib's Figure without pyplot: no GUI backend, no global state (Agg renders it)
+    Figure = need("matplotlib.figure", "tasks").Figure
+
     n = len(classes)
     fig = Figure(figsize=(1.5 + 0.5 * n, 1.2 + 0.5 * n))
     ax = fig.add_subplot()
