@@ -198,6 +198,12 @@ def test_a_run_of_another_kind_is_named_with_its_command(cli, tmp_path, npz, ser
     for args, message in cases:
         status, _, err = cli(*args)
         assert status == 2 and message in one_error_line(err), err
+    config = json.loads((lm / "config.json").read_text())
+    config["format"] = ["rnnkit-classifier"]  # not even a string
+    (lm / "config.json").write_text(json.dumps(config))
+    status, _, err = cli("classify", "predict", lm, npz)
+    assert status == 2 and "is not a rnnkit-classifier run (format \"['rnnkit-classifier']\"); " \
+        "rnnkit classify predict needs a run made by" in one_error_line(err)
 
 
 def test_a_csv_without_the_id_or_label_column_names_the_option(cli, tmp_path):

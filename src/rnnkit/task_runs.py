@@ -150,6 +150,7 @@ def load_task(run_dir: str | os.PathLike, kind: str | None = None,
                           f"train one with: {KINDS[kind or 'rnnkit-classifier'][1]} ... --out DIR")
     config = read_json(path, "JSON")
     fmt = config.get("format") if isinstance(config, dict) else None
+    fmt = fmt if isinstance(fmt, str) else repr(fmt)  # tampered JSON may hold any value
     if fmt not in DATA or (kind is not None and fmt != kind):
         raise wrong_kind(run_dir, fmt, kind)
     if config.get("version") != VERSION:
