@@ -149,3 +149,28 @@ def test_fsdd_files_read_in_place(cli, tmp_path):
     assert status == 0, err
     assert "16 train / 0 validation / 8 test" in stdout
     assert float(stdout.strip().splitlines()[-1].split()[1]) >= 0.75
+
+
+@pytest.mark.filterwarnings("default::rnnkit.audio.ResampleWarning")  # shown, as rnnkit does
+def test_prediction_reports_resampling_once_without_a_flag_it_rejects(cli, tones, tmp_path):
+    # trained at the default 22050 Hz on 8000 Hz files: training may suggest --sample-rate,
+    # prediction uses the run's rate and has no such option
+    out = tmp_path / "run"
+    small = [a for a in SMALL if a not in ("--sample-rate", "8000")]
+    status, _, err = cli("classify", "train", tones, "--out", out, "--test-pattern",
+                         "_[01]\\.wav$", "--val-fraction", "0", *small, "--epochs", "1")
+    assert status == 0, err
+    resampling = [line for line in err.splitlines() if "resampling" in line]
+    assert resampling == ["rnnkit: warning: resampling audio from 8000 Hz to 22050 Hz (16 of 16 "
+                          "files); give --sample-rate 8000 to keep the original rate"]
+    files = sorted(tones.rglob("*.wav"))[:3]
+    status, stdout, err = cli("classify", "predict", out, *files)
+    assert status == 0, err
+    assert len(stdout.splitlines()) == 3
+    resampling = [line for line in err.splitlines() if "resampling" in line]
+    assert resampling == ["rnnkit: warning: resampling audio from 8000 Hz to 22050 Hz (3 of 3 "
+                          "files), the rate the run was trained at"]
+    status, _, err = cli("classify", "predict", out, files[0], "--sample-rate", "8000")
+    assert status == 2
+    assert one_error_line(err) == ("rnnkit: error: unrecognized arguments: --sample-rate 8000 "
+                                   "(see: rnnkit classify predict --help)")

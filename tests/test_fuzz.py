@@ -1,12 +1,15 @@
 """Hostile input: arbitrary corpora and primes either work or fail with the one-line error;
 huge requests are refused or streamed in bounded memory."""
 
+import json
+import shutil
 import subprocess
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import PYTHON, TINY, one_error_line
 from hypothesis import HealthCheck, given, settings
@@ -144,3 +147,43 @@ def test_arbitrary_bytes_as_audio_files(capsys, blobs):
                                  Path(tmp) / "run", *TASK)
         check_outcome(status, err)
         assert status == 2  # no blob of random bytes is a readable recording of two classes
+
+
+@pytest.fixture(scope="module")
+def task_runs(tmp_path_factory):
+    """A trained classifier (.npz data) and forecaster (CSV series), with their inputs."""
+    tmp = tmp_path_factory.mktemp("task-runs")
+    x = np.random.default_rng(0).normal(size=(20, 6, 2)).astype(np.float32)
+    np.savez(tmp / "d.npz", x=x, lengths=np.full(20, 6), y=np.arange(20) % 2)
+    (tmp / "s.csv").write_text("y,z\n" + "".join(f"{np.sin(i / 4):.4f},{i % 7}\n"
+                                                 for i in range(120)))
+    assert main(["classify", "train", str(tmp / "d.npz"), "--out", str(tmp / "classifier"),
+                 *map(str, TASK)]) == 0
+    assert main(["forecast", "train", str(tmp / "s.csv"), "--out", str(tmp / "forecaster"),
+                 "--window", "8", "--horizon", "2", *map(str, TASK)]) == 0
+    return tmp
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8)
+                    | st.floats(allow_nan=False, allow_infinity=False),
+                    lambda inner: st.lists(inner, max_size=3)
+                    | st.dictionaries(st.text(max_size=6), inner, max_size=3), max_leaves=6)
+DATA_FIELDS = {"classify": ["source", "labels", "label_pattern", "columns", "id_column",
+                            "label_column", "audio"],
+               "forecast": ["source", "columns", "window", "horizon", "std"]}
+
+
+@FUZZ
+@given(command=st.sampled_from(["classify", "forecast"]), pick=st.integers(0, 6), value=JSON)
+def test_arbitrary_values_in_a_task_runs_data_section(capsys, task_runs, command, pick, value):
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        shutil.copytree(task_runs / ("classifier" if command == "classify" else "forecaster"),
+                        run)
+        config = json.loads((run / "config.json").read_text())
+        fields = DATA_FIELDS[command]
+        config["data"][fields[pick % len(fields)]] = value
+        (run / "config.json").write_text(json.dumps(config))
+        data = task_runs / ("d.npz" if command == "classify" else "s.csv")
+        status, _, err = run_cli(capsys, command, "predict", run, data)
+        check_outcome(status, err)

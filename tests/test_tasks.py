@@ -1,11 +1,13 @@
 """The five modes against references: packed batches equal rows run alone, and each model learns
 a small synthetic task that it can only solve by doing its job."""
 
+import time
+
 import pytest
 import torch
 
 from rnnkit import RnnkitError
-from rnnkit.fit import FitConfig, accuracy, evaluate, fit, lr_at
+from rnnkit.fit import FitConfig, accuracy, evaluate, fit, lr_at, predict
 from rnnkit.tasks import (
     MLP,
     ConditionedGenerator,
@@ -55,9 +57,60 @@ def test_tagger_packed_rows_and_streaming_state():
         torch.testing.assert_close(out[i, :n], alone[0], atol=1e-5, rtol=1e-5)
     # streaming in two halves with the carried state equals one pass
     whole, _ = tagger(x)
-    a, _, state = tagger(x[:, :4], state=tagger.rnn.zero_state(len(x)))
-    b, _, _ = tagger(x[:, 4:], state=state)
+    a, state = tagger.stream(x[:, :4])
+    b, _ = tagger.stream(x[:, 4:], state)
     torch.testing.assert_close(torch.cat([a, b], 1), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_every_model_answers_outputs_and_loss():
+    # the one interface fit, evaluate and predict rely on: exactly (outputs, loss), loss None
+    # without targets, whatever optional arguments are given
+    x, lengths = ragged()
+    tags = torch.zeros(x.shape[:2], dtype=torch.long)
+    tagger = Tagger(SequenceConfig(3, 5, hidden=8))
+    for answer in (tagger(x), tagger(x, lengths=lengths), tagger(x, tags, lengths)):
+        outputs, loss = answer
+        assert outputs.shape == (6, 9, 5)
+    assert tagger(x)[1] is None and tagger(x, tags)[1].dim() == 0
+    model = SequenceModel(SequenceConfig(3, 4, hidden=8))
+    outputs, loss = model(x, torch.zeros(6, dtype=torch.long), lengths)
+    assert outputs.shape == (6, 4) and loss.dim() == 0
+    assert model(x, lengths=lengths)[1] is None
+
+
+@pytest.mark.parametrize("head", ["classify", "regress"])
+def test_validation_loss_is_the_per_step_mean_at_any_batch_size(head):
+    # lengths [1, 9, 1, 9]: a mean of batch means weights the short rows' single steps as much
+    # as the long rows' nine; the true per-step mean is computed here from one padded pass
+    torch.manual_seed(0)
+    tagger = Tagger(SequenceConfig(3, 4, head=head, hidden=8)).eval()
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([1, 9, 1, 9])
+    x = torch.randn(4, 9, 3, generator=g)
+    targets = (torch.randint(0, 4, (4, 9), generator=g) if head == "classify"
+               else torch.randn(4, 9, 4, generator=g))
+    data = {"inputs": x, "targets": targets, "lengths": lengths}
+    with torch.no_grad():
+        outputs, _ = tagger(x, lengths=lengths)
+    mask = torch.arange(9)[None, :] < lengths[:, None]  # (B, T)
+    if head == "classify":
+        per_step = torch.nn.functional.cross_entropy(outputs[mask], targets[mask],
+                                                     reduction="none")
+    else:
+        per_step = ((outputs[mask] - targets[mask]) ** 2).mean(-1)
+    reference = float(per_step.mean())
+    for batch_size in (1, 2, 3, 4):
+        loss, _ = evaluate(tagger, data, batch_size, torch.device("cpu"))
+        assert loss == pytest.approx(reference, rel=1e-5), batch_size
+    # one output per row: each row counts once, whatever the batch size
+    model = SequenceModel(SequenceConfig(3, 2, hidden=8)).eval()
+    y = torch.tensor([0, 1, 1, 0])
+    with torch.no_grad():
+        whole = float(torch.nn.functional.cross_entropy(model(x, lengths=lengths)[0], y))
+    for batch_size in (1, 3):
+        loss, _ = evaluate(model, {"inputs": x, "targets": y, "lengths": lengths}, batch_size,
+                           torch.device("cpu"))
+        assert loss == pytest.approx(whole, rel=1e-5)
 
 
 def test_many_to_one_learns_parity_of_variable_length_bits():
@@ -155,6 +208,35 @@ def test_best_weights_are_kept_and_time_budget_stops():
     summary = fit(model, data, None, FitConfig(epochs=10**6, batch_size=16, max_time=0.3,
                                                **QUICK), quiet=True)
     assert summary["stopped"] == "time"
+
+
+class SlowToEvaluate(SequenceModel):
+    """Evaluation takes 0.1 s a batch, training steps stay fast: a budget must plan for it."""
+
+    def forward(self, *args, **kwargs):
+        if not self.training:
+            time.sleep(0.1)
+        return super().forward(*args, **kwargs)
+
+
+def test_time_budget_leaves_room_for_the_last_evaluation_and_the_test():
+    g = torch.Generator().manual_seed(6)
+    data = {"inputs": torch.randn(64, 4, 2, generator=g), "targets": torch.randint(0, 2, (64,))}
+    val = {"inputs": torch.randn(320, 4, 2, generator=g), "targets": torch.randint(0, 2, (320,))}
+    model = SlowToEvaluate(SequenceConfig(2, 2, hidden=8))
+    started = time.monotonic()  # the budget is the caller's, from its start
+    time.sleep(0.3)  # reading data
+    summary = fit(model, data, val, FitConfig(epochs=10**6, batch_size=16, max_time=2.0,
+                                              **QUICK), quiet=True, started=started,
+                  test_rows=320)
+    predict(model, val, 64)  # the caller's test: 5 batches, 0.5 s
+    elapsed = time.monotonic() - started
+    assert summary["stopped"] == "time" and len(summary["history"]) >= 1
+    assert elapsed <= 2.0 + 0.15, summary  # each validation alone takes 0.5 s
+    assert summary["eval_seconds"] >= 0.5 * len(summary["history"])
+    with pytest.raises(RnnkitError, match="budget of 2s was spent before training began"):
+        fit(model, data, val, FitConfig(max_time=2.0, **QUICK), started=time.monotonic() - 2.5,
+            quiet=True)
 
 
 def test_schedule_and_config_errors():

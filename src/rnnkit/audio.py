@@ -85,16 +85,18 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 22050) -> np.ndarray:
     if rate != sample_rate:
         librosa = need("librosa", "audio")
 
-        # Python shows a given warning once per place, so a folder reports each rate once.
-        warnings.warn(f"resampling audio from {rate} Hz to {sample_rate} Hz; give "
-                      f"--sample-rate {rate} to keep the original rate", ResampleWarning,
-                      stacklevel=2)
+        warnings.warn(ResampleWarning(f"resampling audio from {rate} Hz to {sample_rate} Hz",
+                                      rate), stacklevel=2)
         samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate)
     return samples.astype(np.float32, copy=False)
 
 
 class ResampleWarning(UserWarning):
-    """Audio was resampled to the configured rate (a report, not a fault)."""
+    """Audio was resampled to the configured rate (a report, not a fault); `rate` is the file's."""
+
+    def __init__(self, message: str, rate: int = 0):
+        super().__init__(message)
+        self.rate = rate
 
 
 def features(samples: np.ndarray, cfg: AudioConfig) -> np.ndarray:
@@ -172,10 +174,13 @@ def cache_key(files: list[Path], cfg: AudioConfig) -> str:
 
 
 def load_features(files: list[Path], cfg: AudioConfig, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = False) -> list[np.ndarray]:
+                  progress: bool = False, rate_option: bool = True) -> list[np.ndarray]:
     """Feature sequences of `files`, read from (or written to) `cache_dir/audio-KEY.npz`.
 
     The cache holds one concatenated array plus offsets, so it loads with allow_pickle=False.
+    Warnings are shown once each, after the progress bar; a resampling says how many files it
+    touched, and with `rate_option` (the user chose cfg.sample_rate: training) how to keep the
+    files' rate, else (a trained run's rate: prediction) only that it is the run's.
     """
     path = None
     if cache_dir is not None:
@@ -193,12 +198,18 @@ def load_features(files: list[Path], cfg: AudioConfig, cache_dir: str | os.PathL
     bar = tqdm(files, disable=not progress, unit="file", leave=False, desc="features")
     try:
         with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")  # every one is recorded, then shown once below
             out = [file_features(p, cfg) for p in bar]
     finally:
         bar.close()  # clears the bar, also before an error message
     for message in dict.fromkeys(str(w.message) for w in caught):  # after the bar, once each
-        category = next(w.category for w in caught if str(w.message) == message)
-        warnings.warn(message, category, stacklevel=2)
+        first = next(w.message for w in caught if str(w.message) == message)
+        if isinstance(first, ResampleWarning):
+            n = sum(str(w.message) == message for w in caught)
+            message += f" ({n} of {len(files)} files)" + (
+                f"; give --sample-rate {first.rate} to keep the original rate" if rate_option
+                else ", the rate the run was trained at")
+        warnings.warn(message, type(first), stacklevel=2)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.concatenate([[0], np.cumsum([len(f) for f in out])])

@@ -40,6 +40,21 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         raise RnnkitError(f"{message} (see: {self.prog} --help)")
 
+    def parse_known_args(self, args=None, namespace=None):
+        # Leftover arguments are reported by the top parser: note the innermost sub-command
+        # that left them, so that the error points at its --help, not at rnnkit's.
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras and not hasattr(namespace, "help_prog"):
+            namespace.help_prog = self.prog
+        return namespace, extras
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        if extras:
+            raise RnnkitError(f"unrecognized arguments: {' '.join(extras)} (see: "
+                              f"{namespace.help_prog} --help)")
+        return namespace
+
 
 def duration(text: str) -> float:
     """Seconds from '90', '90s', '10m', '1.5h'."""

@@ -7,9 +7,11 @@
 A dataset is a dict of tensors that share their first dimension N, named after the arguments of
 the model's `forward` ("inputs", "targets", "lengths", ...); a minibatch is the same dict indexed by
 B rows, passed as `model(**batch)`. The learning rate is a pure function of the step: linear
-warm-up, then cosine decay to `lr * lr_min`. With a time budget the plan is re-estimated every
-50 steps from the measured speed, so the decay still ends when the time does. Ctrl-C stops after the current
-step and keeps the best weights.
+warm-up, then cosine decay to `lr * lr_min`. With a time budget (the command's, from its start)
+the measured speeds decide: no step starts that would leave too little time for the evaluation
+that ends its epoch and the caller's test, and the plan is re-estimated every 50 steps so that
+the decay still ends when the time does. Ctrl-C stops after the current step and keeps the best
+weights.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class FitConfig:
 
     def __post_init__(self):
         require_positive(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
-        for name in ("warmup", "max_time", "grad_clip", "weight_decay"):
+        for name in ("warmup", "max_time", "grad_clip", "weight_decay", "seed"):
             if getattr(self, name) < 0:
                 raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
         if not 0 < self.lr_min <= 1:
@@ -105,37 +107,49 @@ def batches(data: Dataset, batch_size: int, generator: torch.Generator,
     return [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
 
 
-def accuracy(outputs: Tensor, batch: Dataset) -> tuple[float, int]:
-    """Correct argmax predictions and their count: (B, C) against (B,), or (B, T, C) against
-    (B, T) counting only the real steps (`lengths`, or `target_lengths` for a decoder)."""
-    targets = batch["targets"]
-    right = outputs.argmax(-1) == targets
-    if right.dim() == 1:
-        return float(right.sum()), right.numel()
+def counted(outputs: Tensor, batch: Dataset) -> Tensor:
+    """What a model's mean loss averages over, as a mask: (B,) rows for one output per row
+    (B, C), or (B, T) real steps for one output per step (B, T, C), cut by `target_lengths`
+    (a decoder) or `lengths`. Sums over batches of different sizes and lengths use it."""
+    if outputs.dim() < 3:
+        return torch.ones(outputs.shape[0], dtype=torch.bool, device=outputs.device)
+    B, T = outputs.shape[:2]
     lengths = batch.get("target_lengths", batch.get("lengths"))
     if lengths is None:
-        return float(right.sum()), right.numel()
-    mask = torch.arange(right.shape[1], device=right.device)[None, :] < lengths[:, None]
-    return float((right & mask).sum()), int(mask.sum())
+        return torch.ones(B, T, dtype=torch.bool, device=outputs.device)
+    return torch.arange(T, device=outputs.device)[None, :] < lengths.to(outputs.device)[:, None]
+
+
+def accuracy(outputs: Tensor, batch: Dataset) -> tuple[float, int]:
+    """Correct argmax predictions and their count: (B, C) against (B,), or (B, T, C) against
+    (B, T) counting only the real steps (see `counted`)."""
+    mask = counted(outputs, batch)
+    right = (outputs.argmax(-1) == batch["targets"]) & mask
+    return float(right.sum()), int(mask.sum())
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device,
              metric: Metric | None = None) -> tuple[float, float | None]:
-    """Mean loss over `data` (weighted by batch size), and the metric's fraction if given."""
+    """Mean loss over every row or real step of `data`, and the metric's fraction if given.
+
+    A model's loss is a mean over its batch, so each batch's loss is weighted by the rows or
+    steps it averaged over (`counted`): the result does not depend on `batch_size`.
+    """
     was_training = model.training
     model.eval()
     n = size(data)
-    total, right, count = 0.0, 0.0, 0
+    total, terms, right, count = 0.0, 0, 0.0, 0
     for i in range(0, n, batch_size):
         batch = rows(data, torch.arange(i, min(n, i + batch_size)), device)
         outputs, loss = model(**batch)
-        total += float(loss) * len(outputs)
+        k = int(counted(outputs, batch).sum())
+        total, terms = total + float(loss) * k, terms + k
         if metric is not None:
             r, c = metric(outputs, batch)
             right, count = right + r, count + c
     model.train(was_training)
-    return total / n, (right / count if metric is not None and count else None)
+    return total / max(terms, 1), (right / count if metric is not None and count else None)
 
 
 @torch.no_grad()
@@ -158,17 +172,30 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256,
 
 def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         run_dir: str | Path | None = None, metric: Metric | None = None,
-        quiet: bool = False) -> dict:
+        quiet: bool = False, started: float | None = None, test_rows: int = 0) -> dict:
     """Train `model` on `train`; keep (and load back at the end) the weights that did best on
     `val` (highest metric if given, else lowest loss; the last weights without `val`).
 
     With `run_dir`, the best weights are written to DIR/model.safetensors whenever they improve.
-    Returns a summary: history (one dict per epoch), best, best_epoch, steps, seconds, stopped.
+    With a time budget (`cfg.max_time`, counted from `started`, a `time.monotonic()` reading:
+    the command's start; default now), no step starts that would leave too little time for the
+    evaluation that ends its epoch and for the `test_rows` the caller runs afterwards, at the
+    measured speeds. Each epoch's line gives its seconds and an estimate of the time left.
+    Returns a summary: history (one dict per epoch), best, best_epoch, steps, seconds (all of
+    fit), train_seconds (steps), eval_seconds (validating and saving), stopped (None, "time",
+    "SIGINT" or "SIGTERM").
     """
     device = pick_device(cfg.device)
     n = size(train)
     if n == 0:
         raise RnnkitError("the training set is empty")
+    t0 = time.monotonic()
+    started = t0 if started is None else started
+    deadline = started + cfg.max_time if cfg.max_time else math.inf
+    if t0 >= deadline:
+        raise RnnkitError(f"the time budget of {cfg.max_time:g}s was spent before training began "
+                          f"({t0 - started:.1f}s went to reading the data); give a longer "
+                          "--max-time")
     torch.manual_seed(cfg.seed)
     order_gen = torch.Generator().manual_seed(cfg.seed)
     model.to(device).train()
@@ -178,28 +205,48 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                                    {"params": others, "weight_decay": 0.0}], lr=cfg.lr)
     per_epoch = math.ceil(n / cfg.batch_size)
     plan = full_plan = cfg.epochs * per_epoch
+    n_val = size(val) if val is not None else 0
     say = (lambda *a: None) if quiet else tqdm.write
-    t0 = time.monotonic()
-    deadline = t0 + cfg.max_time if cfg.max_time else math.inf
     history: list[dict] = []
     best_score, best_state, best_epoch = -math.inf, None, 0
     step, stopped = 0, None
+    # Measured speeds, for the budget: seconds in steps; seconds and rows of validation;
+    # seconds of the last save of the best weights.
+    train_seconds, eval_seconds, eval_rows, save_seconds = 0.0, 0.0, 0, 0.0
     # As in training.py: a bar on terminals only (None), so logs hold just the epoch lines.
     bar = tqdm(total=plan, disable=True if quiet else None, dynamic_ncols=True, unit="step",
                file=sys.stderr, leave=False)
     try:
         with StopRequest() as stop:
             for epoch in range(1, cfg.epochs + 1):
+                epoch_start = time.monotonic()
                 loss_sum, seen = 0.0, 0
                 for index in batches(train, cfg.batch_size, order_gen, cfg.bucket):
-                    if time.monotonic() >= deadline or stop.signal:
-                        stopped = stop.signal or "time"
+                    now = time.monotonic()
+                    if step and cfg.max_time:
+                        # Forward-only rows before the first validation: a training step's
+                        # share, an overestimate (it also runs backward).
+                        per_step = train_seconds / step
+                        per_row = eval_seconds / eval_rows if eval_rows else \
+                            per_step / cfg.batch_size
+                        reserve = (n_val + test_rows) * per_row + save_seconds
+                        if now + per_step + reserve >= deadline:
+                            stopped = "time"
+                            break
+                        if step % 50 == 0:  # the decay must end with the budget
+                            epoch_cost = per_epoch * per_step + n_val * per_row + save_seconds
+                            usable = deadline - now - test_rows * per_row
+                            left = int(usable / epoch_cost * per_epoch)
+                            plan = min(full_plan, step + max(left, 0))
+                            bar.total = plan
+                    if stop.signal:
+                        stopped = stop.signal
                         break
                     batch = rows(train, index, device)
                     lr = lr_at(step, plan, cfg)
                     for group in optimizer.param_groups:
                         group["lr"] = lr
-                    _, loss = model(**batch)
+                    outputs, loss = model(**batch)
                     loss_value = loss.detach().item()
                     if not math.isfinite(loss_value):
                         raise RnnkitError(f"training loss became {loss_value} at step {step}; "
@@ -210,22 +257,21 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                     optimizer.step()
                     step += 1
-                    loss_sum, seen = loss_sum + loss_value * len(index), seen + len(index)
+                    k = int(counted(outputs, batch).sum())  # the terms of this batch's mean
+                    loss_sum, seen = loss_sum + loss_value * k, seen + k
                     bar.set_postfix({"epoch": epoch, "loss": f"{loss_value:.3f}",
                                      "lr": f"{lr:.1e}"}, refresh=False)
                     bar.update(1)
-                    if cfg.max_time and step % 50 == 0:  # the decay must end with the budget
-                        rate = step / (time.monotonic() - t0)
-                        left = int(rate * (deadline - time.monotonic()))
-                        plan = min(full_plan, step + max(left, 0))
-                        bar.total = plan
+                    train_seconds += time.monotonic() - now
                 if seen == 0:
                     break
-                record = {"epoch": epoch, "step": step, "train_loss": loss_sum / seen,
-                          "seconds": time.monotonic() - t0}
-                if val is not None and size(val):
+                record = {"epoch": epoch, "step": step, "train_loss": loss_sum / seen}
+                if n_val:
+                    evaluated = time.monotonic()
                     record["val_loss"], score = evaluate(model, val, 4 * cfg.batch_size, device,
                                                          metric)
+                    eval_seconds += time.monotonic() - evaluated
+                    eval_rows += n_val
                     if score is not None:
                         record["val_metric"] = score
                     score = -record["val_loss"] if score is None else score
@@ -233,15 +279,25 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                     score = epoch  # no validation set: the latest weights are the best
                 improved = score > best_score
                 if improved:
+                    saved = time.monotonic()
                     best_score, best_epoch = score, epoch
                     best_state = copy.deepcopy(model.state_dict())
                     if run_dir is not None:
                         write_safetensors(Path(run_dir) / BEST, best_state,
                                           {"epoch": str(epoch)})
+                    save_seconds = time.monotonic() - saved
+                    eval_seconds += save_seconds
+                now = time.monotonic()
+                record["seconds"] = now - t0
                 history.append(record)
                 shown = "".join(f" {k} {v:.4f}" for k, v in record.items()
                                 if k in ("train_loss", "val_loss", "val_metric"))
-                say(f"epoch {epoch}:{shown}{' *best' if improved else ''}")
+                left = (cfg.epochs - epoch) * (now - t0) / epoch  # at the mean epoch's pace
+                if stopped:
+                    left = 0.0
+                left = min(left, max(0.0, deadline - now))
+                say(f"epoch {epoch}/{cfg.epochs}:{shown}{' *best' if improved else ''} "
+                    f"({now - epoch_start:.1f}s, about {left:.0f}s left)")
                 if stopped:
                     break
     except BaseException:
@@ -252,4 +308,5 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         model.load_state_dict(best_state)
     model.eval()
     return {"history": history, "best": best_score, "best_epoch": best_epoch, "steps": step,
-            "seconds": time.monotonic() - t0, "stopped": stopped}
+            "seconds": time.monotonic() - t0, "train_seconds": train_seconds,
+            "eval_seconds": eval_seconds, "stopped": stopped}

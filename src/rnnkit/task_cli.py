@@ -7,14 +7,16 @@
 
 DATA is a folder of audio files (labels from sub-folders or --label-pattern), a CSV (rows of
 sequences grouped by an id column, with a label column) or an .npz (x, lengths, y). Training
-prints one line per epoch, then the test accuracy and the confusion matrix (also DIR/confusion.png);
-the last line is `test_accuracy <fraction>`.
+prints one line per epoch (its seconds and the time left), then the test accuracy and the
+confusion matrix (also DIR/confusion.png), a `done:` line saying how the time was spent, and
+last `test_accuracy <fraction>`. --max-time is the whole command's budget.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import time
 from collections import Counter
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -26,7 +28,7 @@ from .audio import AUDIO_SUFFIXES, AudioConfig, compile_pattern, find_audio, loa
 from .cells import CELL_TYPES
 from .config import from_dict
 from .errors import RnnkitError
-from .fit import FitConfig, accuracy, evaluate, fit, predict
+from .fit import FitConfig, accuracy, fit, predict
 from .series import naive_forecast, pad, read_labelled_csv, read_npz, read_series, windows
 from .task_runs import load_task, write_config
 from .tasks import POOLS, SequenceConfig, SequenceModel
@@ -38,16 +40,22 @@ def add_commands(sub) -> None:
     """Add `classify` and `forecast` (each with `train` and `predict`) to the rnnkit parser."""
     from .cli import Parser, duration
 
-    c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)")
+    devices = ("auto", "cpu", "cuda")
+    c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)",
+                       description="Train a sequence classifier on audio, CSV or .npz data, "
+                       "or label new inputs with a trained one.")
     csub = c.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = csub.add_parser("train", help="train a sequence classifier")
+    t = csub.add_parser("train", help="train a sequence classifier",
+                        description="Train a many-to-one classifier: epochs, the best weights "
+                        "on the validation part, then the test accuracy and confusion matrix.")
     t.set_defaults(run=cmd_classify_train)
     t.add_argument("data", metavar="DATA", help="audio folder, CSV or .npz")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     split = t.add_argument_group("held-out data")
-    split.add_argument("--test", metavar="PATH", help="test set (folder, CSV or .npz like DATA)")
+    split.add_argument("--test", metavar="PATH", help="test set (folder, CSV or .npz like DATA; "
+                       "default: --test-pattern or a stratified split)")
     split.add_argument("--test-pattern", metavar="REGEX", help="examples whose file name (or CSV "
-                       "id) matches are the test set")
+                       "id) matches are the test set (default: none)")
     split.add_argument("--test-fraction", type=float, default=0.2, help="otherwise a stratified "
                        "split holds out this fraction (default 0.2)")
     split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
@@ -55,17 +63,24 @@ def add_commands(sub) -> None:
     add_data_options(t)
     add_model_options(t, duration)
 
-    p = csub.add_parser("predict", help="label and probability for each input")
+    p = csub.add_parser("predict", help="label and probability for each input",
+                        description="Label new inputs with a trained classifier: one line per "
+                        "example, its label and probability, tab-separated.")
     p.set_defaults(run=cmd_classify_predict)
-    p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit classify train")
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
-    f = sub.add_parser("forecast", help="forecast series from CSV columns (next-step and H-step)")
+    f = sub.add_parser("forecast", help="forecast series from CSV columns (next-step and H-step)",
+                       description="Train a forecaster on CSV columns, or forecast a series "
+                       "with a trained one.")
     fsub = f.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = fsub.add_parser("train", help="train a forecaster on CSV columns")
+    t = fsub.add_parser("train", help="train a forecaster on CSV columns",
+                        description="Train a forecaster of the next H steps from the last W, "
+                        "and report its test error against the naive last-value forecast.")
     t.set_defaults(run=cmd_forecast_train)
-    t.add_argument("series", metavar="SERIES.csv")
+    t.add_argument("series", metavar="SERIES.csv", help="CSV file, a header then one row per "
+                   "time step")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     t.add_argument("--columns", type=columns_list, help="comma-separated columns to forecast "
                    "(default: all)")
@@ -78,10 +93,13 @@ def add_commands(sub) -> None:
                    "the best epoch (default 0.1)")
     add_model_options(t, duration)
 
-    p = fsub.add_parser("predict", help="forecast the next H steps of a CSV series")
+    p = fsub.add_parser("predict", help="forecast the next H steps of a CSV series",
+                        description="Forecast the next H steps after the end of a CSV series "
+                        "(and, when it is long enough, its error against the naive forecast).")
     p.set_defaults(run=cmd_forecast_predict)
-    p.add_argument("run_dir", metavar="DIR")
-    p.add_argument("series", metavar="SERIES.csv")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit forecast train")
+    p.add_argument("series", metavar="SERIES.csv", help="CSV file with the run's columns")
+    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
 
 def columns_list(text: str) -> list[str]:
@@ -95,34 +113,64 @@ def add_data_options(t) -> None:
     a = t.add_argument_group("audio and CSV input")
     a.add_argument("--label-pattern", metavar="REGEX", help="label = first group of REGEX in "
                    r"the file name, e.g. '^(\d)_' (default: the sub-folder name)")
-    a.add_argument("--features", choices=("mfcc", "raw"), default="mfcc")
-    for name, default in (("sample-rate", 22050), ("n-mfcc", 13), ("n-fft", 2048),
-                          ("hop-length", 512), ("n-mels", 128)):
-        a.add_argument(f"--{name}", type=int, help=f"default {default}")
-    a.add_argument("--deltas", action="store_true", help="add MFCC deltas and delta-deltas")
+    a.add_argument("--features", choices=("mfcc", "raw"), default="mfcc", help="audio as MFCC "
+                   "frames or raw samples (default mfcc)")
+    for name, default, what in (("sample-rate", 22050, "audio is resampled to this rate, Hz"),
+                                ("n-mfcc", 13, "MFCC coefficients per frame"),
+                                ("n-fft", 2048, "FFT window, samples"),
+                                ("hop-length", 512, "samples between frames"),
+                                ("n-mels", 128, "mel bands")):
+        a.add_argument(f"--{name}", type=int, help=f"{what} (default {default})")
+    a.add_argument("--deltas", action="store_true", help="add MFCC deltas and delta-deltas "
+                   "(default off)")
     a.add_argument("--columns", type=columns_list, help="CSV feature columns (default: all but "
                    "--id-column and --label-column)")
-    a.add_argument("--id-column", default="id", help="CSV column naming each sequence")
-    a.add_argument("--label-column", default="label", help="CSV column holding its class")
+    a.add_argument("--id-column", default="id", help="CSV column naming each sequence "
+                   "(default id)")
+    a.add_argument("--label-column", default="label", help="CSV column holding its class "
+                   "(default label)")
+
+
+# What each FitConfig field means on the command line (the dataclass's comments say the same).
+FIT_HELP = {
+    "epochs": "passes over the training set", "batch_size": "examples per optimizer step",
+    "lr": "peak learning rate of AdamW", "lr_min": "the cosine decay ends at lr x lr-min",
+    "warmup": "steps of linear warm-up", "weight_decay": "AdamW weight decay, on matrices",
+    "grad_clip": "clip the gradient norm; 0: off", "seed": "initial weights, splits, shuffling "
+    "and dropout: the same seed repeats the run",
+}
 
 
 def add_model_options(t, duration) -> None:
     m = t.add_argument_group("model")
-    m.add_argument("--cell", choices=CELL_TYPES, default="lstm")
-    m.add_argument("--layers", type=int, default=1)
-    m.add_argument("--hidden", type=int, default=128)
-    m.add_argument("--dropout", type=float, default=0.0)
-    m.add_argument("--bidirectional", action="store_true")
-    m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states")
+    m.add_argument("--cell", choices=CELL_TYPES, default="lstm", help="recurrent cell "
+                   "(default lstm; rnn is the tanh RNN)")
+    m.add_argument("--layers", type=int, default=1, help="stacked layers (default 1)")
+    m.add_argument("--hidden", type=int, default=128, help="units per layer and direction "
+                   "(default 128)")
+    m.add_argument("--dropout", type=float, default=0.0, help="between layers and before the "
+                   "output (default 0)")
+    m.add_argument("--bidirectional", action="store_true", help="also read each sequence "
+                   "backwards (default off)")
+    m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states "
+                   "(default last)")
     o = t.add_argument_group("training")
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "max_time":
-            o.add_argument(flag, type=duration, help="time budget, e.g. 90s, 5m")
+            o.add_argument(flag, type=duration, help="time budget of this command, e.g. 90s, "
+                           "5m: reading data, training and the last evaluation and test fit in "
+                           "it (default none)")
         elif f.name == "device":
-            o.add_argument(flag, choices=("auto", "cpu", "cuda"))
+            o.add_argument(flag, choices=("auto", "cpu", "cuda"), help="default auto (cuda "
+                           "when available)")
+        elif isinstance(f.default, bool):  # --bucket / --no-bucket (type=bool takes any text)
+            o.add_argument(flag, action=argparse.BooleanOptionalAction,
+                           help="batch sequences of similar length together (default "
+                           f"{'on' if f.default else 'off'})")
         else:
-            o.add_argument(flag, type=type(f.default), help=f"default {f.default}")
+            o.add_argument(flag, type=type(f.default), help=f"{FIT_HELP[f.name]} (default "
+                           f"{f.default})")
 
 
 def fit_config(args) -> FitConfig:
@@ -145,16 +193,17 @@ def audio_config(args) -> AudioConfig:
 # --- classification ---------------------------------------------------------------------------
 
 def read_examples(path: str, data: dict, cache_dir: Path | None,
-                  labelled: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
+                  training: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
     """Sequences, labels and names of the examples in a folder, CSV or .npz (`data`: the run's
-    input options)."""
+    input options). Not `training`: a CSV needs no label column, and the audio settings are
+    the run's, not options to suggest."""
     p = Path(path)
     if p.is_dir():
         if data["source"] != "audio":
             raise RnnkitError(f"{p} is a folder, but the run reads {data['source']} data")
         cfg = AudioConfig(**data["audio"])
         files, labels = find_audio(p, data.get("label_pattern"))
-        seqs = load_features(files, cfg, cache_dir, progress=True)
+        seqs = load_features(files, cfg, cache_dir, progress=True, rate_option=training)
         return seqs, labels, [f.name for f in files]
     if not p.exists():
         raise RnnkitError(f"{p}: no such file or folder")
@@ -163,7 +212,7 @@ def read_examples(path: str, data: dict, cache_dir: Path | None,
         return seqs, labels, [f"{p.name}[{i}]" for i in range(len(seqs))]
     if p.suffix.lower() == ".csv":
         seqs, labels, ids, columns = read_labelled_csv(
-            p, data.get("columns"), data["id_column"], data["label_column"] if labelled else None)
+            p, data.get("columns"), data["id_column"], data["label_column"] if training else None)
         if data.get("columns") is None:
             data["columns"] = columns
         return seqs, labels, ids
@@ -204,15 +253,20 @@ def stratified(labels: list[int], fraction: float, seed: int, what: str) -> tupl
 
 
 def cmd_classify_train(args) -> int:
+    started = time.monotonic()  # --max-time is this command's budget, reading data included
     out = Path(args.out)
     fit_cfg = fit_config(args)
+    # Imported now, not after training: its import time stays out of the budget's test share,
+    # and a missing matplotlib fails before any work.
+    need("matplotlib.figure", "tasks")
     for name in ("test_fraction", "val_fraction"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise RnnkitError(f"--{name.replace('_', '-')} must be in [0, 1), got "
                               f"{getattr(args, name)}")
     if args.test and args.test_pattern:
         raise RnnkitError("give --test PATH or --test-pattern REGEX, not both")
-    data: dict = {"source": "audio" if Path(args.data).is_dir() else Path(args.data).suffix[1:],
+    data: dict = {"source": "audio" if Path(args.data).is_dir() else
+                  Path(args.data).suffix[1:].lower(),
                   "label_pattern": args.label_pattern, "columns": args.columns,
                   "id_column": args.id_column, "label_column": args.label_column}
     if args.label_pattern:
@@ -267,6 +321,7 @@ def cmd_classify_train(args) -> int:
           f"{how}")
 
     F = seqs[0].shape[1]
+    torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
     model = SequenceModel(model_config(args, F, len(classes), "classify"))
     frames = np.concatenate(seqs)  # (sum of T, F)
     model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
@@ -278,22 +333,42 @@ def cmd_classify_train(args) -> int:
     print(f"model: {model.config.layers} x {model.config.hidden} {model.config.cell}"
           f"{' bidirectional' if model.config.bidirectional else ''}, pool {model.config.pool}, "
           f"{n_params:,} parameters")
-    summary = fit(model, train, val, fit_cfg, out, metric=accuracy)
+    fitted = time.monotonic()
+    summary = fit(model, train, val, fit_cfg, out, metric=accuracy, started=started,
+                  test_rows=len(test_seqs))
+    tested = time.monotonic()
     test = to_dataset(test_seqs, [index[c] for c in test_labels])
-    device = pick_device(fit_cfg.device)
-    _, test_acc = evaluate(model, test, 256, device, accuracy)
-    predicted = predict(model, test, 256, device).argmax(-1).numpy()
-    matrix = confusion(test["targets"].numpy(), predicted, len(classes))
+    predicted = predict(model, test, 256, pick_device(fit_cfg.device)).argmax(-1).numpy()
+    truth = test["targets"].numpy()
+    test_acc = float((predicted == truth).mean())
+    matrix = confusion(truth, predicted, len(classes))
     print_confusion(matrix, classes)
     save_confusion_png(matrix, classes, out / "confusion.png")
     write_json_atomic(out / "metrics.json", {
         "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
         "labels": classes, "epochs": len(summary["history"]), "best_epoch": summary["best_epoch"],
         "train_seconds": summary["seconds"], "history": summary["history"]})
-    print(f"trained {len(summary['history'])} epochs in {summary['seconds']:.0f}s "
-          f"(best epoch {summary['best_epoch']}); run directory {out}")
+    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_accuracy {test_acc:.4f}")
     return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+
+
+def done(summary: dict, cfg: FitConfig, reading: float, testing: float, out: Path) -> str:
+    """The line that ends training: the epochs (and whether the time budget cut them short) and
+    how the command's time was spent."""
+    epochs = len(summary["history"])
+    if summary["stopped"] == "time":
+        what = (f"{epochs} of {cfg.epochs} planned epochs (the --max-time budget of "
+                f"{cfg.max_time:g}s cut them short)")
+    elif summary["stopped"]:
+        what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {summary['stopped']})"
+    else:
+        what = f"{epochs} epochs"
+    total = reading + summary["seconds"] + testing
+    return (f"done: {what} in {total:.1f}s: {reading:.1f}s reading data, "
+            f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s "
+            f"validating and saving, {testing:.1f}s testing; best epoch {summary['best_epoch']}; "
+            f"run directory {out}")
 
 
 def natural_key(label: str):
@@ -340,23 +415,18 @@ def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> No
 
 def cmd_classify_predict(args) -> int:
     model, config = load_task(args.run_dir, "rnnkit-classifier", pick_device(args.device))
-    data, classes = config["data"], config["data"].get("labels")
-    if not isinstance(classes, list) or len(classes) != model.config.output_size:
-        raise RnnkitError(f"{args.run_dir}/config.json: data.labels does not match the model")
+    data, classes = config["data"], config["data"]["labels"]
     seqs, names = [], []
     audio = [f for f in args.files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
     if audio:
         if data["source"] != "audio":
             raise RnnkitError(f"{audio[0]}: the run classifies {data['source']} data, not audio")
-        from .audio import file_features
-
-        cfg = AudioConfig(**data["audio"])
-        for f in audio:
-            seqs.append(file_features(f, cfg))
-            names.append(f)
+        seqs += load_features([Path(f) for f in audio], AudioConfig(**data["audio"]),
+                              rate_option=False)  # the run's settings: nothing to choose
+        names += audio
     for f in args.files:
         if f not in audio:
-            s, _, n = read_examples(f, dict(data), None, labelled=False)
+            s, _, n = read_examples(f, dict(data), None, training=False)
             seqs += s
             names += n
     check_features(seqs, names, "input")
@@ -409,6 +479,7 @@ def report(model_err: dict, naive_err: dict, where: str) -> str:
 
 
 def cmd_forecast_train(args) -> int:
+    started = time.monotonic()  # --max-time is this command's budget, reading data included
     out = Path(args.out)
     fit_cfg = fit_config(args)
     if args.horizon < 1 or args.window < 1:
@@ -440,6 +511,7 @@ def cmd_forecast_train(args) -> int:
         return {"inputs": torch.from_numpy(inputs), "targets": torch.from_numpy(targets)}
 
     F = series.shape[1]
+    torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
     model = SequenceModel(model_config(args, F, H * F, "regress"))
     data = {"source": "csv", "columns": columns, "window": W, "horizon": H,
             "std": std.tolist()}
@@ -448,8 +520,11 @@ def cmd_forecast_train(args) -> int:
           f"validation {n_val} / test {n_test} steps (the last part is the test set); "
           f"window {W}, horizon {H}")
     val = dataset(parts["validation"]) if n_val else None
-    summary = fit(model, dataset(parts["train"]), val, fit_cfg, out)
     x_test, y_test = windows(parts["test"], W, H)
+    fitted = time.monotonic()
+    summary = fit(model, dataset(parts["train"]), val, fit_cfg, out, started=started,
+                  test_rows=len(x_test))
+    tested = time.monotonic()
     model_err = forecast_errors(run_forecast(model, x_test, std, H), y_test)
     naive_err = forecast_errors(naive_forecast(x_test, H), y_test)
     write_json_atomic(out / "metrics.json", {"test": model_err, "naive": naive_err,
@@ -457,12 +532,13 @@ def cmd_forecast_train(args) -> int:
                                              "train_seconds": summary["seconds"],
                                              "history": summary["history"]})
     print(report(model_err, naive_err, f"test ({len(x_test)} windows)"))
+    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_mae {model_err['mae']:.4f} naive_mae {naive_err['mae']:.4f}")
     return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
 
 
 def cmd_forecast_predict(args) -> int:
-    model, config = load_task(args.run_dir, "rnnkit-forecaster")
+    model, config = load_task(args.run_dir, "rnnkit-forecaster", pick_device(args.device))
     data = config["data"]
     W, H, columns = data["window"], data["horizon"], data["columns"]
     std = np.asarray(data["std"], np.float32)

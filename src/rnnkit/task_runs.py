@@ -1,7 +1,8 @@
 """Run directories of the task models: a classifier or a forecaster, saved and read back safely.
 
     DIR/config.json        {"format": "rnnkit-classifier" | "rnnkit-forecaster", "version": 1,
-                            "model": SequenceConfig, "fit": FitConfig, "data": {...}}
+                            "model": SequenceConfig, "fit": FitConfig,
+                            "data": ClassifierData | ForecasterData}
     DIR/model.safetensors  the weights with the best validation score, standardisation included
     DIR/features/          cached audio features (pickle-free .npz)
     DIR/metrics.json       test results; DIR/confusion.png for a classifier
@@ -15,12 +16,15 @@ tensor is built, nothing unpickled.
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from .audio import AudioConfig, compile_pattern
+from .checkpoint import FORMAT as LANGUAGE_MODEL
 from .checkpoint import load_weights, read_json
 from .config import from_dict
 from .errors import RnnkitError
@@ -29,37 +33,134 @@ from .tasks import SequenceConfig, SequenceModel
 from .text import write_json_atomic
 
 VERSION = 1
-FORMATS = {"rnnkit-classifier": "rnnkit classify train", "rnnkit-forecaster": "rnnkit forecast train"}
+SOURCES = ("audio", "csv", "npz")
+
+
+@dataclass
+class ClassifierData:
+    """What a classifier was trained on, so that prediction reads new inputs the same way."""
+
+    source: str  # "audio" (a folder of files), "csv" or "npz"
+    labels: list[str]  # the class names, in the order of the model's outputs
+    label_pattern: str | None = None  # audio: the label is the first group of this regex
+    columns: list[str] | None = None  # CSV feature columns
+    id_column: str = "id"  # CSV column naming each sequence
+    label_column: str = "label"  # CSV column holding its class
+    audio: dict | None = None  # the AudioConfig of an audio run
+
+    def __post_init__(self):
+        if self.source not in SOURCES:
+            raise RnnkitError(f"data.source must be one of {', '.join(SOURCES)}, got "
+                              f"{self.source!r}")
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise RnnkitError(f"data.labels must be two or more different class names, got "
+                              f"{self.labels[:5]}")
+        if self.label_pattern is not None:
+            compile_pattern(self.label_pattern, "data.label_pattern")
+        if self.columns is not None and not self.columns:
+            raise RnnkitError("data.columns must name at least one column")
+        if self.source == "audio":
+            from_dict(AudioConfig, self.audio, "data.audio")
+
+
+@dataclass
+class ForecasterData:
+    """The series a forecaster reads: its columns, window, horizon and scale."""
+
+    source: str  # "csv"
+    columns: list[str]  # the F columns, in the order of the model's features
+    window: int  # W: past steps the model reads
+    horizon: int  # H: steps it forecasts
+    std: list[float]  # (F,) scale of H-step changes in the training part, for each column
+
+    def __post_init__(self):
+        if self.source != "csv":
+            raise RnnkitError(f"data.source must be 'csv', got {self.source!r}")
+        if not self.columns:
+            raise RnnkitError("data.columns must name at least one column")
+        for name in ("window", "horizon"):
+            if getattr(self, name) < 1:
+                raise RnnkitError(f"data.{name} must be 1 or more, got {getattr(self, name)}")
+        if len(self.std) != len(self.columns) or not all(math.isfinite(v) and v > 0
+                                                         for v in self.std):
+            raise RnnkitError(f"data.std must be {len(self.columns)} positive numbers (one per "
+                              f"column), got {self.std[:5]}")
+
+
+# format -> (what the run is, the command that makes it, the commands that use it)
+KINDS = {
+    "rnnkit-classifier": ("classifier", "rnnkit classify train", "rnnkit classify predict"),
+    "rnnkit-forecaster": ("forecaster", "rnnkit forecast train", "rnnkit forecast predict"),
+    LANGUAGE_MODEL: ("language-model", "rnnkit train", "rnnkit sample or rnnkit eval"),
+}
+DATA = {"rnnkit-classifier": ClassifierData, "rnnkit-forecaster": ForecasterData}
+
+
+def check_data(kind: str, data, model: SequenceConfig) -> dict:
+    """The data section of a `kind` run, checked field by field and against the model."""
+    d = from_dict(DATA[kind], data, "data")
+    if isinstance(d, ClassifierData):
+        if len(d.labels) != model.output_size:
+            raise RnnkitError(f"data.labels names {len(d.labels)} classes; the model has "
+                              f"{model.output_size} outputs")
+        width = model.input_size  # an .npz says its width itself, and read_npz checks it
+        if d.source == "audio":
+            width = AudioConfig(**d.audio).feature_size
+        elif d.source == "csv" and d.columns:
+            width = len(d.columns)
+        if width != model.input_size:
+            raise RnnkitError(f"data gives {width} features per step; the model reads "
+                              f"{model.input_size}")
+    elif (len(d.columns), d.horizon * len(d.columns)) != (model.input_size, model.output_size):
+        raise RnnkitError(f"data has {len(d.columns)} columns and horizon {d.horizon}; the model "
+                          f"reads {model.input_size} features and writes {model.output_size}")
+    return asdict(d)
 
 
 def write_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConfig,
                  data: dict) -> None:
+    data = check_data(kind, data, model)  # what is written is what load_task accepts
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", {"format": kind, "version": VERSION,
                                                 "model": asdict(model), "fit": asdict(fit),
                                                 "data": data})
 
 
+def wrong_kind(run_dir: Path, fmt, kind: str | None) -> RnnkitError:
+    """The error for a run of another kind: what it is, what uses it, what to give instead."""
+    want = kind or " or ".join(DATA)
+    makes = " or ".join(KINDS[k][1] for k in ([kind] if kind else DATA))
+    needs = f"{KINDS[kind][2]} needs a run made by {makes}" if kind else \
+        f"this needs a run made by {makes}"
+    if fmt in KINDS:
+        what, made, used = KINDS[fmt]
+        return RnnkitError(f"{run_dir} is a {what} run (made by {made}); use it with {used}; "
+                           f"{needs}")
+    return RnnkitError(f"{run_dir / 'config.json'} is not a {want} run (format {fmt!r}); {needs}")
+
+
 def load_task(run_dir: str | os.PathLike, kind: str | None = None,
               device: str | torch.device = "cpu") -> tuple[SequenceModel, dict]:
-    """The trained model of a classifier or forecaster run (eval mode) and its raw config."""
+    """The trained model of a classifier or forecaster run (eval mode) and its config, every
+    section checked (`data` as `ClassifierData` or `ForecasterData`, back as a dict)."""
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.is_file():
         raise RnnkitError(f"{str(run_dir)!r} is not a task run directory (no config.json); "
-                          "train one with: rnnkit classify train DATA --out DIR")
+                          f"train one with: {KINDS[kind or 'rnnkit-classifier'][1]} ... --out DIR")
     config = read_json(path, "JSON")
     fmt = config.get("format") if isinstance(config, dict) else None
-    if fmt not in FORMATS or (kind is not None and fmt != kind):
-        want = kind or " or ".join(FORMATS)
-        raise RnnkitError(f"{path} is not a {want} run (format {fmt!r}); "
-                          f"train one with: {FORMATS.get(kind or '', 'rnnkit classify train')}")
+    fmt = fmt if isinstance(fmt, str) else repr(fmt)  # tampered JSON may hold any value
+    if fmt not in DATA or (kind is not None and fmt != kind):
+        raise wrong_kind(run_dir, fmt, kind)
     if config.get("version") != VERSION:
         raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
                           f"this rnnkit reads version {VERSION}")
-    if not isinstance(config.get("data"), dict):
-        raise RnnkitError(f"{path} has no data section; the run directory is damaged")
     model_cfg = from_dict(SequenceConfig, config.get("model"), "config.json model")
     from_dict(FitConfig, config.get("fit"), "config.json fit")
+    try:
+        config["data"] = check_data(fmt, config.get("data"), model_cfg)
+    except RnnkitError as e:
+        raise RnnkitError(f"{path}: {e}; the run directory is damaged, train it again") from None
     model = load_weights(run_dir / BEST, lambda: SequenceModel(model_cfg))
     return model.to(device).eval(), config

@@ -168,7 +168,7 @@ class Tagger(nn.Module):
         states = Recurrent(x_1..x_T); y_t = W_out states_t + b_out      (B, T, C)
 
     A forward-only tagger (not bidirectional) is causal, so it is also a next-step forecaster:
-    train it with targets x_{t+1}, and carry `state` from one call to the next to stream.
+    train it with targets x_{t+1}, then `stream` pieces of a series, carrying the state.
     """
 
     def __init__(self, config: SequenceConfig):
@@ -179,18 +179,21 @@ class Tagger(nn.Module):
         self.out = nn.Linear(self.rnn.directions * c.hidden, c.output_size)
 
     def forward(self, inputs: Tensor, targets: Tensor | None = None,
-                lengths: Tensor | None = None, state=None):
-        """inputs (B, T, F), targets (B, T) ids or (B, T, C) values -> (outputs (B, T, C), loss).
-
-        Returns `(outputs, loss, state)` when a `state` is passed in, for streaming.
-        """
-        states, final = self.rnn(inputs, state, lengths)  # (B, T, D*H)
+                lengths: Tensor | None = None):
+        """inputs (B, T, F), targets (B, T) ids or (B, T, C) values -> (outputs (B, T, C), loss)."""
+        states, _ = self.rnn(inputs, None, lengths)  # (B, T, D*H)
         outputs = self.out(self.drop(states))  # (B, T, C)
         loss = None
         if targets is not None:
             mask = time_mask(lengths, *inputs.shape[:2], inputs.device)
             loss = head_loss(self.config.head, outputs, targets, mask)
-        return (outputs, loss, final) if state is not None else (outputs, loss)
+        return outputs, loss
+
+    def stream(self, inputs: Tensor, state=None):
+        """Streaming: inputs (B, T, F) and the state a previous call returned (None: zeros) ->
+        (outputs (B, T, C), state). Calls on consecutive pieces equal one call on the whole."""
+        states, final = self.rnn(inputs, state)  # (B, T, D*H)
+        return self.out(self.drop(states)), final
 
 
 def sample_next(logits: Tensor, temperature: float, greedy: bool,

@@ -1,0 +1,262 @@
+"""`rnnkit classify` and `rnnkit forecast` as commands: repeatable seeds, options, help, and the
+one-line errors for bad options and for run directories that are damaged or of another kind."""
+
+import argparse
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+from conftest import TINY, one_error_line
+from safetensors.torch import load_file
+
+from rnnkit.cli import build_parser
+
+QUICK = ["--hidden", "8", "--batch-size", "16", "--epochs", "2", "--device", "cpu",
+         "--warmup", "2"]
+
+
+@pytest.fixture
+def npz(tmp_path):
+    """Two classes of variable-length sequences (the sign of their mean), as an .npz."""
+    rng = np.random.default_rng(0)
+    N, T = 60, 10
+    lengths = rng.integers(2, T + 1, N)
+    y = np.arange(N) % 2
+    x = rng.normal(0, 1, (N, T, 2)).astype(np.float32) + np.where(y, 1.0, -1.0)[:, None, None]
+    x *= (np.arange(T)[None, :] < lengths[:, None])[..., None]
+    path = tmp_path / "d.npz"
+    np.savez(path, x=x, lengths=lengths, y=y)
+    return path
+
+
+@pytest.fixture
+def series_csv(tmp_path):
+    t = np.arange(300)
+    s = np.sin(2 * np.pi * t / 24) + np.random.default_rng(0).normal(0, 0.05, len(t))
+    path = tmp_path / "s.csv"
+    path.write_text("y,z\n" + "".join(f"{v:.5f},{-v:.5f}\n" for v in s))
+    return path
+
+
+def train_classifier(cli, data, out, *options):
+    status, stdout, err = cli("classify", "train", data, "--out", out, *QUICK, *options)
+    assert status == 0, err
+    return stdout
+
+
+def train_forecaster(cli, series, out, *options):
+    status, stdout, err = cli("forecast", "train", series, "--out", out, "--window", "12",
+                              "--horizon", "3", *QUICK, *options)
+    assert status == 0, err
+    return stdout
+
+
+def same_weights(a, b) -> bool:
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    return wa.keys() == wb.keys() and all(bool((wa[k] == wb[k]).all()) for k in wa)
+
+
+@pytest.mark.parametrize("command", ["classify", "forecast"])
+def test_the_same_seed_gives_the_same_weights_bit_for_bit(cli, tmp_path, npz, series_csv,
+                                                          command):
+    train = train_classifier if command == "classify" else train_forecaster
+    data = npz if command == "classify" else series_csv
+    for name in ("a", "b"):
+        train(cli, data, tmp_path / name, "--seed", "3", "--dropout", "0.2", "--layers", "2")
+    train(cli, data, tmp_path / "c", "--seed", "4", "--dropout", "0.2", "--layers", "2")
+    assert same_weights(tmp_path / "a", tmp_path / "b")
+    assert not same_weights(tmp_path / "a", tmp_path / "c")  # the seed is what repeats
+
+
+@pytest.mark.parametrize("command", ["classify", "forecast"])
+def test_a_negative_seed_is_refused_up_front(cli, tmp_path, npz, series_csv, command):
+    data = npz if command == "classify" else series_csv
+    status, _, err = cli(command, "train", data, "--out", tmp_path / "r", *QUICK, "--seed", "-1")
+    assert status == 2 and "seed must be 0 or more, got -1" in one_error_line(err)
+    assert not (tmp_path / "r").exists()
+
+
+def parsers(parser):
+    """Every parser of the `rnnkit` tree with its name: the top one and each sub-command."""
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from parsers(sub)
+
+
+def test_no_option_parses_text_with_bool():
+    # type=bool turns every non-empty string, "false" included, into True
+    offenders = [f"{prog} {'/'.join(a.option_strings)}" for prog, p in parsers(build_parser())
+                 for a in p._actions if a.type is bool]
+    assert offenders == []
+
+
+def test_bucket_is_an_on_off_pair(cli, tmp_path, series_csv):
+    train_forecaster(cli, series_csv, tmp_path / "off", "--no-bucket")
+    assert json.loads((tmp_path / "off" / "config.json").read_text())["fit"]["bucket"] is False
+    train_forecaster(cli, series_csv, tmp_path / "on", "--bucket")
+    assert json.loads((tmp_path / "on" / "config.json").read_text())["fit"]["bucket"] is True
+    for text in ("false", "maybe"):
+        status, _, err = cli("forecast", "train", series_csv, "--out", tmp_path / "x",
+                             "--bucket", text)
+        assert status == 2 and f"unrecognized arguments: {text}" in one_error_line(err)
+
+
+def edited(run, **changes):
+    """Change (None: remove) fields of the run's config.json data section."""
+    path = run / "config.json"
+    config = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is None:
+            del config["data"][key]
+        else:
+            config["data"][key] = value
+    path.write_text(json.dumps(config))
+
+
+FORECASTER_DATA = [
+    ({"window": "3"}, "data.window must be int, got '3'"),
+    ({"window": 0}, "data.window must be 1 or more, got 0"),
+    ({"horizon": 2.5}, "data.horizon must be int, got 2.5"),
+    ({"horizon": 5}, "data has 2 columns and horizon 5; the model reads 2 features and writes 6"),
+    ({"columns": "y"}, "data.columns must be a list"),
+    ({"columns": []}, "data.columns must name at least one column"),
+    ({"columns": ["y", 7]}, "data.columns[1] must be str, got 7"),
+    ({"std": [1.0]}, "data.std must be 2 positive numbers"),
+    ({"std": [0.5, -1]}, "data.std must be 2 positive numbers"),
+    ({"std": [0.5, "x"]}, "data.std[1] must be float"),
+    ({"source": "npz"}, "data.source must be 'csv', got 'npz'"),
+    ({"window": None}, "data is incomplete"),
+    ({"extra": 1}, "data has unknown keys ['extra']"),
+]
+
+
+def test_forecaster_data_section_is_checked_field_by_field(cli, tmp_path, series_csv):
+    run = tmp_path / "run"
+    train_forecaster(cli, series_csv, run)
+    good = (run / "config.json").read_text()
+    for changes, message in FORECASTER_DATA:
+        edited(run, **changes)
+        status, _, err = cli("forecast", "predict", run, series_csv)
+        assert status == 2, (changes, err)
+        line = one_error_line(err)
+        assert f"{run / 'config.json'}: {message}" in line and "damaged" in line, changes
+        (run / "config.json").write_text(good)
+    status, _, err = cli("forecast", "predict", run, series_csv)
+    assert status == 0, err
+
+
+CLASSIFIER_DATA = [
+    ({"labels": ["0"]}, "data.labels must be two or more different class names"),
+    ({"labels": ["0", "1", "2"]}, "data.labels names 3 classes; the model has 2 outputs"),
+    ({"labels": "01"}, "data.labels must be a list"),
+    ({"source": "wav"}, "data.source must be one of audio, csv, npz, got 'wav'"),
+    ({"source": "audio"}, "data.audio must be a JSON object"),
+    ({"id_column": 5}, "data.id_column must be str, got 5"),
+    ({"label_pattern": "("}, "data.label_pattern '(' is not a valid regular expression"),
+]
+
+
+def test_classifier_data_section_is_checked_field_by_field(cli, tmp_path, npz):
+    run = tmp_path / "run"
+    train_classifier(cli, npz, run)
+    good = (run / "config.json").read_text()
+    for changes, message in CLASSIFIER_DATA:
+        edited(run, **changes)
+        status, _, err = cli("classify", "predict", run, npz)
+        assert status == 2, (changes, err)
+        assert f"{run / 'config.json'}: {message}" in one_error_line(err), changes
+        (run / "config.json").write_text(good)
+    audio = json.loads(good)
+    audio["data"].update(source="audio", audio={"sample_rate": "8000"})
+    (run / "config.json").write_text(json.dumps(audio))
+    status, _, err = cli("classify", "predict", run, npz)
+    assert status == 2 and "data.audio.sample_rate must be int" in one_error_line(err)
+
+
+def test_a_run_of_another_kind_is_named_with_its_command(cli, tmp_path, npz, series_csv,
+                                                         corpus):
+    classifier, forecaster, lm = tmp_path / "c", tmp_path / "f", tmp_path / "lm"
+    train_classifier(cli, npz, classifier)
+    train_forecaster(cli, series_csv, forecaster)
+    status, _, err = cli("train", corpus, "--out", lm, "--max-steps", "2", *TINY)
+    assert status == 0, err
+    cases = [
+        (("classify", "predict", forecaster, npz), f"{forecaster} is a forecaster run (made by "
+         "rnnkit forecast train); use it with rnnkit forecast predict; rnnkit classify predict "
+         "needs a run made by rnnkit classify train"),
+        (("forecast", "predict", classifier, series_csv), f"{classifier} is a classifier run "
+         "(made by rnnkit classify train); use it with rnnkit classify predict; rnnkit forecast "
+         "predict needs a run made by rnnkit forecast train"),
+        (("classify", "predict", lm, npz), f"{lm} is a language-model run (made by rnnkit "
+         "train); use it with rnnkit sample or rnnkit eval; rnnkit classify predict needs"),
+        (("forecast", "predict", lm, series_csv), f"{lm} is a language-model run"),
+    ]
+    for args, message in cases:
+        status, _, err = cli(*args)
+        assert status == 2 and message in one_error_line(err), err
+    config = json.loads((lm / "config.json").read_text())
+    config["format"] = ["rnnkit-classifier"]  # not even a string
+    (lm / "config.json").write_text(json.dumps(config))
+    status, _, err = cli("classify", "predict", lm, npz)
+    assert status == 2 and "is not a rnnkit-classifier run (format \"['rnnkit-classifier']\"); " \
+        "rnnkit classify predict needs a run made by" in one_error_line(err)
+
+
+def test_a_csv_without_the_id_or_label_column_names_the_option(cli, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("seq,cls,a\n" + "".join(f"s{i},{i % 2},{i}\n" for i in range(20)))
+    status, _, err = cli("classify", "train", path, "--out", tmp_path / "r", *QUICK)
+    assert status == 2 and "no column 'id' naming each row's sequence; give --id-column NAME" \
+        in one_error_line(err)
+    status, _, err = cli("classify", "train", path, "--out", tmp_path / "r", *QUICK,
+                         "--id-column", "seq")
+    assert status == 2 and "no column 'label' holding each sequence's class; give " \
+        "--label-column NAME" in one_error_line(err)
+
+
+@pytest.mark.parametrize("command", ["classify", "forecast"])
+def test_help_describes_every_sub_command_and_option_with_its_default(command):
+    top = next(p for prog, p in parsers(build_parser()) if prog == f"rnnkit {command}")
+    for prog, parser in parsers(top):
+        assert parser.description and "\n" not in parser.description.strip(), prog
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            name = "/".join(action.option_strings) or action.metavar
+            assert action.help, f"{prog} {name} has no help"
+            takes_value = action.option_strings and action.nargs != 0 and not action.required
+            if takes_value or isinstance(action, argparse._StoreTrueAction):
+                assert "default" in action.help, f"{prog} {name}: {action.help!r}"
+        parser.format_help()  # every help text formats (a stray % would raise)
+
+
+def test_forecast_predict_takes_a_device(cli, tmp_path, series_csv):
+    train_forecaster(cli, series_csv, tmp_path / "run")
+    status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--device",
+                              "cpu")
+    assert status == 0 and stdout.splitlines()[1] == "step,y,z", err
+
+
+@pytest.mark.parametrize("command", ["classify", "forecast"])
+def test_the_budget_is_the_commands_and_done_says_how_it_was_spent(cli, tmp_path, npz,
+                                                                   series_csv, command):
+    train = train_classifier if command == "classify" else train_forecaster
+    data = npz if command == "classify" else series_csv
+    stdout = train(cli, data, tmp_path / "planned")
+    epochs = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all(re.search(r" \(\d+\.\ds, about \d+s left\)$", e) for e in epochs), epochs
+    assert epochs[-1].endswith("about 0s left)")
+    assert re.search(r"^done: 2 epochs in [\d.]+s: [\d.]+s reading data, [\d.]+s training, "
+                     r"[\d.]+s validating and saving, [\d.]+s testing; best epoch \d", stdout,
+                     re.M), stdout
+    begun = time.monotonic()
+    stdout = train(cli, data, tmp_path / "budget", "--epochs", "100000", "--max-time", "2")
+    elapsed = time.monotonic() - begun
+    assert re.search(r"^done: \d+ of 100000 planned epochs \(the --max-time budget of 2s cut "
+                     r"them short\) in [\d.]+s", stdout, re.M), stdout
+    assert elapsed < 2.5  # the whole command, test and confusion matrix included
