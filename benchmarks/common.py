@@ -36,7 +36,10 @@ def machine() -> dict:
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "python": platform.python_version()}
     if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        info.update(gpu=torch.cuda.get_device_name(), gpus=torch.cuda.device_count(),
+                    gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return info
 
 

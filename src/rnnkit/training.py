@@ -293,7 +293,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
         if cfg.max_steps:
             progress.plan = cfg.max_steps
     net = model
-    if world.size > 1:
+    if world.joined:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     autocast_dtype = PRECISIONS[cfg.precision]
@@ -336,7 +336,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
 
     def global_state():
         """The carried state of all streams, gathered from every rank (a collective call)."""
-        if state is None or world.size == 1:
+        if state is None or not world.joined:
             return state
         if isinstance(state, tuple):
             return tuple(distributed.gather_rows(world, s, 1) for s in state)
@@ -386,7 +386,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
                 loss_value, new_states = 0.0, []
                 for k in range(cfg.accumulate):
                     rows = slice(k * micro, (k + 1) * micro)
-                    sync = k == cfg.accumulate - 1 or world.size == 1
+                    sync = k == cfg.accumulate - 1 or not world.joined
                     with (contextlib.nullcontext() if sync else net.no_sync()), \
                             torch.autocast(device.type, autocast_dtype,
                                            enabled=autocast_dtype is not None):
