@@ -155,7 +155,11 @@ def pick(logits: Tensor, temperature: float, top_k: int | None, greedy: bool,
     """Choose the next token from logits (V,)."""
     if greedy:
         return int(logits.argmax())
-    logits = logits.float().cpu() / temperature
+    logits = logits.float().cpu()
+    # Shift the largest logit to 0 before dividing: a tiny temperature then sends the others to
+    # -inf, not the largest to +inf (inf - inf is NaN in softmax). A temperature below float32's
+    # smallest normal number would round to 0 and make 0 / 0.
+    logits = (logits - logits.max()) / max(temperature, torch.finfo(torch.float32).tiny)
     if top_k is not None and top_k < logits.shape[0]:
         kth = logits.topk(top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
