@@ -1,5 +1,7 @@
 """Sampling choices: temperature, top-k, top-p, repetition penalty, many samples in one batch."""
 
+import re
+
 import pytest
 import torch
 
@@ -98,3 +100,25 @@ def test_num_samples_runs_streams_in_one_batch():
 def test_bad_sampling_options_are_refused(options, message):
     with pytest.raises(rnnkit.RnnkitError, match=message):
         model_for().generate("ab", 5, **options)
+
+
+def test_sample_cli_flags(cli, corpus, tmp_path):
+    from conftest import TINY, one_error_line
+
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "20")[0] == 0
+    status, out, err = cli("sample", run, "--prime", "the", "--length", "30", "--seed", "1",
+                           "--num-samples", "3", "--top-p", "0.9", "--repetition-penalty", "1.2",
+                           "--precision", "int8", "--verbose")
+    assert status == 0, err
+    assert [line for line in out.splitlines() if line.startswith("--- sample")] == \
+        [f"--- sample {i} of 3 ---" for i in (1, 2, 3)]
+    assert re.fullmatch(r"rnnkit: 90 characters in [\d.]+s \([\d,]+ characters/s, int8\)\n", err)
+    status, beam, err = cli("sample", run, "--prime", "the", "--length", "30", "--beam", "4")
+    assert status == 0 and beam == rnnkit.load(run).generate("the", 30, beam=4) + "\n", err
+    status, plain, _ = cli("sample", run, "--length", "30", "--seed", "1")
+    assert plain == rnnkit.load(run).generate("", 30, seed=1) + "\n"
+    status, _, err = cli("sample", run, "--beam", "2", "--temperature", "0.5")
+    assert status == 2 and "beam search keeps the most likely" in one_error_line(err)
+    status, _, err = cli("sample", run, "--top-p", "2")
+    assert status == 2 and "top-p must be in (0, 1], got 2.0" in one_error_line(err)
