@@ -1,7 +1,10 @@
 """The `rnnkit` command line: train, sample and evaluate character language models.
 
     rnnkit train [TEXT_FILE ...] --out DIR [options]    no file: this Python's standard library
-    rnnkit sample DIR [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--greedy] [--seed S]
+    rnnkit sample DIR [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
+                      [--repetition-penalty R] [--greedy | --beam K] [--num-samples N]
+                      [--precision {fp32,bf16,int8}] [--seed S] [--verbose]
+    rnnkit export DIR --format onnx --out FILE       language model, classifier or forecaster
     rnnkit eval DIR [TEXT_FILE]
     rnnkit prepare TEXT_FILE ... --out DATA          then: rnnkit train DATA --out DIR
 
@@ -28,6 +31,7 @@ from .checkpoint import data_dir, load, read_json, read_run_config
 from .config import from_dict
 from .errors import RnnkitError
 from .lm import ModelConfig
+from .sample import PRECISIONS
 from .text import TOKENIZERS, PreparedData, Vocab, check_corpus_files, prepare
 from .training import TrainConfig, evaluate, pick_device, train
 
@@ -132,8 +136,19 @@ def build_parser() -> Parser:
                    "(default 1.0; lower is more conservative)")
     s.add_argument("--top-k", type=int, help="sample among the K most likely characters only")
     s.add_argument("--greedy", action="store_true", help="always take the most likely character")
+    s.add_argument("--top-p", type=float, help="nucleus sampling: among the most likely "
+                   "characters that make up this much probability (e.g. 0.9)")
+    s.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1, characters "
+                   "already in the text become less likely (CTRL's rule; default 1: none)")
+    s.add_argument("--num-samples", type=int, help="generate N samples in one batch, printed "
+                   "one after another")
+    s.add_argument("--beam", type=int, metavar="K", help="beam search of width K: the most "
+                   "likely continuation found, instead of a random one")
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights while "
+                   "stepping: fp32 (exact), bf16, int8 (CPU; fastest)")
     s.add_argument("--seed", type=int, help="fix the sampling: same seed, same text")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    s.add_argument("--verbose", action="store_true", help="report characters per second on stderr")
 
     e = sub.add_parser("eval", help="loss of a trained run on a text file or its held-out text")
     e.set_defaults(run=cmd_eval)
@@ -151,6 +166,15 @@ def build_parser() -> Parser:
     r.add_argument("--tokenizer", choices=TOKENIZERS, default="char")
     r.add_argument("--vocab", metavar="FILE", help="use this vocab.json (or run directory's) "
                    "instead of building one from the text")
+
+    x = sub.add_parser("export", help="write a trained run as an ONNX file",
+                       description="Export a language model (one step: token and state in, "
+                       "logits and state out), a classifier or a forecaster (whole sequences "
+                       "in) to ONNX. Needs: pip install 'rnnkit[export]'.")
+    x.set_defaults(run=cmd_export)
+    x.add_argument("run_dir", metavar="DIR")
+    x.add_argument("--format", choices=("onnx",), default="onnx")
+    x.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
 
     # Commands defined next to what they run: each module adds its sub-parsers here.
     task_cli.add_commands(sub)
@@ -192,13 +216,34 @@ def cmd_train(args) -> int:
 
 def cmd_sample(args) -> int:
     model = load(args.run_dir, device=pick_device(args.device))
+    start = time.perf_counter()
     pieces = model.stream(args.prime, args.length, args.temperature, args.top_k, args.greedy,
-                          args.seed)  # checks the options before anything is printed
-    sys.stdout.write(args.prime)
-    for piece in pieces:
-        sys.stdout.write(piece)
-        sys.stdout.flush()
-    sys.stdout.write("\n")
+                          args.seed, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                          num_samples=args.num_samples, beam=args.beam,
+                          precision=args.precision)  # checks the options before anything is printed
+    if args.num_samples is None:
+        sys.stdout.write(args.prime)
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:  # N streams in one batch: each printed whole once all are done
+        texts = ["".join(row) for row in zip(*pieces, strict=True)] or [""] * args.num_samples
+        for i, text in enumerate(texts, start=1):
+            print(f"--- sample {i} of {len(texts)} ---\n{args.prime}{text}")
+    if args.verbose:
+        seconds = time.perf_counter() - start
+        n = args.length * (args.num_samples or 1)
+        print(f"rnnkit: {n:,} characters in {seconds:.2f}s ({n / max(seconds, 1e-9):,.0f} "
+              f"characters/s, {args.precision})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+
+    shape = export(args.run_dir, args.out, args.format)
+    print(f"wrote {args.out}: {shape}")
     return 0
 
 

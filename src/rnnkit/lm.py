@@ -90,25 +90,43 @@ class CharLM(nn.Module):
         return Stepper(self)
 
     def stream(self, prime: str = "", length: int = 200, temperature: float = 1.0,
-               top_k: int | None = None, greedy: bool = False,
-               seed: int | None = None) -> Iterator[str]:
-        """Generated text piece by piece (the prime not included); see `sample.generate`."""
+               top_k: int | None = None, greedy: bool = False, seed: int | None = None, *,
+               top_p: float | None = None, repetition_penalty: float = 1.0,
+               num_samples: int | None = None, beam: int | None = None,
+               precision: str = "fp32") -> Iterator[str] | Iterator[list[str]]:
+        """Generated text piece by piece (the prime not included); see `sample.generate`.
+
+        With `num_samples=N`, N streams in one batch: each piece is a list of N strings.
+        """
         from .sample import generate
 
-        return generate(self, prime, length, temperature, top_k, greedy, seed)
+        return generate(self, prime, length, temperature, top_k, greedy, seed, top_p=top_p,
+                        repetition_penalty=repetition_penalty, num_samples=num_samples,
+                        beam=beam, precision=precision)
 
     def generate(self, prime: str = "", length: int = 200, temperature: float = 1.0,
-                 top_k: int | None = None, greedy: bool = False, seed: int | None = None) -> str:
-        """The prime followed by `length` generated characters (bytes for a byte model, decoded).
+                 top_k: int | None = None, greedy: bool = False, seed: int | None = None, *,
+                 top_p: float | None = None, repetition_penalty: float = 1.0,
+                 num_samples: int | None = None, beam: int | None = None,
+                 precision: str = "fp32") -> str | list[str]:
+        """The prime followed by `length` generated characters (bytes for a byte model, decoded);
+        with `num_samples=N`, a list of N such texts, generated in one batch.
 
         For very long outputs use `stream`, which yields the text piece by piece.
         """
         from .sample import MAX_STRING
 
-        if length > MAX_STRING:
-            raise RnnkitError(f"length {length:,} is more than generate returns as one string "
-                              f"({MAX_STRING:,}); use model.stream(...) to iterate over the text")
-        return prime + "".join(self.stream(prime, length, temperature, top_k, greedy, seed))
+        if length * (num_samples or 1) > MAX_STRING:
+            raise RnnkitError(f"length {length:,} x {num_samples or 1} samples is more than "
+                              f"generate returns as strings ({MAX_STRING:,} characters); use "
+                              "model.stream(...) to iterate over the text")
+        pieces = self.stream(prime, length, temperature, top_k, greedy, seed, top_p=top_p,
+                             repetition_penalty=repetition_penalty, num_samples=num_samples,
+                             beam=beam, precision=precision)
+        if num_samples is None:
+            return prime + "".join(pieces)
+        rows = list(zip(*pieces, strict=True)) or [() for _ in range(num_samples)]  # (N, length)
+        return [prime + "".join(row) for row in rows]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

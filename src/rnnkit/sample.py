@@ -19,6 +19,7 @@ embedding folded through W_ih, one table lookup per step), and deeper layers mul
 from __future__ import annotations
 
 import codecs
+import math
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -26,12 +27,14 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor
 
+from .beam import beam_search
 from .cells import gru_gates, lstm_gates
 from .errors import RnnkitError
 
 PRIME_CHUNK = 4096  # prime text fed through the fused kernel this many characters at a time
 MAX_PRIME = 1_000_000  # characters; a longer prime is refused rather than fed for minutes
 MAX_STRING = 10_000_000  # characters `generate` returns as one string; `stream` has no limit
+MAX_SAMPLES = 10_000  # streams (or beams) in one batch; more is a typo, refused before allocating
 
 
 class RnnkitWarning(UserWarning):
@@ -68,68 +71,119 @@ class Probs(Mapping):
         return "Probs(" + ", ".join(f"{s!r}: {p:.3f}" for s, p in self.top(5)) + ", ...)"
 
 
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+class Weights:
+    """One weight matrix W (N, K) of the stepper, stored for `x @ W.T + b` in a chosen precision.
+
+    fp32: as trained, the exact reference. bf16: 16-bit weights, products summed in fp32.
+    int8: one int8 row per output unit, scaled by that row's largest |w| / 127, and the input
+    rounded to 8 bits as round(127 x); exact for the scaling, because every input the stepper
+    multiplies is a hidden state, and h lies in (-1, 1) for all three cells (tanh, and the
+    LSTM's o * tanh(c), and the GRU's mix of tanh(n) and h). The product is integer (torch's
+    `_int_mm`), rescaled once: reading a quarter of fp32's bytes is what makes it faster, as one
+    step of a small batch is bound by reading the weights.
+    """
+
+    def __init__(self, W: Tensor, precision: str):
+        self.precision = precision
+        if precision == "int8":
+            row_max = W.abs().amax(1).clamp_min(1e-12)  # (N,)
+            self.W = (W * (127 / row_max[:, None])).round().to(torch.int8).T  # (K, N) view
+            self.scale = row_max / (127 * 127)  # undoes both roundings' scales
+        else:
+            self.W = W.T.contiguous().to(torch.bfloat16 if precision == "bf16" else W.dtype)
+
+    def __call__(self, b: Tensor, x: Tensor) -> Tensor:
+        """b + x @ W.T: x (B, K), b (N,) or (B, N) -> (B, N) in fp32."""
+        if self.precision == "fp32":
+            return torch.addmm(b, x, self.W)
+        if self.precision == "bf16":
+            return torch.add(b, x.to(torch.bfloat16) @ self.W)
+        x8 = (x * 127).round_().to(torch.int8)
+        return torch.addcmul(b, torch._int_mm(x8, self.W), self.scale)
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise RnnkitError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and (device.type != "cpu" or not hasattr(torch, "_int_mm")):
+        raise RnnkitError("int8 stepping runs on the CPU with torch >= 2.3; on a GPU use bf16")
+
+
 class Stepper:
     """The seed's `y = rnn.step(x)` on a trained language model; holds the hidden state.
+
+    `precision` chooses how the weights are held while stepping ("fp32", the default and the
+    exact reference; "bf16"; "int8", see `Weights`); the embedding table stays fp32. `batch`
+    rows step side by side: `feed` then takes a (B,) tensor of ids and returns (B, V) logits.
 
     The weights are a snapshot taken at construction: make a new stepper after more training.
     """
 
     @torch.inference_mode()
-    def __init__(self, model):
+    def __init__(self, model, precision: str = "fp32", batch: int = 1):
         self.model, self.vocab = model, model.vocab
         rnn, cfg = model.rnn, model.config
-        self.cell, self.L = cfg.cell, cfg.layers
+        self.cell, self.L, self.precision = cfg.cell, cfg.layers, precision
         W_ih, W_hh, b_ih, b_hh = rnn.layer_weights(0)
+        check_precision(precision, W_ih.device)
         # Layer 0's input term for every symbol: embedding (V, E) through W_ih -> (V, G*H).
         table = model.embed.weight @ W_ih.T + b_ih
         self.table = table if self.cell == "gru" else table + b_hh
-        self.layers = [(W_hh.T.contiguous(), b_hh)]
+        self.layers = [(Weights(W_hh, precision), b_hh)]
         for layer in range(1, self.L):
             W_ih, W_hh, b_ih, b_hh = rnn.layer_weights(layer)
             if self.cell == "gru":  # the reset gate needs the hidden projection on its own
-                self.layers.append((W_ih.T.contiguous(), W_hh.T.contiguous(), b_ih, b_hh))
+                self.layers.append((Weights(W_ih, precision), Weights(W_hh, precision), b_ih, b_hh))
             else:  # [x, h] @ [W_ih | W_hh].T in one product
-                self.layers.append((torch.cat([W_ih, W_hh], 1).T.contiguous(), b_ih + b_hh))
-        self.W_hy, self.b_y = model.head.weight.T.contiguous(), model.head.bias
-        self.reset()
+                self.layers.append((Weights(torch.cat([W_ih, W_hh], 1), precision), b_ih + b_hh))
+        self.W_hy, self.b_y = Weights(model.head.weight, precision), model.head.bias
+        self.reset(batch)
 
-    def reset(self) -> None:
-        """Back to the zero state; the next step starts a new text."""
+    def reset(self, batch: int | None = None) -> None:
+        """Back to the zero state (of `batch` rows, or as many as before); a new text starts."""
+        self.batch = batch or self.batch
         p = self.table
-        self.h = [p.new_zeros(1, self.model.config.hidden) for _ in range(self.L)]  # (1, H) each
+        self.h = [p.new_zeros(self.batch, self.model.config.hidden) for _ in range(self.L)]  # (B, H)
         self.c = [torch.zeros_like(h) for h in self.h] if self.cell == "lstm" else None
         self.logits: Tensor | None = None
 
     @torch.inference_mode()
-    def feed(self, token: int) -> Tensor:
-        """Advance by one token id; returns the next-token logits (V,)."""
+    def feed(self, token: int | Tensor) -> Tensor:
+        """Advance by one token id, logits (V,) back; or by a (B,) tensor of ids, logits (B, V)."""
         h, c = self.h, self.c
+        x_term = self.table[token:token + 1] if isinstance(token, int) \
+            else self.table[token.to(self.table.device)]  # (B, G*H)
         for layer in range(self.L):
             if layer == 0:
-                x_term = self.table[token:token + 1]  # (1, G*H)
                 W_hh, b_hh = self.layers[0]
                 if self.cell == "gru":
-                    h[0] = gru_gates(x_term, torch.addmm(b_hh, h[0], W_hh), h[0])
+                    h[0] = gru_gates(x_term, W_hh(b_hh, h[0]), h[0])
                     continue
-                gates = torch.addmm(x_term, h[0], W_hh)
+                gates = W_hh(x_term, h[0])
             elif self.cell == "gru":
                 W_ih, W_hh, b_ih, b_hh = self.layers[layer]
-                gi, gh = torch.addmm(b_ih, h[layer - 1], W_ih), torch.addmm(b_hh, h[layer], W_hh)
-                h[layer] = gru_gates(gi, gh, h[layer])
+                h[layer] = gru_gates(W_ih(b_ih, h[layer - 1]), W_hh(b_hh, h[layer]), h[layer])
                 continue
             else:
                 W, b = self.layers[layer]
-                gates = torch.addmm(b, torch.cat([h[layer - 1], h[layer]], 1), W)  # (1, G*H)
+                gates = W(b, torch.cat([h[layer - 1], h[layer]], 1))  # (B, G*H)
             if self.cell == "lstm":
                 h[layer], c[layer] = lstm_gates(gates, c[layer])
             else:
                 h[layer] = torch.tanh(gates)
-        self.logits = torch.addmm(self.b_y, h[-1], self.W_hy)[0]  # (V,)
+        self.logits = self.W_hy(self.b_y, h[-1])  # (B, V)
+        if isinstance(token, int):
+            self.logits = self.logits[0]  # (V,)
         return self.logits
 
     @torch.inference_mode()
     def feed_many(self, tokens: list[int]) -> Tensor:
-        """Advance by many tokens at once; long runs go through the fused kernel in chunks."""
+        """Advance one stream by many tokens; long runs go through the fused kernel (fp32)."""
+        if self.batch != 1:
+            raise RnnkitError(f"feed_many primes one stream; this stepper has {self.batch} rows")
         if len(tokens) <= 16:
             for t in tokens:
                 self.feed(t)
@@ -147,6 +201,16 @@ class Stepper:
         self.c = list(c.unbind(0)) if c is not None else None
         return self.logits
 
+    def select(self, rows: Tensor) -> None:
+        """Keep these rows of the state, in this order (B',): copies a primed stream into many
+        rows, or follows the beams that survive a step of beam search."""
+        rows = rows.to(self.table.device)
+        self.h = [h[rows] for h in self.h]
+        self.c = [c[rows] for c in self.c] if self.c is not None else None
+        if self.logits is not None:
+            self.logits = self.logits.reshape(self.batch, -1)[rows]  # (B', V)
+        self.batch = len(rows)
+
     def step(self, symbol: str | int) -> Probs:
         """Feed one character (or, for a byte model, a byte value); get the next one's distribution."""
         try:
@@ -156,19 +220,51 @@ class Stepper:
         return Probs(torch.softmax(self.feed(token).float(), -1), self.vocab)
 
 
-def pick(logits: Tensor, temperature: float, top_k: int | None, greedy: bool,
-         generator: torch.Generator) -> int:
-    """Choose the next token from logits (V,)."""
+def pick(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
+         generator: torch.Generator | None = None, top_p: float | None = None,
+         repetition_penalty: float = 1.0, seen: Tensor | None = None) -> Tensor:
+    """Choose the next token of each row from logits (B, V) -> ids (B,), as Hugging Face's
+    `generate` does, in its order: the repetition penalty, then greedy's argmax, or temperature,
+    top-k, top-p (nucleus) and a draw from the softmax.
+
+    `seen` (B, V) marks the tokens already in each row's text (prime included); the penalty
+    divides their positive logits by `repetition_penalty` and multiplies their negative ones
+    (CTRL's rule), so that a penalty above 1 makes any repetition less likely.
+    """
+    logits = logits.float().cpu()
+    if repetition_penalty != 1.0 and seen is not None:
+        penalised = torch.where(logits > 0, logits / repetition_penalty, logits * repetition_penalty)
+        logits = torch.where(seen, penalised, logits)
     if greedy:
-        return int(logits.argmax())
-    logits = logits.float().cpu() / temperature
-    if top_k is not None and top_k < logits.shape[0]:
-        kth = logits.topk(top_k).values[-1]
+        return logits.argmax(-1)
+    # Shift the largest logit to 0 before dividing: a tiny temperature then sends the others to
+    # -inf, not the largest to +inf (inf - inf is NaN in softmax). A temperature below float32's
+    # smallest normal number would round to 0 and make 0 / 0.
+    logits = (logits - logits.amax(-1, keepdim=True)) / max(temperature, torch.finfo(torch.float32).tiny)
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator))
+    if top_p is not None and top_p < 1.0:
+        # Keep the smallest set of most likely tokens whose probabilities add up to top_p: a token
+        # goes when the ones more likely than it already reach top_p (the first always stays).
+        p, order = torch.softmax(logits, -1).sort(-1, descending=True)  # (B, V)
+        drop_sorted = p.cumsum(-1) - p >= top_p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return draw(torch.softmax(logits, -1), generator)
 
 
-def check_options(length: int, temperature: float, top_k: int | None) -> None:
+def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One id per row of probs (B, V) -> (B,): the draw `torch.multinomial(probs, 1)` makes, whose
+    one-sample path is this race (argmax of p / q, q ~ Exp(1), the Gumbel-max trick), with the
+    same random numbers, but without its validity checks, which cost more than the draw."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / q).argmax(-1)
+
+
+def check_options(length: int, temperature: float, top_k: int | None, top_p: float | None = None,
+                  repetition_penalty: float = 1.0, num_samples: int | None = None,
+                  beam: int | None = None, greedy: bool = False) -> None:
     if length < 0:
         raise RnnkitError(f"length must be 0 or more, got {length}")
     if not temperature > 0:
@@ -176,6 +272,23 @@ def check_options(length: int, temperature: float, top_k: int | None) -> None:
                           "for the most likely character every time use greedy")
     if top_k is not None and top_k < 1:
         raise RnnkitError(f"top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise RnnkitError(f"top-p must be in (0, 1], got {top_p}; 0.9 keeps the most likely "
+                          "characters that make up 90% of the probability")
+    if not 0 < repetition_penalty < math.inf:
+        raise RnnkitError(f"repetition penalty must be positive, got {repetition_penalty}; 1 is "
+                          "none, 1.2 a usual choice")
+    if num_samples is not None and not 1 <= num_samples <= MAX_SAMPLES:
+        raise RnnkitError(f"the number of samples must be in [1, {MAX_SAMPLES:,}], got {num_samples}")
+    if beam is not None:
+        if not 1 <= beam <= MAX_SAMPLES:
+            raise RnnkitError(f"the beam width must be in [1, {MAX_SAMPLES:,}], got {beam}")
+        if temperature != 1.0 or top_k is not None or top_p is not None or greedy:
+            raise RnnkitError("beam search keeps the most likely continuations and draws nothing; "
+                              "drop greedy, temperature, top-k and top-p, or drop the beam")
+        if (num_samples or 1) > beam:
+            raise RnnkitError(f"{num_samples} samples asked from a beam of {beam}; a beam returns "
+                              "at most its width, so widen the beam")
 
 
 def check_prime(prime: str) -> None:
@@ -185,15 +298,25 @@ def check_prime(prime: str) -> None:
 
 
 def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0,
-             top_k: int | None = None, greedy: bool = False,
-             seed: int | None = None) -> Iterator[str]:
+             top_k: int | None = None, greedy: bool = False, seed: int | None = None, *,
+             top_p: float | None = None, repetition_penalty: float = 1.0,
+             num_samples: int | None = None, beam: int | None = None,
+             precision: str = "fp32") -> Iterator[str] | Iterator[list[str]]:
     """Yield `length` generated symbols as text, one piece per symbol, after priming with `prime`.
+
+    Sampling follows Hugging Face's `generate`: `repetition_penalty`, then `temperature`,
+    `top_k` and `top_p` (nucleus), or `greedy`. `num_samples=N` runs N streams in one batch
+    and yields a list of N pieces per symbol. `beam=K` runs beam search of width K instead of
+    sampling: the continuation of `length` symbols with the highest log-probability found (with
+    `num_samples`, the best N of the K beams); it yields once the search is done.
+    `precision` is the stepper's ("fp32", the exact reference; "bf16"; "int8", see `Weights`).
 
     Prime characters outside the vocabulary are skipped with an RnnkitWarning naming them. With
     no usable prime the model starts as after a newline (or its first symbol, if it has no
     newline). A byte model's output is decoded as UTF-8, invalid sequences shown as U+FFFD.
     """
-    check_options(length, temperature, top_k)
+    check_options(length, temperature, top_k, top_p, repetition_penalty, num_samples, beam, greedy)
+    check_precision(precision, next(model.parameters()).device)
     check_prime(prime)
     vocab = model.vocab
     if vocab is None:
@@ -209,28 +332,63 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
         except KeyError:
             ids = [0]
     seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
-    return produce(model, ids, length, temperature, top_k, greedy, seed)
+    rows = produce(model, ids, length, temperature, top_k, greedy, seed, top_p, repetition_penalty,
+                   num_samples or 1, beam, precision)
+    return rows if num_samples is not None else (pieces[0] for pieces in rows)
 
 
 def produce(model, ids: list[int], length: int, temperature: float, top_k: int | None,
-            greedy: bool, seed: int) -> Iterator[str]:
-    """The generator behind `generate`, which has already checked the options."""
+            greedy: bool, seed: int, top_p: float | None = None, repetition_penalty: float = 1.0,
+            num_samples: int = 1, beam: int | None = None,
+            precision: str = "fp32") -> Iterator[list[str]]:
+    """The generator behind `generate`, which has already checked the options: the text of
+    `num_samples` streams, one list of pieces per symbol."""
     vocab = model.vocab
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     try:
-        stepper = Stepper(model)
+        stepper = Stepper(model, precision)
         logits = stepper.feed_many(ids)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace") if vocab.kind == "byte" else None
-        for _ in range(length):
-            token = pick(logits, temperature, top_k, greedy, generator)
-            piece = vocab.decode([token])
-            yield decoder.decode(piece) if decoder else piece
-            logits = stepper.feed(token)
-        if decoder:
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                yield tail
+        if beam is not None:
+            tokens = iter(best_beams(stepper, logits, beam, length, num_samples))
+        elif num_samples > 1:
+            stepper.select(torch.zeros(num_samples, dtype=torch.long))  # N copies of the primed state
+            logits = stepper.logits
+        N = num_samples
+        seen = None
+        if repetition_penalty != 1.0:
+            seen = torch.zeros(N, len(vocab), dtype=torch.bool)  # (N, V) tokens in each text
+            seen[:, ids] = True
+        decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(N)] \
+            if vocab.kind == "byte" else None
+        for i in range(length):
+            if beam is not None:
+                token = next(tokens)  # (N,)
+            else:
+                token = pick(logits.reshape(N, -1), temperature, top_k, greedy, generator, top_p,
+                             repetition_penalty, seen)  # (N,)
+            if seen is not None:
+                seen[torch.arange(N), token] = True
+            pieces = [vocab.decode([t]) for t in token.tolist()]
+            yield [d.decode(p) for d, p in zip(decoders, pieces, strict=True)] if decoders else pieces
+            if beam is None and i + 1 < length:
+                logits = stepper.feed(int(token[0]) if N == 1 else token)
+        if decoders:
+            tails = [d.decode(b"", final=True) for d in decoders]
+            if any(tails):
+                yield tails
     finally:
         model.train(was_training)
+
+
+def best_beams(stepper: Stepper, logits: Tensor, width: int, length: int,
+               n: int) -> Iterator[Tensor]:
+    """The n best of a width-`width` beam search from a primed stepper, one (n,) id tensor per
+    step; the whole search runs before the first is yielded."""
+    def advance(tokens: Tensor, rows: Tensor) -> Tensor:
+        stepper.select(rows)
+        return stepper.feed(tokens)
+
+    found = beam_search(advance, logits, width, length)[:n]
+    return iter(torch.tensor([seq for seq, _ in found]).T.reshape(length, n))

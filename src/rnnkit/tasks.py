@@ -249,10 +249,16 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, state, B: int, max_length: int, greedy: bool = True,
-               temperature: float = 1.0, seed: int | None = None) -> list[list[int]]:
-        """Write up to `max_length` tokens per row from `state`, stopping each row at `end`."""
+               temperature: float = 1.0, seed: int | None = None,
+               beam: int | None = None) -> list[list[int]]:
+        """Write up to `max_length` tokens per row from `state`, stopping each row at `end`;
+        with `beam=K`, each row's most likely sequence found by beam search (rnnkit.beam)."""
         c = self.config
         device = self.out.weight.device
+        if beam is not None:
+            from .beam import decode_beam
+
+            return [decode_beam(self, state, b, max_length, beam)[0][0] for b in range(B)]
         generator = None
         if seed is not None:
             generator = torch.Generator(device=device).manual_seed(seed)
@@ -311,9 +317,10 @@ class ConditionedGenerator(nn.Module):
         return self.decoder(dec_in, state, targets, lengths)
 
     def generate(self, condition: Tensor, max_length: int = 50, greedy: bool = True,
-                 temperature: float = 1.0, seed: int | None = None) -> list[list[int]]:
+                 temperature: float = 1.0, seed: int | None = None,
+                 beam: int | None = None) -> list[list[int]]:
         return self.decoder.decode(self.initial_state(condition), condition.shape[0], max_length,
-                                   greedy, temperature, seed)
+                                   greedy, temperature, seed, beam)
 
 
 class Seq2Seq(nn.Module):
@@ -356,6 +363,7 @@ class Seq2Seq(nn.Module):
 
     def generate(self, inputs: Tensor, lengths: Tensor | None = None, max_length: int = 50,
                  greedy: bool = True, temperature: float = 1.0,
-                 seed: int | None = None) -> list[list[int]]:
+                 seed: int | None = None, beam: int | None = None) -> list[list[int]]:
         state = self.encode(inputs, lengths)
-        return self.decoder.decode(state, inputs.shape[0], max_length, greedy, temperature, seed)
+        return self.decoder.decode(state, inputs.shape[0], max_length, greedy, temperature, seed,
+                                   beam)

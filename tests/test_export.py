@@ -1,0 +1,118 @@
+"""ONNX export: each exported file, run in onnxruntime, against rnnkit's own outputs."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import PYTHON, TINY, one_error_line
+
+import rnnkit
+from rnnkit.task_cli import run_forecast
+from rnnkit.task_runs import load_task
+
+ort = pytest.importorskip("onnxruntime")
+README = Path(__file__).resolve().parents[1] / "README.md"
+QUICK = ["--hidden", "16", "--batch-size", "32", "--epochs", "2", "--device", "cpu"]
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_language_model_steps_in_onnxruntime_as_in_rnnkit(cli, corpus, tmp_path, cell):
+    run = tmp_path / "run"
+    status, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "10", "--cell", cell,
+                         "--layers", "2")
+    assert status == 0, err
+    status, out, err = cli("export", run, "--format", "onnx", "--out", tmp_path / "m.onnx")
+    assert status == 0 and "wrote" in out and "logits (B, " in out, err
+    model = rnnkit.load(run)
+    s = session(tmp_path / "m.onnx")
+    cfg = model.config
+    torch.manual_seed(0)
+    ids = torch.randint(0, cfg.vocab_size, (3, 20))  # (B, T): three streams at once
+    with torch.no_grad():
+        expected, _, _ = model(ids)  # (B, T, V) from the fused kernel
+    state = {i.name: np.zeros((cfg.layers, 3, cfg.hidden), np.float32)
+             for i in s.get_inputs() if i.name != "token"}
+    assert list(state) == (["h", "c"] if cell == "lstm" else ["h"])
+    for t in range(ids.shape[1]):
+        logits, *new = s.run(None, {"token": ids[:, t].numpy(), **state})
+        state = dict(zip(state, new, strict=True))
+        np.testing.assert_allclose(logits, expected[:, t].numpy(), atol=1e-5, rtol=0)
+    meta = s.get_modelmeta().custom_metadata_map
+    assert rnnkit.Vocab.from_json(json.loads(meta["rnnkit.vocab"])) == model.vocab
+
+
+def test_classifier_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    x = rng.normal(0, 1, (60, 10, 2)).astype(np.float32) + y[:, None, None]
+    np.savez(tmp_path / "d.npz", x=x, lengths=np.full(60, 10), y=y)
+    run = tmp_path / "run"
+    status, _, err = cli("classify", "train", tmp_path / "d.npz", "--out", run, *QUICK,
+                         "--bidirectional", "--layers", "2")
+    assert status == 0, err
+    status, out, err = cli("export", run, "--out", tmp_path / "c.onnx")
+    assert status == 0 and "logits (B, 3)" in out, err
+    model, _ = load_task(run)
+    inputs = torch.randn(4, 17, 2)  # another batch size and length than in training
+    with torch.no_grad():
+        expected = model(inputs)[0].numpy()
+    s = session(tmp_path / "c.onnx")
+    np.testing.assert_allclose(s.run(None, {"inputs": inputs.numpy()})[0], expected, atol=1e-5,
+                               rtol=0)
+    labels = json.loads(s.get_modelmeta().custom_metadata_map["rnnkit.labels"])
+    assert labels == ["0", "1", "2"]
+
+
+def test_forecaster_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
+    t = np.arange(300)
+    rows = [f"{i},{np.sin(i / 5):.5f},{np.cos(i / 7) + i / 100:.5f}" for i in t]
+    (tmp_path / "s.csv").write_text("t,y,z\n" + "\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    status, _, err = cli("forecast", "train", tmp_path / "s.csv", "--columns", "y,z",
+                         "--horizon", "4", "--window", "12", "--out", run, *QUICK)
+    assert status == 0, err
+    status, out, err = cli("export", run, "--out", tmp_path / "f.onnx")
+    assert status == 0 and "forecast (B, 4, 2)" in out, err
+    model, config = load_task(run)
+    std = np.asarray(config["data"]["std"], np.float32)
+    windows = np.random.default_rng(1).normal(0, 1, (5, 12, 2)).astype(np.float32) + 3
+    expected = run_forecast(model, windows, std, 4)  # (B, H, F), what forecast predict prints
+    got = session(tmp_path / "f.onnx").run(None, {"inputs": windows})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_readme_onnxruntime_snippet_runs(cli, corpus, tmp_path):
+    status, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", "40")
+    assert status == 0, err
+    assert cli("export", tmp_path / "run", "--out", tmp_path / "model.onnx")[0] == 0
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("### Run an exported language model"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    assert "rnnkit" not in code.replace('"rnnkit.vocab"', "")  # onnxruntime and NumPy only
+    assert len(code.strip().splitlines()) <= 12
+    result = subprocess.run([PYTHON, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout) >= 200 and set(result.stdout) <= set(corpus.read_text())
+
+
+def test_export_errors_are_one_line(cli, corpus, tmp_path, monkeypatch):
+    status, _, err = cli("export", tmp_path / "missing", "--out", tmp_path / "m.onnx")
+    assert status == 2 and "missing" in one_error_line(err)
+    status, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", "5")
+    status, _, err = cli("export", tmp_path / "run", "--out", tmp_path / "no" / "dir" / "m.onnx")
+    assert status == 2 and "cannot write" in one_error_line(err)
+    assert not (tmp_path / "no").exists()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
+    status, _, err = cli("export", tmp_path / "run", "--out", tmp_path / "m.onnx")
+    assert status == 2 and "pip install 'rnnkit[export]'" in one_error_line(err)
+    assert not (tmp_path / "m.onnx").exists()

@@ -1,0 +1,124 @@
+"""Sampling choices: temperature, top-k, top-p, repetition penalty, many samples in one batch."""
+
+import re
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import CharLM, ModelConfig, Vocab
+from rnnkit.sample import Stepper, draw, pick
+
+VOCAB = Vocab("char", tuple(sorted(map(ord, "abcdefgh \n"))))
+
+
+def model_for(cell="lstm", layers=2, seed=0):
+    torch.manual_seed(seed)
+    return CharLM(ModelConfig(vocab_size=len(VOCAB), cell=cell, layers=layers, hidden=16,
+                              embed=8), VOCAB).eval()
+
+
+def drawn(logits, n=300, **options) -> set[int]:
+    """The ids that `pick` draws from one row of logits over n seeds."""
+    return {int(pick(torch.tensor([logits]), generator=torch.Generator().manual_seed(s),
+                     **options)[0]) for s in range(n)}
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 1e-30, 5e-324])
+def test_tiny_temperature_takes_the_most_likely_token(temperature):
+    assert drawn([1.0, 3.0, -2.0, 2.5], 5, temperature=temperature) == {1}
+    text = model_for().generate("ab", 20, temperature=temperature, seed=0)
+    assert text == model_for().generate("ab", 20, greedy=True)
+
+
+def test_draw_is_torch_multinomial_without_the_checks():
+    torch.manual_seed(0)
+    probs = torch.softmax(torch.randn(7, 50) * 3, -1)
+    for seed in range(50):
+        expected = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))[:, 0]
+        assert torch.equal(draw(probs, torch.Generator().manual_seed(seed)), expected)
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    logits = torch.tensor([0.5, 0.3, 0.15, 0.05]).log().tolist()
+    assert drawn(logits, top_p=0.5) == {0}  # 0.5 alone reaches 0.5
+    assert drawn(logits, top_p=0.7) == {0, 1}
+    assert drawn(logits, top_p=0.81) == {0, 1, 2}
+    assert drawn(logits, top_p=1.0) == {0, 1, 2, 3}
+    assert drawn(logits, top_p=0.81, top_k=1) == {0}  # top-k first, then top-p (HF's order)
+
+
+def test_repetition_penalty_follows_ctrl():
+    seen = torch.tensor([[True, False]])
+    greedy = {"greedy": True, "seen": seen, "repetition_penalty": 2.0}
+    # positive logits are divided: 2.0 -> 1.0 falls below 1.5
+    assert int(pick(torch.tensor([[2.0, 1.5]]), **greedy)[0]) == 1
+    # negative logits are multiplied: -1.0 -> -2.0 falls below -1.5
+    assert int(pick(torch.tensor([[-1.0, -1.5]]), **greedy)[0]) == 1
+    assert int(pick(torch.tensor([[-1.0, -1.5]]), greedy=True, seen=seen)[0]) == 0  # penalty 1
+    model = model_for()
+    plain = model.generate("ab", 30, greedy=True)
+    penalised = model.generate("ab", 30, greedy=True, repetition_penalty=5.0)
+    assert len(set(penalised[2:])) > len(set(plain[2:]))
+
+
+def test_batched_stepper_rows_equal_single_streams():
+    model = model_for("gru", layers=3)
+    torch.manual_seed(1)
+    ids = torch.randint(0, len(VOCAB), (4, 12))  # (B, T): a different text in each row
+    batch = Stepper(model, batch=4)
+    singles = [Stepper(model) for _ in range(4)]
+    for t in range(ids.shape[1]):
+        logits = batch.feed(ids[:, t])  # (B, V)
+        for b, s in enumerate(singles):
+            torch.testing.assert_close(logits[b], s.feed(int(ids[b, t])), atol=1e-6, rtol=0)
+
+
+def test_num_samples_runs_streams_in_one_batch():
+    model = model_for()
+    texts = model.generate("ab", 40, seed=3, num_samples=5)
+    assert texts == model.generate("ab", 40, seed=3, num_samples=5)  # seeded: repeats
+    assert len(texts) == 5 and len(set(texts)) == 5 and all(t.startswith("ab") for t in texts)
+    assert all(len(t) == 42 for t in texts)
+    one = model.generate("ab", 40, greedy=True)
+    assert model.generate("ab", 40, greedy=True, num_samples=3) == [one] * 3
+    pieces = list(model.stream("ab", 4, seed=0, num_samples=2))
+    assert len(pieces) == 4 and all(len(p) == 2 for p in pieces)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"top_p": 0.0}, "top-p must be in"),
+    ({"top_p": 1.5}, "top-p must be in"),
+    ({"repetition_penalty": 0.0}, "repetition penalty must be positive"),
+    ({"num_samples": 0}, "number of samples must be in"),
+    ({"num_samples": 10**5}, "number of samples must be in"),
+    ({"beam": 0}, "beam width must be in"),
+    ({"beam": 2, "top_k": 3}, "beam search keeps the most likely"),
+    ({"beam": 2, "num_samples": 3}, "widen the beam"),
+    ({"precision": "fp8"}, "unknown precision 'fp8'"),
+])
+def test_bad_sampling_options_are_refused(options, message):
+    with pytest.raises(rnnkit.RnnkitError, match=message):
+        model_for().generate("ab", 5, **options)
+
+
+def test_sample_cli_flags(cli, corpus, tmp_path):
+    from conftest import TINY, one_error_line
+
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", "20")[0] == 0
+    status, out, err = cli("sample", run, "--prime", "the", "--length", "30", "--seed", "1",
+                           "--num-samples", "3", "--top-p", "0.9", "--repetition-penalty", "1.2",
+                           "--precision", "int8", "--verbose")
+    assert status == 0, err
+    assert [line for line in out.splitlines() if line.startswith("--- sample")] == \
+        [f"--- sample {i} of 3 ---" for i in (1, 2, 3)]
+    assert re.fullmatch(r"rnnkit: 90 characters in [\d.]+s \([\d,]+ characters/s, int8\)\n", err)
+    status, beam, err = cli("sample", run, "--prime", "the", "--length", "30", "--beam", "4")
+    assert status == 0 and beam == rnnkit.load(run).generate("the", 30, beam=4) + "\n", err
+    status, plain, _ = cli("sample", run, "--length", "30", "--seed", "1")
+    assert plain == rnnkit.load(run).generate("", 30, seed=1) + "\n"
+    status, _, err = cli("sample", run, "--beam", "2", "--temperature", "0.5")
+    assert status == 2 and "beam search keeps the most likely" in one_error_line(err)
+    status, _, err = cli("sample", run, "--top-p", "2")
+    assert status == 2 and "top-p must be in (0, 1], got 2.0" in one_error_line(err)
