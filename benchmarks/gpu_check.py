@@ -87,8 +87,8 @@ class Sizes:
     sample_model: tuple = (2, 512)  # layers, hidden
     throughput: tuple = ((2, 512), (3, 1024))  # layers, hidden
     throughput_batch: tuple = (128, 128)  # B, T
-    throughput_steps: int = 40
-    throughput_repeats: int = 2
+    throughput_steps: int = 120
+    throughput_repeats: int = 3
 
 
 QUICK = Sizes(cli_steps=20, cli_model=("--hidden", "32", "--layers", "1", "--batch-size", "4",
@@ -157,9 +157,17 @@ def command(*args, timeout: float = 120) -> tuple[str, str]:
     """launch(), and (stdout, stderr) when it succeeded; else CheckFailed with its last line."""
     status, out, err = launch(*args, timeout=timeout)
     if status:
-        last = [line for line in err.splitlines() if line.strip()][-1:] or ["(no output)"]
-        raise CheckFailed(f"`{' '.join(map(str, args[:3]))}` exited with {status}: {last[0]}")
+        raise CheckFailed(f"`{' '.join(map(str, args[:3]))}` exited with {status}: "
+                          f"{error_lines(err)}")
     return out, err
+
+
+def error_lines(err: str) -> str:
+    """What a failed command said: its lines naming an error (torchrun prints the workers'
+    tracebacks before a summary of separator lines), else its last lines."""
+    lines = [line.strip() for line in err.splitlines() if line.strip().strip("=-")]
+    named = [line for line in lines if "error" in line.lower()]
+    return " | ".join((named or lines)[-6:]) or "(no output)"
 
 
 def rnnkit_cmd(*args, timeout: float = 120) -> tuple[str, str]:
@@ -245,8 +253,9 @@ def part_tasks(ctx: Context) -> dict:
     npz = ctx.tmp / "classes.npz"
     classifier_data(npz, s.task_examples)
     out, _ = rnnkit_cmd("classify", "train", npz, "--out", ctx.tmp / "classifier", "--device",
-                        ctx.device, "--hidden", 64, "--epochs", s.task_epochs, "--max-time", "10s",
+                        ctx.device, "--hidden", 64, "--epochs", s.task_epochs, "--max-time", "25s",
                         timeout=60)
+    classifier_done = [line for line in out.splitlines() if line.startswith("done:")]
     accuracy = number(r"test_accuracy (\S+)", out)
     if ctx.device != "cpu":  # the GPU-trained classifier on the CPU
         predicted, _ = rnnkit_cmd("classify", "predict", ctx.tmp / "classifier", npz,
@@ -260,13 +269,15 @@ def part_tasks(ctx: Context) -> dict:
     csv.write_text("t,y\n" + "".join(f"{i},{v:.5f}\n" for i, v in zip(t, series, strict=True)))
     out, _ = rnnkit_cmd("forecast", "train", csv, "--columns", "y", "--horizon", 6, "--window", 48,
                         "--out", ctx.tmp / "forecaster", "--device", ctx.device, "--cell", "gru",
-                        "--hidden", 64, "--epochs", max(2, s.task_epochs // 3), "--max-time",
-                        "10s", timeout=60)
+                        "--hidden", 64, "--epochs", s.task_epochs, "--max-time", "25s",
+                        timeout=60)
+    forecaster_done = [line for line in out.splitlines() if line.startswith("done:")]
     mae, naive = number(r"test_mae (\S+)", out), number(r"naive_mae (\S+)", out)
     if not ctx.args.quick:
         check(accuracy > 0.5, f"classifier test accuracy {accuracy} (chance 0.25)")
         check(mae < naive, f"forecaster MAE {mae} not below the naive {naive}")
-    return {"classifier_test_accuracy": accuracy, "forecast_mae": mae, "naive_mae": naive}
+    return {"classifier_test_accuracy": accuracy, "forecast_mae": mae, "naive_mae": naive,
+            "classifier_done": classifier_done, "forecaster_done": forecaster_done}
 
 
 def torchrun_train(ctx: Context, processes: int, run: Path) -> list:
@@ -425,10 +436,10 @@ CUDA_PATHS = {
     "quality": "a long bf16 run with evaluation and checkpoints on the GPU",
 }
 PARTS = {  # name: (function, time limit in seconds with the defaults)
-    "cli": (part_cli, 45), "precision": (part_precision, 25), "tasks": (part_tasks, 40),
+    "cli": (part_cli, 45), "precision": (part_precision, 25), "tasks": (part_tasks, 75),
     "torchrun": (part_torchrun, 45), "too_many_processes": (part_too_many_processes, 30),
     "sampling": (part_sampling, 20),
-    "throughput": (part_throughput, 60), "quality": (part_quality, None),  # --quality-seconds
+    "throughput": (part_throughput, 90), "quality": (part_quality, None),  # --quality-seconds
 }
 
 
