@@ -30,24 +30,11 @@ from safetensors.torch import save as safetensors_bytes
 from .config import from_dict
 from .errors import RnnkitError
 from .lm import CharLM, ModelConfig
-from .text import Vocab, write_json_atomic
+from .runfiles import write_bytes_atomic, write_json_atomic
+from .text import Vocab
 
 FORMAT, VERSION = "rnnkit-run", 1
 BEST, LAST = "model.safetensors", "last.safetensors"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
@@ -55,18 +42,11 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
     """Write tensors atomically: temporary file, fsync, rename."""
     data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                              metadata=metadata)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_bytes_atomic(path, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise RnnkitError(f"could not write {path} ({e.strerror or e}); the previous checkpoint "
                           "is intact; free disk space or choose another --out") from None
-    fsync_dir(path.parent)
 
 
 def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,

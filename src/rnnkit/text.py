@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RnnkitError
+from .runfiles import atomic_write, write_json_atomic
 
 TOKENIZERS = ("char", "byte")
 CHUNK_BYTES = 8 << 20  # read corpora 8 MiB at a time
@@ -182,9 +183,8 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
     table = vocab.lookup()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "tokens.bin.tmp"
     count, skipped = 0, {}
-    with open(tmp, "wb") as w:
+    with atomic_write(out / "tokens.bin") as w:
         for f in files:
             for codes in chunk_codes(f, vocab.kind):
                 ids = table[codes]
@@ -197,12 +197,9 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
                                       "not in the vocabulary; prepare with a vocabulary that has it")
                 w.write(ids.astype(vocab.dtype).tobytes())
                 count += len(ids)
-        w.flush()
-        os.fsync(w.fileno())
     meta = {"vocab": vocab.to_json(), "dtype": vocab.dtype.name, "count": count,
             "sources": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files],
             "skipped": [chr(c) if vocab.kind == "char" else f"\\x{c:02x}" for c in skipped]}
-    os.replace(tmp, out / "tokens.bin")
     write_json_atomic(out / "data.json", meta)
     return PreparedData.open(out)
 
@@ -242,17 +239,6 @@ class PreparedData:
             raise RnnkitError(f"--val-fraction must be in [0, 1), got {val_fraction}")
         n_train = int(len(self.tokens) * (1 - val_fraction))
         return self.tokens[:n_train], self.tokens[n_train:]
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to a temporary file, flush it to disk, then rename it over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from .errors import RnnkitError, require_positive
 from .lm import CharLM, ModelConfig
 from .plots import plot_losses
 from .recurrent import detach_state
+from .runfiles import remove_temp_files
 from .text import (
     TOKENIZERS,
     PreparedData,
@@ -243,15 +244,16 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
         device = pick_device(device_name)
         lock = ckpt.RunLock(run_dir) if world.main else contextlib.nullcontext()
         with lock:
-            if world.main:
-                remove_partial_files(run_dir)
             if resume:
                 saved, model_cfg, train_cfg = check_resume(run_dir, model_cfg, train_cfg, given)
                 data = PreparedData.open(ckpt.data_dir(run_dir, saved))
+                if world.main:
+                    remove_partial_files(run_dir)
             elif world.main:
                 if (run_dir / "config.json").exists():
                     raise RnnkitError(f"{out} already holds a training run; add --resume to "
                                       "continue it, or choose another --out")
+                remove_partial_files(run_dir)
                 data = open_data(run_dir, texts, train_cfg.tokenizer)
                 model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
                 ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
@@ -458,10 +460,10 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
 
 
 def remove_partial_files(run_dir: Path) -> None:
-    """Temporary files a killed process left behind; they are never read as checkpoints."""
+    """rnnkit's own temporary files that a killed process left behind (never a user's: see
+    runfiles.is_temp_name); they are never read as checkpoints. Call it under the run lock."""
     for folder in (run_dir, run_dir / "data"):
-        for tmp in [*folder.glob("*.tmp"), *folder.glob(".*.tmp")]:
-            tmp.unlink(missing_ok=True)
+        remove_temp_files(folder)
 
 
 def check_memory(model_cfg: ModelConfig, B: int, T: int) -> None:
