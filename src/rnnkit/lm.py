@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import cells
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, require_positive, require_seed
 from .recurrent import Recurrent
 from .text import Vocab
 
@@ -94,6 +94,9 @@ class CharLM(nn.Module):
                seed: int | None = None) -> Iterator[str]:
         """Generated text piece by piece (the prime not included); see `sample.generate`."""
         from .sample import generate
+
+        if seed is not None:
+            require_seed(seed)
 
         return generate(self, prime, length, temperature, top_k, greedy, seed)
 
