@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import time
+import warnings
 
 import pytest
 from conftest import PANGRAM, PYTHON, TINY, one_error_line
@@ -258,3 +259,12 @@ def test_readme_python_api_block_runs_as_pasted(cli, tmp_path, monkeypatch):
     block = block.replace("runs/shakespeare", str(shakespeare)).replace("runs/x", "x")
     exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "x" / "model.safetensors").is_file()
+
+
+def test_a_warning_made_an_error_is_one_error_line(cli, tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("a" * 400)
+    with warnings.catch_warnings():  # as under python -W error
+        warnings.simplefilter("error")
+        status, _, err = cli("train", text, "--out", tmp_path / "run", "--max-steps", 2, *TINY)
+    assert status == 2 and "the text has 1 distinct symbol" in one_error_line(err)

@@ -272,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `rnnkit sample DIR | head`
         sys.stderr.close()
         return 0
+    except Warning as w:  # warnings made errors (python -W error): still one line
+        if debug:
+            raise
+        print(f"rnnkit: error: {one_line(w)}", file=sys.stderr)
+        return 2
     except MemoryError:
         print("rnnkit: error: out of memory; use a smaller --hidden, --batch-size or --seq-len",
               file=sys.stderr)
