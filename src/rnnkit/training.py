@@ -497,9 +497,9 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
                         eval_seconds += cost
                         reserve = cost + sample_seconds
                         if not cfg.max_steps:  # time budget only: re-estimate the plan
+                            # (steps per second with evaluations: they will recur)
                             now = time.monotonic()
-                            rate = (progress.step - start_step) / max(now - t0 - eval_seconds,
-                                                                      1e-9)
+                            rate = (progress.step - start_step) / max(now - t0, 1e-9)
                             plan = progress.step + int(rate * (deadline - reserve - now))
                             progress.plan = int(distributed.broadcast(world, plan))
                     if final or stopped is not None:
