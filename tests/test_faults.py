@@ -74,6 +74,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(corpus, tmp
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert progress_a["history"] == progress_b["history"]
+    # The metrics log holds every step once, as in the run that was never killed.
+    assert (run / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
     assert not list(run.glob(".*.tmp")) and not list(run.glob("*.tmp"))
 
 
@@ -192,3 +194,89 @@ def test_pickle_payload_is_refused_without_running(cli, corpus, tmp_path, target
             assert status == 2
             one_error_line(err)
     assert not marker.exists()
+
+
+def rewrite_last(run, change):
+    """last.safetensors with `change(tensors, metadata)` applied, written back whole."""
+    from safetensors.torch import save_file
+
+    tensors, meta = checkpoint.read_safetensors(run / "last.safetensors")
+    change(tensors, meta)
+    save_file(tensors, str(run / "last.safetensors"), metadata=meta)
+
+
+def set_item(mapping, key, value):
+    mapping[key] = value
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("moment_shape", "optim.0.exp_avg has shape (3,), this run needs"),
+    ("state_shape", "state.h has shape (1, 2, 32), this run needs (1, 4, 32)"),
+    ("odd_name", "unexpected ['optim.x.exp_avg']"),
+    ("missing_moment", "missing ['optim.1.exp_avg_sq']"),
+    ("gru_state", "its carried state ['state.h'] does not fit this lstm model"),
+    ("nan_weights", "holds NaN or infinite values"),
+    ("nan_moment", "optim.2.exp_avg_sq holds NaN or infinite values"),
+    ("optimizer", "the optimizer is 'SGD', not AdamW"),
+    ("lr", "the optimizer's lr is 'fast', not a finite number"),
+    ("groups", "its optimizer groups do not match this run's"),
+    ("progress", "progress.step is -5, below 0"),
+])
+def test_damaged_trainer_state_is_refused_before_anything_changes(cli, corpus, tmp_path, damage,
+                                                                  message):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 10)[0] == 0
+    changes = {
+        "moment_shape": lambda t, m: set_item(t, "optim.0.exp_avg", torch.zeros(3)),
+        "state_shape": lambda t, m: set_item(t, "state.h", t["state.h"][:, :2].clone()),
+        "odd_name": lambda t, m: set_item(t, "optim.x.exp_avg", t.pop("optim.0.exp_avg")),
+        "missing_moment": lambda t, m: t.pop("optim.1.exp_avg_sq"),
+        "gru_state": lambda t, m: t.pop("state.c"),
+        "nan_weights": lambda t, m: t["model.head.weight"].fill_(float("nan")),
+        "nan_moment": lambda t, m: t["optim.2.exp_avg_sq"].fill_(float("nan")),
+        "optimizer": lambda t, m: set_item(m, "optimizer", "SGD"),
+        "lr": lambda t, m: set_item(m, "param_groups", json.dumps(
+            [{**g, "lr": "fast"} for g in json.loads(m["param_groups"])])),
+        "groups": lambda t, m: set_item(m, "param_groups", json.dumps(
+            json.loads(m["param_groups"])[:1] * 2)),
+        "progress": lambda t, m: set_item(m, "progress", m["progress"].replace(
+            '"step": 10', '"step": -5')),
+    }
+    rewrite_last(run, changes[damage])
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    status, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", 20, "--resume")
+    line = one_error_line(err)
+    assert status == 2 and "last.safetensors" in line and message in line, line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("on_nan", ["stop", "rollback"])
+def test_nan_validation_loss_is_handled_like_a_nan_training_loss(cli, corpus, tmp_path,
+                                                                 monkeypatch, on_nan):
+    from rnnkit import training
+
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 10)[0] == 0
+    before = {name: (run / name).read_bytes() for name in ["model.safetensors",
+                                                           "last.safetensors"]}
+    evaluate, calls = training.evaluate, []
+
+    def nan_once(*args, **kwargs):  # the first evaluation of the resumed run (step 20) is NaN
+        calls.append(1)
+        return float("nan") if len(calls) == 1 else evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "evaluate", nan_once)
+    status, out, err = cli("train", corpus, "--out", run, *TINY, "--resume", "--max-steps", 30,
+                           "--on-nan", on_nan)
+    if on_nan == "stop":
+        assert status == 2
+        line = one_error_line(err)
+        assert "validation loss became nan at step 20" in line
+        assert "last good checkpoint is kept" in line
+        assert {name: (run / name).read_bytes() for name in before} == before
+    else:
+        assert status == 0, err
+        assert "validation loss became nan at step 20; rolled back to step 10" in out
+        _, progress = final_weights(run)
+        assert progress["step"] == 30 and progress["rollbacks"] == 1
+        assert [h["step"] for h in progress["history"]] == [10, 20, 30]

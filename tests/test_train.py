@@ -93,6 +93,8 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(cli, corpus, tmp_path,
     for name in a:
         assert torch.equal(a[name], b[name]), name  # bit for bit
     assert json.loads(meta_a["progress"])["history"] == json.loads(meta_b["progress"])["history"]
+    metrics = (tmp_path / "straight" / "metrics.csv").read_text()
+    assert metrics.count("\n") == 41 and (interrupted / "metrics.csv").read_text() == metrics
 
 
 def test_resume_refuses_a_different_model(cli, corpus, tmp_path):

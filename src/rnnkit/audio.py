@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RnnkitError, require_positive
+from .runfiles import atomic_write
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
 FEATURES = ("mfcc", "raw")
@@ -213,7 +214,6 @@ def load_features(files: list[Path], cfg: AudioConfig, cache_dir: str | os.PathL
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         offsets = np.concatenate([[0], np.cumsum([len(f) for f in out])])
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, frames=np.concatenate(out), offsets=offsets)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            np.savez(f, frames=np.concatenate(out), offsets=offsets)
     return out

@@ -7,12 +7,14 @@
                             trainer's counters as JSON metadata: what --resume loads
     DIR/data/               the corpus encoded as a token file (see text.prepare), unless
                             config.json names a prepared data directory elsewhere
+    DIR/metrics.csv         every step's loss and learning rate, and each validation loss
     DIR/loss.png            train and validation loss against characters seen
     DIR/samples.txt         a sample at every evaluation
+    DIR/train.lock          held by the training that writes to DIR (see RunLock)
 
 Checkpoints are data, not code: tensors in safetensors, everything else JSON. Nothing is ever
 unpickled. Every file is written to a temporary name, flushed to disk and renamed over the old
-one, so a crash at any moment leaves the previous complete file in place. Reading checks each
+one (see `runfiles`), so a crash at any moment leaves the previous complete file in place. Reading checks each
 file against the config (names, shapes, sizes) before any tensor is built, so a corrupt, truncated
 or tampered file is refused with a message rather than a crash inside torch.
 """
@@ -20,6 +22,7 @@ or tampered file is refused with a message rather than a crash inside torch.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -30,24 +33,20 @@ from safetensors.torch import save as safetensors_bytes
 from .config import from_dict, parse_json
 from .errors import RnnkitError
 from .lm import CharLM, ModelConfig
-from .text import Vocab, write_json_atomic
+from .runfiles import is_temp_name, write_bytes_atomic, write_json_atomic
+from .text import Vocab
 
 FORMAT, VERSION = "rnnkit-run", 1
 BEST, LAST = "model.safetensors", "last.safetensors"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+METRICS, LOCK = "metrics.csv", "train.lock"
+# Everything a run writes into its directory (and into DIR/data): anything else there is the
+# user's, and a new run refuses to mix its files with it.
+RUN_FILES = {"config.json", "vocab.json", BEST, LAST, METRICS, LOCK, "loss.png", "samples.txt",
+             "data"}
+DATA_FILES = {"tokens.bin", "data.json"}
+# Run directories of the other commands: what they are, and the command that uses them.
+OTHER_KINDS = {"rnnkit-classifier": ("a classifier", "rnnkit classify predict {dir} FILE..."),
+               "rnnkit-forecaster": ("a forecaster", "rnnkit forecast predict {dir} SERIES.csv")}
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
@@ -55,18 +54,11 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
     """Write tensors atomically: temporary file, fsync, rename."""
     data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                              metadata=metadata)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_bytes_atomic(path, data)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise RnnkitError(f"could not write {path} ({e.strerror or e}); the previous checkpoint "
                           "is intact; free disk space or choose another --out") from None
-    fsync_dir(path.parent)
 
 
 def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
@@ -129,6 +121,7 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
         raise RnnkitError(f"{str(run_dir)!r} is not a run directory (no config.json); train one "
                           "with: rnnkit train TEXT_FILE --out DIR")
     config = read_json(run_dir / "config.json", "JSON")
+    check_kind(run_dir, config)
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise RnnkitError(f"{run_dir / 'config.json'} is not an rnnkit run config "
                           f'(expected "format": "{FORMAT}")')
@@ -141,6 +134,43 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
         raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
                           f"vocab_size {model_config.vocab_size}; the files do not belong together")
     return config, model_config, vocab
+
+
+def check_kind(run_dir: Path, config) -> None:
+    """Refuse the run directory of a classifier or forecaster, naming the command that uses it."""
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt in OTHER_KINDS:
+        kind, command = OTHER_KINDS[fmt]
+        raise RnnkitError(f"{run_dir} is {kind} run, not a language model; use it with: "
+                          f"{command.format(dir=run_dir)}")
+
+
+def check_out_dir(run_dir: Path, resume: bool) -> None:
+    """Refuse to start a run in a directory that holds a run already, or files rnnkit did not
+    write (a run being resumed may hold the user's files too)."""
+    if not run_dir.is_dir():
+        return
+    if (run_dir / "config.json").exists():
+        try:
+            config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            config = None  # a damaged run is still a run
+        check_kind(run_dir, config)
+        if not resume:
+            raise RnnkitError(f"{run_dir} already holds a training run; add --resume to "
+                              "continue it, or choose another --out")
+        return
+    theirs = [e.name for e in run_dir.iterdir()
+              if e.name not in RUN_FILES and not is_temp_name(e.name)]
+    if (run_dir / "data").is_dir():
+        theirs += [f"data/{e.name}" for e in (run_dir / "data").iterdir()
+                   if e.name not in DATA_FILES and not is_temp_name(e.name)]
+    elif (run_dir / "data").exists():
+        theirs.append("data")
+    if theirs:
+        shown = ", ".join(sorted(theirs)[:3]) + (", ..." if len(theirs) > 3 else "")
+        raise RnnkitError(f"--out {run_dir} holds files rnnkit did not write ({shown}); give a "
+                          "new or empty directory for the run")
 
 
 def shapes_of(build) -> dict[str, tuple]:
@@ -197,7 +227,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / "train.lock"
+        self.path = Path(run_dir) / LOCK
         self.file = None
 
     def __enter__(self) -> RunLock:
@@ -252,35 +282,100 @@ def save_trainer(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.O
         tensors["state.h"] = h
         if c is not None:
             tensors["state.c"] = c
-    meta = {"progress": json.dumps(progress), "param_groups": json.dumps(opt["param_groups"])}
+    meta = {"progress": json.dumps(progress), "param_groups": json.dumps(opt["param_groups"]),
+            "optimizer": type(optimizer).__name__}
     write_safetensors(run_dir / LAST, tensors, meta)
 
 
-def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer) -> tuple[dict, tuple]:
-    """Restore what save_trainer wrote into `model` and `optimizer`.
+def trainer_shapes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   state_shape: tuple | None) -> dict[str, tuple]:
+    """The names and shapes save_trainer writes besides the weights: AdamW's two moments and
+    step count per parameter (numbered in the optimizer's order) and the carried state."""
+    shapes = {}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for i, p in enumerate(params):
+        shapes.update({f"optim.{i}.exp_avg": tuple(p.shape),
+                       f"optim.{i}.exp_avg_sq": tuple(p.shape), f"optim.{i}.step": ()})
+    if state_shape is not None:
+        shapes["state.h"] = tuple(state_shape)
+        if model.config.cell == "lstm":
+            shapes["state.c"] = tuple(state_shape)
+    return shapes
 
+
+def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer,
+                 state_shape: tuple | None = None) -> tuple[dict, tuple]:
+    """Restore what save_trainer wrote into `model` and `optimizer`, after checking it all.
+
+    Every tensor's name and shape is checked (the weights against the config, the optimizer's
+    moments against the parameters, the carried state against `state_shape`, (L, B, H)), every
+    value must be finite, and the optimizer's settings must be the ones it was created with.
     Returns (progress as a dict, carried state on the CPU: h, or (h, c), or None).
     """
     path = run_dir / LAST
+
+    def damaged(why: str) -> RnnkitError:
+        return RnnkitError(f"{path}: {why}; this checkpoint cannot be resumed, so train again "
+                           f"with a new --out ({BEST} still serves sample and eval)")
+
     tensors, meta = read_safetensors(path, model_shapes(model.config), "model.")
     try:
         progress = parse_json(meta["progress"])
         param_groups = parse_json(meta["param_groups"])
     except (KeyError, ValueError) as e:
         raise RnnkitError(f"{path} has no readable trainer state ({e}); start a new run") from None
+    if meta.get("optimizer", type(optimizer).__name__) != type(optimizer).__name__:
+        raise damaged(f"the optimizer is {meta['optimizer']!r}, not {type(optimizer).__name__}")
+    expected = trainer_shapes(model, optimizer, state_shape)
+    rest = {n: t for n, t in tensors.items() if not n.startswith("model.")}
+    optim = {n for n in rest if n.startswith("optim.")}
+    wanted = {n for n in expected if n.startswith("optim.")}
+    unknown = sorted(set(rest) - set(expected))
+    if unknown or (optim and optim != wanted):
+        odd = unknown or sorted(wanted - optim)
+        raise damaged(f"its entries do not fit this model ({'unexpected' if unknown else 'missing'}"
+                      f" {odd[:3]})")
+    carried = {n for n in rest if n.startswith("state.")}
+    if carried and carried != {n for n in expected if n.startswith("state.")}:
+        raise damaged(f"its carried state {sorted(carried)} does not fit this {model.config.cell} "
+                      "model")
+    for name, t in rest.items():
+        if tuple(t.shape) != expected[name]:
+            raise damaged(f"{name} has shape {tuple(t.shape)}, this run needs {expected[name]}")
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise damaged(f"{name} holds NaN or infinite values")
+    check_param_groups(param_groups, optimizer, damaged)
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict[int, dict] = {}
-    for name, v in tensors.items():
-        if name.startswith("optim."):
-            _, i, key = name.split(".", 2)
-            opt_state.setdefault(int(i), {})[key] = v
+    for name in sorted(optim):
+        _, i, key = name.split(".", 2)
+        opt_state.setdefault(int(i), {})[key] = rest[name]
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
     except (ValueError, KeyError, RuntimeError, TypeError) as e:
-        raise RnnkitError(f"{path}: the optimizer state does not fit the model ({e}); start a "
-                          "new run") from None
+        raise damaged(f"the optimizer state does not fit the model ({e})") from None
     state = None
-    if "state.h" in tensors:
-        h = tensors["state.h"]
-        state = (h, tensors["state.c"]) if "state.c" in tensors else h
+    if "state.h" in rest:
+        h = rest["state.h"]
+        state = (h, rest["state.c"]) if "state.c" in rest else h
     return progress, state
+
+
+def check_param_groups(groups, optimizer: torch.optim.Optimizer, damaged) -> None:
+    """The optimizer settings read back must be the ones `optimizer` has, with numbers where it
+    has numbers: the same groups of the same parameters, finite values."""
+    mine = optimizer.state_dict()["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(mine):
+        raise damaged(f"it holds {len(groups) if isinstance(groups, list) else 'no'} optimizer "
+                      f"groups, this run has {len(mine)}")
+    for theirs, ours in zip(groups, mine, strict=True):
+        if not isinstance(theirs, dict) or set(theirs) != set(ours) \
+                or theirs["params"] != ours["params"]:
+            raise damaged("its optimizer groups do not match this run's")
+        for key, value in ours.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and value is not None:
+                v = theirs[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise damaged(f"the optimizer's {key} is {v!r}, not a finite number")

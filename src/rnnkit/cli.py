@@ -29,7 +29,7 @@ from . import __version__, serve, task_cli
 from .cells import CELL_TYPES
 from .checkpoint import data_dir, load, read_json, read_run_config
 from .config import from_dict
-from .errors import RnnkitError
+from .errors import RnnkitError, require_seed
 from .lm import ModelConfig
 from .sample import PRECISIONS
 from .text import TOKENIZERS, PreparedData, Vocab, check_corpus_files, prepare
@@ -81,7 +81,8 @@ def build_parser() -> Parser:
     t.set_defaults(run=cmd_train)
     t.add_argument("texts", nargs="*", metavar="TEXT_FILE", help="text files to train on, or one "
                    "directory made by `rnnkit prepare`")
-    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write: new, "
+                   "empty, or a run to --resume")
     model = t.add_argument_group("model")
     model.add_argument("--cell", choices=CELL_TYPES, help="recurrent cell (default lstm)")
     model.add_argument("--layers", type=int, help="stacked layers (default 2)")
@@ -102,8 +103,8 @@ def build_parser() -> Parser:
                      f"(default {TrainConfig.grad_clip})")
     opt.add_argument("--max-steps", type=int, help=f"total steps of the run (default "
                      f"{DEFAULT_STEPS}, or none with --max-time)")
-    opt.add_argument("--max-time", type=duration, help="time budget of this invocation, e.g. "
-                     "90s, 10m, 1h")
+    opt.add_argument("--max-time", type=duration, help="time budget of this invocation, final "
+                     "evaluation included, e.g. 90s, 10m, 1h (default: none)")
     opt.add_argument("--val-fraction", type=float, help="end of the text held out "
                      f"(default {TrainConfig.val_fraction})")
     opt.add_argument("--eval-every", type=int, help=f"steps between evaluations and "
@@ -113,9 +114,10 @@ def build_parser() -> Parser:
     opt.add_argument("--tokenizer", choices=TOKENIZERS, help="char (Unicode) or byte "
                      "(default char)")
     opt.add_argument("--seed", type=int, help=f"random seed (default {TrainConfig.seed})")
-    opt.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
-    opt.add_argument("--resume", action="store_true", help="continue the run in --out (or "
-                     "start it, if it holds none yet)")
+    opt.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to train "
+                     "(default auto: cuda when available)")
+    opt.add_argument("--resume", action="store_true", help="continue the run in --out on its own "
+                     "data (or start it, if it holds none yet)")
     opt.add_argument("--on-nan", choices=("stop", "rollback"), help="on a NaN or exploding "
                      "loss: stop (default), or roll back to the last checkpoint with half the "
                      "learning rate")
@@ -127,14 +129,17 @@ def build_parser() -> Parser:
     opt.add_argument("--accumulate", type=int, help="micro-batches per step, to save memory "
                      "(default 1)")
 
-    s = sub.add_parser("sample", help="generate text from a trained run")
+    s = sub.add_parser("sample", help="generate text from a trained run",
+                       description="Generate text from a trained run, streamed to stdout.")
     s.set_defaults(run=cmd_sample)
-    s.add_argument("run_dir", metavar="DIR")
-    s.add_argument("--prime", default="", help="text to start from")
+    s.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    s.add_argument("--prime", default="", help="text to start from (default: none, as after a "
+                   "newline)")
     s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
     s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature "
                    "(default 1.0; lower is more conservative)")
-    s.add_argument("--top-k", type=int, help="sample among the K most likely characters only")
+    s.add_argument("--top-k", type=int, help="sample among the K most likely characters only "
+                   "(default: all)")
     s.add_argument("--greedy", action="store_true", help="always take the most likely character")
     s.add_argument("--top-p", type=float, help="nucleus sampling: among the most likely "
                    "characters that make up this much probability (e.g. 0.9)")
@@ -146,26 +151,33 @@ def build_parser() -> Parser:
                    "likely continuation found, instead of a random one")
     s.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights while "
                    "stepping: fp32 (exact), bf16, int8 (CPU; fastest)")
-    s.add_argument("--seed", type=int, help="fix the sampling: same seed, same text")
-    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    s.add_argument("--seed", type=int, help="fix the sampling: same seed, same text (default: "
+                   "a random seed)")
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
+                   help="where to run the model (default cpu)")
     s.add_argument("--verbose", action="store_true", help="report characters per second on stderr")
 
-    e = sub.add_parser("eval", help="loss of a trained run on a text file or its held-out text")
+    e = sub.add_parser("eval", help="loss of a trained run on a text file or its held-out text",
+                       description="Loss of a trained run, in nats and bits per character, on a "
+                       "text file or on the run's held-out text.")
     e.set_defaults(run=cmd_eval)
-    e.add_argument("run_dir", metavar="DIR")
-    e.add_argument("text", nargs="?", metavar="TEXT_FILE")
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    e.add_argument("text", nargs="?", metavar="TEXT_FILE", help="text to evaluate on (default: "
+                   "the run's held-out text)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run the model (default auto: cuda when available)")
     e.add_argument("--batch-size", type=int, help="streams per batch (default: the run's)")
 
     r = sub.add_parser("prepare", help="encode text into a token file for training",
                        description="Encode text files, streamed, into DATA/tokens.bin and "
                        "DATA/data.json; `rnnkit train DATA` then reads it memory-mapped.")
     r.set_defaults(run=cmd_prepare)
-    r.add_argument("texts", nargs="+", metavar="TEXT_FILE")
+    r.add_argument("texts", nargs="+", metavar="TEXT_FILE", help="text files to encode, in order")
     r.add_argument("--out", required=True, metavar="DATA", help="directory to write")
-    r.add_argument("--tokenizer", choices=TOKENIZERS, default="char")
+    r.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="char (Unicode) or "
+                   "byte (default char)")
     r.add_argument("--vocab", metavar="FILE", help="use this vocab.json (or run directory's) "
-                   "instead of building one from the text")
+                   "instead of building one from the text (default: built from the text)")
 
     x = sub.add_parser("export", help="write a trained run as an ONNX file",
                        description="Export a language model (one step: token and state in, "
@@ -197,24 +209,29 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig, set[str]]:
 
 
 def cmd_train(args) -> int:
+    started = time.monotonic()
     model_cfg, train_cfg, given = configs_from_args(args)
     summary = train(args.texts, args.out, model_cfg, train_cfg, resume=args.resume, given=given)
     if summary.get("rank", 0):
         return 0
-    best = summary["best_val"]
-    print(f"done: {summary['steps']} steps in {summary['seconds']:.0f}s; best val_loss "
-          f"{best:.4f} nats/char ({best / math.log(2):.3f} bpc); run directory {args.out}")
     length = train_cfg.sample_length if "sample_length" in given else TrainConfig.sample_length
-    if length > 0 and summary["stopped"] not in ("SIGINT", "SIGTERM"):
+    if length > 0 and summary["steps_now"] and summary["stopped"] not in ("SIGINT", "SIGTERM"):
         model = load(args.out)
         print("--- sample (temperature 0.8) ---")
         for piece in model.stream(length=length, temperature=0.8, seed=0):
             sys.stdout.write(piece)
         print("\n---")
+    best = summary["best_val"]
+    print(f"done: {summary['steps']} steps ({summary['steps_now']} in this invocation: "
+          f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s evaluation, "
+          f"{time.monotonic() - started:.1f}s in all); best val_loss {best:.4f} nats/char "
+          f"({best / math.log(2):.3f} bpc); run directory {args.out}")
     return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
 
 
 def cmd_sample(args) -> int:
+    if args.seed is not None:
+        require_seed(args.seed)
     model = load(args.run_dir, device=pick_device(args.device))
     start = time.perf_counter()
     pieces = model.stream(args.prime, args.length, args.temperature, args.top_k, args.greedy,
@@ -315,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `rnnkit sample DIR | head`
         sys.stderr.close()
         return 0
+    except Warning as w:  # warnings made errors (python -W error): still one line
+        if debug:
+            raise
+        print(f"rnnkit: error: {one_line(w)}", file=sys.stderr)
+        return 2
     except MemoryError:
         print("rnnkit: error: out of memory; use a smaller --hidden, --batch-size or --seq-len",
               file=sys.stderr)

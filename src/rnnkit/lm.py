@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import cells
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, require_positive, require_seed
 from .recurrent import Recurrent
 from .text import Vocab
 
@@ -99,6 +99,9 @@ class CharLM(nn.Module):
         With `num_samples=N`, N streams in one batch: each piece is a list of N strings.
         """
         from .sample import generate
+
+        if seed is not None:
+            require_seed(seed)
 
         return generate(self, prime, length, temperature, top_k, greedy, seed, top_p=top_p,
                         repetition_penalty=repetition_penalty, num_samples=num_samples,

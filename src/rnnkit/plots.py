@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
+
+from .runfiles import atomic_write
 
 
 def plot_losses(history: list[dict], path: Path) -> None:
@@ -26,7 +27,8 @@ def plot_losses(history: list[dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)

@@ -407,8 +407,8 @@ def add_commands(sub) -> None:
                        "self-contained page: hover a character for the top-5 next characters, "
                        "heat maps of hidden units, units correlated with text features.")
     v.set_defaults(run=cmd_viz)
-    v.add_argument("run_dir", metavar="DIR")
-    v.add_argument("text", metavar="TEXT_FILE")
+    v.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    v.add_argument("text", metavar="TEXT_FILE", help="text to run the model over")
     v.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
     v.add_argument("--max-chars", type=int, default=VIZ_MAX_CHARS, help="read at most this many "
                    f"characters of TEXT_FILE (default {VIZ_MAX_CHARS})")

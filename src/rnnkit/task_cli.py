@@ -29,10 +29,10 @@ from .cells import CELL_TYPES
 from .config import from_dict
 from .errors import RnnkitError
 from .fit import FitConfig, accuracy, fit, predict
+from .runfiles import atomic_write, write_json_atomic
 from .series import naive_forecast, pad, read_labelled_csv, read_npz, read_series, windows
 from .task_runs import load_task, write_config
 from .tasks import POOLS, SequenceConfig, SequenceModel
-from .text import write_json_atomic
 from .training import pick_device
 
 
@@ -408,9 +408,8 @@ def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> No
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
                         color="white" if matrix[i, j] > matrix.max() / 2 else "black")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    tmp.replace(path)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 def cmd_classify_predict(args) -> int:

@@ -29,8 +29,8 @@ from .checkpoint import load_weights, read_json
 from .config import from_dict
 from .errors import RnnkitError
 from .fit import BEST, FitConfig
+from .runfiles import write_json_atomic
 from .tasks import SequenceConfig, SequenceModel
-from .text import write_json_atomic
 
 VERSION = 1
 SOURCES = ("audio", "csv", "npz")

@@ -19,7 +19,6 @@ bytes in UTF-8 ("©" is c2 a9) is read as those bytes, one symbol each.
 from __future__ import annotations
 
 import codecs
-import json
 import os
 import re
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 
 from .config import brief, parse_json
 from .errors import RnnkitError
+from .runfiles import atomic_write, write_json_atomic
 
 TOKENIZERS = ("char", "byte")
 CHUNK_BYTES = 8 << 20  # read corpora 8 MiB at a time
@@ -221,9 +221,8 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
     table = vocab.lookup()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "tokens.bin.tmp"
     count, skipped = 0, {}
-    with open(tmp, "wb") as w:
+    with atomic_write(out / "tokens.bin") as w:
         for f in files:
             for codes in chunk_codes(f, vocab.kind):
                 ids = table[codes]
@@ -236,12 +235,9 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
                                       "not in the vocabulary; prepare with a vocabulary that has it")
                 w.write(ids.astype(vocab.dtype).tobytes())
                 count += len(ids)
-        w.flush()
-        os.fsync(w.fileno())
     meta = {"vocab": vocab.to_json(), "dtype": vocab.dtype.name, "count": count,
             "sources": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files],
             "skipped": [vocab.name(c) for c in skipped]}
-    os.replace(tmp, out / "tokens.bin")
     write_json_atomic(out / "data.json", meta)
     return PreparedData.open(out)
 
@@ -308,17 +304,6 @@ def first_bad_id(path: Path, dtype: np.dtype, vocab_size: int) -> tuple[int, int
                 return position + j, int(ids[j])
             position += len(ids)
     return None
-
-
-def write_json_atomic(path: Path, data) -> None:
-    """Write JSON to a temporary file, flush it to disk, then rename it over `path`."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,270 @@
+"""The run directory and the train command's behaviour: whose files are deleted, what a resume
+accepts and says, the metrics log, the time budget, logs without a terminal, --help, and the
+README's Python API block run as pasted."""
+
+import argparse
+import json
+import re
+import subprocess
+import time
+import warnings
+
+import pytest
+from conftest import PANGRAM, PYTHON, TINY, one_error_line
+
+from rnnkit import checkpoint, runfiles, training
+from rnnkit.cli import build_parser
+
+
+def test_temporary_names_are_recognised_and_only_they_are_removed(tmp_path):
+    target = tmp_path / "last.safetensors"
+    tmp = runfiles.temp_name(target)
+    assert tmp.parent == tmp_path and runfiles.is_temp_name(tmp.name)
+    for theirs in ["notes.tmp", ".draft.tmp", "last.safetensors.tmp", ".x.tmp.png",
+                   ".last.safetensors.12.tmp", "a.12.rnnkit.tmp"]:
+        assert not runfiles.is_temp_name(theirs), theirs
+        (tmp_path / theirs).write_text("mine")
+    tmp.write_bytes(b"half")
+    assert runfiles.remove_temp_files(tmp_path) == [tmp]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["notes.tmp", ".draft.tmp", "last.safetensors.tmp", ".x.tmp.png",
+         ".last.safetensors.12.tmp", "a.12.rnnkit.tmp"])
+
+
+def test_a_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "a.json"
+    runfiles.write_json_atomic(path, {"a": 1})
+    with pytest.raises(RuntimeError), runfiles.atomic_write(path) as f:
+        f.write(b"half")
+        raise RuntimeError("killed")
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_train_never_deletes_the_users_temporary_files(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-steps", 10, *TINY)[0] == 0
+    theirs = [run / "notes.tmp", run / ".draft.tmp", run / "data" / "mine.tmp"]
+    for path in theirs:
+        path.write_text("the user's")
+    ours = runfiles.temp_name(run / "last.safetensors")
+    ours.write_bytes(b"left by a killed training")
+    # Refused (no --resume): nothing is deleted, not even rnnkit's own leftover.
+    status, _, err = cli("train", corpus, "--out", run, "--max-steps", 20, *TINY)
+    assert status == 2 and "already holds a training run" in one_error_line(err)
+    assert ours.exists() and all(p.read_text() == "the user's" for p in theirs)
+    # Resumed: rnnkit's leftover goes, the user's files stay.
+    assert cli("train", corpus, "--out", run, "--max-steps", 20, *TINY, "--resume")[0] == 0
+    assert not ours.exists() and all(p.read_text() == "the user's" for p in theirs)
+
+
+def test_out_folder_with_other_files_is_refused_and_left_alone(cli, corpus, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "todo.txt").write_text("mine")
+    (folder / "draft.tmp").write_text("mine too")
+    status, _, err = cli("train", corpus, "--out", folder, "--max-steps", 5, *TINY)
+    line = one_error_line(err)
+    assert status == 2 and "holds files rnnkit did not write (draft.tmp, todo.txt)" in line
+    assert "new or empty directory" in line
+    assert sorted(p.name for p in folder.iterdir()) == ["draft.tmp", "todo.txt"]
+    # A run killed before its config.json existed holds only rnnkit's files: it starts again.
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "train.lock").write_text("123")
+    (run / "data" / "tokens.bin").write_bytes(b"\0")
+    runfiles.temp_name(run / "data" / "data.json").write_text("{")
+    assert cli("train", corpus, "--out", run, "--max-steps", 5, *TINY, "--resume")[0] == 0
+
+
+@pytest.mark.parametrize("given", ["OTHER", "EMPTY", "MISSING", "CHANGED"])
+def test_resume_refuses_text_other_than_the_runs_own(cli, corpus, tmp_path, given):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-steps", 10, *TINY)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    other = tmp_path / "other.txt"
+    if given == "OTHER":
+        other.write_text("a different text entirely\n" * 50)
+    elif given == "EMPTY":
+        other.write_text("")
+    elif given == "CHANGED":
+        other = corpus
+        corpus.write_text(PANGRAM * 90)
+    status, _, err = cli("train", other, "--out", run, "--max-steps", 20, *TINY, "--resume")
+    line = one_error_line(err)
+    assert status == 2 and "--resume continues" in line and "on its own data" in line
+    assert "start a new --out" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resume_with_the_same_files_or_none_continues(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-steps", 10, *TINY)[0] == 0
+    status, out, _ = cli("train", corpus, "--out", run, "--max-steps", 20, *TINY, "--resume")
+    assert status == 0 and "resuming " in out and "at step 10 of 20" in out
+    assert "done: 20 steps (10 in this invocation" in out
+    status, out, _ = cli("train", "--out", run, "--max-steps", 30, *TINY, "--resume")
+    assert status == 0 and "at step 20 of 30" in out
+    status, out, _ = cli("train", "--out", run, "--max-steps", 30, *TINY, "--resume")
+    assert status == 0 and "has finished its 30 steps; nothing left to do" in out
+    assert "done: 30 steps (0 in this invocation" in out and "step 30: train" not in out
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "CORPUS", "--out", "RUN", "--max-steps", "5", "--seed", "-1"],
+    ["sample", "TRAINED", "--seed", "-3"],
+    ["sample", "TRAINED", "--seed", str(1 << 63)],
+])
+def test_a_negative_or_huge_seed_is_refused_up_front(cli, corpus, tmp_path, command):
+    trained = tmp_path / "trained"
+    if "TRAINED" in command:
+        assert cli("train", corpus, "--out", trained, "--max-steps", 3, *TINY)[0] == 0
+    paths = {"CORPUS": corpus, "RUN": tmp_path / "run", "TRAINED": trained}
+    status, out, err = cli(*[paths.get(a, a) for a in command])
+    assert status == 2 and "--seed must be a whole number from 0" in one_error_line(err)
+    assert not (tmp_path / "run").exists() and out == ""
+
+
+@pytest.mark.parametrize("fmt, kind, use", [
+    ("rnnkit-classifier", "a classifier", "rnnkit classify predict {dir} FILE..."),
+    ("rnnkit-forecaster", "a forecaster", "rnnkit forecast predict {dir} SERIES.csv"),
+])
+def test_another_kind_of_run_names_the_command_that_uses_it(cli, corpus, tmp_path, fmt, kind,
+                                                            use):
+    run = tmp_path / "task"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"format": fmt, "version": 1}))
+    before = (run / "config.json").read_bytes()
+    expected = f"{run} is {kind} run, not a language model; use it with: {use.format(dir=run)}"
+    for command in (["sample", run], ["eval", run],
+                    ["train", corpus, "--out", run, "--max-steps", 5, "--resume"],
+                    ["train", corpus, "--out", run, "--max-steps", 5]):
+        status, _, err = cli(*command)
+        assert status == 2 and one_error_line(err) == f"rnnkit: error: {expected}", command
+    assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+    assert (run / "config.json").read_bytes() == before
+
+
+def test_one_distinct_character_warns_in_one_line(tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("a" * 400)
+    result = subprocess.run([PYTHON, "-m", "rnnkit", "train", str(text), "--out",
+                             str(tmp_path / "run"), "--max-steps", "2", *map(str, TINY)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warning == ["rnnkit: warning: the text has 1 distinct symbol ('a'); the model can "
+                       "only learn to repeat it; train on text with at least 2 distinct "
+                       "characters"]
+
+
+def read_metrics(run):
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert lines[0] == "step,chars,lr,train_loss,val_loss"
+    return [dict(zip(lines[0].split(","), line.split(","), strict=True)) for line in lines[1:]]
+
+
+def test_metrics_log_has_every_step_once(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-steps", 20, *TINY)[0] == 0
+    rows = read_metrics(run)
+    assert [int(r["step"]) for r in rows] == list(range(1, 21))
+    assert [int(r["step"]) for r in rows if r["val_loss"]] == [10, 20]
+    history = json.loads(checkpoint.read_safetensors(run / "last.safetensors")[1]["progress"])
+    assert [float(r["val_loss"]) for r in rows if r["val_loss"]] == \
+        [h["val_loss"] for h in history["history"]]
+    assert all(float(r["train_loss"]) > 0 and float(r["lr"]) > 0 for r in rows)
+    # Rows a killed process appended past its last checkpoint are dropped on resume, with a
+    # half-written line; the re-done steps appear once.
+    with open(run / "metrics.csv", "a") as f:
+        f.write("21,1344,0.001,9.9,\n22,1408,0.0")
+    assert cli("train", corpus, "--out", run, "--max-steps", 30, *TINY, "--resume")[0] == 0
+    rows = read_metrics(run)
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    assert "9.9" not in [r["train_loss"] for r in rows]
+
+
+def test_progress_lines_in_a_log(cli, corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "LOG_SECONDS", 0.0)  # a line at every step
+    status, out, _ = cli("train", corpus, "--out", tmp_path / "run", "--max-steps", 12, *TINY)
+    assert status == 0
+    lines = [line for line in out.splitlines() if re.match(r"step \d+ of 12: loss", line)]
+    assert [int(line.split()[1]) for line in lines] == list(range(1, 13))
+    assert re.fullmatch(r"step 5 of 12: loss \d+\.\d{4}, [\d,]+ chars/s, (\d+m)?\d+s left",
+                        lines[4]), lines[4]
+    monkeypatch.setattr(training, "LOG_SECONDS", 3600.0)
+    status, out, _ = cli("train", corpus, "--out", tmp_path / "run2", "--max-steps", 12, *TINY)
+    assert status == 0 and not re.search(r"step \d+ of 12: loss", out)
+
+
+def test_time_budget_holds_the_final_evaluation(cli, tmp_path):
+    # A validation split large enough that one evaluation takes a good part of the budget: the
+    # old loop trained for the whole budget and evaluated after it.
+    text = tmp_path / "big.txt"
+    text.write_text(PANGRAM * 4000)
+    args = ["train", text, "--out", tmp_path / "run", "--hidden", 96, "--layers", 1,
+            "--seq-len", 32, "--batch-size", 4, "--val-fraction", 0.5, "--eval-every", 5,
+            "--sample-length", 50, "--max-time", "6s"]
+    started = time.monotonic()
+    status, out, _ = cli(*args)
+    wall = time.monotonic() - started
+    assert status == 0
+    assert wall < 6 + 2.0, (wall, out)
+    done = re.search(r"done: \d+ steps \(\d+ in this invocation: ([\d.]+)s training, "
+                     r"([\d.]+)s evaluation, ([\d.]+)s in all\)", out)
+    assert done, out
+    training_s, evaluation_s, total_s = map(float, done.groups())
+    assert evaluation_s > 0.5 and training_s + evaluation_s <= total_s <= wall + 0.1
+
+
+def walk(parser: argparse.ArgumentParser, path: str = "rnnkit"):
+    """Every parser of the command line, with its path: rnnkit, rnnkit train, ..."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from walk(sub, f"{path} {name}")
+
+
+def test_every_command_and_option_has_a_help_text_with_its_default():
+    missing = []
+    parsers = list(walk(build_parser()))
+    assert {"rnnkit train", "rnnkit sample", "rnnkit eval", "rnnkit prepare"} <= dict(parsers).keys()
+    for path, parser in parsers:
+        if not (parser.description or "").strip():
+            missing.append(f"{path}: no description")
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction,
+                                   argparse._SubParsersAction)):
+                continue
+            name = f"{path} {'/'.join(action.option_strings) or action.metavar or action.dest}"
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{name}: no help")
+            elif action.option_strings and action.nargs != 0 and not action.required \
+                    and "default" not in action.help:
+                missing.append(f"{name}: help does not give the default")
+    assert not missing, "\n".join(missing)
+
+
+def test_readme_python_api_block_runs_as_pasted(cli, tmp_path, monkeypatch):
+    readme = (checkpoint.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    # A tiny run stands in for runs/shakespeare, a short text for input.txt.
+    text = tmp_path / "input.txt"
+    text.write_text("ROMEO: here comes the sun.\nJULIET: and the light.\n" * 40)
+    shakespeare = tmp_path / "shakespeare"
+    assert cli("train", text, "--out", shakespeare, "--max-steps", 5, *TINY)[0] == 0
+    monkeypatch.chdir(tmp_path)
+    block = block.replace("runs/shakespeare", str(shakespeare)).replace("runs/x", "x")
+    exec(compile(block, "README.md", "exec"), {})
+    assert (tmp_path / "x" / "model.safetensors").is_file()
+
+
+def test_a_warning_made_an_error_is_one_error_line(cli, tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("a" * 400)
+    with warnings.catch_warnings():  # as under python -W error
+        warnings.simplefilter("error")
+        status, _, err = cli("train", text, "--out", tmp_path / "run", "--max-steps", 2, *TINY)
+    assert status == 2 and "the text has 1 distinct symbol" in one_error_line(err)
