@@ -142,15 +142,15 @@ def build_parser() -> Parser:
                    "(default: all)")
     s.add_argument("--greedy", action="store_true", help="always take the most likely character")
     s.add_argument("--top-p", type=float, help="nucleus sampling: among the most likely "
-                   "characters that make up this much probability (e.g. 0.9)")
+                   "characters that make up this much probability, e.g. 0.9 (default: off)")
     s.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1, characters "
                    "already in the text become less likely (CTRL's rule; default 1: none)")
     s.add_argument("--num-samples", type=int, help="generate N samples in one batch, printed "
-                   "one after another")
+                   "one after another (default 1)")
     s.add_argument("--beam", type=int, metavar="K", help="beam search of width K: the most "
-                   "likely continuation found, instead of a random one")
+                   "likely continuation found, instead of a random one (default: off)")
     s.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights while "
-                   "stepping: fp32 (exact), bf16, int8 (CPU; fastest)")
+                   "stepping: fp32 (exact), bf16, int8 (CPU; fastest) (default fp32)")
     s.add_argument("--seed", type=int, help="fix the sampling: same seed, same text (default: "
                    "a random seed)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",
@@ -184,8 +184,8 @@ def build_parser() -> Parser:
                        "logits and state out), a classifier or a forecaster (whole sequences "
                        "in) to ONNX. Needs: pip install 'rnnkit[export]'.")
     x.set_defaults(run=cmd_export)
-    x.add_argument("run_dir", metavar="DIR")
-    x.add_argument("--format", choices=("onnx",), default="onnx")
+    x.add_argument("run_dir", metavar="DIR", help="the run directory to export")
+    x.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default onnx)")
     x.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
 
     # Commands defined next to what they run: each module adds its sub-parsers here.

@@ -396,7 +396,8 @@ def add_commands(sub) -> None:
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
     s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="a name other machines reach this server by (the Host header), besides "
-                   "the loopback names; repeatable; '*.example.org' allows the sub-domains")
+                   "the loopback names; repeatable; '*.example.org' allows the sub-domains (default: "
+                   "loopback names only)")
     s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
                    help="threads running the models (default: CPU cores, at most 4)")
     s.add_argument("--max-busy", type=int, default=32, help="generations and analyses in "
