@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from rnnkit.fit import FitConfig, accuracy, evaluate, fit
-from rnnkit.tasks import MLP, SequenceConfig, SequenceModel
+from rnnkit.tasks import MLP, MLPConfig, SequenceConfig, SequenceModel
 
 SHADES = " .:-=+*#%@"  # pixel values 0..16, dark to bright
 
@@ -62,7 +62,7 @@ def main() -> None:
           "unseen images)")
 
     torch.manual_seed(0)
-    mlp = MLP(64, 10, hidden=128, layers=2)
+    mlp = MLP(MLPConfig(64, 10, hidden=128, layers=2))
     fit(mlp, train, None, cfg, quiet=True)
     _, mlp_acc = evaluate(mlp, test, 512, torch.device("cpu"), accuracy)
     print("One-to-one control, an MLP that sees all 64 pixels at once:")

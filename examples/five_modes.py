@@ -25,10 +25,14 @@ from rnnkit.tasks import (
     MLP,
     ConditionedGenerator,
     DecoderConfig,
+    GeneratorConfig,
+    MLPConfig,
     Seq2Seq,
+    Seq2SeqConfig,
     SequenceConfig,
     SequenceModel,
     Tagger,
+    TaggerConfig,
 )
 
 CPU = torch.device("cpu")
@@ -56,7 +60,7 @@ def one_to_one() -> float:
 
     train, test = data(1000), data(1000)
     torch.manual_seed(0)  # the initial weights
-    model = MLP(2, 2, hidden=32, layers=2)
+    model = MLP(MLPConfig(2, 2, hidden=32, layers=2))
     fit(model, train, None, config(epochs=10, batch_size=64, lr=1e-2), quiet=True)
     point = torch.tensor([[0.5, -0.3]])
     print(f"   e.g. (0.5, -0.3) -> class {int(model(point)[0].argmax())}")
@@ -86,9 +90,8 @@ def one_to_many() -> float:
 
     train, test = data(images[:300]), data(images[300:])
     torch.manual_seed(0)
-    model = ConditionedGenerator(lamps, DecoderConfig(lamps + 2, cell="gru", hidden=64, embed=16,
-                                                         start=START, end=END),
-                                 classes=False)
+    decoder = DecoderConfig(lamps + 2, cell="gru", hidden=64, embed=16, start=START, end=END)
+    model = ConditionedGenerator(GeneratorConfig(lamps, decoder, classes=False))
     fit(model, train, None, config(epochs=40, batch_size=32, lr=1e-2), quiet=True)
     written = model.generate(test["inputs"], max_length=most + 2)  # greedy
     right = [w == [int(k) + 2 for k in on] for w, on in zip(written, images[300:], strict=True)]
@@ -156,7 +159,7 @@ def encoder_decoder() -> float:
     test = {name: v[keep] for name, v in test.items()}  # only strings never seen in training
     torch.manual_seed(0)
     decoder = DecoderConfig(2 + len(letters), cell="gru", hidden=128, embed=16, start=START, end=END)
-    model = Seq2Seq(2 + len(letters), decoder)  # input symbols: 0 padding, letters from 2
+    model = Seq2Seq(Seq2SeqConfig(2 + len(letters), decoder))  # input symbols: 0 padding, letters from 2
     fit(model, train, None, config(epochs=4, batch_size=32, lr=5e-3), quiet=True)
     written = model.generate(test["inputs"], test["lengths"], max_length=S + 2)
     strings = [text(x[:k]) for x, k in zip(test["inputs"], test["lengths"].tolist(), strict=True)]
@@ -182,7 +185,7 @@ def synced() -> float:
 
     train, test = data(1000), data(1000)
     torch.manual_seed(0)
-    model = Tagger(SequenceConfig(2, 2, cell="gru", hidden=16))
+    model = Tagger(TaggerConfig(2, 2, cell="gru", hidden=16))
     fit(model, train, None, config(epochs=10, batch_size=32, lr=1e-2), quiet=True)
     bits = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0])
     tags, _ = model(F.one_hot(bits, 2).float()[None])  # (1, T, 2)

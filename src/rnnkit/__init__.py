@@ -21,15 +21,20 @@ from .tasks import (  # noqa: E402
     MLP,
     ConditionedGenerator,
     DecoderConfig,
+    GeneratorConfig,
+    MLPConfig,
     Seq2Seq,
+    Seq2SeqConfig,
     SequenceConfig,
     SequenceModel,
     Tagger,
+    TaggerConfig,
 )
 from .text import Vocab  # noqa: E402
 from .training import TrainConfig, train  # noqa: E402
 from .vanilla import RNN  # noqa: E402
 
-__all__ = ["MLP", "RNN", "Cell", "CharLM", "ConditionedGenerator", "DecoderConfig", "ModelConfig",
-           "Probs", "Recurrent", "RnnkitError", "RnnkitWarning", "Seq2Seq", "SequenceConfig",
-           "SequenceModel", "Stepper", "Tagger", "TrainConfig", "Vocab", "load", "train"]
+__all__ = ["MLP", "RNN", "Cell", "CharLM", "ConditionedGenerator", "DecoderConfig",
+           "GeneratorConfig", "MLPConfig", "ModelConfig", "Probs", "Recurrent", "RnnkitError",
+           "RnnkitWarning", "Seq2Seq", "Seq2SeqConfig", "SequenceConfig", "SequenceModel", "Stepper",
+           "Tagger", "TaggerConfig", "TrainConfig", "Vocab", "load", "train"]
