@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AUDIO_SUFFIXES, AudioConfig, compile_pattern, find_audio, load_features, need
+from .audio import AUDIO_SUFFIXES, AudioConfig, compile_pattern, find_audio, load_features
 from .cells import CELL_TYPES
 from .config import from_dict
 from .errors import RnnkitError
 from .fit import FitConfig, accuracy, fit, predict
+from .optional import need
 from .series import naive_forecast, pad, read_labelled_csv, read_npz, read_series, windows
 from .task_runs import load_task, write_config
 from .tasks import POOLS, SequenceConfig, SequenceModel
