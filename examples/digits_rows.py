@@ -9,7 +9,7 @@ handwritten digits (1797 of them, no download). An image is not a sequence, but 
 (`rnnkit.tasks.SequenceModel`, a GRU with 64 units) reads the 8 rows top to bottom and names the digit
 from its last hidden state. It never sees the whole image at once, only its memory of the rows so far.
 
-The split is fixed (stratified, 25% test, random_state 0), training is `rnnkit.fit.fit` for 10 epochs,
+The split is fixed (stratified, 25% test, random_state 0), training is `rnnkit.fit` for 10 epochs,
 and the script prints the test accuracy beside that of the one-to-one control, an MLP that sees all
 64 pixels at once. (`benchmarks/sklearn_digits.py` trains a larger RNN for longer.)
 """

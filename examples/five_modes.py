@@ -2,16 +2,17 @@
 
     python examples/five_modes.py
 
-    one-to-one     rnnkit.tasks.MLP                   a fixed vector in, a class out (no RNN at all)
-    one-to-many    rnnkit.tasks.ConditionedGenerator  a vector sets the first state, a sequence comes out
-    many-to-one    rnnkit.tasks.SequenceModel         a sequence in, one class out
-    many-to-many   rnnkit.tasks.Seq2Seq               an encoder reads a sequence, a decoder writes one
-    synced         rnnkit.tasks.Tagger                one output for every input step
+    one-to-one     MLP(MLPConfig)                         a fixed vector in, a class out (no RNN at all)
+    one-to-many    ConditionedGenerator(GeneratorConfig)  a vector sets the first state, a sequence comes out
+    many-to-one    SequenceModel(SequenceConfig)          a sequence in, one class out
+    many-to-many   Seq2Seq(Seq2SeqConfig)                 an encoder reads a sequence, a decoder writes one
+    synced         Tagger(TaggerConfig)                   one output for every input step
 
 Karpathy's examples of each: image classification, image captioning, sentiment analysis, machine
 translation, labelling every frame of a video. Here each gets a task small enough to learn in a second
-or two. Every model is trained with the same loop, `rnnkit.fit.fit`, on data made here with a fixed seed,
-and tested on examples it never saw in training. Each mode prints one example and its test accuracy.
+or two. Every model (from `rnnkit.tasks`) is built from its config and trained with the same loop,
+`rnnkit.fit`, on data made here with a fixed seed, and tested on examples it never saw in training.
+Each mode prints one example and its test accuracy.
 The whole script takes about ten seconds on one CPU core.
 """
 
