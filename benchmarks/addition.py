@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from rnnkit.fit import FitConfig, fit  # noqa: E402
-from rnnkit.tasks import DecoderConfig, Seq2Seq  # noqa: E402
+from rnnkit.tasks import DecoderConfig, Seq2Seq, Seq2SeqConfig  # noqa: E402
 
 START, END, PAD = 0, 1, 2
 SYMBOLS = "0123456789+"
@@ -80,8 +80,8 @@ def run(minutes: float = 9.5, cell: str = "gru", hidden: int = 128, batch_size: 
     a, b = torch.randint(1000, (2, int(n * 1.02) + 100), generator=g)
     keep = ~held_out[a, b]
     a, b = a[keep][:n], b[keep][:n]
-    model = Seq2Seq(V, DecoderConfig(V, cell=cell, hidden=hidden, embed=32, start=START, end=END),
-                    bidirectional=bidirectional)
+    decoder = DecoderConfig(V, cell=cell, hidden=hidden, embed=32, start=START, end=END)
+    model = Seq2Seq(Seq2SeqConfig(V, decoder, bidirectional=bidirectional))
     cfg = FitConfig(epochs=1, batch_size=batch_size, lr=lr, warmup=100, max_time=minutes * 60,
                     seed=0, device="cpu")
     t0 = time.monotonic()

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
 from rnnkit.fit import FitConfig, accuracy, evaluate, fit  # noqa: E402
-from rnnkit.tasks import MLP, SequenceConfig, SequenceModel  # noqa: E402
+from rnnkit.tasks import MLP, MLPConfig, SequenceConfig, SequenceModel  # noqa: E402
 
 
 def run() -> dict:
@@ -35,7 +35,7 @@ def run() -> dict:
     for name, model in (
             ("rnn", SequenceModel(SequenceConfig(8, 10, cell="gru", hidden=128,
                                                  bidirectional=True, pool="mean", dropout=0.2))),
-            ("mlp", MLP(64, 10, hidden=256, layers=2, dropout=0.2))):
+            ("mlp", MLP(MLPConfig(64, 10, hidden=256, layers=2, dropout=0.2)))):
         t0 = time.monotonic()
         fit(model, train, None, cfg, quiet=True)
         _, acc = evaluate(model, test, 512, torch.device("cpu"), accuracy)

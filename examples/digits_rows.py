@@ -9,7 +9,7 @@ handwritten digits (1797 of them, no download). An image is not a sequence, but 
 (`rnnkit.tasks.SequenceModel`, a GRU with 64 units) reads the 8 rows top to bottom and names the digit
 from its last hidden state. It never sees the whole image at once, only its memory of the rows so far.
 
-The split is fixed (stratified, 25% test, random_state 0), training is `rnnkit.fit.fit` for 10 epochs,
+The split is fixed (stratified, 25% test, random_state 0), training is `rnnkit.fit` for 10 epochs,
 and the script prints the test accuracy beside that of the one-to-one control, an MLP that sees all
 64 pixels at once. (`benchmarks/sklearn_digits.py` trains a larger RNN for longer.)
 """
@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from rnnkit.fit import FitConfig, accuracy, evaluate, fit
-from rnnkit.tasks import MLP, SequenceConfig, SequenceModel
+from rnnkit.tasks import MLP, MLPConfig, SequenceConfig, SequenceModel
 
 SHADES = " .:-=+*#%@"  # pixel values 0..16, dark to bright
 
@@ -62,7 +62,7 @@ def main() -> None:
           "unseen images)")
 
     torch.manual_seed(0)
-    mlp = MLP(64, 10, hidden=128, layers=2)
+    mlp = MLP(MLPConfig(64, 10, hidden=128, layers=2))
     fit(mlp, train, None, cfg, quiet=True)
     _, mlp_acc = evaluate(mlp, test, 512, torch.device("cpu"), accuracy)
     print("One-to-one control, an MLP that sees all 64 pixels at once:")

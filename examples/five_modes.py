@@ -2,16 +2,17 @@
 
     python examples/five_modes.py
 
-    one-to-one     rnnkit.tasks.MLP                   a fixed vector in, a class out (no RNN at all)
-    one-to-many    rnnkit.tasks.ConditionedGenerator  a vector sets the first state, a sequence comes out
-    many-to-one    rnnkit.tasks.SequenceModel         a sequence in, one class out
-    many-to-many   rnnkit.tasks.Seq2Seq               an encoder reads a sequence, a decoder writes one
-    synced         rnnkit.tasks.Tagger                one output for every input step
+    one-to-one     MLP(MLPConfig)                         a fixed vector in, a class out (no RNN at all)
+    one-to-many    ConditionedGenerator(GeneratorConfig)  a vector sets the first state, a sequence comes out
+    many-to-one    SequenceModel(SequenceConfig)          a sequence in, one class out
+    many-to-many   Seq2Seq(Seq2SeqConfig)                 an encoder reads a sequence, a decoder writes one
+    synced         Tagger(TaggerConfig)                   one output for every input step
 
 Karpathy's examples of each: image classification, image captioning, sentiment analysis, machine
 translation, labelling every frame of a video. Here each gets a task small enough to learn in a second
-or two. Every model is trained with the same loop, `rnnkit.fit.fit`, on data made here with a fixed seed,
-and tested on examples it never saw in training. Each mode prints one example and its test accuracy.
+or two. Every model (from `rnnkit.tasks`) is built from its config and trained with the same loop,
+`rnnkit.fit`, on data made here with a fixed seed, and tested on examples it never saw in training.
+Each mode prints one example and its test accuracy.
 The whole script takes about ten seconds on one CPU core.
 """
 
@@ -25,10 +26,14 @@ from rnnkit.tasks import (
     MLP,
     ConditionedGenerator,
     DecoderConfig,
+    GeneratorConfig,
+    MLPConfig,
     Seq2Seq,
+    Seq2SeqConfig,
     SequenceConfig,
     SequenceModel,
     Tagger,
+    TaggerConfig,
 )
 
 CPU = torch.device("cpu")
@@ -56,7 +61,7 @@ def one_to_one() -> float:
 
     train, test = data(1000), data(1000)
     torch.manual_seed(0)  # the initial weights
-    model = MLP(2, 2, hidden=32, layers=2)
+    model = MLP(MLPConfig(2, 2, hidden=32, layers=2))
     fit(model, train, None, config(epochs=10, batch_size=64, lr=1e-2), quiet=True)
     point = torch.tensor([[0.5, -0.3]])
     print(f"   e.g. (0.5, -0.3) -> class {int(model(point)[0].argmax())}")
@@ -86,9 +91,8 @@ def one_to_many() -> float:
 
     train, test = data(images[:300]), data(images[300:])
     torch.manual_seed(0)
-    model = ConditionedGenerator(lamps, DecoderConfig(lamps + 2, cell="gru", hidden=64, embed=16,
-                                                         start=START, end=END),
-                                 classes=False)
+    decoder = DecoderConfig(lamps + 2, cell="gru", hidden=64, embed=16, start=START, end=END)
+    model = ConditionedGenerator(GeneratorConfig(lamps, decoder, classes=False))
     fit(model, train, None, config(epochs=40, batch_size=32, lr=1e-2), quiet=True)
     written = model.generate(test["inputs"], max_length=most + 2)  # greedy
     right = [w == [int(k) + 2 for k in on] for w, on in zip(written, images[300:], strict=True)]
@@ -156,7 +160,7 @@ def encoder_decoder() -> float:
     test = {name: v[keep] for name, v in test.items()}  # only strings never seen in training
     torch.manual_seed(0)
     decoder = DecoderConfig(2 + len(letters), cell="gru", hidden=128, embed=16, start=START, end=END)
-    model = Seq2Seq(2 + len(letters), decoder)  # input symbols: 0 padding, letters from 2
+    model = Seq2Seq(Seq2SeqConfig(2 + len(letters), decoder))  # input symbols: 0 padding, letters from 2
     fit(model, train, None, config(epochs=4, batch_size=32, lr=5e-3), quiet=True)
     written = model.generate(test["inputs"], test["lengths"], max_length=S + 2)
     strings = [text(x[:k]) for x, k in zip(test["inputs"], test["lengths"].tolist(), strict=True)]
@@ -182,7 +186,7 @@ def synced() -> float:
 
     train, test = data(1000), data(1000)
     torch.manual_seed(0)
-    model = Tagger(SequenceConfig(2, 2, cell="gru", hidden=16))
+    model = Tagger(TaggerConfig(2, 2, cell="gru", hidden=16))
     fit(model, train, None, config(epochs=10, batch_size=32, lr=1e-2), quiet=True)
     bits = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0])
     tags, _ = model(F.one_hot(bits, 2).float()[None])  # (1, T, 2)

@@ -187,3 +187,32 @@ def test_arbitrary_values_in_a_task_runs_data_section(capsys, task_runs, command
         data = task_runs / ("d.npz" if command == "classify" else "s.csv")
         status, _, err = run_cli(capsys, command, "predict", run, data)
         check_outcome(status, err)
+
+
+NUMBERS = st.floats(allow_nan=True, allow_infinity=True, width=32) | st.integers(-3, 3)
+SHAPES = st.lists(st.sampled_from([0, 1, 2, 3, 8, 12]), max_size=4)  # windows are 8 steps
+LENGTHS = st.none() | st.lists(st.integers(-1, 5) | st.floats(0, 5), max_size=4)
+
+
+@FUZZ
+@given(shape=SHAPES, fill=NUMBERS, lengths=LENGTHS, as_list=st.booleans())
+def test_arbitrary_arrays_given_to_a_loaded_runs_predict(task_runs, shape, fill, lengths,
+                                                         as_list):
+    """A Classifier or Forecaster answers, or raises the one RnnkitError; never another error."""
+    array = np.full(shape, fill, dtype=np.float32)
+    inputs = list(array) if as_list and array.ndim else array
+    classifier = rnnkit.load(task_runs / "classifier")
+    try:
+        result = classifier.predict(inputs, lengths)
+    except rnnkit.RnnkitError:
+        pass
+    else:
+        assert result.probs.shape == (len(result.names), 2) and len(result.names) >= 1
+        np.testing.assert_allclose(result.probs.sum(1), 1.0, rtol=1e-5)
+    forecaster = rnnkit.load(task_runs / "forecaster")
+    try:
+        future = forecaster.predict(array)
+    except rnnkit.RnnkitError:
+        pass
+    else:
+        assert future.shape == (2, 2) and np.isfinite(future).all()

@@ -1,21 +1,27 @@
 """The five modes against references: packed batches equal rows run alone, and each model learns
 a small synthetic task that it can only solve by doing its job."""
 
+import json
 import time
 
 import pytest
 import torch
 
 from rnnkit import RnnkitError
+from rnnkit.config import from_dict, to_dict
 from rnnkit.fit import FitConfig, accuracy, evaluate, fit, lr_at, predict
 from rnnkit.tasks import (
     MLP,
     ConditionedGenerator,
     DecoderConfig,
+    GeneratorConfig,
+    MLPConfig,
     Seq2Seq,
+    Seq2SeqConfig,
     SequenceConfig,
     SequenceModel,
     Tagger,
+    TaggerConfig,
 )
 
 QUICK = dict(device="cpu", warmup=5, weight_decay=0.0)
@@ -49,7 +55,7 @@ def test_packed_batch_equals_each_row_alone(cell, pool, bidirectional):
 
 def test_tagger_packed_rows_and_streaming_state():
     torch.manual_seed(0)
-    tagger = Tagger(SequenceConfig(3, 5, hidden=8, layers=2, cell="gru")).eval()
+    tagger = Tagger(TaggerConfig(3, 5, hidden=8, layers=2, cell="gru")).eval()
     x, lengths = ragged()
     out, _ = tagger(x, lengths=lengths)
     for i, n in enumerate(lengths.tolist()):
@@ -67,7 +73,7 @@ def test_every_model_answers_outputs_and_loss():
     # without targets, whatever optional arguments are given
     x, lengths = ragged()
     tags = torch.zeros(x.shape[:2], dtype=torch.long)
-    tagger = Tagger(SequenceConfig(3, 5, hidden=8))
+    tagger = Tagger(TaggerConfig(3, 5, hidden=8))
     for answer in (tagger(x), tagger(x, lengths=lengths), tagger(x, tags, lengths)):
         outputs, loss = answer
         assert outputs.shape == (6, 9, 5)
@@ -78,12 +84,75 @@ def test_every_model_answers_outputs_and_loss():
     assert model(x, lengths=lengths)[1] is None
 
 
+def tokens(B, T, V):
+    return torch.randint(2, V, (B, T), generator=torch.Generator().manual_seed(7))
+
+
+# Each model, its config, and inputs and targets for one forward pass.
+MODELS = [
+    (MLP, MLPConfig(4, 3, hidden=8, layers=1, head="regress"),
+     lambda: (torch.randn(5, 4), torch.randn(5, 3))),
+    (SequenceModel, SequenceConfig(4, 3, cell="rnn", hidden=8, pool="mean", bidirectional=True),
+     lambda: (torch.randn(5, 6, 4), torch.randint(0, 3, (5,)))),
+    (Tagger, TaggerConfig(4, 3, cell="gru", hidden=8, layers=2),
+     lambda: (torch.randn(5, 6, 4), torch.randint(0, 3, (5, 6)))),
+    (ConditionedGenerator, GeneratorConfig(4, DecoderConfig(9, hidden=8, embed=4), classes=False),
+     lambda: (torch.randn(5, 4), tokens(5, 6, 9))),
+    (Seq2Seq, Seq2SeqConfig(7, DecoderConfig(9, cell="gru", hidden=8, embed=4),
+                            bidirectional=True),
+     lambda: (tokens(5, 4, 7), tokens(5, 6, 9))),
+]
+
+
+@pytest.mark.parametrize("cls, config, batch", MODELS, ids=[m[0].__name__ for m in MODELS])
+def test_every_model_is_built_from_one_config_that_round_trips_through_json(cls, config, batch):
+    torch.manual_seed(0)
+    model = cls(config)
+    saved = json.loads(json.dumps(to_dict(config)))  # what a run directory would hold
+    back = from_dict(type(config), saved)
+    assert back == config
+    torch.manual_seed(0)
+    rebuilt = cls(back)  # the JSON holds everything that shapes the model: the same weights
+    assert model.config == rebuilt.config
+    for (name, a), (other, b) in zip(model.state_dict().items(), rebuilt.state_dict().items(),
+                                     strict=True):
+        assert name == other and torch.equal(a, b), name
+    inputs, targets = batch()
+    outputs, loss = model(inputs, targets)  # the one contract: (outputs, loss)
+    assert outputs.shape[0] == 5 and loss.dim() == 0 and torch.isfinite(loss)
+    with pytest.raises(RnnkitError, match=f"{cls.__name__} takes one {type(config).__name__}, "
+                                          "got dict"):
+        cls(saved)
+
+
+def test_config_errors_name_the_nested_field():
+    good = {"input_vocab": 7, "decoder": {"vocab_size": 9, "hidden": 8}}
+    assert from_dict(Seq2SeqConfig, good).decoder == DecoderConfig(9, hidden=8)
+    cases = [
+        ({**good, "decoder": {"vocab_size": "9"}}, "config.decoder.vocab_size must be int"),
+        ({**good, "decoder": 9}, "config.decoder must be a JSON object, got int"),
+        ({**good, "decoder": {"vocab_size": 9, "depth": 2}}, "config.decoder has unknown keys"),
+        ({**good, "decoder": {"vocab_size": 9, "end": 9}}, r"end must be a symbol id in \[0, 9\)"),
+        ({**good, "decoder": {"vocab_size": 9, "dropout": 1.5}}, "dropout must be in"),
+        ({"decoder": good["decoder"]}, "config is incomplete"),
+    ]
+    for data, message in cases:
+        with pytest.raises(RnnkitError, match=message):
+            from_dict(Seq2SeqConfig, data)
+    with pytest.raises(RnnkitError, match="decoder must be a DecoderConfig, got dict"):
+        GeneratorConfig(3, {"vocab_size": 9})
+    with pytest.raises(RnnkitError, match=r"Tagger takes one TaggerConfig, got SequenceConfig"):
+        Tagger(SequenceConfig(3, 2, pool="max"))  # its pool would mean nothing to a tagger
+    with pytest.raises(RnnkitError, match="head"):
+        MLPConfig(3, 2, head="rank")
+
+
 @pytest.mark.parametrize("head", ["classify", "regress"])
 def test_validation_loss_is_the_per_step_mean_at_any_batch_size(head):
     # lengths [1, 9, 1, 9]: a mean of batch means weights the short rows' single steps as much
     # as the long rows' nine; the true per-step mean is computed here from one padded pass
     torch.manual_seed(0)
-    tagger = Tagger(SequenceConfig(3, 4, head=head, hidden=8)).eval()
+    tagger = Tagger(TaggerConfig(3, 4, head=head, hidden=8)).eval()
     g = torch.Generator().manual_seed(1)
     lengths = torch.tensor([1, 9, 1, 9])
     x = torch.randn(4, 9, 3, generator=g)
@@ -144,7 +213,7 @@ def test_synced_tagger_learns_previous_input():
     targets = torch.cat([torch.zeros_like(sym[:, :1]), sym[:, :-1]], 1)
     data = {"inputs": torch.nn.functional.one_hot(sym, 4).float(), "targets": targets,
             "lengths": torch.randint(3, 11, (256,), generator=g)}
-    model = Tagger(SequenceConfig(4, 4, cell="lstm", hidden=24))
+    model = Tagger(TaggerConfig(4, 4, cell="lstm", hidden=24))
     fit(model, data, None, FitConfig(epochs=20, batch_size=32, lr=1e-2, **QUICK), quiet=True)
     _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
     assert acc > 0.98
@@ -160,7 +229,8 @@ def test_seq2seq_learns_to_reverse():
     for i, n in enumerate(lengths.tolist()):
         y[i, :n] = x[i, :n].flip(0)
     data = {"inputs": x, "lengths": lengths, "targets": y, "target_lengths": lengths + 1}
-    model = Seq2Seq(8, DecoderConfig(8, cell="gru", hidden=64, embed=16), bidirectional=True)
+    model = Seq2Seq(Seq2SeqConfig(8, DecoderConfig(8, cell="gru", hidden=64, embed=16),
+                                  bidirectional=True))
     fit(model, data, None, FitConfig(epochs=20, batch_size=32, lr=1e-2, **QUICK), quiet=True)
     test = x[:200], lengths[:200]
     out = model.generate(*test, max_length=S + 2)
@@ -180,7 +250,8 @@ def test_conditioned_generator_writes_its_class_sequence():
     lengths = torch.tensor([len(s) for s in seqs])
     data = {"inputs": torch.arange(K).repeat(16), "targets": targets.repeat(16, 1),
             "lengths": lengths.repeat(16)}
-    model = ConditionedGenerator(K, DecoderConfig(12, cell="lstm", hidden=32, embed=8))
+    model = ConditionedGenerator(GeneratorConfig(K, DecoderConfig(12, cell="lstm", hidden=32,
+                                                             embed=8)))
     fit(model, data, None, FitConfig(epochs=60, batch_size=16, lr=1e-2, **QUICK), quiet=True)
     assert model.generate(torch.arange(K), max_length=10) == [s[:-1] for s in seqs]
     sampled = model.generate(torch.arange(K), max_length=10, greedy=False, temperature=0.5, seed=0)
@@ -191,7 +262,7 @@ def test_conditioned_generator_writes_its_class_sequence():
 def test_mlp_baseline_learns_xor_and_cannot_read_order():
     x = torch.tensor([[0.0, 0], [0, 1], [1, 0], [1, 1]]).repeat(64, 1)
     data = {"inputs": x, "targets": (x[:, 0] != x[:, 1]).long()}
-    model = MLP(2, 2, hidden=16)
+    model = MLP(MLPConfig(2, 2, hidden=16))
     fit(model, data, None, FitConfig(epochs=40, batch_size=32, lr=1e-2, **QUICK), quiet=True)
     _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
     assert acc == 1.0

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import RnnkitError, require_positive
+from .optional import need
 from .runfiles import atomic_write
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
@@ -55,16 +56,6 @@ class AudioConfig:
         if self.features == "raw":
             return 1
         return self.n_mfcc * (3 if self.deltas else 1)
-
-
-def need(module: str, extra: str):
-    """Import an optional dependency, or say which extra installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise RnnkitError(f"this needs the {module} package: pip install 'rnnkit[{extra}]'") from None
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 22050) -> np.ndarray:

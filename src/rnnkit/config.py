@@ -67,7 +67,10 @@ def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
 
 
 def check_type(value: Any, hint: Any, where: str) -> Any:
-    """`value` if it fits the type hint (int, float, str, bool, X | None, list[X]), else an error."""
+    """`value` if it fits the type hint (int, float, str, bool, X | None, list[X], a nested
+    config dataclass), else an error."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, where)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:

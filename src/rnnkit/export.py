@@ -29,9 +29,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .audio import need
 from .checkpoint import load, read_json
 from .errors import RnnkitError
+from .optional import need
 from .task_runs import load_task
 
 FORMATS = ("onnx",)

@@ -9,7 +9,7 @@
 
 Forecasting cuts a series into windows: `window` steps of input, then the next `horizon` steps as
 targets. The naive forecast repeats the last observed value for all H steps; every forecaster's
-error is reported against it.
+error is reported against it. A forecaster reads a window `relative` to its last value.
 """
 
 from __future__ import annotations
@@ -178,3 +178,14 @@ def windows(series: np.ndarray, window: int, horizon: int, stride: int = 1,
 def naive_forecast(inputs: np.ndarray, horizon: int) -> np.ndarray:
     """The last observed value repeated: (N, window, F) -> (N, horizon, F)."""
     return np.repeat(inputs[:, -1:], horizon, axis=1)
+
+
+def relative(inputs: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Windows seen from their last value: ((x - x_last) / std, x_last).
+
+    A forecaster that reads and predicts changes from the last observed value is free of the
+    series' level, so a trend that leaves the training range does not leave its inputs; the naive
+    forecast is the model that always predicts a change of zero.
+    """
+    last = inputs[:, -1:]  # (N, 1, F)
+    return ((inputs - last) / std).astype(np.float32), last

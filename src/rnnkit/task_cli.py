@@ -9,7 +9,9 @@ DATA is a folder of audio files (labels from sub-folders or --label-pattern), a 
 sequences grouped by an id column, with a label column) or an .npz (x, lengths, y). Training
 prints one line per epoch (its seconds and the time left), then the test accuracy and the
 confusion matrix (also DIR/confusion.png), a `done:` line saying how the time was spent, and
-last `test_accuracy <fraction>`. --max-time is the whole command's budget.
+last `test_accuracy <fraction>`. --max-time is the whole command's budget. The predict commands
+print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
+go through the same objects.
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AUDIO_SUFFIXES, AudioConfig, compile_pattern, find_audio, load_features, need
+from .audio import AudioConfig, compile_pattern
 from .cells import CELL_TYPES
 from .config import from_dict
 from .errors import RnnkitError
-from .fit import FitConfig, accuracy, fit, predict
+from .fit import FitConfig, accuracy, fit
+from .optional import need
 from .runfiles import atomic_write, write_json_atomic
-from .series import naive_forecast, pad, read_labelled_csv, read_npz, read_series, windows
-from .task_runs import load_task, write_config
+from .runs import Classifier, Forecaster, load
+from .series import naive_forecast, read_series, relative, windows
+from .task_runs import check_features, read_examples, to_dataset, write_config
 from .tasks import POOLS, SequenceConfig, SequenceModel
 from .training import pick_device
 
@@ -192,52 +196,6 @@ def audio_config(args) -> AudioConfig:
 
 # --- classification ---------------------------------------------------------------------------
 
-def read_examples(path: str, data: dict, cache_dir: Path | None,
-                  training: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
-    """Sequences, labels and names of the examples in a folder, CSV or .npz (`data`: the run's
-    input options). Not `training`: a CSV needs no label column, and the audio settings are
-    the run's, not options to suggest."""
-    p = Path(path)
-    if p.is_dir():
-        if data["source"] != "audio":
-            raise RnnkitError(f"{p} is a folder, but the run reads {data['source']} data")
-        cfg = AudioConfig(**data["audio"])
-        files, labels = find_audio(p, data.get("label_pattern"))
-        seqs = load_features(files, cfg, cache_dir, progress=True, rate_option=training)
-        return seqs, labels, [f.name for f in files]
-    if not p.exists():
-        raise RnnkitError(f"{p}: no such file or folder")
-    if p.suffix.lower() == ".npz":
-        seqs, labels = read_npz(p)
-        return seqs, labels, [f"{p.name}[{i}]" for i in range(len(seqs))]
-    if p.suffix.lower() == ".csv":
-        seqs, labels, ids, columns = read_labelled_csv(
-            p, data.get("columns"), data["id_column"], data["label_column"] if training else None)
-        if data.get("columns") is None:
-            data["columns"] = columns
-        return seqs, labels, ids
-    raise RnnkitError(f"{p}: expected an audio folder, a .csv or an .npz file")
-
-
-def check_features(seqs: list[np.ndarray], names: list[str], where: str) -> None:
-    if not seqs:
-        raise RnnkitError(f"{where}: no examples")
-    width = seqs[0].shape[1]
-    for s, n in zip(seqs, names, strict=True):
-        if len(s) == 0:
-            raise RnnkitError(f"{where}: {n} is an empty sequence")
-        if s.shape[1] != width:
-            raise RnnkitError(f"{where}: {n} has {s.shape[1]} features, others {width}")
-
-
-def to_dataset(seqs: list[np.ndarray], targets) -> dict[str, torch.Tensor]:
-    x, lengths = pad(seqs)  # (N, T_max, F), (N,)
-    data = {"inputs": torch.from_numpy(x), "lengths": torch.from_numpy(lengths)}
-    if targets is not None:
-        data["targets"] = torch.as_tensor(np.asarray(targets), dtype=torch.long)
-    return data
-
-
 def stratified(labels: list[int], fraction: float, seed: int, what: str) -> tuple[list, list]:
     """Indices of a stratified split: (kept, held out)."""
     train_test_split = need("sklearn.model_selection", "tasks").train_test_split
@@ -337,9 +295,8 @@ def cmd_classify_train(args) -> int:
     summary = fit(model, train, val, fit_cfg, out, metric=accuracy, started=started,
                   test_rows=len(test_seqs))
     tested = time.monotonic()
-    test = to_dataset(test_seqs, [index[c] for c in test_labels])
-    predicted = predict(model, test, 256, pick_device(fit_cfg.device)).argmax(-1).numpy()
-    truth = test["targets"].numpy()
+    predicted = Classifier(model, data).predict(test_seqs).probs.argmax(-1)  # (N,)
+    truth = np.array([index[c] for c in test_labels])
     test_acc = float((predicted == truth).mean())
     matrix = confusion(truth, predicted, len(classes))
     print_confusion(matrix, classes)
@@ -413,30 +370,10 @@ def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> No
 
 
 def cmd_classify_predict(args) -> int:
-    model, config = load_task(args.run_dir, "rnnkit-classifier", pick_device(args.device))
-    data, classes = config["data"], config["data"]["labels"]
-    seqs, names = [], []
-    audio = [f for f in args.files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
-    if audio:
-        if data["source"] != "audio":
-            raise RnnkitError(f"{audio[0]}: the run classifies {data['source']} data, not audio")
-        seqs += load_features([Path(f) for f in audio], AudioConfig(**data["audio"]),
-                              rate_option=False)  # the run's settings: nothing to choose
-        names += audio
-    for f in args.files:
-        if f not in audio:
-            s, _, n = read_examples(f, dict(data), None, training=False)
-            seqs += s
-            names += n
-    check_features(seqs, names, "input")
-    if seqs[0].shape[1] != model.config.input_size:
-        raise RnnkitError(f"{names[0]} has {seqs[0].shape[1]} features per step; the model "
-                          f"reads {model.config.input_size}")
-    probs = torch.softmax(predict(model, to_dataset(seqs, None), 256,
-                                  next(model.parameters()).device), dim=-1)
-    for name, p in zip(names, probs, strict=True):
-        k = int(p.argmax())
-        print(f"{name}\t{classes[k]}\t{float(p[k]):.4f}")
+    classifier = load(args.run_dir, pick_device(args.device), kind="rnnkit-classifier")
+    result = classifier.predict(args.files)
+    for name, label, p in zip(result.names, result.labels, result.probs, strict=True):
+        print(f"{name}\t{label}\t{float(p.max()):.4f}")
     return 0
 
 
@@ -447,26 +384,6 @@ def forecast_errors(pred: np.ndarray, truth: np.ndarray) -> dict:
     err = pred - truth  # (N, H, F)
     return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
             "next_step_mae": float(np.abs(err[:, 0]).mean())}
-
-
-def relative(inputs: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Windows seen from their last value: ((x - x_last) / std, x_last).
-
-    A forecaster that reads and predicts changes from the last observed value is free of the
-    series' level, so a trend that leaves the training range does not leave its inputs; the naive
-    forecast is the model that always predicts a change of zero.
-    """
-    last = inputs[:, -1:]  # (N, 1, F)
-    return ((inputs - last) / std).astype(np.float32), last
-
-
-def run_forecast(model: SequenceModel, inputs: np.ndarray, std: np.ndarray,
-                 horizon: int) -> np.ndarray:
-    """(N, W, F) in the series' units -> (N, H, F) forecasts in the same units."""
-    x, last = relative(inputs, std)
-    out = predict(model, {"inputs": torch.from_numpy(x)}, 512,
-                  next(model.parameters()).device).numpy()
-    return out.reshape(len(inputs), horizon, -1) * std + last
 
 
 def report(model_err: dict, naive_err: dict, where: str) -> str:
@@ -524,7 +441,7 @@ def cmd_forecast_train(args) -> int:
     summary = fit(model, dataset(parts["train"]), val, fit_cfg, out, started=started,
                   test_rows=len(x_test))
     tested = time.monotonic()
-    model_err = forecast_errors(run_forecast(model, x_test, std, H), y_test)
+    model_err = forecast_errors(Forecaster(model, data).forecast(x_test), y_test)
     naive_err = forecast_errors(naive_forecast(x_test, H), y_test)
     write_json_atomic(out / "metrics.json", {"test": model_err, "naive": naive_err,
                                              "test_windows": len(x_test),
@@ -537,20 +454,15 @@ def cmd_forecast_train(args) -> int:
 
 
 def cmd_forecast_predict(args) -> int:
-    model, config = load_task(args.run_dir, "rnnkit-forecaster", pick_device(args.device))
-    data = config["data"]
-    W, H, columns = data["window"], data["horizon"], data["columns"]
-    std = np.asarray(data["std"], np.float32)
-    series, _ = read_series(args.series, columns)
-    if len(series) < W:
-        raise RnnkitError(f"{args.series}: the series has {len(series)} steps; the model reads "
-                          f"the last {W}")
+    forecaster = load(args.run_dir, pick_device(args.device), kind="rnnkit-forecaster")
+    future = forecaster.predict(args.series)  # (H, F): what rnnkit.load(DIR).predict gives
+    series = forecaster.read(args.series)  # (T, F), for the error over its own windows
+    W, H = forecaster.window, forecaster.horizon
     if len(series) >= W + H:
         x, y = windows(series, W, H)
-        print(report(forecast_errors(run_forecast(model, x, std, H), y),
+        print(report(forecast_errors(forecaster.forecast(x), y),
                      forecast_errors(naive_forecast(x, H), y), f"{args.series} ({len(x)} windows)"))
-    future = run_forecast(model, series[None, -W:], std, H)[0]  # (H, F)
-    print("step," + ",".join(columns))
+    print("step," + ",".join(forecaster.columns))
     for h, row in enumerate(future, start=1):
         print(f"+{h}," + ",".join(f"{v:.6g}" for v in row))
     return 0

@@ -9,9 +9,11 @@
 
 The same rules as the language model's run directory (`rnnkit.checkpoint`): tensors in
 safetensors, everything else JSON, atomic writes, shapes checked against config.json before any
-tensor is built, nothing unpickled.
+tensor is built, nothing unpickled. New inputs are read as the run's data section says
+(`read_examples`: its audio features, CSV columns), the same way in training and prediction.
 
     >>> model, config = load_task("runs/digits")      # SequenceModel in eval mode, raw config
+    >>> rnnkit.load("runs/digits").predict(["a.wav"])  # the same, wrapped to predict (rnnkit.runs)
 """
 
 from __future__ import annotations
@@ -21,15 +23,17 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .audio import AudioConfig, compile_pattern
+from .audio import AudioConfig, compile_pattern, find_audio, load_features
 from .checkpoint import FORMAT as LANGUAGE_MODEL
 from .checkpoint import load_weights, read_json
 from .config import from_dict
 from .errors import RnnkitError
 from .fit import BEST, FitConfig
 from .runfiles import write_json_atomic
+from .series import pad, read_labelled_csv, read_npz
 from .tasks import SequenceConfig, SequenceModel
 
 VERSION = 1
@@ -139,18 +143,32 @@ def wrong_kind(run_dir: Path, fmt, kind: str | None) -> RnnkitError:
     return RnnkitError(f"{run_dir / 'config.json'} is not a {want} run (format {fmt!r}); {needs}")
 
 
+def read_format(run_dir: Path, kind: str | None = None) -> tuple[str, dict]:
+    """The format of the run in `run_dir` (its config.json's "format", as text, whatever the
+    JSON holds) and the config; `kind`, the format wanted, only words the error for no run."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        if kind is None:
+            raise RnnkitError(f"{str(run_dir)!r} is not a run directory (no config.json); make "
+                              "one with rnnkit train, rnnkit classify train or rnnkit forecast "
+                              "train ... --out DIR")
+        what = "task run" if kind in DATA else "run"
+        raise RnnkitError(f"{str(run_dir)!r} is not a {what} directory (no config.json); train "
+                          f"one with: {KINDS[kind][1]} ... --out DIR")
+    config = read_json(path, "JSON")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    return (fmt if isinstance(fmt, str) else repr(fmt)), config  # tampered JSON may hold any value
+
+
 def load_task(run_dir: str | os.PathLike, kind: str | None = None,
               device: str | torch.device = "cpu") -> tuple[SequenceModel, dict]:
     """The trained model of a classifier or forecaster run (eval mode) and its config, every
-    section checked (`data` as `ClassifierData` or `ForecasterData`, back as a dict)."""
+    section checked (`data` as `ClassifierData` or `ForecasterData`, back as a dict).
+
+    `rnnkit.load` wraps them in the object that predicts (`rnnkit.runs`)."""
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
-    if not path.is_file():
-        raise RnnkitError(f"{str(run_dir)!r} is not a task run directory (no config.json); "
-                          f"train one with: {KINDS[kind or 'rnnkit-classifier'][1]} ... --out DIR")
-    config = read_json(path, "JSON")
-    fmt = config.get("format") if isinstance(config, dict) else None
-    fmt = fmt if isinstance(fmt, str) else repr(fmt)  # tampered JSON may hold any value
+    fmt, config = read_format(run_dir, kind or "rnnkit-classifier")
     if fmt not in DATA or (kind is not None and fmt != kind):
         raise wrong_kind(run_dir, fmt, kind)
     if config.get("version") != VERSION:
@@ -164,3 +182,51 @@ def load_task(run_dir: str | os.PathLike, kind: str | None = None,
         raise RnnkitError(f"{path}: {e}; the run directory is damaged, train it again") from None
     model = load_weights(run_dir / BEST, lambda: SequenceModel(model_cfg))
     return model.to(device).eval(), config
+
+
+# --- inputs, read the way the run was trained ----------------------------------------------
+
+def read_examples(path: str, data: dict, cache_dir: Path | None,
+                  training: bool = True) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Sequences, labels and names of the examples in a folder, CSV or .npz (`data`: the run's
+    input options). Not `training`: a CSV needs no label column, and the audio settings are
+    the run's, not options to suggest."""
+    p = Path(path)
+    if p.is_dir():
+        if data["source"] != "audio":
+            raise RnnkitError(f"{p} is a folder, but the run reads {data['source']} data")
+        cfg = AudioConfig(**data["audio"])
+        files, labels = find_audio(p, data.get("label_pattern"))
+        seqs = load_features(files, cfg, cache_dir, progress=True, rate_option=training)
+        return seqs, labels, [f.name for f in files]
+    if not p.exists():
+        raise RnnkitError(f"{p}: no such file or folder")
+    if p.suffix.lower() == ".npz":
+        seqs, labels = read_npz(p)
+        return seqs, labels, [f"{p.name}[{i}]" for i in range(len(seqs))]
+    if p.suffix.lower() == ".csv":
+        seqs, labels, ids, columns = read_labelled_csv(
+            p, data.get("columns"), data["id_column"], data["label_column"] if training else None)
+        if data.get("columns") is None:
+            data["columns"] = columns
+        return seqs, labels, ids
+    raise RnnkitError(f"{p}: expected an audio folder, a .csv or an .npz file")
+
+
+def check_features(seqs: list[np.ndarray], names: list[str], where: str) -> None:
+    if not seqs:
+        raise RnnkitError(f"{where}: no examples")
+    width = seqs[0].shape[1]
+    for s, n in zip(seqs, names, strict=True):
+        if len(s) == 0:
+            raise RnnkitError(f"{where}: {n} is an empty sequence")
+        if s.shape[1] != width:
+            raise RnnkitError(f"{where}: {n} has {s.shape[1]} features, others {width}")
+
+
+def to_dataset(seqs: list[np.ndarray], targets) -> dict[str, torch.Tensor]:
+    x, lengths = pad(seqs)  # (N, T_max, F), (N,)
+    data = {"inputs": torch.from_numpy(x), "lengths": torch.from_numpy(lengths)}
+    if targets is not None:
+        data["targets"] = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    return data

@@ -1,13 +1,21 @@
 """The five ways a network maps inputs to outputs (Karpathy), on the shared `Recurrent` core.
 
-    one-to-one       MLP                    a fixed vector in, a class or value out: the control
-    one-to-many      ConditionedGenerator   a label or vector sets h_0, the model writes a sequence
-    many-to-one      SequenceModel          a sequence in, one class or value out (last or pooled)
-    many-to-many     Seq2Seq                encoder reads, decoder writes (teacher forcing to train)
-    synced           Tagger                 one output per input step (tags, next-step forecasts)
+    one-to-one     MLP(MLPConfig)                         a fixed vector in, a class or value out:
+                                                          the control for every RNN result
+    one-to-many    ConditionedGenerator(GeneratorConfig)  a label or vector sets h_0, the model
+                                                          writes a sequence
+    many-to-one    SequenceModel(SequenceConfig)          a sequence in, one class or value out
+                                                          (last or pooled)
+    many-to-many   Seq2Seq(Seq2SeqConfig)                 encoder reads, decoder writes (teacher
+                                                          forcing to train)
+    synced         Tagger(TaggerConfig)                   one output per input step (tags,
+                                                          next-step forecasts)
 
-Every model answers `forward(inputs, targets=None, ...) -> (outputs, loss)`, `loss` None without
-targets, so one training loop (`rnnkit.fit`) serves them all. Variable-length batches are padded
+Every model is built from its one config dataclass (the two decoding models' configs hold a
+`DecoderConfig`), saved as JSON with `dataclasses.asdict` and read back, checked, with
+`rnnkit.config.from_dict(GeneratorConfig, data)`. Every model answers
+`forward(inputs, targets=None, ...) -> (outputs, loss)`, `loss` None without targets, so one
+training loop (`rnnkit.fit`) serves them all. Variable-length batches are padded
 and passed with `lengths` (B,); `Recurrent` packs them, so padding never changes a result.
 
 A head is "classify" (logits, cross-entropy) or "regress" (values, mean squared error).
@@ -30,9 +38,47 @@ HEADS = ("classify", "regress")
 POOLS = ("last", "mean", "max")
 
 
+def check_head(head: str) -> None:
+    if head not in HEADS:
+        raise RnnkitError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+
+
+def check_dropout(dropout: float) -> None:
+    if not 0.0 <= dropout < 1.0:
+        raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def check_config(config, cls: type, model: str) -> None:
+    """Every model is `Model(config)`: say so when it is given something else."""
+    if type(config) is not cls:  # a SequenceConfig's pool would mean nothing to a Tagger
+        raise RnnkitError(f"{model} takes one {cls.__name__}, got {type(config).__name__}; "
+                          f"build it as {model}({cls.__name__}(...))")
+
+
 @dataclass
-class SequenceConfig:
-    """The shape of a sequence model; saved as JSON next to its weights."""
+class MLPConfig:
+    """The shape of a one-to-one MLP; saved as JSON next to its weights."""
+
+    input_size: int  # F: features of the input vector (inputs (B, ...) are flattened to it)
+    output_size: int  # C: classes (classify) or values (regress)
+    hidden: int = 128  # units per hidden layer
+    layers: int = 2  # hidden layers, each Linear -> ReLU -> dropout
+    dropout: float = 0.0  # after each hidden layer
+    head: str = "classify"  # "classify" (cross-entropy on logits) or "regress" (mean squared error)
+
+    def __post_init__(self):
+        require_positive(input_size=self.input_size, output_size=self.output_size,
+                         hidden=self.hidden, layers=self.layers)
+        check_head(self.head)
+        check_dropout(self.dropout)
+
+
+@dataclass
+class TaggerConfig:
+    """The shape of a synced model (one output per step); saved as JSON next to its weights.
+
+    `SequenceConfig` is the same with a pool: a many-to-one model summarises the states.
+    """
 
     input_size: int  # F: features per time step
     output_size: int  # C: classes (classify) or values (regress) per output
@@ -42,18 +88,25 @@ class SequenceConfig:
     layers: int = 1  # L: stacked recurrent layers
     dropout: float = 0.0  # between recurrent layers, and before the output layer
     bidirectional: bool = False  # also read the sequence backwards (D = 2)
-    pool: str = "last"  # many-to-one summary of the states: "last", "mean" or "max"
 
     def __post_init__(self):
         require_positive(input_size=self.input_size, output_size=self.output_size,
                          hidden=self.hidden, layers=self.layers)
         check_cell(self.cell)
-        if self.head not in HEADS:
-            raise RnnkitError(f"unknown head {self.head!r}; choose one of {', '.join(HEADS)}")
+        check_head(self.head)
+        check_dropout(self.dropout)
+
+
+@dataclass
+class SequenceConfig(TaggerConfig):
+    """The shape of a many-to-one model; saved as JSON next to its weights."""
+
+    pool: str = "last"  # many-to-one summary of the states: "last", "mean" or "max"
+
+    def __post_init__(self):
+        super().__post_init__()
         if self.pool not in POOLS:
             raise RnnkitError(f"unknown pool {self.pool!r}; choose one of {', '.join(POOLS)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise RnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -98,24 +151,20 @@ class MLP(nn.Module):
     Shapes: inputs (B, F) -> outputs (B, C).
     """
 
-    def __init__(self, input_size: int, output_size: int, hidden: int = 128, layers: int = 2,
-                 dropout: float = 0.0, head: str = "classify"):
+    def __init__(self, config: MLPConfig):
         super().__init__()
-        require_positive(input_size=input_size, output_size=output_size, hidden=hidden,
-                         layers=layers)
-        if head not in HEADS:
-            raise RnnkitError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
-        self.head = head
-        sizes = [input_size] + [hidden] * layers
+        check_config(config, MLPConfig, "MLP")
+        self.config = c = config
+        sizes = [c.input_size] + [c.hidden] * c.layers
         blocks: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(c.dropout)]
         self.body = nn.Sequential(*blocks)
-        self.out = nn.Linear(sizes[-1], output_size)
+        self.out = nn.Linear(sizes[-1], c.output_size)
 
     def forward(self, inputs: Tensor, targets: Tensor | None = None):
         outputs = self.out(self.body(inputs.flatten(1)))  # (B, C)
-        loss = None if targets is None else head_loss(self.head, outputs, targets)
+        loss = None if targets is None else head_loss(self.config.head, outputs, targets)
         return outputs, loss
 
 
@@ -132,6 +181,7 @@ class SequenceModel(nn.Module):
 
     def __init__(self, config: SequenceConfig):
         super().__init__()
+        check_config(config, SequenceConfig, "SequenceModel")
         self.config = c = config
         self.rnn = Recurrent(c.cell, c.input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
         self.drop = nn.Dropout(c.dropout)
@@ -171,8 +221,9 @@ class Tagger(nn.Module):
     train it with targets x_{t+1}, then `stream` pieces of a series, carrying the state.
     """
 
-    def __init__(self, config: SequenceConfig):
+    def __init__(self, config: TaggerConfig):
         super().__init__()
+        check_config(config, TaggerConfig, "Tagger")
         self.config = c = config
         self.rnn = Recurrent(c.cell, c.input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
         self.drop = nn.Dropout(c.dropout)
@@ -224,6 +275,11 @@ class DecoderConfig:
         require_positive(vocab_size=self.vocab_size, hidden=self.hidden, layers=self.layers,
                          embed=self.embed)
         check_cell(self.cell)
+        check_dropout(self.dropout)
+        for name in ("start", "end"):
+            if not 0 <= getattr(self, name) < self.vocab_size:
+                raise RnnkitError(f"{name} must be a symbol id in [0, {self.vocab_size}), got "
+                                  f"{getattr(self, name)}")
 
 
 class Decoder(nn.Module):
@@ -281,6 +337,24 @@ def teacher_inputs(targets: Tensor, start: int) -> Tensor:
     return torch.cat([torch.full_like(targets[:, :1], start), targets[:, :-1]], dim=1)
 
 
+def check_decoder(decoder) -> None:
+    if not isinstance(decoder, DecoderConfig):
+        raise RnnkitError(f"decoder must be a DecoderConfig, got {type(decoder).__name__}")
+
+
+@dataclass
+class GeneratorConfig:
+    """The shape of a one-to-many model: its condition and the decoder it starts."""
+
+    condition_size: int  # K: classes, or the size of a condition vector
+    decoder: DecoderConfig  # what writes the sequence
+    classes: bool = True  # conditions are class ids (B,), one-hot inside; False: vectors (B, K)
+
+    def __post_init__(self):
+        require_positive(condition_size=self.condition_size)
+        check_decoder(self.decoder)
+
+
 class ConditionedGenerator(nn.Module):
     """One-to-many: a class id or a vector sets the initial state, the decoder writes a sequence.
 
@@ -288,19 +362,19 @@ class ConditionedGenerator(nn.Module):
         y_t = decoder(token_{t-1}, h_{t-1})
     """
 
-    def __init__(self, condition_size: int, decoder: DecoderConfig, classes: bool = True):
+    def __init__(self, config: GeneratorConfig):
         super().__init__()
-        require_positive(condition_size=condition_size)
-        self.condition_size, self.classes = condition_size, classes
-        self.decoder = Decoder(decoder)
-        c = decoder
+        check_config(config, GeneratorConfig, "ConditionedGenerator")
+        self.config = config
+        self.decoder = Decoder(config.decoder)
+        c = config.decoder
         n_state = c.layers * (2 if c.cell == "lstm" else 1)  # h (and c) for each layer
-        self.to_state = nn.Linear(condition_size, n_state * c.hidden)
+        self.to_state = nn.Linear(config.condition_size, n_state * c.hidden)
 
     def initial_state(self, condition: Tensor):
         """condition (B,) class ids or (B, condition_size) -> the decoder's state."""
-        if self.classes:
-            condition = F.one_hot(condition.long(), self.condition_size).float()
+        if self.config.classes:
+            condition = F.one_hot(condition.long(), self.config.condition_size).float()
         c = self.decoder.config
         B = condition.shape[0]
         s = torch.tanh(self.to_state(condition)).view(B, -1, c.layers, c.hidden)  # (B, 1|2, L, H)
@@ -323,6 +397,19 @@ class ConditionedGenerator(nn.Module):
                                    greedy, temperature, seed, beam)
 
 
+@dataclass
+class Seq2SeqConfig:
+    """The shape of an encoder/decoder; the encoder takes the decoder's cell, sizes and layers."""
+
+    input_vocab: int  # S: symbols the encoder reads (padding included)
+    decoder: DecoderConfig  # what writes the output sequence
+    bidirectional: bool = False  # the encoder also reads backwards; both final states are joined
+
+    def __post_init__(self):
+        require_positive(input_vocab=self.input_vocab)
+        check_decoder(self.decoder)
+
+
 class Seq2Seq(nn.Module):
     """Encoder/decoder: an encoder reads the input tokens, its final state starts the decoder.
 
@@ -331,12 +418,14 @@ class Seq2Seq(nn.Module):
         y_t = decoder(y_{t-1}, h_{t-1})              teacher forcing in training, greedy or sampled
     """
 
-    def __init__(self, input_vocab: int, decoder: DecoderConfig, bidirectional: bool = False):
+    def __init__(self, config: Seq2SeqConfig):
         super().__init__()
-        require_positive(input_vocab=input_vocab)
-        c = decoder
-        self.embed = nn.Embedding(input_vocab, c.embed)
-        self.encoder = Recurrent(c.cell, c.embed, c.hidden, c.layers, c.dropout, bidirectional)
+        check_config(config, Seq2SeqConfig, "Seq2Seq")
+        self.config = config
+        c = config.decoder
+        self.embed = nn.Embedding(config.input_vocab, c.embed)
+        self.encoder = Recurrent(c.cell, c.embed, c.hidden, c.layers, c.dropout,
+                                 config.bidirectional)
         self.decoder = Decoder(c)
         D = self.encoder.directions
         self.bridge = nn.Linear(D * c.hidden, c.hidden)

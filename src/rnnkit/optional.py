@@ -1,0 +1,28 @@
+"""Optional packages: the one way rnnkit asks for a package that only an extra installs.
+
+    librosa = need("librosa", "audio")       # the module, or one line naming the extra
+
+The extras are in pyproject.toml: `audio` (librosa, soundfile), `tasks` (scikit-learn,
+matplotlib), `serve` (Starlette, uvicorn). A missing package is an RnnkitError, so the command
+line shows one line with the `pip install` that fixes it, never an ImportError's traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .errors import RnnkitError
+
+# Where the name pip installs differs from the name Python imports.
+PIP_NAMES = {"sklearn": "scikit-learn"}
+
+
+def need(module: str, extra: str) -> ModuleType:
+    """`module` imported, or RnnkitError naming its package and the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        package = module.split(".")[0]
+        raise RnnkitError(f"this needs the optional package {PIP_NAMES.get(package, package)} "
+                          f"({e}); install it with: pip install 'rnnkit[{extra}]'") from None

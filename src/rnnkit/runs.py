@@ -1,0 +1,235 @@
+"""One loader for every run: `rnnkit.load(DIR)` opens what `rnnkit train`, `rnnkit classify
+train` or `rnnkit forecast train` wrote, and returns the object that uses it.
+
+    lm = rnnkit.load("runs/shakespeare")         # CharLM: generate, stream, stepper
+    lm.generate(prime="ROMEO:", length=200, seed=1)
+
+    clf = rnnkit.load("runs/digits")             # Classifier
+    out = clf.predict(["7_a.wav", "3_b.wav"])    # files, read as in training (audio, CSV, .npz)
+    out = clf.predict(x, lengths)                # or arrays: (N, T, F) zero-padded, (N,) lengths
+    out.labels, out.probs                        # a class name per example, (N, C) probabilities
+
+    fc = rnnkit.load("runs/load")                # Forecaster
+    fc.predict("series.csv")                     # (H, F): the H steps after the series' end
+    fc.predict(series)                           # or an array (T, F) of the run's columns
+
+`rnnkit classify predict` and `rnnkit forecast predict` are these objects' `predict`, printed.
+A directory that holds no run, or a run of another kind than `kind` asks for, is one RnnkitError
+naming what the directory is and the command that makes the run needed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AUDIO_SUFFIXES, AudioConfig, load_features
+from .checkpoint import BEST
+from .checkpoint import load as load_language_model
+from .errors import RnnkitError
+from .fit import predict as model_outputs
+from .lm import CharLM
+from .series import read_series, relative
+from .task_runs import (
+    DATA,
+    KINDS,
+    LANGUAGE_MODEL,
+    check_features,
+    load_task,
+    read_examples,
+    read_format,
+    to_dataset,
+    wrong_kind,
+)
+from .tasks import SequenceModel
+
+PathLike = str | os.PathLike
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def as_array(values, where: str) -> np.ndarray:
+    """A NumPy or torch array of numbers as finite float32."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise RnnkitError(f"{where} must be numbers ({e})") from None
+    if not np.isfinite(array).all():
+        raise RnnkitError(f"{where} hold NaN or infinite values")
+    return array
+
+
+def is_paths(inputs) -> bool:
+    return isinstance(inputs, (list, tuple)) and len(inputs) > 0 and \
+        all(isinstance(i, (str, os.PathLike)) for i in inputs)
+
+
+def sequences(inputs, lengths) -> list[np.ndarray]:
+    """Arrays as a list of (T_i, F) sequences: (N, T, F) cut at `lengths`, one (T, F), or a
+    list of (T_i, F)."""
+    if isinstance(inputs, (list, tuple)):
+        if lengths is not None:
+            raise RnnkitError("lengths go with one padded array (N, T, F), not with a list of "
+                              "sequences, which have their own")
+        seqs = [as_array(s, f"inputs[{i}]") for i, s in enumerate(inputs)]
+        for i, s in enumerate(seqs):
+            if s.ndim != 2:
+                raise RnnkitError(f"inputs[{i}] must be one sequence (T, F), got shape {s.shape}")
+        return seqs
+    x = as_array(inputs, "inputs")
+    if x.ndim == 2:
+        x = x[None]  # (1, T, F)
+    if x.ndim != 3:
+        raise RnnkitError(f"inputs must be files, an array (N, T, F), one sequence (T, F) or a "
+                          f"list of (T, F) arrays; got an array of shape {x.shape}")
+    N, T = x.shape[:2]
+    if lengths is None:
+        return list(x)
+    n = np.asarray(lengths.cpu() if isinstance(lengths, torch.Tensor) else lengths)
+    fits = n.shape == (N,) and np.issubdtype(n.dtype, np.integer) and \
+        (N == 0 or (n.min() >= 1 and n.max() <= T))
+    if not fits:
+        raise RnnkitError(f"lengths must be {N} integers in [1, {T}], got {brief_array(n)}")
+    return [x[i, :k] for i, k in enumerate(n.tolist())]
+
+
+def brief_array(a: np.ndarray) -> str:
+    return f"shape {a.shape} of {a.dtype}" if a.ndim != 1 or a.size > 8 else str(a.tolist())
+
+
+@dataclass
+class Predictions:
+    """A classifier's answer for N examples."""
+
+    names: list[str]  # each example's name: its file, CSV id or "d.npz[i]"; "inputs[i]" for arrays
+    labels: list[str]  # the most probable class of each example
+    probs: np.ndarray  # (N, C) probabilities over the run's classes, in the order of `classes`
+
+
+class Classifier:
+    """A trained sequence classifier run: its model (`SequenceModel`, eval mode), its class names,
+    and how it reads inputs (its data section: audio features, CSV columns)."""
+
+    def __init__(self, model: SequenceModel, data: dict):
+        self.model, self.data = model, data
+        self.classes: list[str] = data["labels"]
+
+    def read(self, files: list[PathLike]) -> tuple[list[np.ndarray], list[str]]:
+        """Sequences (T, F) and names of audio files, CSVs (rows grouped by the id column) and
+        .npz files, in the order given, computed with the run's own settings."""
+        audio = [f for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
+        if audio and self.data["source"] != "audio":
+            raise RnnkitError(f"{audio[0]}: the run classifies {self.data['source']} data, not "
+                              "audio")
+        # One call for every audio file, so a resampling is said once; the run's rate, not an
+        # option to suggest.
+        cfg = AudioConfig(**self.data["audio"]) if audio else None
+        computed = iter(load_features([Path(f) for f in audio], cfg, rate_option=False)
+                        if audio else [])
+        seqs, names = [], []
+        for f in files:
+            if Path(f).suffix.lower() in AUDIO_SUFFIXES:
+                seqs.append(next(computed))
+                names.append(str(f))
+            else:
+                s, _, n = read_examples(str(f), dict(self.data), None, training=False)
+                seqs += s
+                names += n
+        return seqs, names
+
+    def predict(self, inputs, lengths=None, batch_size: int = 256) -> Predictions:
+        """Label sequences: `inputs` is a file or a list of files (`read`), an array (N, T, F)
+        zero-padded with `lengths` (N,) (default: all T steps), one sequence (T, F), or a list
+        of (T_i, F) arrays. Arrays hold the features the model reads (for an audio run, what
+        `rnnkit.audio.features` computes with the run's `AudioConfig`)."""
+        if isinstance(inputs, (str, os.PathLike)):
+            inputs = [inputs]
+        if is_paths(inputs):
+            if lengths is not None:
+                raise RnnkitError("lengths go with arrays; files say their own lengths")
+            seqs, names = self.read(list(inputs))
+            where = "input"
+        else:
+            seqs = sequences(inputs, lengths)
+            names = [f"inputs[{i}]" for i in range(len(seqs))]
+            where = "inputs"
+        check_features(seqs, names, where)
+        F = self.model.config.input_size
+        if seqs[0].shape[1] != F:
+            raise RnnkitError(f"{names[0]} has {seqs[0].shape[1]} features per step; the model "
+                              f"reads {F}")
+        logits = model_outputs(self.model, to_dataset(seqs, None), batch_size,
+                               device_of(self.model))  # (N, C)
+        probs = torch.softmax(logits, dim=-1).numpy()
+        return Predictions(names, [self.classes[k] for k in probs.argmax(-1)], probs)
+
+
+class Forecaster:
+    """A trained forecaster run: its model (`SequenceModel`, eval mode), the columns it reads and
+    writes, its window W, horizon H and scale."""
+
+    def __init__(self, model: SequenceModel, data: dict):
+        self.model, self.data = model, data
+        self.columns: list[str] = data["columns"]
+        self.window: int = data["window"]
+        self.horizon: int = data["horizon"]
+        self.std = np.asarray(data["std"], np.float32)  # (F,)
+
+    def read(self, path: PathLike) -> np.ndarray:
+        """The run's columns of a CSV file, in the run's order: (T, F)."""
+        return read_series(path, self.columns)[0]
+
+    def forecast(self, windows: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        """(N, W, F) windows in the series' units -> (N, H, F) forecasts in the same units."""
+        x, last = relative(windows, self.std)
+        out = model_outputs(self.model, {"inputs": torch.from_numpy(x)}, batch_size,
+                            device_of(self.model)).numpy()  # (N, H * F)
+        return out.reshape(len(windows), self.horizon, -1) * self.std + last
+
+    def predict(self, series) -> np.ndarray:
+        """The H steps after the end of `series`: a CSV file with the run's columns, or an array
+        (T, F) of those columns in order ((T,) for one column) -> (H, F)."""
+        if isinstance(series, (str, os.PathLike)):
+            where, values = str(series), self.read(series)
+        else:
+            where, values = "series", as_array(series, "series")
+            if values.ndim == 1 and len(self.columns) == 1:
+                values = values[:, None]  # (T, 1)
+            if values.ndim != 2 or values.shape[1] != len(self.columns):
+                raise RnnkitError(f"series must be (T, {len(self.columns)}), one column for each "
+                                  f"of {self.columns}; got shape {values.shape}")
+        if len(values) < self.window:
+            raise RnnkitError(f"{where}: the series has {len(values)} steps; the model reads the "
+                              f"last {self.window}")
+        return self.forecast(values[None, -self.window:])[0]  # (H, F)
+
+
+def load(run_dir: PathLike, device: str | torch.device = "cpu", checkpoint: str = BEST,
+         kind: str | None = None) -> CharLM | Classifier | Forecaster:
+    """The run in `run_dir`, on `device`, in eval mode: a `CharLM` (language model), a
+    `Classifier` or a `Forecaster`. `kind` ("rnnkit-run", "rnnkit-classifier",
+    "rnnkit-forecaster") refuses runs of any other kind; `checkpoint` picks a language model's
+    "last.safetensors" (a task run keeps one checkpoint)."""
+    run_dir = Path(run_dir)
+    fmt, _ = read_format(run_dir, kind)
+    if kind is not None and fmt != kind:
+        raise wrong_kind(run_dir, fmt, kind)
+    if fmt == LANGUAGE_MODEL:
+        return load_language_model(run_dir, device, checkpoint)
+    if fmt not in DATA:
+        raise RnnkitError(f"{run_dir / 'config.json'} is not an rnnkit run (format {fmt!r}); "
+                          "rnnkit.load opens runs made by rnnkit train, rnnkit classify train "
+                          "or rnnkit forecast train")
+    if checkpoint != BEST:
+        raise RnnkitError(f"{run_dir} is a {KINDS[fmt][0]} run, which keeps one checkpoint, "
+                          f"{BEST}; leave out checkpoint={checkpoint!r}")
+    model, config = load_task(run_dir, fmt, device)
+    return (Classifier if fmt == "rnnkit-classifier" else Forecaster)(model, config["data"])
