@@ -12,7 +12,6 @@ import torch
 from conftest import PYTHON, TINY, one_error_line
 
 import rnnkit
-from rnnkit.task_cli import run_forecast
 from rnnkit.task_runs import load_task
 
 ort = pytest.importorskip("onnxruntime")
@@ -82,10 +81,8 @@ def test_forecaster_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
     assert status == 0, err
     status, out, err = cli("export", run, "--out", tmp_path / "f.onnx")
     assert status == 0 and "forecast (B, 4, 2)" in out, err
-    model, config = load_task(run)
-    std = np.asarray(config["data"]["std"], np.float32)
     windows = np.random.default_rng(1).normal(0, 1, (5, 12, 2)).astype(np.float32) + 3
-    expected = run_forecast(model, windows, std, 4)  # (B, H, F), what forecast predict prints
+    expected = rnnkit.load(run).forecast(windows)  # (B, H, F), what forecast predict prints
     got = session(tmp_path / "f.onnx").run(None, {"inputs": windows})[0]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
