@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -41,6 +42,52 @@ def machine() -> dict:
                     gpu_memory_gib=round(props.total_memory / 2**30, 1),
                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
     return info
+
+
+def plain_lstm_loop(tokens, V: int, layers: int, hidden: int, B: int, T: int, steps: int,
+                    device: str | torch.device = "cpu") -> float:
+    """The baseline of the throughput figures: a textbook training loop on torch's fused LSTM
+    (cuDNN on a GPU), state carried between batches. Returns characters per second."""
+    from rnnkit.text import Streams
+
+    device = torch.device(device)
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(V, hidden).to(device)
+    lstm = torch.nn.LSTM(hidden, hidden, layers, batch_first=True).to(device)
+    head = torch.nn.Linear(hidden, V).to(device)
+    params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
+    streams = Streams(tokens, B, T)
+    state = None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for i in range(steps):
+        x, y, _ = streams.batch(i)
+        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+        out, state = lstm(embed(x), state)  # (B, T, H)
+        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        state = tuple(s.detach() for s in state)
+    sync()
+    return steps * B * T / (time.perf_counter() - start)
+
+
+def rnnkit_train_speed(corpus: Path, out: Path, layers: int, hidden: int, B: int, T: int,
+                       steps: int, device: str = "cpu") -> float:
+    """`rnnkit train`'s own characters per second on the same model and batches (its loop,
+    evaluation and checkpoint writing excluded)."""
+    import rnnkit
+
+    summary = rnnkit.train(
+        [corpus], out, rnnkit.ModelConfig(cell="lstm", layers=layers, hidden=hidden),
+        rnnkit.TrainConfig(seq_len=T, batch_size=B, lr=2e-3, max_steps=steps, warmup=0,
+                           eval_every=10 * steps, eval_tokens=B * (T + 1), sample_length=0,
+                           device=device), quiet=True)
+    return summary["chars_per_second"]
 
 
 def median(values) -> float:

@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from common import DATA, median, save
+from common import DATA, median, plain_lstm_loop, rnnkit_train_speed, save
 
 import rnnkit
-from rnnkit.text import Streams
 
 
 def corpus_file(tmp: Path) -> Path:
@@ -34,41 +31,6 @@ def corpus_file(tmp: Path) -> Path:
     path = tmp / "random.txt"
     path.write_text("".join(rng.choice(letters, 1_200_000)))
     return path
-
-
-def plain_loop(tokens: np.ndarray, V: int, args) -> float:
-    """The baseline: a textbook fused-LSTM training loop. Returns characters per second."""
-    torch.manual_seed(0)
-    embed = torch.nn.Embedding(V, args.hidden)
-    lstm = torch.nn.LSTM(args.hidden, args.hidden, args.layers, batch_first=True)
-    head = torch.nn.Linear(args.hidden, V)
-    params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=2e-3, weight_decay=0.0)
-    streams = Streams(tokens, args.batch_size, args.seq_len)
-    state = None
-    start = time.perf_counter()
-    for i in range(args.steps):
-        x, y, _ = streams.batch(i)
-        x, y = torch.from_numpy(x), torch.from_numpy(y)
-        out, state = lstm(embed(x), state)
-        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, V), y.reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        state = tuple(s.detach() for s in state)
-    return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - start)
-
-
-def rnnkit_loop(corpus: Path, tmp: Path, rep: int, args) -> float:
-    summary = rnnkit.train(
-        [corpus], tmp / f"run{rep}",
-        rnnkit.ModelConfig(cell="lstm", layers=args.layers, hidden=args.hidden),
-        rnnkit.TrainConfig(seq_len=args.seq_len, batch_size=args.batch_size, lr=2e-3,
-                           max_steps=args.steps, eval_every=10 * args.steps, warmup=0,
-                           eval_tokens=args.batch_size * (args.seq_len + 1), device="cpu"),
-        quiet=True)
-    return summary["chars_per_second"]
 
 
 def main() -> None:
@@ -87,8 +49,10 @@ def main() -> None:
         train_tokens, _ = data.split(0.1)
         plain, mine = [], []
         for rep in range(args.repeats):
-            plain.append(plain_loop(train_tokens, len(data.vocab), args))
-            mine.append(rnnkit_loop(corpus, tmp, rep, args))
+            plain.append(plain_lstm_loop(train_tokens, len(data.vocab), args.layers, args.hidden,
+                                         args.batch_size, args.seq_len, args.steps))
+            mine.append(rnnkit_train_speed(corpus, tmp / f"run{rep}", args.layers, args.hidden,
+                                           args.batch_size, args.seq_len, args.steps))
             print(f"repeat {rep + 1}: plain {plain[-1]:,.0f} chars/s, rnnkit {mine[-1]:,.0f} "
                   f"chars/s", flush=True)
     ratio = median(mine) / median(plain)

@@ -52,8 +52,9 @@ def test_the_whole_script_runs_quickly_on_the_cpu(tmp_path):
     assert parts["torchrun"]["history_steps"] == [10, 20, 30]
     assert set(parts["precision"]) >= {"bf16"}
     assert math.isfinite(parts["quality"]["val_loss"])
-    assert parts["quality"]["command"].startswith("rnnkit train tinyshakespeare.txt --out RUN "
-                                                  "--max-time 1s")
+    quick = parts["quality"]["presets"]["quick"]
+    assert quick["val_loss"] == parts["quality"]["val_loss"] and quick["steps"] > 0
+    assert quick["command"].startswith("rnnkit train tinyshakespeare.txt --out RUN --max-time 1s")
     assert parts["throughput"]["1x32"]["ratio_of_medians"] > 0
     assert parts["too_many_processes"] == {**parts["too_many_processes"], "skipped": "needs a GPU"}
     assert report["machine"]["cores"] and report["quality_seconds"] == 1
