@@ -132,7 +132,8 @@ def build_parser() -> Parser:
     s = sub.add_parser("sample", help="generate text from a trained run",
                        description="Generate text from a trained run, streamed to stdout.")
     s.set_defaults(run=cmd_sample)
-    s.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    s.add_argument("run_dir", metavar="DIR", nargs="?", default="builtin", help="run directory "
+                   "made by rnnkit train (default: the built-in model)")
     s.add_argument("--prime", default="", help="text to start from (default: none, as after a "
                    "newline)")
     s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
@@ -161,7 +162,7 @@ def build_parser() -> Parser:
                        description="Loss of a trained run, in nats and bits per character, on a "
                        "text file or on the run's held-out text.")
     e.set_defaults(run=cmd_eval)
-    e.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    e.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train, or builtin")
     e.add_argument("text", nargs="?", metavar="TEXT_FILE", help="text to evaluate on (default: "
                    "the run's held-out text)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -281,6 +282,9 @@ def cmd_eval(args) -> int:
             loss = evaluate(model, data.tokens, batch_size, seq_len, device)
             del data
         source = args.text
+    elif "data" not in config:  # the built-in model ships without its corpus
+        raise RnnkitError(f"{args.run_dir} comes without its training text; give a TEXT_FILE "
+                          "to evaluate on")
     else:
         fraction = train_cfg.val_fraction
         if not fraction:
