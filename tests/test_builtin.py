@@ -115,3 +115,20 @@ def test_a_missing_builtin_model_is_one_clear_line(cli, copy):
     shutil.rmtree(copy)
     status, _, err = cli("sample", "--length", 5)
     assert status == 2 and "the built-in model is not installed" in one_error_line(err)
+
+
+@pytest.mark.skipif(not LICENCE.exists(), reason=f"{LICENCE} is not on this system")
+def test_finetuning_the_builtin_model_adds_no_symbols_and_learns(cli, tmp_path):
+    run = tmp_path / "tuned"
+    status, out, err = cli("train", LICENCE, "--init-from", "builtin", "--out", run,
+                           "--max-steps", 6, "--eval-every", 6, "--seq-len", 32,
+                           "--batch-size", 4, "--sample-length", 0, "--warmup", 1,
+                           "--lr", 1e-3)
+    assert status == 0, err
+    assert "the text adds no symbols to its 256" in out
+    config, cfg, vocab = checkpoint.read_run_config(run)
+    assert len(vocab) == 256 and config["train"]["init_from"] == "builtin"
+    assert config["train"]["tokenizer"] == "byte" and cfg.hidden == 384
+    before = float(re.search(r"val_loss (\S+)", cli("eval", "builtin", LICENCE)[1]).group(1))
+    after = float(re.search(r"val_loss (\S+)", cli("eval", run, LICENCE)[1]).group(1))
+    assert after < before

@@ -118,6 +118,9 @@ def build_parser() -> Parser:
                      "(default auto: cuda when available)")
     opt.add_argument("--resume", action="store_true", help="continue the run in --out on its own "
                      "data (or start it, if it holds none yet)")
+    opt.add_argument("--init-from", metavar="RUN", help="start from the weights of run directory "
+                     "RUN, or of the built-in model with 'builtin' (fine-tuning: RUN's model and "
+                     "tokenizer, this run's own settings; default: from scratch)")
     opt.add_argument("--on-nan", choices=("stop", "rollback"), help="on a NaN or exploding "
                      "loss: stop (default), or roll back to the last checkpoint with half the "
                      "learning rate")
