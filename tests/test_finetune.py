@@ -1,5 +1,6 @@
 """Fine-tuning (--init-from): the weights carried over row by row, the vocabulary grown, a
-fine-tuned run used like any other, and the options that contradict the base refused."""
+fine-tuned run used like any other (eval, sample, resume, the playground), and the options that
+contradict the base refused."""
 
 import json
 import re
@@ -10,6 +11,8 @@ from conftest import PANGRAM, TINY, one_error_line
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab, checkpoint, finetune
+from rnnkit.serve import load_runs
+from rnnkit.viz import run_info, trace, trace_data
 
 NEW_TEXT = "the quick brown fox jumps over the lazy dog. é! ¿Qué?\n" * 40
 
@@ -173,3 +176,27 @@ def test_resuming_keeps_where_the_run_started(cli, corpus, base_run, tmp_path):
     base_loss = float(re.search(r"val_loss (\S+)", cli("eval", base_run)[1]).group(1))
     tuned_loss = float(re.search(r"val_loss (\S+)", cli("eval", run)[1]).group(1))
     assert tuned_loss == pytest.approx(base_loss, abs=1e-3)
+
+
+def test_the_playground_offers_a_finetuned_run_with_its_new_symbols(cli, base_run, tmp_path):
+    text = tmp_path / "new.txt"
+    text.write_text(NEW_TEXT, encoding="utf-8")
+    run = tmp_path / "tuned"
+    assert cli("train", text, "--init-from", base_run, "--out", run, "--max-steps", 10,
+               *TINY)[0] == 0
+    runs = load_runs([str(run), "builtin"])
+    assert list(runs) == ["tuned", "builtin"]
+    assert run_info("tuned", runs["tuned"])["vocab_size"] == len(runs["tuned"].vocab)
+    tr = trace(runs["tuned"], "¿Qué?")
+    assert tr.skipped == [] and "".join(tr.symbols) == "¿Qué?"
+    assert trace_data(tr)["symbols"] == tr.symbols
+
+
+def test_text_that_is_not_utf8_points_a_char_base_at_a_byte_model(cli, base_run, tmp_path):
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(b"the lazy dog \xff\xfe\n" * 50)
+    status, _, err = cli("train", raw, "--init-from", base_run, "--out", tmp_path / "run",
+                         "--max-steps", 5, *TINY)
+    line = one_error_line(err)
+    assert status == 2 and "is not valid UTF-8" in line and "--init-from builtin" in line
+    assert "--tokenizer byte" not in line  # which --init-from a char model would refuse

@@ -73,7 +73,11 @@ def open_data(run_dir: Path, texts: list[str], vocab: Vocab, init_from: str) -> 
                               "vocabulary grows to cover them")
         return data
     files = check_corpus_files(texts) if texts else default_corpus()
-    grown = vocab.grown(build_vocab(files, vocab.kind).codes)
+    try:
+        grown = vocab.grown(build_vocab(files, vocab.kind).codes)
+    except RnnkitError as e:  # text that is not UTF-8: --tokenizer byte cannot apply here
+        raise RnnkitError(f"{str(e).split(';')[0]}; {init_from} is a character model, so "
+                          "fine-tune a byte model on it instead (--init-from builtin)") from None
     return prepare(files, run_dir / "data", vocab.kind, vocab=grown)
 
 
