@@ -4,10 +4,12 @@ contradict the base refused."""
 
 import json
 import re
+import subprocess
 
 import pytest
 import torch
-from conftest import PANGRAM, TINY, one_error_line
+from conftest import PANGRAM, PYTHON, TINY, one_error_line
+from test_scale import assert_same_run, free_port
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab, checkpoint, finetune
@@ -200,3 +202,20 @@ def test_text_that_is_not_utf8_points_a_char_base_at_a_byte_model(cli, base_run,
     line = one_error_line(err)
     assert status == 2 and "is not valid UTF-8" in line and "--init-from builtin" in line
     assert "--tokenizer byte" not in line  # which --init-from a char model would refuse
+
+
+def test_finetuning_under_torchrun_matches_one_process(cli, base_run, tmp_path):
+    """Rank 0 alone reads the base; DistributedDataParallel gives its weights to every rank, so
+    two processes end where one does with the same global batch."""
+    text = tmp_path / "new.txt"
+    text.write_text(NEW_TEXT, encoding="utf-8")
+    args = ["train", str(text), "--init-from", str(base_run), "--max-steps", "10",
+            *map(str, TINY), "--batch-size", "8"]
+    assert cli(*args, "--out", tmp_path / "one")[0] == 0
+    two = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                          "-m", "rnnkit", *args, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("vocabulary grew by 5 symbols") == 1  # rank 0 alone sets up
+    assert_same_run(tmp_path / "one", tmp_path / "two", atol=1e-4)
