@@ -1,9 +1,11 @@
 """The `rnnkit` command line: train, sample and evaluate character language models.
 
     rnnkit train [TEXT_FILE ...] --out DIR [options]    no file: this Python's standard library
-    rnnkit sample DIR [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
+    rnnkit train TEXT_FILE ... --init-from RUN --out DIR   fine-tune RUN (or "builtin")
+    rnnkit sample [DIR] [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
                       [--repetition-penalty R] [--greedy | --beam K] [--num-samples N]
                       [--precision {fp32,bf16,int8}] [--seed S] [--verbose]
+                                                     no DIR: the built-in model
     rnnkit export DIR --format onnx --out FILE       language model, classifier or forecaster
     rnnkit eval DIR [TEXT_FILE]
     rnnkit prepare TEXT_FILE ... --out DATA          then: rnnkit train DATA --out DIR

@@ -1,6 +1,6 @@
 """The playground: a local web page to generate text and look inside trained runs.
 
-    rnnkit serve DIR [DIR ...] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
+    rnnkit serve [DIR ...] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
     rnnkit viz DIR TEXT_FILE --out page.html          (the same views offline, see viz.py)
 
 Needs the `serve` extra (`pip install 'rnnkit[serve]'`: Starlette and uvicorn). The page (one
