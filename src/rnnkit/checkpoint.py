@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from . import builtin
 from .config import from_dict, parse_json
 from .errors import RnnkitError
 from .lm import CharLM, ModelConfig
@@ -113,7 +114,7 @@ def read_json(path: Path, what: str):
 
 def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Vocab]:
     """config.json (raw), its model section checked, and the vocabulary matched to it."""
-    run_dir = Path(run_dir)
+    run_dir = builtin.resolve(run_dir)
     if not run_dir.is_dir():
         raise RnnkitError(f"{str(run_dir)!r} is not a directory; give the --out DIR of a "
                           "training run")
@@ -189,11 +190,15 @@ def load_weights(path: Path, build, prefix: str = "") -> torch.nn.Module:
     """The module `build()` makes, with weights read from `path` (under `prefix`), checked.
 
     Names and shapes are checked against a meta-device copy before any tensor is read, and
-    weights holding NaN or infinities are refused.
+    weights that are not floating point (fp16 and bf16 are converted) or hold NaN or infinities
+    are refused.
     """
     tensors, _ = read_safetensors(path, shapes_of(build), prefix)
     weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     for name, t in weights.items():
+        if not t.is_floating_point():
+            raise RnnkitError(f"{path}: {name} holds {str(t.dtype).removeprefix('torch.')} "
+                              "values, not floating-point weights; use another checkpoint")
         if not torch.isfinite(t).all():
             raise RnnkitError(f"{path}: {name} holds NaN or infinite values; use another "
                               "checkpoint")
@@ -207,8 +212,9 @@ def load(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
     """A trained language model from a run directory, in eval mode, on `device`.
 
     `checkpoint` is "model.safetensors" (best validation loss) or "last.safetensors".
+    "builtin" is the built-in model (see `builtin`).
     """
-    run_dir = Path(run_dir)
+    run_dir = builtin.resolve(run_dir)
     _, model_config, vocab = read_run_config(run_dir)
     path = run_dir / checkpoint
     if checkpoint == BEST and not path.exists() and (run_dir / LAST).exists():

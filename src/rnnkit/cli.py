@@ -1,9 +1,11 @@
 """The `rnnkit` command line: train, sample and evaluate character language models.
 
     rnnkit train [TEXT_FILE ...] --out DIR [options]    no file: this Python's standard library
-    rnnkit sample DIR [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
+    rnnkit train TEXT_FILE ... --init-from RUN --out DIR   fine-tune RUN (or "builtin")
+    rnnkit sample [DIR] [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
                       [--repetition-penalty R] [--greedy | --beam K] [--num-samples N]
                       [--precision {fp32,bf16,int8}] [--seed S] [--verbose]
+                                                     no DIR: the built-in model
     rnnkit export DIR --format onnx --out FILE       language model, classifier or forecaster
     rnnkit eval DIR [TEXT_FILE]
     rnnkit prepare TEXT_FILE ... --out DATA          then: rnnkit train DATA --out DIR
@@ -118,6 +120,9 @@ def build_parser() -> Parser:
                      "(default auto: cuda when available)")
     opt.add_argument("--resume", action="store_true", help="continue the run in --out on its own "
                      "data (or start it, if it holds none yet)")
+    opt.add_argument("--init-from", metavar="RUN", help="start from the weights of run directory "
+                     "RUN, or of the built-in model with 'builtin' (fine-tuning: RUN's model and "
+                     "tokenizer, this run's own settings; default: from scratch)")
     opt.add_argument("--on-nan", choices=("stop", "rollback"), help="on a NaN or exploding "
                      "loss: stop (default), or roll back to the last checkpoint with half the "
                      "learning rate")
@@ -132,7 +137,8 @@ def build_parser() -> Parser:
     s = sub.add_parser("sample", help="generate text from a trained run",
                        description="Generate text from a trained run, streamed to stdout.")
     s.set_defaults(run=cmd_sample)
-    s.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    s.add_argument("run_dir", metavar="DIR", nargs="?", default="builtin", help="run directory "
+                   "made by rnnkit train (default: the built-in model)")
     s.add_argument("--prime", default="", help="text to start from (default: none, as after a "
                    "newline)")
     s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
@@ -161,7 +167,7 @@ def build_parser() -> Parser:
                        description="Loss of a trained run, in nats and bits per character, on a "
                        "text file or on the run's held-out text.")
     e.set_defaults(run=cmd_eval)
-    e.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    e.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train, or builtin")
     e.add_argument("text", nargs="?", metavar="TEXT_FILE", help="text to evaluate on (default: "
                    "the run's held-out text)")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -281,6 +287,9 @@ def cmd_eval(args) -> int:
             loss = evaluate(model, data.tokens, batch_size, seq_len, device)
             del data
         source = args.text
+    elif "data" not in config:  # the built-in model ships without its corpus
+        raise RnnkitError(f"{args.run_dir} comes without its training text; give a TEXT_FILE "
+                          "to evaluate on")
     else:
         fraction = train_cfg.val_fraction
         if not fraction:

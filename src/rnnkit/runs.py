@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import builtin
 from .audio import AUDIO_SUFFIXES, AudioConfig, load_features
 from .checkpoint import BEST
 from .checkpoint import load as load_language_model
@@ -217,8 +218,8 @@ def load(run_dir: PathLike, device: str | torch.device = "cpu", checkpoint: str 
     """The run in `run_dir`, on `device`, in eval mode: a `CharLM` (language model), a
     `Classifier` or a `Forecaster`. `kind` ("rnnkit-run", "rnnkit-classifier",
     "rnnkit-forecaster") refuses runs of any other kind; `checkpoint` picks a language model's
-    "last.safetensors" (a task run keeps one checkpoint)."""
-    run_dir = Path(run_dir)
+    "last.safetensors" (a task run keeps one checkpoint). "builtin" is the built-in model."""
+    run_dir = builtin.resolve(run_dir)
     fmt, _ = read_format(run_dir, kind)
     if kind is not None and fmt != kind:
         raise wrong_kind(run_dir, fmt, kind)

@@ -1,6 +1,6 @@
 """The playground: a local web page to generate text and look inside trained runs.
 
-    rnnkit serve DIR [DIR ...] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
+    rnnkit serve [DIR ...] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
     rnnkit viz DIR TEXT_FILE --out page.html          (the same views offline, see viz.py)
 
 Needs the `serve` extra (`pip install 'rnnkit[serve]'`: Starlette and uvicorn). The page (one
@@ -390,7 +390,8 @@ def add_commands(sub) -> None:
                        description="Serve the playground: streaming generation, next-character "
                        "probabilities, hidden-unit heat maps. Needs: pip install 'rnnkit[serve]'.")
     s.set_defaults(run=cmd_serve)
-    s.add_argument("run_dirs", nargs="+", metavar="DIR", help="run directories to offer")
+    s.add_argument("run_dirs", nargs="*", metavar="DIR", default=["builtin"], help="run "
+                   "directories to offer (default: the built-in model)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
                    "this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")

@@ -129,6 +129,11 @@ class Vocab:
         codes = [self.codes[i] for i in ids]
         return bytes(codes) if self.kind == "byte" else "".join(map(chr, codes))
 
+    def grown(self, codes: Iterable[int]) -> Vocab:
+        """This vocabulary with `codes` added (a fine-tuned model's: the old symbols and the new
+        text's). Ids follow the sorted codes, so an old symbol's id may move: map rows by code."""
+        return Vocab(self.kind, tuple(sorted(set(self.codes).union(map(int, codes)))))
+
     def to_json(self) -> dict:
         return {"kind": self.kind, "codes": list(self.codes)}
 

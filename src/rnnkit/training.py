@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from . import distributed
+from . import distributed, finetune
 from .config import from_dict
 from .errors import RnnkitError, require_positive, require_seed
 from .lm import CharLM, ModelConfig
@@ -94,6 +94,8 @@ class TrainConfig:
     sample_length: int = 200  # characters written to samples.txt at each evaluation; 0: none
     on_nan: str = "stop"  # a NaN or exploding loss: "stop", or "rollback" to the last checkpoint
     #                       with the learning rate halved (at most MAX_ROLLBACKS times)
+    init_from: str = ""  # a run directory (or "builtin") whose weights this run starts from,
+    #                      its vocabulary grown to the new text (see finetune); "": from scratch
 
     def __post_init__(self):
         require_positive(seq_len=self.seq_len, batch_size=self.batch_size, lr=self.lr,
@@ -274,14 +276,17 @@ def check_resume_data(run_dir: Path, data: PreparedData, texts: list[str]) -> No
     why = f"{changed[0]} has changed since the run encoded it" if changed \
         else f"{names} {'is' if len(texts) == 1 else 'are'} not the text it was started on"
     raise RnnkitError(f"--resume continues {run_dir} on its own data, and {why}; drop the "
-                      "text files to resume, or to train on new text, start a new --out")
+                      "text files to resume, or to train on new text, start a new --out with "
+                      f"--init-from {run_dir} to begin from this run's weights")
 
 
 def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
           train_cfg: TrainConfig | None = None, resume: bool = False,
-          given: set[str] = frozenset(), quiet: bool = False) -> dict:
+          given: set[str] = frozenset(), quiet: bool = False,
+          init_from: str | None = None) -> dict:
     """Train (or resume) a run in directory `out` on text files `texts` (default corpus if empty),
-    or on one prepared data directory.
+    or on one prepared data directory; with `init_from` (a run directory or "builtin"), starting
+    from that run's weights (see `finetune`).
 
     `given` names the options the user set explicitly; on resume they are checked against the
     run. `max_time` bounds the whole call, the final evaluation included. Returns a summary:
@@ -290,6 +295,8 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
     started = time.monotonic()  # the time budget counts from here
     run_dir = Path(out)
     model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
+    if init_from is not None:
+        train_cfg, given = replace(train_cfg, init_from=str(init_from)), {*given, "init_from"}
     if resume and not (run_dir / "config.json").exists():
         resume = False  # nothing to resume yet (e.g. stopped before its first write): start
     world, device_name = distributed.setup(train_cfg.device)
@@ -301,6 +308,7 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
         with lock:
             if resume:
                 saved, model_cfg, train_cfg = check_resume(run_dir, model_cfg, train_cfg, given)
+                base = finetune.base_for_resume(run_dir, saved, train_cfg, given)
                 data = PreparedData.open(ckpt.data_dir(run_dir, saved))
                 check_resume_data(run_dir, data, texts)
                 if world.main:
@@ -308,7 +316,13 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
             elif world.main:
                 ckpt.check_out_dir(run_dir, resume)  # again, now that no one else can write
                 remove_partial_files(run_dir)
-                data = open_data(run_dir, texts, train_cfg.tokenizer)
+                base = None
+                if train_cfg.init_from:
+                    data, model_cfg, train_cfg, base = finetune.start(
+                        run_dir, texts, model_cfg, train_cfg, given,
+                        (lambda *a: None) if quiet else tqdm.write)
+                else:
+                    data = open_data(run_dir, texts, train_cfg.tokenizer)
                 warn_small_vocabulary(data.vocab)
                 model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
                 ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
@@ -316,7 +330,10 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
             if not world.main and not resume:
                 saved, model_cfg, _ = ckpt.read_run_config(run_dir)
                 data = PreparedData.open(ckpt.data_dir(run_dir, saved))
-            return run(run_dir, data, model_cfg, train_cfg, device, world, resume, quiet, started)
+            if not world.main:
+                base = None  # DistributedDataParallel copies rank 0's weights to every rank
+            return run(run_dir, data, model_cfg, train_cfg, device, world, resume, quiet, started,
+                       base)
     finally:
         distributed.teardown(world)
 
@@ -332,8 +349,9 @@ def warn_small_vocabulary(vocab) -> None:
 
 def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainConfig,
         device: torch.device, world: distributed.World, resume: bool, quiet: bool,
-        started: float) -> dict:
-    """The training loop proper; see `train`. `started` is when the call began (time budget)."""
+        started: float, base: CharLM | None = None) -> dict:
+    """The training loop proper; see `train`. `started` is when the call began (time budget);
+    `base` is the model a fine-tuned run starts from (see `finetune`)."""
     train_tokens, val_tokens = data.split(cfg.val_fraction)
     B = fit_batch_size(len(train_tokens), cfg.batch_size, cfg.seq_len)
     if cfg.val_fraction > 0 and len(val_tokens) < 2:
@@ -348,6 +366,8 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
 
     torch.manual_seed(cfg.seed)
     model = CharLM(model_cfg, data.vocab).to(device)
+    if base is not None:
+        finetune.transplant(model, base)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
