@@ -12,6 +12,10 @@
     DIR/samples.txt         a sample at every evaluation
     DIR/train.lock          held by the training that writes to DIR (see RunLock)
 
+A classifier's or forecaster's run directory (`task_runs`) holds the same trainer files
+(last.safetensors without a carried state, metrics.csv, loss.png, train.lock): the one training
+engine (`engine`) writes them for every model, with `save_trainer` and `load_trainer` below.
+
 Checkpoints are data, not code: tensors in safetensors, everything else JSON. Nothing is ever
 unpickled. Every file is written to a temporary name, flushed to disk and renamed over the old
 one (see `runfiles`), so a crash at any moment leaves the previous complete file in place. Reading checks each
@@ -303,7 +307,7 @@ def trainer_shapes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return shapes
 
 
-def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer,
+def load_trainer(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  state_shape: tuple | None = None) -> tuple[dict, tuple]:
     """Restore what save_trainer wrote into `model` and `optimizer`, after checking it all.
 
@@ -316,9 +320,10 @@ def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer,
 
     def damaged(why: str) -> RnnkitError:
         return RnnkitError(f"{path}: {why}; this checkpoint cannot be resumed, so train again "
-                           f"with a new --out ({BEST} still serves sample and eval)")
+                           f"with a new --out ({BEST} still holds the best weights)")
 
-    tensors, meta = read_safetensors(path, model_shapes(model.config), "model.")
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}  # built from config.json
+    tensors, meta = read_safetensors(path, shapes, "model.")
     try:
         progress = parse_json(meta["progress"])
         param_groups = parse_json(meta["param_groups"])
