@@ -129,15 +129,20 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise RnnkitError(f"{run_dir / 'config.json'} is not an rnnkit run config "
                           f'(expected "format": "{FORMAT}")')
-    if config.get("version") != VERSION:
-        raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
-                          f"this rnnkit reads version {VERSION}")
+    check_version(run_dir, config)
     model_config = from_dict(ModelConfig, config.get("model"), "config.json model")
     vocab = Vocab.from_json(read_json(run_dir / "vocab.json", "vocabulary JSON"))
     if len(vocab) != model_config.vocab_size:
         raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
                           f"vocab_size {model_config.vocab_size}; the files do not belong together")
     return config, model_config, vocab
+
+
+def check_version(run_dir: Path, config: dict) -> None:
+    """Every kind of run directory has one format version: refuse another."""
+    if config.get("version") != VERSION:
+        raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
+                          f"this rnnkit reads version {VERSION}")
 
 
 def check_kind(run_dir: Path, config) -> None:

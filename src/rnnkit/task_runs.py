@@ -35,7 +35,7 @@ import torch
 
 from .audio import AudioConfig, compile_pattern, find_audio, load_features
 from .checkpoint import FORMAT as LANGUAGE_MODEL
-from .checkpoint import RunLock, load_weights, read_json
+from .checkpoint import VERSION, RunLock, check_version, load_weights, read_json
 from .config import from_dict
 from .configs import FitConfig
 from .errors import RnnkitError
@@ -44,7 +44,6 @@ from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
 from .tasks import SequenceConfig, SequenceModel
 
-VERSION = 1
 SOURCES = ("audio", "csv", "npz")
 
 
@@ -222,9 +221,7 @@ def load_task(run_dir: str | os.PathLike, kind: str | None = None,
     fmt, config = read_format(run_dir, kind or "rnnkit-classifier")
     if fmt not in DATA or (kind is not None and fmt != kind):
         raise wrong_kind(run_dir, fmt, kind)
-    if config.get("version") != VERSION:
-        raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
-                          f"this rnnkit reads version {VERSION}")
+    check_version(run_dir, config)
     model_cfg = from_dict(SequenceConfig, config.get("model"), "config.json model")
     from_dict(FitConfig, config.get("fit"), "config.json fit")
     try:

@@ -11,8 +11,8 @@ batch i is carried into batch i + 1 (truncated backpropagation through time); un
 each process reads its own share of the B streams, and `accumulate` splits that share into
 micro-batches, backpropagated one after the other: the update equals the one of the whole batch.
 
-The plan is `max_steps` when given. With only a time budget (`max_time`) the plan is fitted to
-the measured speed, so the decay still ends when the time does. An evaluation and a checkpoint
+The plan is `max_steps`. With a time budget (`max_time`) it is fitted to the measured speed (at
+most `max_steps`, when given), so the decay still ends when the time does. An evaluation and a checkpoint
 come every `eval_every` steps, with a sample appended to DIR/samples.txt.
 """
 
@@ -51,7 +51,8 @@ from .text import (
     prepare,
 )
 
-__all__ = ["Streams", "TrainConfig", "evaluate", "lr_at", "pick_device", "train"]
+# The public names, lr_at and pick_device among them as before the engine took them over.
+__all__ = ["StreamFeeder", "TrainConfig", "evaluate", "lr_at", "pick_device", "train"]
 
 
 @torch.no_grad()
