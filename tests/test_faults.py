@@ -1,9 +1,11 @@
 """Faults injected for real: SIGKILL at random moments and during checkpoint writes, SIGTERM,
 a second training into the same directory, a file-size limit that makes writes fail, NaN."""
 
+import importlib
 import json
 import os
 import random
+import re
 import resource
 import signal
 import subprocess
@@ -12,22 +14,31 @@ import time
 
 import pytest
 import torch
-from conftest import PYTHON, TINY, one_error_line
+from conftest import TINY, one_error_line
+from kinds import CLASSIFIER, KINDS, LM
 
 import rnnkit
 from rnnkit import checkpoint
 
-ARGS = ["--max-steps", "60", *map(str, TINY), "--eval-every", "3", "--layers", "2",
-        "--dropout", "0.1", "--sample-length", "20"]
+# A run per kind long enough to be killed many times: (options, kills, of them during a write)
+LONG = {"lm": (["--max-steps", "60", "--eval-every", "3", "--layers", "2", "--dropout", "0.1",
+                "--sample-length", "20"], 24, 5),
+        "classifier": (["--epochs", "30", "--layers", "2", "--dropout", "0.1"], 10, 3)}
+both = pytest.mark.parametrize("kind", KINDS.values(), ids=KINDS)
 
 
-def train_cmd(corpus, run, *extra):
-    return [PYTHON, "-m", "rnnkit", "train", str(corpus), "--out", str(run), *ARGS, *extra]
+@pytest.fixture
+def data(kind, tmp_path):
+    return kind.write_data(tmp_path)
 
 
 def final_weights(run):
     tensors, meta = checkpoint.read_safetensors(run / "last.safetensors")
     return tensors, json.loads(meta["progress"])
+
+
+def without_times(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
 
 
 def assert_loadable(run):
@@ -41,15 +52,18 @@ def assert_loadable(run):
     return (run / "last.safetensors").exists()
 
 
-def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(corpus, tmp_path):
+@both
+def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(kind, data, tmp_path):
+    options, want_kills, want_during_write = LONG[kind.name]
     straight = tmp_path / "straight"
-    subprocess.run(train_cmd(corpus, straight), check=True, capture_output=True, timeout=300)
+    subprocess.run(kind.argv(data, straight, *options), check=True, capture_output=True,
+                   timeout=300)
 
     run, rng = tmp_path / "killed", random.Random(0)
     kills = during_write = 0
-    while kills < 24:
-        proc = subprocess.Popen(train_cmd(corpus, run, "--resume"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    while kills < want_kills:
+        proc = subprocess.Popen(kind.argv(data, run, *options, "--resume"),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if kills % 2:  # every other kill lands while a checkpoint is being written
             deadline = time.monotonic() + 60
             while proc.poll() is None and time.monotonic() < deadline:
@@ -65,23 +79,24 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(corpus, tmp
         proc.wait()
         kills += 1
         assert_loadable(run)
-    done = subprocess.run(train_cmd(corpus, run, "--resume"), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(kind.argv(data, run, *options, "--resume"), capture_output=True,
+                          text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-1000:]
-    assert kills >= 20 and during_write >= 5, (kills, during_write)
+    assert kills >= want_kills - 4 and during_write >= want_during_write, (kills, during_write)
     a, progress_a = final_weights(straight)
     b, progress_b = final_weights(run)
     for name in a:
         assert torch.equal(a[name], b[name]), name
-    assert progress_a["history"] == progress_b["history"]
+    assert without_times(progress_a["history"]) == without_times(progress_b["history"])
     # The metrics log holds every step once, as in the run that was never killed.
     assert (run / "metrics.csv").read_text() == (straight / "metrics.csv").read_text()
     assert not list(run.glob(".*.tmp")) and not list(run.glob("*.tmp"))
 
 
-def test_sigterm_saves_and_says_how_to_resume(corpus, tmp_path):
+@both
+def test_sigterm_saves_and_says_how_to_resume(kind, data, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(corpus, run, "--max-steps", "100000"),
+    proc = subprocess.Popen(kind.argv(data, run, kind.length, "100000"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "last.safetensors").exists() and time.monotonic() < deadline:
@@ -95,16 +110,17 @@ def test_sigterm_saves_and_says_how_to_resume(corpus, tmp_path):
     assert progress["step"] == step  # the checkpoint is exactly where it stopped
 
 
-def test_second_training_into_the_same_directory_is_refused_until_the_first_dies(corpus,
+@both
+def test_second_training_into_the_same_directory_is_refused_until_the_first_dies(kind, data,
                                                                                  tmp_path):
     run = tmp_path / "run"
-    first = subprocess.Popen(train_cmd(corpus, run, "--max-steps", "100000"),
+    first = subprocess.Popen(kind.argv(data, run, kind.length, "100000"),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (run / "last.safetensors").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        second = subprocess.run(train_cmd(corpus, run, "--resume"), capture_output=True,
+        second = subprocess.run(kind.argv(data, run, "--resume"), capture_output=True,
                                 text=True, timeout=120)
         assert second.returncode == 2
         line = one_error_line(second.stderr)
@@ -113,7 +129,7 @@ def test_second_training_into_the_same_directory_is_refused_until_the_first_dies
         first.send_signal(signal.SIGKILL)
         first.wait()
     # The lock of a dead process is stale: the next training takes it over.
-    third = subprocess.run(train_cmd(corpus, run, "--resume", "--max-steps", "12"),
+    third = subprocess.run(kind.argv(data, run, "--resume", kind.length, "2"),
                            capture_output=True, text=True, timeout=120)
     assert third.returncode == 0, third.stderr[-1000:]
 
@@ -125,14 +141,16 @@ def limit_file_size(limit):
     return apply
 
 
+@both
 @pytest.mark.skipif(sys.platform == "win32", reason="needs POSIX resource limits")
-def test_disk_full_is_a_clear_error_and_the_previous_checkpoint_survives(corpus, tmp_path):
+def test_disk_full_is_a_clear_error_and_the_previous_checkpoint_survives(kind, data, tmp_path):
     run = tmp_path / "run"
-    subprocess.run(train_cmd(corpus, run, "--max-steps", "6"), check=True, capture_output=True,
+    short, longer = ("6", "12") if kind is LM else ("1", "3")
+    subprocess.run(kind.argv(data, run, kind.length, short), check=True, capture_output=True,
                    timeout=300)
     before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
     size = (run / "last.safetensors").stat().st_size
-    full = subprocess.run(train_cmd(corpus, run, "--resume", "--max-steps", "12"),
+    full = subprocess.run(kind.argv(data, run, "--resume", kind.length, longer),
                           capture_output=True, text=True, timeout=300,
                           preexec_fn=limit_file_size(size // 2))
     assert full.returncode == 2
@@ -141,7 +159,8 @@ def test_disk_full_is_a_clear_error_and_the_previous_checkpoint_survives(corpus,
     # The write that failed left its file as it was; the smaller best-model file may have been
     # replaced by a newer complete one before the limit hit, and must load either way.
     for name in ("last.safetensors", "config.json", "vocab.json"):
-        assert (run / name).read_bytes() == before[name], name
+        if name in before:
+            assert (run / name).read_bytes() == before[name], name
     assert not list(run.glob(".*.tmp"))
     rnnkit.load(run)
 
@@ -180,15 +199,22 @@ def pickle_bomb(marker):
     return pickle.dumps(Bomb())
 
 
-@pytest.mark.parametrize("target", ["model.safetensors", "last.safetensors", "config.json",
-                                    "vocab.json", "data/data.json", "data/tokens.bin"])
-def test_pickle_payload_is_refused_without_running(cli, corpus, tmp_path, target):
+PICKLE_TARGETS = [(LM, t) for t in ("model.safetensors", "last.safetensors", "config.json",
+                                      "vocab.json", "data/data.json", "data/tokens.bin")] + [
+    (CLASSIFIER, t) for t in ("model.safetensors", "last.safetensors", "config.json")]
+
+
+@pytest.mark.parametrize("kind, target", PICKLE_TARGETS,
+                         ids=[f"{k.name}-{t}" for k, t in PICKLE_TARGETS])
+def test_pickle_payload_is_refused_without_running(cli, data, tmp_path, kind, target):
     run = tmp_path / "run"
-    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 3)[0] == 0
+    assert cli(*kind.args(data, run, kind.length, 3 if kind is LM else 1))[0] == 0
     marker = tmp_path / "PWNED"
     (run / target).write_bytes(pickle_bomb(marker))
-    for command in (["sample", run], ["eval", run],
-                    ["train", corpus, "--out", run, *TINY, "--max-steps", 6, "--resume"]):
+    using = [["sample", run], ["eval", run]] if kind is LM else [["classify", "predict", run,
+                                                                   data]]
+    for command in (*using, kind.args(data, run, kind.length, 6 if kind is LM else 2,
+                                      "--resume")):
         status, _, err = cli(*command)
         if status != 0:
             assert status == 2
@@ -209,7 +235,7 @@ def set_item(mapping, key, value):
     mapping[key] = value
 
 
-@pytest.mark.parametrize("damage, message", [
+DAMAGE = [
     ("moment_shape", "optim.0.exp_avg has shape (3,), this run needs"),
     ("state_shape", "state.h has shape (1, 2, 32), this run needs (1, 4, 32)"),
     ("odd_name", "unexpected ['optim.x.exp_avg']"),
@@ -221,62 +247,119 @@ def set_item(mapping, key, value):
     ("lr", "the optimizer's lr is 'fast', not a finite number"),
     ("groups", "its optimizer groups do not match this run's"),
     ("progress", "progress.step is -5, below 0"),
-])
-def test_damaged_trainer_state_is_refused_before_anything_changes(cli, corpus, tmp_path, damage,
-                                                                  message):
+]
+# A classifier carries no state between batches: the rest of the damage applies to it alike.
+DAMAGED = [(LM, *d) for d in DAMAGE] + [(CLASSIFIER, *d) for d in DAMAGE
+                                        if d[0] not in ("state_shape", "gru_state")]
+
+
+def first_matrix(tensors):
+    return next(k for k, t in tensors.items() if k.startswith("model.") and t.dim() == 2)
+
+
+@pytest.mark.parametrize("kind, damage, message", DAMAGED,
+                         ids=[f"{k.name}-{d}" for k, d, _ in DAMAGED])
+def test_damaged_trainer_state_is_refused_before_anything_changes(cli, data, tmp_path, kind,
+                                                                  damage, message):
     run = tmp_path / "run"
-    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 10)[0] == 0
+    assert cli(*kind.args(data, run, kind.length, 10 if kind is LM else 2))[0] == 0
     changes = {
         "moment_shape": lambda t, m: set_item(t, "optim.0.exp_avg", torch.zeros(3)),
         "state_shape": lambda t, m: set_item(t, "state.h", t["state.h"][:, :2].clone()),
         "odd_name": lambda t, m: set_item(t, "optim.x.exp_avg", t.pop("optim.0.exp_avg")),
         "missing_moment": lambda t, m: t.pop("optim.1.exp_avg_sq"),
         "gru_state": lambda t, m: t.pop("state.c"),
-        "nan_weights": lambda t, m: t["model.head.weight"].fill_(float("nan")),
+        "nan_weights": lambda t, m: t[first_matrix(t)].fill_(float("nan")),
         "nan_moment": lambda t, m: t["optim.2.exp_avg_sq"].fill_(float("nan")),
         "optimizer": lambda t, m: set_item(m, "optimizer", "SGD"),
         "lr": lambda t, m: set_item(m, "param_groups", json.dumps(
             [{**g, "lr": "fast"} for g in json.loads(m["param_groups"])])),
         "groups": lambda t, m: set_item(m, "param_groups", json.dumps(
             json.loads(m["param_groups"])[:1] * 2)),
-        "progress": lambda t, m: set_item(m, "progress", m["progress"].replace(
-            '"step": 10', '"step": -5')),
+        "progress": lambda t, m: set_item(m, "progress", re.sub(
+            r'"step": \d+', '"step": -5', m["progress"], count=1)),
     }
     rewrite_last(run, changes[damage])
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    status, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", 20, "--resume")
+    status, _, err = cli(*kind.args(data, run, kind.length, 20 if kind is LM else 4, "--resume"))
     line = one_error_line(err)
     assert status == 2 and "last.safetensors" in line and message in line, line
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
-@pytest.mark.parametrize("on_nan", ["stop", "rollback"])
-def test_nan_validation_loss_is_handled_like_a_nan_training_loss(cli, corpus, tmp_path,
-                                                                 monkeypatch, on_nan):
-    from rnnkit import training
+# Each kind trained to its first checkpoint, then resumed: (length, resumed length, the step of
+# the first evaluation after resuming, the checkpoint's step, the evaluations in the end)
+NAN_RUNS = {"lm": (10, 30, 20, 10, [10, 20, 30]), "classifier": (2, 4, 18, 12, [6, 12, 18, 24])}
 
+
+@both
+@pytest.mark.parametrize("on_nan", ["stop", "rollback"])
+def test_nan_validation_loss_is_handled_like_a_nan_training_loss(cli, data, tmp_path,
+                                                                 monkeypatch, kind, on_nan):
+    fit, training = (importlib.import_module(f"rnnkit.{m}") for m in ("fit", "training"))
+
+    length, longer, nan_step, saved_step, evaluations = NAN_RUNS[kind.name]
     run = tmp_path / "run"
-    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 10)[0] == 0
+    assert cli(*kind.args(data, run, kind.length, length))[0] == 0
     before = {name: (run / name).read_bytes() for name in ["model.safetensors",
                                                            "last.safetensors"]}
-    evaluate, calls = training.evaluate, []
+    module = training if kind is LM else fit
+    evaluate, calls = module.evaluate, []
 
-    def nan_once(*args, **kwargs):  # the first evaluation of the resumed run (step 20) is NaN
+    def nan_once(*args, **kwargs):  # the first evaluation of the resumed run is NaN
         calls.append(1)
-        return float("nan") if len(calls) == 1 else evaluate(*args, **kwargs)
+        if len(calls) > 1:
+            return evaluate(*args, **kwargs)
+        return float("nan") if kind is LM else (float("nan"), None)
 
-    monkeypatch.setattr(training, "evaluate", nan_once)
-    status, out, err = cli("train", corpus, "--out", run, *TINY, "--resume", "--max-steps", 30,
-                           "--on-nan", on_nan)
+    monkeypatch.setattr(module, "evaluate", nan_once)
+    status, out, err = cli(*kind.args(data, run, "--resume", kind.length, longer,
+                                      "--on-nan", on_nan))
     if on_nan == "stop":
         assert status == 2
         line = one_error_line(err)
-        assert "validation loss became nan at step 20" in line
+        assert f"validation loss became nan at step {nan_step}" in line
         assert "last good checkpoint is kept" in line
         assert {name: (run / name).read_bytes() for name in before} == before
     else:
         assert status == 0, err
-        assert "validation loss became nan at step 20; rolled back to step 10" in out
+        assert (f"validation loss became nan at step {nan_step}; rolled back to step "
+                f"{saved_step}") in out
         _, progress = final_weights(run)
-        assert progress["step"] == 30 and progress["rollbacks"] == 1
-        assert [h["step"] for h in progress["history"]] == [10, 20, 30]
+        assert progress["step"] == evaluations[-1] and progress["rollbacks"] == 1
+        assert [h["step"] for h in progress["history"]] == evaluations
+
+
+@both
+@pytest.mark.parametrize("on_nan", ["stop", "rollback"])
+def test_nan_training_loss_stops_or_rolls_back(cli, data, tmp_path, monkeypatch, kind, on_nan):
+    fit, training = (importlib.import_module(f"rnnkit.{m}") for m in ("fit", "training"))
+
+    length, longer, _, saved_step, evaluations = NAN_RUNS[kind.name]
+    run = tmp_path / "run"
+    assert cli(*kind.args(data, run, kind.length, length))[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    feeder = training.StreamFeeder if kind is LM else fit.EpochFeeder
+    forward, calls = feeder.forward, []
+
+    def nan_once(self, net, micro):  # the first step of the resumed run
+        loss, terms = forward(self, net, micro)
+        calls.append(1)
+        return (loss * float("nan") if len(calls) == 1 else loss), terms
+
+    monkeypatch.setattr(feeder, "forward", nan_once)
+    status, out, err = cli(*kind.args(data, run, "--resume", kind.length, longer,
+                                      "--on-nan", on_nan))
+    if on_nan == "stop":
+        assert status == 2
+        line = one_error_line(err)
+        assert f"training loss exploded to nan at step {saved_step}; stopped" in line
+        before.pop("train.lock", None)
+        after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        after.pop("train.lock", None)
+        assert after == before  # nothing written after the step that diverged
+    else:
+        assert status == 0, err
+        assert f"rolled back to step {saved_step}" in out
+        _, progress = final_weights(run)
+        assert progress["step"] == evaluations[-1] and progress["rollbacks"] == 1

@@ -12,7 +12,7 @@ import warnings
 import pytest
 from conftest import PANGRAM, PYTHON, TINY, one_error_line
 
-from rnnkit import checkpoint, runfiles, training
+from rnnkit import checkpoint, engine, runfiles
 from rnnkit.cli import build_parser
 
 
@@ -185,14 +185,14 @@ def test_metrics_log_has_every_step_once(cli, corpus, tmp_path):
 
 
 def test_progress_lines_in_a_log(cli, corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(training, "LOG_SECONDS", 0.0)  # a line at every step
+    monkeypatch.setattr(engine, "LOG_SECONDS", 0.0)  # a line at every step
     status, out, _ = cli("train", corpus, "--out", tmp_path / "run", "--max-steps", 12, *TINY)
     assert status == 0
     lines = [line for line in out.splitlines() if re.match(r"step \d+ of 12: loss", line)]
     assert [int(line.split()[1]) for line in lines] == list(range(1, 13))
     assert re.fullmatch(r"step 5 of 12: loss \d+\.\d{4}, [\d,]+ chars/s, (\d+m)?\d+s left",
                         lines[4]), lines[4]
-    monkeypatch.setattr(training, "LOG_SECONDS", 3600.0)
+    monkeypatch.setattr(engine, "LOG_SECONDS", 3600.0)
     status, out, _ = cli("train", corpus, "--out", tmp_path / "run2", "--max-steps", 12, *TINY)
     assert status == 0 and not re.search(r"step \d+ of 12: loss", out)
 

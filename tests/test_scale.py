@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import torch
 from conftest import PYTHON, TINY
+from kinds import CLASSIFIER, write_npz
 
 import rnnkit
 from rnnkit import checkpoint
@@ -97,3 +98,35 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
     progress = json.loads(checkpoint.read_safetensors(tmp_path / "two" / "last.safetensors")[1]
                           ["progress"])
     assert [h["step"] for h in progress["history"]] == [10, 20, 30]
+
+
+def test_a_classifier_under_torchrun_matches_one_process_with_the_same_global_batch(tmp_path):
+    data = write_npz(tmp_path / "d.npz", n=80)
+    options = ["--epochs", "3", "--layers", "1", "--batch-size", "8"]  # no dropout: ranks agree
+    one = subprocess.run(CLASSIFIER.argv(data, tmp_path / "one", *options), capture_output=True,
+                         text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+
+    def torchrun(*more):
+        return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                               *CLASSIFIER.argv(data, tmp_path / "two", *options, *more)[1:]],
+                              capture_output=True, text=True, timeout=300)
+
+    two = torchrun()
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("test_accuracy") == 1  # rank 0 alone tests and reports
+    # Each process trains on its half of every batch of 8; the gradients, weighted by the rows
+    # each half holds, average to the single process's.
+    assert_same_run(tmp_path / "one", tmp_path / "two", atol=1e-4)
+    a, b = (json.loads(checkpoint.read_safetensors(tmp_path / r / "last.safetensors")[1]
+                       ["progress"])["history"] for r in ("one", "two"))
+    assert [h["step"] for h in a] == [h["step"] for h in b]
+    for x, y in zip(a, b, strict=True):
+        assert x["val_loss"] == pytest.approx(y["val_loss"], abs=1e-4)
+
+    resumed = torchrun("--resume", "--epochs", "4")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    history = json.loads(checkpoint.read_safetensors(tmp_path / "two" / "last.safetensors")[1]
+                         ["progress"])["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]

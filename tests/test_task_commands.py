@@ -74,7 +74,7 @@ def test_the_same_seed_gives_the_same_weights_bit_for_bit(cli, tmp_path, npz, se
 def test_a_negative_seed_is_refused_up_front(cli, tmp_path, npz, series_csv, command):
     data = npz if command == "classify" else series_csv
     status, _, err = cli(command, "train", data, "--out", tmp_path / "r", *QUICK, "--seed", "-1")
-    assert status == 2 and "seed must be 0 or more, got -1" in one_error_line(err)
+    assert status == 2 and "--seed must be a whole number from 0" in one_error_line(err)
     assert not (tmp_path / "r").exists()
 
 
@@ -260,3 +260,42 @@ def test_the_budget_is_the_commands_and_done_says_how_it_was_spent(cli, tmp_path
     assert re.search(r"^done: \d+ of 100000 planned epochs \(the --max-time budget of 2s cut "
                      r"them short\) in [\d.]+s", stdout, re.M), stdout
     assert elapsed < 2.5  # the whole command, test and confusion matrix included
+
+
+def test_accumulated_micro_batches_equal_the_whole_batch(cli, tmp_path, npz):
+    from rnnkit import checkpoint
+
+    train_classifier(cli, npz, tmp_path / "whole")
+    # 43 training rows in batches of 16, 16 and 11: micro-batches of 6, 5, 5 and of 4, 4, 3 rows,
+    # each weighted by the rows it holds, add up to the gradient of the whole batch.
+    train_classifier(cli, npz, tmp_path / "micro", "--accumulate", "3")
+    a, b = (checkpoint.read_safetensors(tmp_path / r / "last.safetensors")[0]
+            for r in ("whole", "micro"))
+    for name in a:
+        if name.startswith("model."):
+            np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), atol=1e-5, rtol=0)
+    stdout = train_classifier(cli, npz, tmp_path / "bf16", "--precision", "bf16")
+    assert "test_accuracy" in stdout
+
+
+def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_csv):
+    run = tmp_path / "run"
+    train_forecaster(cli, series_csv, run)
+    checks = [
+        ([], "already holds a forecaster run; add --resume to continue it"),
+        (["--resume", "--hidden", "16"], "the model options differ from those"),
+        (["--resume", "--batch-size", "4"], "--batch-size 4 differs from the run's 16"),
+        (["--resume", "--seed", "5"], "--seed 5 differs from the run's 0"),
+    ]
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.suffix != ".lock"}
+    for options, message in checks:
+        status, _, err = cli("forecast", "train", series_csv, "--out", run, "--window", "12",
+                             "--horizon", "3", *QUICK, *options)
+        assert status == 2 and message in one_error_line(err), (options, err)
+    status, _, err = cli("classify", "train", npz, "--out", run, *QUICK, "--resume")
+    assert status == 2 and "is a forecaster run" in one_error_line(err)
+    assert {p.name: p.read_bytes() for p in run.iterdir()
+            if p.is_file() and p.suffix != ".lock"} == before
+    # The same command plus --resume on a finished run: nothing left to do, the test again.
+    stdout = train_forecaster(cli, series_csv, run, "--resume")
+    assert "has finished its" in stdout and "raise --epochs" in stdout

@@ -23,9 +23,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .errors import RnnkitError, require_positive
-
-CELL_TYPES = ("lstm", "gru", "rnn")
+from .configs import CELL_TYPES, check_cell  # noqa: F401 (the choices live without torch)
+from .errors import require_positive
 
 # Number of stacked gate blocks in each cell's weight matrices.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -131,8 +130,3 @@ def step(cell: str, x: Tensor, state, weight_ih: Tensor, weight_hh: Tensor,
         return gru_step(x, state, weight_ih, weight_hh, bias_ih, bias_hh)
     return rnn_step(x, state, weight_ih, weight_hh, bias_ih, bias_hh)
 
-
-def check_cell(cell: str) -> None:
-    """Raise RnnkitError naming the choices when `cell` is not a known cell type."""
-    if cell not in CELL_TYPES:
-        raise RnnkitError(f"unknown cell type {cell!r}; choose one of {', '.join(CELL_TYPES)}")

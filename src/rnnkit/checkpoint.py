@@ -12,6 +12,10 @@
     DIR/samples.txt         a sample at every evaluation
     DIR/train.lock          held by the training that writes to DIR (see RunLock)
 
+A classifier's or forecaster's run directory (`task_runs`) holds the same trainer files
+(last.safetensors without a carried state, metrics.csv, loss.png, train.lock): the one training
+engine (`engine`) writes them for every model, with `save_trainer` and `load_trainer` below.
+
 Checkpoints are data, not code: tensors in safetensors, everything else JSON. Nothing is ever
 unpickled. Every file is written to a temporary name, flushed to disk and renamed over the old
 one (see `runfiles`), so a crash at any moment leaves the previous complete file in place. Reading checks each
@@ -126,15 +130,20 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise RnnkitError(f"{run_dir / 'config.json'} is not an rnnkit run config "
                           f'(expected "format": "{FORMAT}")')
-    if config.get("version") != VERSION:
-        raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
-                          f"this rnnkit reads version {VERSION}")
+    check_version(run_dir, config)
     model_config = from_dict(ModelConfig, config.get("model"), "config.json model")
     vocab = Vocab.from_json(read_json(run_dir / "vocab.json", "vocabulary JSON"))
     if len(vocab) != model_config.vocab_size:
         raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
                           f"vocab_size {model_config.vocab_size}; the files do not belong together")
     return config, model_config, vocab
+
+
+def check_version(run_dir: Path, config: dict) -> None:
+    """Every kind of run directory has one format version: refuse another."""
+    if config.get("version") != VERSION:
+        raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
+                          f"this rnnkit reads version {VERSION}")
 
 
 def check_kind(run_dir: Path, config) -> None:
@@ -309,7 +318,7 @@ def trainer_shapes(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     return shapes
 
 
-def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer,
+def load_trainer(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  state_shape: tuple | None = None) -> tuple[dict, tuple]:
     """Restore what save_trainer wrote into `model` and `optimizer`, after checking it all.
 
@@ -322,9 +331,10 @@ def load_trainer(run_dir: Path, model, optimizer: torch.optim.Optimizer,
 
     def damaged(why: str) -> RnnkitError:
         return RnnkitError(f"{path}: {why}; this checkpoint cannot be resumed, so train again "
-                           f"with a new --out ({BEST} still serves sample and eval)")
+                           f"with a new --out ({BEST} still holds the best weights)")
 
-    tensors, meta = read_safetensors(path, model_shapes(model.config), "model.")
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}  # built from config.json
+    tensors, meta = read_safetensors(path, shapes, "model.")
     try:
         progress = parse_json(meta["progress"])
         param_groups = parse_json(meta["param_groups"])

@@ -75,6 +75,14 @@ def setup(device_name: str) -> tuple[World, str]:
     return World(rank, size, local_rank, joined=True), device_name
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it, before any group is joined (0 without torchrun):
+    what a command needs to know to leave the writing and the reports to rank 0."""
+    if any(name not in os.environ for name in TORCHRUN_VARIABLES):
+        return 0
+    return int(os.environ["RANK"])
+
+
 def teardown(world: World) -> None:
     if world.joined and dist.is_initialized():
         dist.destroy_process_group()
@@ -96,6 +104,13 @@ def mean(world: World, values: list[float]) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64)  # on the CPU: gloo's part of the group
     dist.all_reduce(t)  # a sum
     return (t / world.size).tolist()
+
+
+def sum_tensor(world: World, tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks of a tensor, in place, on its device: no wait for the GPU."""
+    if world.joined:
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def broadcast(world: World, value: float) -> float:

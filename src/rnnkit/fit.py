@@ -1,63 +1,43 @@
-"""Supervised training for the task models (`rnnkit.tasks`): one loop, written out.
+"""Supervised training for the task models (`rnnkit.tasks`): epochs of shuffled minibatches.
 
-    for each epoch: shuffle -> for each minibatch:
-        batch -> forward -> zero_grad -> backward -> clip -> step -> log
-    then evaluate on the validation set and keep the best weights
+    summary = fit(model, train, val, FitConfig(epochs=10), run_dir="runs/x", metric=accuracy)
 
 A dataset is a dict of tensors that share their first dimension N, named after the arguments of
 the model's `forward` ("inputs", "targets", "lengths", ...); a minibatch is the same dict indexed by
-B rows, passed as `model(**batch)`. The learning rate is a pure function of the step: linear
-warm-up, then cosine decay to `lr * lr_min`. With a time budget (the command's, from its start)
-the measured speeds decide: no step starts that would leave too little time for the evaluation
-that ends its epoch and the caller's test, and the plan is re-estimated every 50 steps so that
-the decay still ends when the time does. Ctrl-C stops after the current step and keeps the best
-weights.
+B rows, passed as `model(**batch)`. The loop is the engine's (`rnnkit.engine`), the same as the
+language model's: warm-up and cosine schedule fitted to the time budget, clipping, accumulation,
+autocast, DDP under torchrun, checkpoints with exact resume, --on-nan. What this module adds is
+the feeder, `EpochFeeder`: the order of each epoch's minibatches is a pure function of (seed,
+epoch), so step i's minibatch is known without replaying the ones before it, and the validation
+after each epoch that picks the best weights (highest metric, else lowest loss). With a time
+budget (the caller's, from its start) no step starts that would leave too little time for the
+evaluation that ends it and the caller's test afterwards (`test_rows`, at the measured speed).
 """
 
 from __future__ import annotations
 
-import copy
 import math
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .checkpoint import write_safetensors
-from .errors import RnnkitError, require_positive
-from .training import StopRequest, lr_at, pick_device  # one schedule for both loops
+from . import checkpoint as ckpt
+from . import distributed, engine
+from .configs import FitConfig
+from .devices import pick_device
+from .errors import RnnkitError
+from .schedule import lr_at, order_seed
+
+__all__ = ["BEST", "EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "evaluate",
+           "fit", "lr_at", "predict"]
 
 Dataset = dict[str, Tensor]
 Metric = Callable[[Tensor, Dataset], tuple[float, int]]  # (outputs, batch) -> (correct, count)
-BEST = "model.safetensors"
-
-
-@dataclass
-class FitConfig:
-    epochs: int = 30  # passes over the training set
-    batch_size: int = 64  # B: examples per optimizer step
-    lr: float = 3e-3  # peak learning rate of AdamW
-    lr_min: float = 0.02  # the cosine decay ends at lr * lr_min
-    warmup: int = 30  # steps of linear warm-up from 0 to lr
-    weight_decay: float = 0.01  # AdamW's decoupled weight decay, on matrices only
-    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
-    max_time: float = 0.0  # seconds of training at most; 0: no limit
-    seed: int = 0  # weights, shuffling and dropout
-    device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
-    bucket: bool = True  # batch sequences of similar length together (see `batches`)
-
-    def __post_init__(self):
-        require_positive(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
-        for name in ("warmup", "max_time", "grad_clip", "weight_decay", "seed"):
-            if getattr(self, name) < 0:
-                raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
-        if not 0 < self.lr_min <= 1:
-            raise RnnkitError(f"lr_min must be in (0, 1], got {self.lr_min}")
+BEST = ckpt.BEST
 
 
 def size(data: Dataset) -> int:
@@ -89,22 +69,32 @@ def rows(data: Dataset, index: Tensor, device: torch.device) -> Dataset:
 
 
 def batches(data: Dataset, batch_size: int, generator: torch.Generator,
-            bucket: bool) -> list[Tensor]:
+            bucket: bool, processes: int = 1) -> list[Tensor]:
     """One epoch of minibatch indices, in random order.
 
     With `bucket` and variable lengths, each run of 32 batches is sorted by length before it is
     cut, so a batch holds sequences of similar length: the packed kernel loops over the longest
     one, so this is several times faster, and it changes only which rows meet in a batch.
+    A last batch too small to give each of `processes` a row joins the batch before it.
     """
     order = torch.randperm(size(data), generator=generator)
     if not bucket or "lengths" not in data:
-        return list(order.split(batch_size))
+        return shared_out(list(order.split(batch_size)), processes)
     lengths = data["lengths"][order]
     out = []
     for chunk, chunk_lengths in zip(order.split(32 * batch_size),
                                     lengths.split(32 * batch_size), strict=True):
         out += list(chunk[torch.argsort(chunk_lengths, stable=True)].split(batch_size))
+    out = shared_out(out, processes)
     return [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
+
+
+def shared_out(batches: list[Tensor], processes: int) -> list[Tensor]:
+    """The batches, the last one joined to the one before when it has fewer rows than there are
+    processes to share it (only the last batch can be short)."""
+    if len(batches) > 1 and len(batches[-1]) < processes:
+        batches = [*batches[:-2], torch.cat(batches[-2:])]
+    return batches
 
 
 def counted(outputs: Tensor, batch: Dataset) -> Tensor:
@@ -172,141 +162,148 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256,
 
 def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         run_dir: str | Path | None = None, metric: Metric | None = None,
-        quiet: bool = False, started: float | None = None, test_rows: int = 0) -> dict:
+        quiet: bool = False, started: float | None = None, test_rows: int = 0,
+        resume: bool = False) -> dict:
     """Train `model` on `train`; keep (and load back at the end) the weights that did best on
     `val` (highest metric if given, else lowest loss; the last weights without `val`).
 
-    With `run_dir`, the best weights are written to DIR/model.safetensors whenever they improve.
-    With a time budget (`cfg.max_time`, counted from `started`, a `time.monotonic()` reading:
-    the command's start; default now), no step starts that would leave too little time for the
-    evaluation that ends its epoch and for the `test_rows` the caller runs afterwards, at the
-    measured speeds. Each epoch's line gives its seconds and an estimate of the time left.
-    Returns a summary: history (one dict per epoch), best, best_epoch, steps, seconds (all of
-    fit), train_seconds (steps), eval_seconds (validating and saving), stopped (None, "time",
-    "SIGINT" or "SIGTERM").
+    With `run_dir`, the engine's checkpoints go there: DIR/model.safetensors (the best weights),
+    DIR/last.safetensors (what `resume=True` continues from, exactly), DIR/metrics.csv and
+    DIR/loss.png; without, nothing is written and the best weights are kept in memory. With a
+    time budget (`cfg.max_time`, counted from `started`, a `time.monotonic()` reading: the
+    command's start; default now), no step starts that would leave too little time for the
+    evaluation that ends it and for the `test_rows` the caller runs afterwards. Under torchrun
+    each process trains on its share of every batch. Returns a summary: history (one dict per
+    epoch), best, best_epoch, steps, seconds (all of fit), train_seconds (steps), eval_seconds
+    (validating and saving), stopped (None, "time", "SIGINT" or "SIGTERM").
     """
-    device = pick_device(cfg.device)
-    n = size(train)
-    if n == 0:
-        raise RnnkitError("the training set is empty")
     t0 = time.monotonic()
     started = t0 if started is None else started
-    deadline = started + cfg.max_time if cfg.max_time else math.inf
-    if t0 >= deadline:
+    if size(train) == 0:
+        raise RnnkitError("the training set is empty")
+    if cfg.max_time and t0 >= started + cfg.max_time:
         raise RnnkitError(f"the time budget of {cfg.max_time:g}s was spent before training began "
                           f"({t0 - started:.1f}s went to reading the data); give a longer "
                           "--max-time")
-    torch.manual_seed(cfg.seed)
-    order_gen = torch.Generator().manual_seed(cfg.seed)
-    model.to(device).train()
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    others = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": cfg.weight_decay},
-                                   {"params": others, "weight_decay": 0.0}], lr=cfg.lr)
-    per_epoch = math.ceil(n / cfg.batch_size)
-    plan = full_plan = cfg.epochs * per_epoch
-    n_val = size(val) if val is not None else 0
-    say = (lambda *a: None) if quiet else tqdm.write
-    history: list[dict] = []
-    best_score, best_state, best_epoch = -math.inf, None, 0
-    step, stopped = 0, None
-    # Measured speeds, for the budget: seconds in steps; seconds and rows of validation;
-    # seconds of the last save of the best weights.
-    train_seconds, eval_seconds, eval_rows, save_seconds = 0.0, 0.0, 0, 0.0
-    # As in training.py: a bar on terminals only (None), so logs hold just the epoch lines.
-    bar = tqdm(total=plan, disable=True if quiet else None, dynamic_ncols=True, unit="step",
-               file=sys.stderr, leave=False)
+    run_dir = None if run_dir is None else Path(run_dir)
+    world, device_name = distributed.setup(cfg.device)
     try:
-        with StopRequest() as stop:
-            for epoch in range(1, cfg.epochs + 1):
-                epoch_start = time.monotonic()
-                loss_sum, seen = 0.0, 0
-                for index in batches(train, cfg.batch_size, order_gen, cfg.bucket):
-                    now = time.monotonic()
-                    if step and cfg.max_time:
-                        # Forward-only rows before the first validation: a training step's
-                        # share, an overestimate (it also runs backward).
-                        per_step = train_seconds / step
-                        per_row = eval_seconds / eval_rows if eval_rows else \
-                            per_step / cfg.batch_size
-                        reserve = (n_val + test_rows) * per_row + save_seconds
-                        if now + per_step + reserve >= deadline:
-                            stopped = "time"
-                            break
-                        if step % 50 == 0:  # the decay must end with the budget
-                            epoch_cost = per_epoch * per_step + n_val * per_row + save_seconds
-                            usable = deadline - now - test_rows * per_row
-                            left = int(usable / epoch_cost * per_epoch)
-                            plan = min(full_plan, step + max(left, 0))
-                            bar.total = plan
-                    if stop.signal:
-                        stopped = stop.signal
-                        break
-                    batch = rows(train, index, device)
-                    lr = lr_at(step, plan, cfg)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    outputs, loss = model(**batch)
-                    loss_value = loss.detach().item()
-                    if not math.isfinite(loss_value):
-                        raise RnnkitError(f"training loss became {loss_value} at step {step}; "
-                                          "lower --lr or --grad-clip")
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    step += 1
-                    k = int(counted(outputs, batch).sum())  # the terms of this batch's mean
-                    loss_sum, seen = loss_sum + loss_value * k, seen + k
-                    bar.set_postfix({"epoch": epoch, "loss": f"{loss_value:.3f}",
-                                     "lr": f"{lr:.1e}"}, refresh=False)
-                    bar.update(1)
-                    train_seconds += time.monotonic() - now
-                if seen == 0:
-                    break
-                record = {"epoch": epoch, "step": step, "train_loss": loss_sum / seen}
-                if n_val:
-                    evaluated = time.monotonic()
-                    record["val_loss"], score = evaluate(model, val, 4 * cfg.batch_size, device,
-                                                         metric)
-                    eval_seconds += time.monotonic() - evaluated
-                    eval_rows += n_val
-                    if score is not None:
-                        record["val_metric"] = score
-                    score = -record["val_loss"] if score is None else score
-                else:
-                    score = epoch  # no validation set: the latest weights are the best
-                improved = score > best_score
-                if improved:
-                    saved = time.monotonic()
-                    best_score, best_epoch = score, epoch
-                    best_state = copy.deepcopy(model.state_dict())
-                    if run_dir is not None:
-                        write_safetensors(Path(run_dir) / BEST, best_state,
-                                          {"epoch": str(epoch)})
-                    save_seconds = time.monotonic() - saved
-                    eval_seconds += save_seconds
-                now = time.monotonic()
-                record["seconds"] = now - t0
-                history.append(record)
-                shown = "".join(f" {k} {v:.4f}" for k, v in record.items()
-                                if k in ("train_loss", "val_loss", "val_metric"))
-                left = (cfg.epochs - epoch) * (now - t0) / epoch  # at the mean epoch's pace
-                if stopped:
-                    left = 0.0
-                left = min(left, max(0.0, deadline - now))
-                say(f"epoch {epoch}/{cfg.epochs}:{shown}{' *best' if improved else ''} "
-                    f"({now - epoch_start:.1f}s, about {left:.0f}s left)")
-                if stopped:
-                    break
-    except BaseException:
-        bar.close()
-        raise
-    bar.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        device = pick_device(device_name)
+        model.to(device)
+        feeder = EpochFeeder(model, train, val, cfg, metric, world, device, test_rows)
+        say = tqdm.write if world.main and not quiet else (lambda *a: None)
+        summary = engine.run(feeder, cfg, run_dir, world, device, resume, say, started, quiet)
+    finally:
+        distributed.teardown(world)
+    if summary["best_weights"] is not None:
+        model.load_state_dict(summary["best_weights"])
+    elif run_dir is not None and (run_dir / BEST).exists():  # improved before this call
+        model.load_state_dict(ckpt.read_safetensors(run_dir / BEST)[0])
     model.eval()
-    return {"history": history, "best": best_score, "best_epoch": best_epoch, "steps": step,
-            "seconds": time.monotonic() - t0, "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds, "stopped": stopped}
+    return {"history": summary["history"], "best": summary["best_score"],
+            "best_epoch": math.ceil(summary["best_step"] / feeder.per_epoch),
+            "steps": summary["steps"], "seconds": time.monotonic() - t0,
+            "train_seconds": summary["train_seconds"], "eval_seconds": summary["eval_seconds"],
+            "stopped": summary["stopped"]}
+
+
+class EpochFeeder:
+    """The task models' feeder of the engine (see `engine.Feeder`): step i is minibatch
+    i % per_epoch of epoch i // per_epoch, each epoch's order drawn from (seed, epoch); this
+    process reads its share of the minibatch's rows, split into `accumulate` micro-batches.
+    An evaluation on the validation set ends each epoch."""
+
+    equal_parts = False  # micro-batches of different sizes: weighted by the terms they average
+    unit = "examples"
+    more = "raise --epochs to train it further"
+    state_shape = None  # nothing is carried from one minibatch to the next
+    loss_limit = math.inf  # a regression's loss has no natural bound: only NaN diverges
+
+    def __init__(self, model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
+                 metric: Metric | None, world: distributed.World, device: torch.device,
+                 test_rows: int):
+        self.model, self.train, self.val, self.cfg, self.metric = model, train, val, cfg, metric
+        self.world, self.device, self.test_rows = world, device, test_rows
+        self.n_val = size(val) if val is not None else 0
+        self.cached: tuple[int, list[Tensor]] = (-1, [])
+        self.per_epoch = len(self.epoch(0))
+        self.end = self.plan = cfg.epochs * self.per_epoch
+        self.extra = 0.0  # seconds of the caller's test after the last evaluation
+        self.t0 = time.monotonic()
+
+    def epoch(self, e: int) -> list[Tensor]:
+        """The minibatch indices of epoch e (counted from 0), in their order."""
+        if self.cached[0] != e:
+            order = torch.Generator().manual_seed(order_seed(self.cfg.seed, e))
+            self.cached = (e, batches(self.train, self.cfg.batch_size, order, self.cfg.bucket,
+                                      self.world.size))
+        return self.cached[1]
+
+    def global_batch(self, step: int) -> Tensor:
+        return self.epoch(step // self.per_epoch)[step % self.per_epoch]
+
+    def batch(self, step: int) -> list[Dataset]:
+        mine = self.global_batch(step).tensor_split(self.world.size)[self.world.rank]
+        return [rows(self.train, part, self.device)
+                for part in mine.tensor_split(self.cfg.accumulate) if len(part)]
+
+    def forward(self, net: nn.Module, micro: Dataset) -> tuple[Tensor, Tensor]:
+        outputs, loss = net(**micro)
+        return loss, counted(outputs, micro).sum()  # the terms of this batch's mean
+
+    def carry(self) -> None:
+        pass
+
+    def items(self, step: int) -> int:
+        return len(self.global_batch(min(step, self.end - 1)))
+
+    def eval_due(self, step: int) -> bool:
+        return step % self.per_epoch == 0
+
+    def evaluate(self, train_loss: float) -> tuple[float | None, float | None]:
+        if not self.n_val:
+            return None, None
+        started = time.monotonic()
+        val_loss, score = evaluate(self.model, self.val, 4 * self.cfg.batch_size, self.device,
+                                   self.metric)
+        self.extra = self.test_rows * (time.monotonic() - started) / self.n_val
+        return val_loss, score
+
+    def record(self, progress: engine.Progress, train_loss: float, val: float | None,
+               metric: float | None) -> dict:
+        record = {"epoch": math.ceil(progress.step / self.per_epoch), "step": progress.step,
+                  "train_loss": train_loss}
+        if val is not None:
+            record["val_loss"] = val
+        if metric is not None:
+            record["val_metric"] = metric
+        record["seconds"] = time.monotonic() - self.t0
+        return record
+
+    def report(self, record: dict, improved: bool, seconds: float, left: float) -> str:
+        shown = "".join(f" {k} {v:.4f}" for k, v in record.items()
+                        if k in ("train_loss", "val_loss", "val_metric"))
+        return (f"epoch {record['epoch']}/{self.cfg.epochs}:{shown}"
+                f"{' *best' if improved else ''} ({seconds:.1f}s, about {left:.0f}s left)")
+
+    def after_checkpoint(self, run_dir: Path, progress: engine.Progress) -> None:
+        pass
+
+    def measure_reserve(self) -> float:
+        """Seconds the last evaluation will take, measured on a few validation batches before
+        training; the caller's test at the same pace becomes `extra`."""
+        data = self.val if self.n_val else self.train
+        part = {k: v[:4 * self.cfg.batch_size] for k, v in data.items()}
+        started = time.monotonic()
+        evaluate(self.model, part, 4 * self.cfg.batch_size, self.device, self.metric)
+        per_row = (time.monotonic() - started) / size(part)
+        self.extra = self.test_rows * per_row
+        return self.n_val * per_row
+
+    def full_state(self, world: distributed.World) -> None:
+        return None
+
+    def load_state(self, state) -> None:
+        pass
+
+

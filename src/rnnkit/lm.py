@@ -15,45 +15,16 @@ A trained model (see `rnnkit.load`) also generates text and steps one character 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import cells
+from .configs import ModelConfig
 from .errors import RnnkitError, require_positive, require_seed
 from .recurrent import Recurrent
 from .text import Vocab
 
-MAX_SIZE = 1 << 16  # no layer wider than this, no deeper stack than MAX_LAYERS: a typo guard
-MAX_LAYERS = 64
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 0  # V: symbols in the vocabulary; 0 until the corpus sets it
-    cell: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
-    layers: int = 2  # L: stacked recurrent layers
-    hidden: int = 384  # H: units per layer (2 x 384 suits 10 CPU minutes of tinyshakespeare)
-    embed: int = 0  # E: size of the character embedding; 0 means the same as hidden
-    dropout: float = 0.0  # between layers and before the output layer, during training only
-
-    def __post_init__(self):
-        cells.check_cell(self.cell)
-        require_positive(layers=self.layers, hidden=self.hidden)
-        if self.vocab_size < 0 or self.embed < 0:
-            raise RnnkitError(f"vocab_size and embed must not be negative, got {self.vocab_size} "
-                              f"and {self.embed}")
-        if max(self.hidden, self.embed, self.vocab_size) > MAX_SIZE or self.layers > MAX_LAYERS:
-            raise RnnkitError(f"model sizes must stay below {MAX_SIZE} units and {MAX_LAYERS} "
-                              f"layers, got hidden {self.hidden}, embed {self.embed}, "
-                              f"vocab_size {self.vocab_size}, layers {self.layers}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise RnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
-
-    @property
-    def embed_size(self) -> int:
-        return self.embed or self.hidden
+__all__ = ["CharLM", "ModelConfig"]
 
 
 class CharLM(nn.Module):

@@ -26,25 +26,35 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import distributed
 from .audio import AudioConfig, compile_pattern
-from .cells import CELL_TYPES
 from .config import from_dict
+from .configs import CELL_TYPES, DEVICES, ON_NAN, POOLS, PRECISIONS, FitConfig
+from .devices import pick_device
 from .errors import RnnkitError
-from .fit import FitConfig, accuracy, fit
+from .fit import accuracy, fit
 from .optional import need
 from .runfiles import atomic_write, write_json_atomic
 from .runs import Classifier, Forecaster, load
 from .series import naive_forecast, read_series, relative, windows
-from .task_runs import check_features, read_examples, to_dataset, write_config
-from .tasks import POOLS, SequenceConfig, SequenceModel
-from .training import pick_device
+from .task_runs import (
+    check_features,
+    read_examples,
+    resumed_config,
+    to_dataset,
+    training_run,
+    write_config,
+)
+from .tasks import SequenceConfig, SequenceModel
+
+CLASSIFIER, FORECASTER = "rnnkit-classifier", "rnnkit-forecaster"  # their run formats
 
 
 def add_commands(sub) -> None:
     """Add `classify` and `forecast` (each with `train` and `predict`) to the rnnkit parser."""
     from .cli import Parser, duration
 
-    devices = ("auto", "cpu", "cuda")
+    devices = DEVICES
     c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)",
                        description="Train a sequence classifier on audio, CSV or .npz data, "
                        "or label new inputs with a trained one.")
@@ -137,12 +147,17 @@ def add_data_options(t) -> None:
 
 # What each FitConfig field means on the command line (the dataclass's comments say the same).
 FIT_HELP = {
-    "epochs": "passes over the training set", "batch_size": "examples per optimizer step",
+    "epochs": "passes over the training set, resumes included",
+    "batch_size": "examples per optimizer step (all processes together)",
     "lr": "peak learning rate of AdamW", "lr_min": "the cosine decay ends at lr x lr-min",
     "warmup": "steps of linear warm-up", "weight_decay": "AdamW weight decay, on matrices",
     "grad_clip": "clip the gradient norm; 0: off", "seed": "initial weights, splits, shuffling "
     "and dropout: the same seed repeats the run",
+    "accumulate": "micro-batches per step, to save memory",
+    "precision": "autocast to bf16 or fp16", "on_nan": "on a NaN loss: stop, or roll back to "
+    "the last checkpoint with half the learning rate",
 }
+CHOICES = {"device": DEVICES, "precision": PRECISIONS, "on_nan": ON_NAN}
 
 
 def add_model_options(t, duration) -> None:
@@ -159,6 +174,9 @@ def add_model_options(t, duration) -> None:
     m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states "
                    "(default last)")
     o = t.add_argument_group("training")
+    o.add_argument("--resume", action="store_true", help="continue the run in --out from its "
+                   "last checkpoint: the same command plus --resume (or start it, if it holds "
+                   "none yet; default: a new run)")
     for f in fields(FitConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "max_time":
@@ -166,8 +184,10 @@ def add_model_options(t, duration) -> None:
                            "5m: reading data, training and the last evaluation and test fit in "
                            "it (default none)")
         elif f.name == "device":
-            o.add_argument(flag, choices=("auto", "cpu", "cuda"), help="default auto (cuda "
-                           "when available)")
+            o.add_argument(flag, choices=DEVICES, help="default auto (cuda when available)")
+        elif f.name in CHOICES:
+            o.add_argument(flag, choices=CHOICES[f.name], help=f"{FIT_HELP[f.name]} (default "
+                           f"{f.default})")
         elif isinstance(f.default, bool):  # --bucket / --no-bucket (type=bool takes any text)
             o.add_argument(flag, action=argparse.BooleanOptionalAction,
                            help="batch sequences of similar length together (default "
@@ -177,10 +197,11 @@ def add_model_options(t, duration) -> None:
                            f"{f.default})")
 
 
-def fit_config(args) -> FitConfig:
+def fit_config(args) -> tuple[FitConfig, set[str]]:
+    """The training options, and the names of those given on the command line."""
     values = {f.name: getattr(args, f.name) for f in fields(FitConfig)
               if getattr(args, f.name) is not None}
-    return from_dict(FitConfig, values, "options")
+    return from_dict(FitConfig, values, "options"), set(values)
 
 
 def model_config(args, input_size: int, output_size: int, head: str) -> SequenceConfig:
@@ -213,7 +234,7 @@ def stratified(labels: list[int], fraction: float, seed: int, what: str) -> tupl
 def cmd_classify_train(args) -> int:
     started = time.monotonic()  # --max-time is this command's budget, reading data included
     out = Path(args.out)
-    fit_cfg = fit_config(args)
+    fit_cfg, given = fit_config(args)
     # Imported now, not after training: its import time stays out of the budget's test share,
     # and a missing matplotlib fails before any work.
     need("matplotlib.figure", "tasks")
@@ -223,12 +244,22 @@ def cmd_classify_train(args) -> int:
                               f"{getattr(args, name)}")
     if args.test and args.test_pattern:
         raise RnnkitError("give --test PATH or --test-pattern REGEX, not both")
+    if args.label_pattern:
+        compile_pattern(args.label_pattern, "--label-pattern")
+    main = distributed.launched_rank() == 0  # under torchrun, rank 0 alone writes and reports
+    with training_run(out, CLASSIFIER, args.resume, main) as resuming:
+        return classify_train(args, fit_cfg, given, resuming, main, started)
+
+
+def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bool,
+                   started: float) -> int:
+    """`rnnkit classify train`, in its run directory held by `training_run`."""
+    out = Path(args.out)
+    say = print if main else (lambda *a, **k: None)
     data: dict = {"source": "audio" if Path(args.data).is_dir() else
                   Path(args.data).suffix[1:].lower(),
                   "label_pattern": args.label_pattern, "columns": args.columns,
                   "id_column": args.id_column, "label_column": args.label_column}
-    if args.label_pattern:
-        compile_pattern(args.label_pattern, "--label-pattern")
     if data["source"] == "audio":
         data["audio"] = asdict(audio_config(args))
     cache = out / "features"
@@ -274,7 +305,7 @@ def cmd_classify_train(args) -> int:
         keep, held = stratified(y, args.val_fraction, fit_cfg.seed, "validation")
         val_seqs, val_y = [seqs[i] for i in held], [y[i] for i in held]
         seqs, y = [seqs[i] for i in keep], [y[i] for i in keep]
-    print(f"data: {len(seqs)} train / {len(val_seqs)} validation / {len(test_seqs)} test "
+    say(f"data: {len(seqs)} train / {len(val_seqs)} validation / {len(test_seqs)} test "
           f"examples, {len(classes)} classes, {seqs[0].shape[1]} features per step; test from "
           f"{how}")
 
@@ -284,16 +315,22 @@ def cmd_classify_train(args) -> int:
     frames = np.concatenate(seqs)  # (sum of T, F)
     model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
     data["labels"] = classes
-    write_config(out, "rnnkit-classifier", model.config, fit_cfg, data)
+    if resuming:
+        fit_cfg = resumed_config(out, CLASSIFIER, model.config, fit_cfg, given, data)
+    elif main:
+        write_config(out, CLASSIFIER, model.config, fit_cfg, data)
     train = to_dataset(seqs, y)
     val = to_dataset(val_seqs, val_y) if val_seqs else None
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {model.config.layers} x {model.config.hidden} {model.config.cell}"
+    say(f"model: {model.config.layers} x {model.config.hidden} {model.config.cell}"
           f"{' bidirectional' if model.config.bidirectional else ''}, pool {model.config.pool}, "
           f"{n_params:,} parameters")
     fitted = time.monotonic()
     summary = fit(model, train, val, fit_cfg, out, metric=accuracy, started=started,
-                  test_rows=len(test_seqs))
+                  test_rows=len(test_seqs), resume=resuming)
+    stopped = 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+    if not main:
+        return stopped
     tested = time.monotonic()
     predicted = Classifier(model, data).predict(test_seqs).probs.argmax(-1)  # (N,)
     truth = np.array([index[c] for c in test_labels])
@@ -307,7 +344,7 @@ def cmd_classify_train(args) -> int:
         "train_seconds": summary["seconds"], "history": summary["history"]})
     print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_accuracy {test_acc:.4f}")
-    return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+    return stopped
 
 
 def done(summary: dict, cfg: FitConfig, reading: float, testing: float, out: Path) -> str:
@@ -370,7 +407,7 @@ def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> No
 
 
 def cmd_classify_predict(args) -> int:
-    classifier = load(args.run_dir, pick_device(args.device), kind="rnnkit-classifier")
+    classifier = load(args.run_dir, pick_device(args.device), kind=CLASSIFIER)
     result = classifier.predict(args.files)
     for name, label, p in zip(result.names, result.labels, result.probs, strict=True):
         print(f"{name}\t{label}\t{float(p.max()):.4f}")
@@ -397,7 +434,7 @@ def report(model_err: dict, naive_err: dict, where: str) -> str:
 def cmd_forecast_train(args) -> int:
     started = time.monotonic()  # --max-time is this command's budget, reading data included
     out = Path(args.out)
-    fit_cfg = fit_config(args)
+    fit_cfg, given = fit_config(args)
     if args.horizon < 1 or args.window < 1:
         raise RnnkitError(f"--horizon and --window must be positive, got {args.horizon} and "
                           f"{args.window}")
@@ -405,6 +442,16 @@ def cmd_forecast_train(args) -> int:
             and args.test_fraction + args.val_fraction < 1):
         raise RnnkitError("--test-fraction must be in (0, 1) and --val-fraction in [0, 1), "
                           "together below 1")
+    main = distributed.launched_rank() == 0  # under torchrun, rank 0 alone writes and reports
+    with training_run(out, FORECASTER, args.resume, main) as resuming:
+        return forecast_train(args, fit_cfg, given, resuming, main, started)
+
+
+def forecast_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bool,
+                   started: float) -> int:
+    """`rnnkit forecast train`, in its run directory held by `training_run`."""
+    out = Path(args.out)
+    say = print if main else (lambda *a, **k: None)
     series, columns = read_series(args.series, args.columns)  # (T, F)
     T, H, W = len(series), args.horizon, args.window
     if T < H + 1:
@@ -431,15 +478,21 @@ def cmd_forecast_train(args) -> int:
     model = SequenceModel(model_config(args, F, H * F, "regress"))
     data = {"source": "csv", "columns": columns, "window": W, "horizon": H,
             "std": std.tolist()}
-    write_config(out, "rnnkit-forecaster", model.config, fit_cfg, data)
-    print(f"data: {args.series}, {T} steps x {F} columns {columns}; train {n_train} / "
+    if resuming:
+        fit_cfg = resumed_config(out, FORECASTER, model.config, fit_cfg, given, data)
+    elif main:
+        write_config(out, FORECASTER, model.config, fit_cfg, data)
+    say(f"data: {args.series}, {T} steps x {F} columns {columns}; train {n_train} / "
           f"validation {n_val} / test {n_test} steps (the last part is the test set); "
           f"window {W}, horizon {H}")
     val = dataset(parts["validation"]) if n_val else None
     x_test, y_test = windows(parts["test"], W, H)
     fitted = time.monotonic()
     summary = fit(model, dataset(parts["train"]), val, fit_cfg, out, started=started,
-                  test_rows=len(x_test))
+                  test_rows=len(x_test), resume=resuming)
+    stopped = 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+    if not main:
+        return stopped
     tested = time.monotonic()
     model_err = forecast_errors(Forecaster(model, data).forecast(x_test), y_test)
     naive_err = forecast_errors(naive_forecast(x_test, H), y_test)
@@ -450,11 +503,11 @@ def cmd_forecast_train(args) -> int:
     print(report(model_err, naive_err, f"test ({len(x_test)} windows)"))
     print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_mae {model_err['mae']:.4f} naive_mae {naive_err['mae']:.4f}")
-    return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+    return stopped
 
 
 def cmd_forecast_predict(args) -> int:
-    forecaster = load(args.run_dir, pick_device(args.device), kind="rnnkit-forecaster")
+    forecaster = load(args.run_dir, pick_device(args.device), kind=FORECASTER)
     future = forecaster.predict(args.series)  # (H, F): what rnnkit.load(DIR).predict gives
     series = forecaster.read(args.series)  # (T, F), for the error over its own windows
     W, H = forecaster.window, forecaster.horizon

@@ -4,6 +4,11 @@
                             "model": SequenceConfig, "fit": FitConfig,
                             "data": ClassifierData | ForecasterData}
     DIR/model.safetensors  the weights with the best validation score, standardisation included
+    DIR/last.safetensors   the latest weights, AdamW's moments and the trainer's counters: what
+                           --resume continues from (`rnnkit.engine`)
+    DIR/metrics.csv        every step's loss and learning rate, and each validation loss
+    DIR/loss.png           train and validation loss against steps
+    DIR/train.lock         held by the training that writes to DIR (`checkpoint.RunLock`)
     DIR/features/          cached audio features (pickle-free .npz)
     DIR/metrics.json       test results; DIR/confusion.png for a classifier
 
@@ -18,8 +23,10 @@ tensor is built, nothing unpickled. New inputs are read as the run's data sectio
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,15 +35,15 @@ import torch
 
 from .audio import AudioConfig, compile_pattern, find_audio, load_features
 from .checkpoint import FORMAT as LANGUAGE_MODEL
-from .checkpoint import load_weights, read_json
+from .checkpoint import VERSION, RunLock, check_version, load_weights, read_json
 from .config import from_dict
+from .configs import FitConfig
 from .errors import RnnkitError
-from .fit import BEST, FitConfig
-from .runfiles import write_json_atomic
+from .fit import BEST
+from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
 from .tasks import SequenceConfig, SequenceModel
 
-VERSION = 1
 SOURCES = ("audio", "csv", "npz")
 
 
@@ -130,6 +137,49 @@ def write_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConfig
                                                 "data": data})
 
 
+@contextlib.contextmanager
+def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator[bool]:
+    """Hold `run_dir` while a `kind` run trains into it; yields whether there is a run to
+    resume. Rank 0 (`main`) takes the run lock (`checkpoint.RunLock`), refuses a run of another
+    kind, and one of this kind unless `resume`, and clears rnnkit's temporary files that a
+    killed process left; the other ranks of a torchrun leave the directory to rank 0."""
+    if not main:
+        yield resume and (run_dir / "config.json").exists()
+        return
+    with RunLock(run_dir):
+        there = (run_dir / "config.json").exists()
+        if there:
+            fmt, _ = read_format(run_dir, kind)
+            if fmt != kind:
+                raise wrong_kind(run_dir, fmt, kind)
+            if not resume:
+                raise RnnkitError(f"{run_dir} already holds a {KINDS[kind][0]} run; add --resume "
+                                  "to continue it, or choose another --out")
+        remove_temp_files(run_dir)
+        yield there
+
+
+def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConfig,
+                   given: set[str], data: dict) -> FitConfig:
+    """The training options to continue a run with: its own, with the ones given now. The
+    model and the data must be the run's (the same command plus --resume), and so must the
+    options that decide which examples meet in a batch."""
+    _, config = read_format(run_dir, kind)
+    saved = from_dict(FitConfig, config.get("fit"), "config.json fit")
+    if config.get("model") != asdict(model):
+        raise RnnkitError(f"the model options differ from those {run_dir} was trained with "
+                          f"({config.get('model')}); give the same command plus --resume, or "
+                          "train a new --out")
+    if config.get("data") != check_data(kind, data, model):
+        raise RnnkitError(f"the data or its options differ from those {run_dir} was trained on; "
+                          "give the same command plus --resume, or train a new --out")
+    for name in FitConfig.layout:  # given or not: the seed also drew the splits
+        if getattr(fit, name) != getattr(saved, name):
+            raise RnnkitError(f"--{name.replace('_', '-')} {getattr(fit, name)} differs from the "
+                              f"run's {getattr(saved, name)}; resuming needs the same batches")
+    return FitConfig(**{**asdict(saved), **{k: getattr(fit, k) for k in given}})
+
+
 def wrong_kind(run_dir: Path, fmt, kind: str | None) -> RnnkitError:
     """The error for a run of another kind: what it is, what uses it, what to give instead."""
     want = kind or " or ".join(DATA)
@@ -171,9 +221,7 @@ def load_task(run_dir: str | os.PathLike, kind: str | None = None,
     fmt, config = read_format(run_dir, kind or "rnnkit-classifier")
     if fmt not in DATA or (kind is not None and fmt != kind):
         raise wrong_kind(run_dir, fmt, kind)
-    if config.get("version") != VERSION:
-        raise RnnkitError(f"{run_dir} was written by format version {config.get('version')!r}; "
-                          f"this rnnkit reads version {VERSION}")
+    check_version(run_dir, config)
     model_cfg = from_dict(SequenceConfig, config.get("model"), "config.json model")
     from_dict(FitConfig, config.get("fit"), "config.json fit")
     try:

@@ -30,12 +30,9 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .cells import check_cell
+from .configs import HEADS, POOLS, check_cell
 from .errors import RnnkitError, require_positive
 from .recurrent import Recurrent
-
-HEADS = ("classify", "regress")
-POOLS = ("last", "mean", "max")
 
 
 def check_head(head: str) -> None:

@@ -1,0 +1,154 @@
+"""The config dataclasses the command line maps its flags onto, importable without torch.
+
+    RunConfig      what every training run shares: the optimizer, the schedule, the time budget,
+                   the device, precision, accumulation and what a divergence does (`engine`)
+    TrainConfig    RunConfig + the language model's stream layout and evaluation cadence
+    FitConfig      RunConfig + the task models' epochs and length bucketing
+    ModelConfig    the character language model's shape (`lm.CharLM`)
+
+and the choices of the task models' configs (`tasks.SequenceConfig`): cells, heads, pools.
+
+Each dataclass checks its values when built, so a config read back from JSON (`config.from_dict`)
+is as checked as one made from flags. The two training configs differ only in their defaults and
+in the fields of their own kind of run; one set of checks serves them both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .errors import RnnkitError, require_positive, require_seed
+from .text import TOKENIZERS
+
+CELL_TYPES = ("lstm", "gru", "rnn")
+HEADS = ("classify", "regress")
+POOLS = ("last", "mean", "max")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
+ON_NAN = ("stop", "rollback")
+MAX_SIZE = 1 << 16  # no layer wider than this, no deeper stack than MAX_LAYERS: a typo guard
+MAX_LAYERS = 64
+
+
+def check_cell(cell: str) -> None:
+    """Raise RnnkitError naming the choices when `cell` is not a known cell type."""
+    if cell not in CELL_TYPES:
+        raise RnnkitError(f"unknown cell type {cell!r}; choose one of {', '.join(CELL_TYPES)}")
+
+
+@dataclass
+class RunConfig:
+    """What every training run shares, language model or task model (see `engine`)."""
+
+    batch_size: int = 32  # B: streams (language model) or examples (tasks) per optimizer step
+    lr: float = 3e-3  # peak learning rate of AdamW
+    lr_min: float = 0.05  # the cosine decay ends at lr * lr_min
+    warmup: int = 50  # steps of linear warm-up from 0 to lr
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay, on matrices but not embeddings
+    grad_clip: float = 1.0  # clip the global gradient norm to this; 0 turns clipping off
+    max_time: float = 0.0  # seconds this invocation may take, its last evaluation included; 0: none
+    seed: int = 1337  # weights, dropout and the order of the batches
+    device: str = "auto"  # "auto" (cuda when available), "cpu" or "cuda"
+    precision: str = "fp32"  # "fp32", or autocast to "bf16" / "fp16" (fp16 with loss scaling)
+    accumulate: int = 1  # micro-batches per step: each process's share split this many ways
+    on_nan: str = "stop"  # a NaN or exploding loss: "stop", or "rollback" to the last checkpoint
+    #                       with the learning rate halved (at most engine.MAX_ROLLBACKS times)
+
+    def __post_init__(self):
+        require_positive(batch_size=self.batch_size, lr=self.lr, accumulate=self.accumulate)
+        for name in ("warmup", "max_time", "grad_clip", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0 < self.lr_min <= 1:
+            raise RnnkitError(f"lr_min must be in (0, 1], got {self.lr_min}")
+        if self.device not in DEVICES:
+            raise RnnkitError(f"unknown device {self.device!r}; choose auto, cpu or cuda")
+        if self.precision not in PRECISIONS:
+            raise RnnkitError(f"unknown precision {self.precision!r}; choose fp32, bf16 or fp16")
+        if self.on_nan not in ON_NAN:
+            raise RnnkitError(f"unknown --on-nan {self.on_nan!r}; choose stop or rollback")
+        require_seed(self.seed)
+
+
+@dataclass
+class TrainConfig(RunConfig):
+    """A language model's run: streams of text read side by side, truncated BPTT."""
+
+    # Options that fix which characters land in which batch: a resumed run must keep them.
+    layout: ClassVar[tuple[str, ...]] = ("seq_len", "batch_size", "val_fraction", "tokenizer",
+                                         "seed")
+
+    seq_len: int = 128  # T: time steps per batch, the horizon of backpropagation
+    max_steps: int = 5000  # optimizer steps of the whole run, resumes included; 0: until max_time
+    val_fraction: float = 0.1  # the end of the corpus held out for validation
+    eval_every: int = 200  # steps between evaluations (each also writes a checkpoint)
+    eval_tokens: int = 1 << 20  # at most this many validation tokens per evaluation
+    tokenizer: str = "char"  # "char" (Unicode code points) or "byte"
+    sample_length: int = 200  # characters written to samples.txt at each evaluation; 0: none
+    init_from: str = ""  # a run directory (or "builtin") whose weights this run starts from,
+    #                      its vocabulary grown to the new text (see finetune); "": from scratch
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_positive(seq_len=self.seq_len, eval_every=self.eval_every,
+                         eval_tokens=self.eval_tokens)
+        for name in ("max_steps", "sample_length"):
+            if getattr(self, name) < 0:
+                raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.max_steps == 0 and self.max_time == 0:
+            raise RnnkitError("give --max-steps or --max-time (or both) so the run can end")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise RnnkitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.tokenizer not in TOKENIZERS:
+            raise RnnkitError(f"unknown tokenizer {self.tokenizer!r}; choose char or byte")
+        if self.batch_size % self.accumulate:
+            raise RnnkitError(f"--accumulate {self.accumulate} must divide --batch-size "
+                              f"{self.batch_size}")
+
+
+@dataclass
+class FitConfig(RunConfig):
+    """A task model's run: epochs of shuffled minibatches, an evaluation after each."""
+
+    # Options that fix which examples land in which batch: a resumed run must keep them.
+    layout: ClassVar[tuple[str, ...]] = ("batch_size", "seed", "bucket")
+
+    batch_size: int = 64  # B: examples per optimizer step (all processes together)
+    lr_min: float = 0.02
+    warmup: int = 30
+    weight_decay: float = 0.01
+    seed: int = 0
+    epochs: int = 30  # passes over the training set, resumes included
+    bucket: bool = True  # batch sequences of similar length together (see `fit.batches`)
+
+    def __post_init__(self):
+        super().__post_init__()
+        require_positive(epochs=self.epochs)
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 0  # V: symbols in the vocabulary; 0 until the corpus sets it
+    cell: str = "lstm"  # "lstm", "gru" or "rnn" (tanh)
+    layers: int = 2  # L: stacked recurrent layers
+    hidden: int = 384  # H: units per layer (2 x 384 suits 10 CPU minutes of tinyshakespeare)
+    embed: int = 0  # E: size of the character embedding; 0 means the same as hidden
+    dropout: float = 0.0  # between layers and before the output layer, during training only
+
+    def __post_init__(self):
+        check_cell(self.cell)
+        require_positive(layers=self.layers, hidden=self.hidden)
+        if self.vocab_size < 0 or self.embed < 0:
+            raise RnnkitError(f"vocab_size and embed must not be negative, got {self.vocab_size} "
+                              f"and {self.embed}")
+        if max(self.hidden, self.embed, self.vocab_size) > MAX_SIZE or self.layers > MAX_LAYERS:
+            raise RnnkitError(f"model sizes must stay below {MAX_SIZE} units and {MAX_LAYERS} "
+                              f"layers, got hidden {self.hidden}, embed {self.embed}, "
+                              f"vocab_size {self.vocab_size}, layers {self.layers}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise RnnkitError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def embed_size(self) -> int:
+        return self.embed or self.hidden

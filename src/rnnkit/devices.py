@@ -1,0 +1,56 @@
+"""Where a run computes: the device, autocast and loss scaling, and the DistributedDataParallel
+wrapper under torchrun (see `distributed` for the process group itself).
+
+    device = pick_device("auto")                  # cuda when available, else cpu
+    with autocast(device, "bf16"): ...            # fp32: no autocast at all
+    net = wrap(model, world, device)              # DDP when torchrun started us, else the model
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from . import distributed
+from .errors import RnnkitError
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision -> dtype
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RnnkitError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's autocast for --precision: bf16 or fp16, or nothing (fp32)."""
+    dtype = AUTOCAST[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """fp16 gradients underflow without loss scaling; bf16 and fp32 need none (then a no-op)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def wrap(model: torch.nn.Module, world: distributed.World,
+         device: torch.device) -> torch.nn.Module:
+    """The module the steps call: DDP, which averages the gradients over the processes, under
+    torchrun; the model itself otherwise."""
+    if not world.joined:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor onto the device; through pinned memory, without waiting, to a GPU."""
+    if device.type == "cuda":
+        return batch.pin_memory().to(device, non_blocking=True)
+    return batch
