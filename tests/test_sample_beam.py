@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from rnnkit import CharLM, DecoderConfig, ModelConfig, Seq2Seq, Vocab
+from rnnkit import CharLM, DecoderConfig, ModelConfig, Seq2Seq, Seq2SeqConfig, Vocab
 from rnnkit.beam import decode_beam
 from rnnkit.tasks import teacher_inputs
 
@@ -52,8 +52,8 @@ def seq2seq_log_prob(model: Seq2Seq, inputs, seq: list[int]) -> float:
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_seq2seq_beam_is_at_least_as_likely_as_greedy(cell):
     torch.manual_seed(0)
-    model = Seq2Seq(12, DecoderConfig(vocab_size=12, cell=cell, hidden=32, layers=2,
-                                      embed=8)).eval()
+    model = Seq2Seq(Seq2SeqConfig(12, DecoderConfig(vocab_size=12, cell=cell, hidden=32,
+                                                    layers=2, embed=8))).eval()
     with torch.no_grad():
         model.decoder.out.weight.mul_(4)
         model.decoder.out.bias[1] += 2.0  # make the end symbol likely enough to be emitted
