@@ -4,11 +4,11 @@
 
 Trains a 2 x 512 LSTM on tinyshakespeare (RNNKIT_DATA) for a few minutes with rnnkit's training
 defaults on one thread (`--keep DIR` keeps the run, and trains a kept run further; `--run DIR`
-measures a trained run as it is), then feeds
-held-out text (the run's validation split, the last 10% of the corpus) through `Stepper` one
-character at a time, 64 streams side by side, at each precision, and reports the mean
-next-character loss in nats. The fused forward pass over the same characters is the reference
-that fp32 stepping must equal. Target: bf16 and int8 within 0.01 nats/char of fp32.
+measures a trained run as it is), then feeds held-out text (the run's validation split, the
+last 10% of the corpus) through `Stepper` one character at a time, 64 streams side by side, at
+each precision, and reports the mean next-character loss in nats. The fused forward pass over
+the same characters is the reference that fp32 stepping must equal. Target: bf16 and int8
+within 0.01 nats/char of fp32.
 """
 
 from __future__ import annotations
