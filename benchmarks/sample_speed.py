@@ -1,23 +1,25 @@
 """Sampling speed: characters per second streamed from a 2 x 512 LSTM, 1 and 2 CPU threads.
 
-    python benchmarks/sample_speed.py [--length 2000] [--repeats 5]
+    python benchmarks/sample_speed.py [--length 2000] [--repeats 5] [--threads 1,2]
 
 Side by side, in alternating repeats (the machine may be shared, so every method sees the same
 conditions; medians are reported):
   plain     the loop people write first: one call of the fused `torch.nn.LSTM` per character
             (the same weights), softmax, sample;
-  fp32      rnnkit's stepper at its default, exact precision (the stepper as it was before
-            bf16 and int8 existed);
+  fp32      rnnkit's stepper at its default, exact precision;
   bf16, int8  the stepper with lower-precision weights (`--precision`);
-  N=32      32 streams in one batch (`--num-samples 32`), fp32 and int8: characters per second
-            summed over the streams.
+  N=32      32 streams in one batch (`--num-samples 32`) at each precision: characters per
+            second summed over the streams.
 Targets: at least 5,000 characters/s for one stream, and at N = 32 at least 10 times one
-stream's throughput at the same precision. Threads are set with `torch.set_num_threads`.
+stream's throughput at the same precision. Threads are set with `torch.set_num_threads`. The
+load average before and after each thread count is recorded: on a shared machine the figures
+move with the other jobs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -25,6 +27,7 @@ from common import median, save
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab
+from rnnkit.sample import PRECISIONS
 
 VOCAB = Vocab("char", tuple(range(32, 97)))  # 65 symbols, as tinyshakespeare
 BATCH = 32
@@ -56,6 +59,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--length", type=int, default=2000, help="characters per single stream run")
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", default="1,2", help="thread counts to measure, comma-separated")
     args = p.parse_args()
     torch.manual_seed(0)
     model = CharLM(ModelConfig(vocab_size=len(VOCAB), layers=2, hidden=512), VOCAB).eval()
@@ -65,12 +69,13 @@ def main() -> None:
         "fp32": lambda: rnnkit_stream(model, args.length),
         "bf16": lambda: rnnkit_stream(model, args.length, "bf16"),
         "int8": lambda: rnnkit_stream(model, args.length, "int8"),
-        f"fp32_x{BATCH}": lambda: rnnkit_stream(model, short, "fp32", BATCH),
-        f"int8_x{BATCH}": lambda: rnnkit_stream(model, short, "int8", BATCH),
+        **{f"{precision}_x{BATCH}": (lambda p=precision: rnnkit_stream(model, short, p, BATCH))
+           for precision in PRECISIONS},
     }
     result = {}
-    for threads in (1, 2):
+    for threads in map(int, args.threads.split(",")):
         torch.set_num_threads(threads)
+        load_before = os.getloadavg()[0]
         for run in methods.values():  # warm up
             run()
         rates: dict[str, list[float]] = {name: [] for name in methods}
@@ -78,24 +83,28 @@ def main() -> None:
             for name, run in methods.items():
                 rates[name].append(run())
         chars = {name: median(r) for name, r in rates.items()}
+        batch_gain = {p: chars[f"{p}_x{BATCH}"] / chars[p] for p in PRECISIONS}
         result[f"{threads}_thread"] = {
             "chars_per_s": chars,
-            "int8_over_fp32": chars["int8"] / chars["fp32"],
+            "over_fp32": {p: chars[p] / chars["fp32"] for p in PRECISIONS},
             "fp32_over_plain": chars["fp32"] / chars["plain"],
-            f"fp32_x{BATCH}_over_fp32": chars[f"fp32_x{BATCH}"] / chars["fp32"],
-            f"int8_x{BATCH}_over_int8": chars[f"int8_x{BATCH}"] / chars["int8"],
+            f"x{BATCH}_over_one_stream": batch_gain,
+            f"x{BATCH}_over_one_fp32_stream": {p: chars[f"{p}_x{BATCH}"] / chars["fp32"]
+                                               for p in PRECISIONS},
+            "load_average": [load_before, os.getloadavg()[0]],
         }
-        print(f"{threads} thread(s), chars/s (median of {args.repeats}): " + ", ".join(
-            f"{name} {c:,.0f}" for name, c in chars.items()), flush=True)
-        print(f"  int8 / fp32 {chars['int8'] / chars['fp32']:.2f}x, fp32 / plain "
-              f"{chars['fp32'] / chars['plain']:.1f}x, N={BATCH} / one stream: fp32 "
-              f"{chars[f'fp32_x{BATCH}'] / chars['fp32']:.1f}x, int8 "
-              f"{chars[f'int8_x{BATCH}'] / chars['int8']:.1f}x", flush=True)
-    best = max(max(v["chars_per_s"]["int8"], v["chars_per_s"]["fp32"]) for v in result.values())
-    batch_gain = max(v[f"fp32_x{BATCH}_over_fp32"] for v in result.values())
+        print(f"{threads} thread(s), chars/s (median of {args.repeats}; load average "
+              f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after): " + ", ".join(
+                  f"{name} {c:,.0f}" for name, c in chars.items()), flush=True)
+        print(f"  over fp32: bf16 {chars['bf16'] / chars['fp32']:.2f}x, int8 "
+              f"{chars['int8'] / chars['fp32']:.2f}x; fp32 / plain "
+              f"{chars['fp32'] / chars['plain']:.1f}x; N={BATCH} / one stream: " + ", ".join(
+                  f"{p} {g:.1f}x" for p, g in batch_gain.items()), flush=True)
+    best = max(max(v["chars_per_s"][p] for p in PRECISIONS) for v in result.values())
+    gain = max(max(v[f"x{BATCH}_over_one_stream"].values()) for v in result.values())
     print(f"target one stream >= 5,000 chars/s: {'met' if best >= 5000 else 'NOT met'} "
-          f"({best:,.0f}); target N={BATCH} >= 10x one stream: "
-          f"{'met' if batch_gain >= 10 else 'NOT met'} ({batch_gain:.1f}x)")
+          f"({best:,.0f}); target N={BATCH} >= 10x one stream at the same precision: "
+          f"{'met' if gain >= 10 else 'NOT met'} (at best {gain:.1f}x)")
     save("sample_speed", {**result, "length": args.length, "repeats": args.repeats,
                           "rnnkit_version": rnnkit.__version__})
 

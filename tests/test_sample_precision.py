@@ -1,5 +1,7 @@
 """Lower-precision stepping (bf16, int8) keeps a trained model's validation loss within 0.01
-nats/char of fp32; fp32 stepping is the fused forward pass."""
+nats/char of fp32; fp32 stepping is the fused forward pass; coarser weights show that the
+measurement can tell precisions apart. benchmarks/sample_precision.py measures a longer-trained
+2 x 512 LSTM the same way."""
 
 import time
 
@@ -10,7 +12,7 @@ from torch.nn import functional as F
 
 import rnnkit
 from rnnkit import ModelConfig, TrainConfig
-from rnnkit.sample import Stepper
+from rnnkit.sample import Stepper, Weights
 
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 
@@ -33,12 +35,26 @@ def trained(tmp_path_factory):
 
 
 @torch.inference_mode()
-def stepped_loss(model, tokens, precision: str) -> float:
-    """Mean next-character cross-entropy of B streams stepped together one character at a time."""
+def stepped_loss(model, tokens, precision: str, levels: int | None = None) -> float:
+    """Mean next-character cross-entropy of B streams stepped together one character at a time;
+    with `levels`, the int8 weights rounded further (see `coarsened`)."""
     stepper = Stepper(model, precision, batch=tokens.shape[0])
+    if levels is not None:
+        coarsened(stepper, levels)
     losses = [F.cross_entropy(stepper.feed(tokens[:, t]), tokens[:, t + 1])
               for t in range(tokens.shape[1] - 1)]
     return float(torch.stack(losses).mean())
+
+
+def coarsened(stepper: Stepper, levels: int) -> Stepper:
+    """An int8 stepper with its weights rounded further, to `levels` steps either side of 0 (7 is
+    4-bit weights, 1 is ternary), the scales kept."""
+    step = 127 / levels
+    for layer in stepper.layers:
+        for w in layer:
+            if isinstance(w, Weights):
+                w.W = ((w.W.float() / step).round() * step).round().to(torch.int8)
+    return stepper
 
 
 def test_lower_precision_keeps_the_validation_loss_within_001(trained):
@@ -52,6 +68,11 @@ def test_lower_precision_keeps_the_validation_loss_within_001(trained):
         loss = stepped_loss(model, tokens, precision)
         assert abs(loss - fp32) <= 0.01, (precision, loss, fp32)
         assert loss != fp32  # the weights really were held in another precision
+    # The check can fail: coarser weights move the loss measurably, ternary ones past 0.01.
+    int8 = abs(stepped_loss(model, tokens, "int8") - fp32)
+    int4 = abs(stepped_loss(model, tokens, "int8", levels=7) - fp32)
+    assert int4 > 0.001 and int8 < int4 / 10, (int8, int4)
+    assert abs(stepped_loss(model, tokens, "int8", levels=1) - fp32) > 0.01
 
 
 def test_int8_stepping_beats_fp32_stepping_on_a_2_x_512_lstm():
