@@ -1,0 +1,61 @@
+"""benchmarks/classify_vs_field.py's data plumbing: the data sets inside the aeon wheel become
+rnnkit `.npz` files that rnnkit reads back to the same values, without touching the network."""
+
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rnnkit.series import read_npz
+
+pytest.importorskip("aeon", reason="aeon is the benchmark extra (pip install '.[bench]'), not "
+                    "part of the test extra")
+from aeon.datasets import load_from_ts_file  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import classify_vs_field  # noqa: E402
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Any connection attempt fails the test: the shipped files must be enough."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the benchmark tried to connect to {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.mark.parametrize("name", ["BasicMotions", "PickupGestureWiimoteZ"])
+def test_a_shipped_split_becomes_an_npz_that_rnnkit_reads_back(name, tmp_path, offline):
+    # BasicMotions: 6 channels, equal lengths; PickupGestureWiimoteZ: one channel, lengths 29-361.
+    path = tmp_path / f"{name}_TRAIN.npz"
+    classify_vs_field.write_npz(path, *classify_vs_field.load_aeon(name, "TRAIN"))
+
+    X, y = load_from_ts_file(str(classify_vs_field.aeon_files(name, "TRAIN")))  # (C, T_i) each
+    sequences, labels = read_npz(path)  # rnnkit's own reader and its checks
+    assert labels == [str(v) for v in y]
+    assert len(sequences) == len(X) == {"BasicMotions": 40, "PickupGestureWiimoteZ": 50}[name]
+    for seq, ref in zip(sequences, X, strict=True):
+        assert seq.shape == (ref.shape[1], ref.shape[0])  # (T_i, F) from aeon's (C, T_i)
+        np.testing.assert_array_equal(seq, ref.T.astype(np.float32))
+
+    with np.load(path, allow_pickle=False) as z:  # the layout the README documents
+        x, lengths = z["x"], z["lengths"]
+        assert x.dtype == np.float32 and x.shape == (len(X), max(r.shape[1] for r in X),
+                                                     X[0].shape[0])
+        assert lengths.tolist() == [r.shape[1] for r in X]
+        for row, n in zip(x, lengths, strict=True):
+            assert not row[n:].any()  # zero padding after each sequence's end
+
+
+def test_variable_lengths_also_have_the_archives_equal_length_release(offline):
+    # MiniRocket reads `_eq`: the same series, padded by the archive to the longest one.
+    original, y = classify_vs_field.load_aeon("PickupGestureWiimoteZ", "TEST")
+    padded, y_eq = classify_vs_field.load_aeon("PickupGestureWiimoteZ", "TEST", equal_length=True)
+    assert y == y_eq and len({len(s) for s in padded}) == 1 and len({len(s) for s in original}) > 1
+    for short, long in zip(original, padded, strict=True):
+        np.testing.assert_array_equal(long[:len(short)], short)
