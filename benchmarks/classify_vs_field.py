@@ -85,12 +85,14 @@ def write_npz(path: Path, sequences: list[np.ndarray], labels: list[str]) -> Non
     np.savez(path, x=x, lengths=lengths, y=np.array(labels, dtype=str))
 
 
-def to_aeon(sequences: list[np.ndarray], equal: bool) -> np.ndarray | list[np.ndarray]:
-    """rnnkit's (T_i, F) sequences as aeon input: a zero-padded (N, F, T_max) array if `equal`,
-    else a list of (F, T_i)."""
+def to_aeon(sequences: list[np.ndarray], equal: bool, length: int = 0,
+            ) -> np.ndarray | list[np.ndarray]:
+    """rnnkit's (T_i, F) sequences as aeon input: if `equal`, one (N, F, T) array zero-padded to
+    T = max(length, longest sequence), else a list of (F, T_i)."""
     if equal:
         x, _ = pad(sequences)  # (N, T_max, F)
-        return x.transpose(0, 2, 1).astype(np.float64)
+        x = np.pad(x, ((0, 0), (0, max(0, length - x.shape[1])), (0, 0)))  # (N, T, F)
+        return x.transpose(0, 2, 1).astype(np.float64)  # (N, F, T)
     return [s.T.astype(np.float64) for s in sequences]
 
 
@@ -144,10 +146,10 @@ def warm_up_set(labels: list[str], per_class: int = 2) -> list[int]:
 
 def run_anchor(make, train_x, train_y: list[str], test_x, test_y: list[str]) -> dict:
     """Fit an aeon classifier and score it on the test set: accuracy and seconds."""
-    few = warm_up_set(train_y)
+    few = warm_up_set(train_y)  # fitted and predicted untimed: numba compiles here
     pick = (lambda x, idx: x[idx]) if isinstance(train_x, np.ndarray) else \
         (lambda x, idx: [x[i] for i in idx])
-    make().fit(pick(train_x, few), np.array(train_y)[few]).predict(pick(test_x, few[:2]))  # untimed
+    make().fit(pick(train_x, few), np.array(train_y)[few]).predict(pick(train_x, few[:2]))
     t0 = time.perf_counter()
     predicted = make().fit(train_x, np.array(train_y)).predict(test_x)
     seconds = time.perf_counter() - t0
@@ -162,8 +164,10 @@ def anchors(train, test, seeds: list[int], minirocket_train=None, minirocket_tes
 
     cores = os.cpu_count() or 1
     (train_seqs, train_y), (test_seqs, test_y) = train, test
-    if minirocket_train is None:
-        minirocket_train, minirocket_test = to_aeon(train_seqs, True), to_aeon(test_seqs, True)
+    longest = max(len(s) for s in train_seqs + test_seqs)
+    if minirocket_train is None:  # zero-padded, train and test to the same length
+        minirocket_train = to_aeon(train_seqs, True, longest)
+        minirocket_test = to_aeon(test_seqs, True, longest)
     minirocket = []
     for seed in seeds:
         run = run_anchor(lambda s=seed: MiniRocketClassifier(random_state=s, n_jobs=cores),

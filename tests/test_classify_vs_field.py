@@ -59,3 +59,17 @@ def test_variable_lengths_also_have_the_archives_equal_length_release(offline):
     assert y == y_eq and len({len(s) for s in padded}) == 1 and len({len(s) for s in original}) > 1
     for short, long in zip(original, padded, strict=True):
         np.testing.assert_array_equal(long[:len(short)], short)
+
+
+def test_minirocket_reads_train_and_test_zero_padded_to_one_length():
+    # FSDD's longest training recording is longer than its longest test one: both sides must
+    # reach the same length, or MiniRocket refuses the test set.
+    train = [np.arange(6, dtype=np.float32).reshape(3, 2), np.ones((5, 2), np.float32)]
+    test = [np.full((4, 2), 7, np.float32)]
+    longest = max(len(s) for s in train + test)
+    a, b = (classify_vs_field.to_aeon(s, True, longest) for s in (train, test))
+    assert a.shape == (2, 2, 5) and b.shape == (1, 2, 5)  # (N, F, T)
+    np.testing.assert_array_equal(a[0], [[0, 2, 4, 0, 0], [1, 3, 5, 0, 0]])
+    np.testing.assert_array_equal(b[0], [[7, 7, 7, 7, 0]] * 2)
+    ragged = classify_vs_field.to_aeon(train, False)  # DTW: a list of (F, T_i)
+    assert [r.shape for r in ragged] == [(2, 3), (2, 5)]
