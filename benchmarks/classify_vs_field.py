@@ -18,7 +18,8 @@ goes in as audio, with only the flags that describe the data (`--label-pattern '
 --test-pattern '_[0-4]\\.wav$'`, the official split); its anchors read the MFCCs that rnnkit's
 default audio settings compute (13 per frame at 22050 Hz), zero-padded for MiniRocket.
 
-Anchors (aeon's defaults, n_jobs set to the machine's cores, as torch uses them):
+Anchors, with aeon's defaults (one thread: with n_jobs=2 on 2 busy cores, 1-NN DTW took 25 times
+longer on ItalyPowerDemand):
 - MiniRocketClassifier (MiniRocket features, then a ridge classifier), seeded like rnnkit. It needs
   equal lengths: on PickupGestureWiimoteZ it reads the archive's equal-length release that the wheel
   ships beside the original (`_eq`: padded to 361 steps with low-amplitude noise).
@@ -113,7 +114,8 @@ def run_rnnkit_seeds(data: Path, test: list[str], tmp: Path, budget: float,
 
 def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int) -> dict:
     """`rnnkit classify train DATA ... --max-time BUDGET --seed S` in its own process: test
-    accuracy (its last line), wall-clock seconds, epochs."""
+    accuracy (its last line), wall-clock seconds, epochs, and its `done:` line (how the time
+    went, and whether the budget cut the planned epochs short)."""
     cmd = [sys.executable, "-m", "rnnkit", "classify", "train", str(data), *test, "--out", str(out),
            "--max-time", f"{budget:g}s", "--seed", str(seed)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -129,8 +131,9 @@ def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int)
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return {"seed": seed, "error": f"exit {proc.returncode}: {lines[-1] if lines else ''}"}
     epochs = re.findall(r"^epoch (\d+)/", proc.stdout, re.MULTILINE)
+    done = re.search(r"^done: (.*)$", proc.stdout, re.MULTILINE)
     return {"seed": seed, "accuracy": float(found.group(1)), "seconds": round(seconds, 1),
-            "epochs": int(epochs[-1]) if epochs else None}
+            "epochs": int(epochs[-1]) if epochs else None, "done": done and done.group(1)}
 
 
 def warm_up_set(labels: list[str], per_class: int = 2) -> list[int]:
@@ -162,7 +165,6 @@ def anchors(train, test, seeds: list[int], minirocket_train=None, minirocket_tes
     from aeon.classification.convolution_based import MiniRocketClassifier
     from aeon.classification.distance_based import KNeighborsTimeSeriesClassifier
 
-    cores = os.cpu_count() or 1
     (train_seqs, train_y), (test_seqs, test_y) = train, test
     longest = max(len(s) for s in train_seqs + test_seqs)
     if minirocket_train is None:  # zero-padded, train and test to the same length
@@ -170,13 +172,12 @@ def anchors(train, test, seeds: list[int], minirocket_train=None, minirocket_tes
         minirocket_test = to_aeon(test_seqs, True, longest)
     minirocket = []
     for seed in seeds:
-        run = run_anchor(lambda s=seed: MiniRocketClassifier(random_state=s, n_jobs=cores),
+        run = run_anchor(lambda s=seed: MiniRocketClassifier(random_state=s),
                          minirocket_train, train_y, minirocket_test, test_y)
         minirocket.append({"seed": seed, **run})
         print(f"  MiniRocket seed {seed}: {run['accuracy']:.4f} in {run['seconds']} s", flush=True)
     equal = len({len(s) for s in train_seqs + test_seqs}) == 1
-    dtw = run_anchor(lambda: KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1,
-                                                            n_jobs=cores),
+    dtw = run_anchor(lambda: KNeighborsTimeSeriesClassifier(distance="dtw", n_neighbors=1),
                      to_aeon(train_seqs, equal), train_y, to_aeon(test_seqs, equal), test_y)
     print(f"  1-NN DTW: {dtw['accuracy']:.4f} in {dtw['seconds']} s", flush=True)
     return {"minirocket": minirocket, "dtw_1nn": [dtw]}
