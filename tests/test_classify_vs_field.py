@@ -73,3 +73,26 @@ def test_minirocket_reads_train_and_test_zero_padded_to_one_length():
     np.testing.assert_array_equal(b[0], [[7, 7, 7, 7, 0]] * 2)
     ragged = classify_vs_field.to_aeon(train, False)  # DTW: a list of (F, T_i)
     assert [r.shape for r in ragged] == [(2, 3), (2, 5)]
+
+
+def row(name, rnnkit, minirocket):
+    """A result row with the mean accuracies given (None: every run failed)."""
+    return {"dataset": name, "summary": {"rnnkit": {"accuracy_mean": rnnkit},
+                                         "minirocket": {"accuracy_mean": minirocket}}}
+
+
+def test_the_issues_targets_are_checked_against_the_means():
+    sets = classify_vs_field.AEON_SETS
+    rows = [row(sets[0], 0.95, 0.90), row(sets[1], 0.90, 0.90), row(sets[2], 0.91, 0.90),
+            row(sets[3], 0.89, 0.90), row(sets[4], 0.885, 0.90), row("FSDD", 0.995, 0.99)]
+    check = classify_vs_field.targets(rows)
+    assert check["at_least_minirocket"] == sorted(sets[:3])
+    assert check["within_2_points_below"] == sorted(sets[3:])
+    assert check["aeon_target_met"] and check["fsdd_at_least_99"]
+
+    rows[4] = row(sets[4], 0.87, 0.90)  # 3 points below
+    rows[5] = row("FSDD", None, 0.99)  # rnnkit failed on FSDD: not met, rather than unknown
+    check = classify_vs_field.targets(rows)
+    assert check["more_than_2_points_below"] == [sets[4]]
+    assert check["aeon_target_met"] is False and check["fsdd_at_least_99"] is False
+    assert classify_vs_field.targets(rows[:5])["fsdd_at_least_99"] is None  # FSDD not run
