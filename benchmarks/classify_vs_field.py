@@ -249,13 +249,21 @@ def percent(s: dict) -> str:
 
 def table(rows: list[dict]) -> str:
     """The results as a Markdown table: accuracy in %, mean ± standard deviation over seeds."""
-    lines = ["| data set | rnnkit % | s | MiniRocket % | s | 1-NN DTW % | s | rnnkit - MiniRocket |",
+    lines = ["| data set (train / test, features, lengths, classes) | rnnkit % | s | MiniRocket % | s "
+             "| 1-NN DTW % | s | rnnkit - MiniRocket |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         k, m, d = r["summary"]["rnnkit"], r["summary"]["minirocket"], r["summary"]["dtw_1nn"]
         gap = "n/a" if None in (k["accuracy_mean"], m["accuracy_mean"]) else \
-            f"{100 * (k['accuracy_mean'] - m['accuracy_mean']):+.2f} points"
-        lines.append(f"| {r['dataset']} | {percent(k)} | {k.get('seconds_mean', '')} | "
+            f"{100 * (k['accuracy_mean'] - m['accuracy_mean']):+.2f} points: " + \
+            ("wins" if k["accuracy_mean"] >= m["accuracy_mean"] else "loses")
+        features = f"{r['features']} MFCCs" if r["dataset"] == "FSDD" else r["features"]
+        lengths = str(r["length_min"]) if r["length_min"] == r["length_max"] else \
+            f"{r['length_min']}-{r['length_max']}"
+        if r["dataset"] == "FSDD":
+            lengths += " frames"
+        lines.append(f"| {r['dataset']} ({r['train']:,} / {r['test']:,}, {features}, {lengths}, "
+                     f"{r['classes']}) | {percent(k)} | {k.get('seconds_mean', '')} | "
                      f"{percent(m)} | {m.get('seconds_mean', '')} | {percent(d)} | "
                      f"{d.get('seconds_mean', '')} | {gap} |")
     return "\n".join(lines)

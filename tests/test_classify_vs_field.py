@@ -96,3 +96,19 @@ def test_the_issues_targets_are_checked_against_the_means():
     assert check["more_than_2_points_below"] == [sets[4]]
     assert check["aeon_target_met"] is False and check["fsdd_at_least_99"] is False
     assert classify_vs_field.targets(rows[:5])["fsdd_at_least_99"] is None  # FSDD not run
+
+
+def test_the_table_says_where_rnnkit_loses():
+    def summary(mean, std=0.0):
+        return {"accuracy_mean": mean, "accuracy_std": std, "runs": 3, "failed": 0,
+                "seconds_mean": 1.0}
+
+    rows = [{"dataset": name, "train": 50, "test": 1029, "features": 1, "length_min": 29,
+             "length_max": 361, "classes": 2,
+             "summary": {"rnnkit": summary(a, 0.0123), "minirocket": summary(b),
+                         "dtw_1nn": {**summary(0.5), "runs": 1}}}
+            for name, a, b in (("GunPoint", 0.9, 0.95), ("OSULeaf", 0.97, 0.95))]
+    lines = classify_vs_field.table(rows).splitlines()
+    assert lines[2].startswith("| GunPoint (50 / 1,029, 1, 29-361, 2) | 90.00 ± 1.23 |")
+    assert lines[2].endswith("| 50.00 | 1.0 | -5.00 points: loses |")
+    assert lines[3].endswith("| +2.00 points: wins |")
