@@ -131,7 +131,8 @@ def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int)
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return {"seed": seed, "error": f"exit {proc.returncode}: {lines[-1] if lines else ''}"}
     epochs = re.findall(r"^epoch (\d+)/", proc.stdout, re.MULTILINE)
-    done = re.search(r"^done: (.*)$", proc.stdout, re.MULTILINE)
+    # the run directory is a temporary one, gone after the benchmark: not kept
+    done = re.search(r"^done: (.*?)(?:; run directory .*)?$", proc.stdout, re.MULTILINE)
     return {"seed": seed, "accuracy": float(found.group(1)), "seconds": round(seconds, 1),
             "epochs": int(epochs[-1]) if epochs else None, "done": done and done.group(1)}
 
