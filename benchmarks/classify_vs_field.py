@@ -1,7 +1,7 @@
 """Sequence classification against the field: `rnnkit classify train` with its defaults, beside
 MiniRocket and the 1-nearest-neighbour DTW classifier, on the same splits and the same machine.
 
-    pip install ".[bench]"      # aeon: the anchors, and the data sets its wheel ships
+    pip install ".[bench,tasks,audio]"      # bench: aeon, the anchors and their data sets
     PYTHONPATH=src python benchmarks/classify_vs_field.py [--budget 300] [--seeds 3]
         [--datasets GunPoint,ItalyPowerDemand,OSULeaf,BasicMotions,PickupGestureWiimoteZ,FSDD]
 
@@ -22,7 +22,7 @@ Anchors, with aeon's defaults (one thread: with n_jobs=2 on 2 busy cores, 1-NN D
 longer on ItalyPowerDemand):
 - MiniRocketClassifier (MiniRocket features, then a ridge classifier), seeded like rnnkit. It needs
   equal lengths: on PickupGestureWiimoteZ it reads the archive's equal-length release that the wheel
-  ships beside the original (`_eq`: padded to 361 steps with low-amplitude noise).
+  ships beside the original (`_eq`: every series padded by the archive to 361 steps).
 - KNeighborsTimeSeriesClassifier(distance="dtw"): 1-NN with full-window DTW, deterministic (one
   run), on the original lengths.
 Each anchor is fitted once on a few training cases before it is timed, so that numba's compilation
