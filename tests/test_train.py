@@ -242,6 +242,14 @@ def test_python_dash_m_and_no_traceback(tmp_path):
     assert result.returncode == 0 and "train" in result.stdout and "sample" in result.stdout
 
 
+def test_fp16_on_the_cpu_is_refused_before_anything_is_written(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    status, _, err = cli("train", corpus, "--out", run, "--max-steps", 2, "--device", "cpu",
+                         "--precision", "fp16", *TINY)
+    assert status == 2 and err.count("\n") == 1 and "--precision bf16" in err, err
+    assert not run.exists()
+
+
 def test_training_writes_loss_plot_and_samples(cli, corpus, tmp_path):
     run = tmp_path / "run"
     assert cli("train", corpus, "--out", run, "--max-steps", 20, *TINY, "--sample-length", 30)[0] == 0

@@ -18,11 +18,16 @@ from .errors import RnnkitError
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision -> dtype
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, precision: str = "fp32") -> torch.device:
+    """The device for --device NAME ("auto": cuda when available); `precision` is refused where
+    that device cannot train in it (fp16 on a CPU: oneDNN has no fp16 LSTM)."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RnnkitError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    if precision == "fp16" and not name.startswith("cuda"):
+        raise RnnkitError("--precision fp16 trains on a GPU only; on the CPU use --precision "
+                          "bf16 or fp32")
     return torch.device(name)
 
 

@@ -188,7 +188,7 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
     run_dir = None if run_dir is None else Path(run_dir)
     world, device_name = distributed.setup(cfg.device)
     try:
-        device = pick_device(device_name)
+        device = pick_device(device_name, cfg.precision)
         model.to(device)
         feeder = EpochFeeder(model, train, val, cfg, metric, world, device, test_rows)
         say = tqdm.write if world.main and not quiet else (lambda *a: None)

@@ -148,7 +148,7 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
         resume = False  # nothing to resume yet (e.g. stopped before its first write): start
     world, device_name = distributed.setup(train_cfg.device)
     try:
-        device = pick_device(device_name)
+        device = pick_device(device_name, train_cfg.precision)
         if world.main:
             ckpt.check_out_dir(run_dir, resume)  # before the lock writes train.lock there
         lock = ckpt.RunLock(run_dir) if world.main else contextlib.nullcontext()
