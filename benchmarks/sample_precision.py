@@ -24,7 +24,7 @@ from torch.nn import functional as F
 
 import rnnkit
 from rnnkit import ModelConfig, TrainConfig
-from rnnkit.sample import PRECISIONS, Stepper
+from rnnkit.sample import STEP_PRECISIONS, Stepper
 
 STREAMS, LENGTH = 64, 500  # (B, T) of held-out text: 32,000 characters
 
@@ -73,7 +73,7 @@ def main() -> None:
         with torch.inference_mode():
             _, fused, _ = model(tokens[:, :-1], tokens[:, 1:])
         losses = {"fused": float(fused)}
-        for precision in PRECISIONS:
+        for precision in STEP_PRECISIONS:
             losses[precision] = stepped_loss(model, tokens, precision)
     result["loss"] = losses
     result["difference_from_fp32"] = {p: losses[p] - losses["fp32"] for p in ("bf16", "int8")}

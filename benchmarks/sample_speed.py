@@ -27,7 +27,7 @@ from common import median, save
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab
-from rnnkit.sample import PRECISIONS
+from rnnkit.sample import STEP_PRECISIONS
 
 VOCAB = Vocab("char", tuple(range(32, 97)))  # 65 symbols, as tinyshakespeare
 BATCH = 32
@@ -70,7 +70,7 @@ def main() -> None:
         "bf16": lambda: rnnkit_stream(model, args.length, "bf16"),
         "int8": lambda: rnnkit_stream(model, args.length, "int8"),
         **{f"{precision}_x{BATCH}": (lambda p=precision: rnnkit_stream(model, short, p, BATCH))
-           for precision in PRECISIONS},
+           for precision in STEP_PRECISIONS},
     }
     result = {}
     for threads in map(int, args.threads.split(",")):
@@ -83,14 +83,14 @@ def main() -> None:
             for name, run in methods.items():
                 rates[name].append(run())
         chars = {name: median(r) for name, r in rates.items()}
-        batch_gain = {p: chars[f"{p}_x{BATCH}"] / chars[p] for p in PRECISIONS}
+        batch_gain = {p: chars[f"{p}_x{BATCH}"] / chars[p] for p in STEP_PRECISIONS}
         result[f"{threads}_thread"] = {
             "chars_per_s": chars,
-            "over_fp32": {p: chars[p] / chars["fp32"] for p in PRECISIONS},
+            "over_fp32": {p: chars[p] / chars["fp32"] for p in STEP_PRECISIONS},
             "fp32_over_plain": chars["fp32"] / chars["plain"],
             f"x{BATCH}_over_one_stream": batch_gain,
             f"x{BATCH}_over_one_fp32_stream": {p: chars[f"{p}_x{BATCH}"] / chars["fp32"]
-                                               for p in PRECISIONS},
+                                               for p in STEP_PRECISIONS},
             "load_average": [load_before, os.getloadavg()[0]],
         }
         print(f"{threads} thread(s), chars/s (median of {args.repeats}; load average "
@@ -100,7 +100,7 @@ def main() -> None:
               f"{chars['int8'] / chars['fp32']:.2f}x; fp32 / plain "
               f"{chars['fp32'] / chars['plain']:.1f}x; N={BATCH} / one stream: " + ", ".join(
                   f"{p} {g:.1f}x" for p, g in batch_gain.items()), flush=True)
-    best = max(max(v["chars_per_s"][p] for p in PRECISIONS) for v in result.values())
+    best = max(max(v["chars_per_s"][p] for p in STEP_PRECISIONS) for v in result.values())
     gain = max(max(v[f"x{BATCH}_over_one_stream"].values()) for v in result.values())
     print(f"target one stream >= 5,000 chars/s: {'met' if best >= 5000 else 'NOT met'} "
           f"({best:,.0f}); target N={BATCH} >= 10x one stream at the same precision: "

@@ -33,7 +33,7 @@ from .checkpoint import data_dir, load, read_json, read_run_config
 from .config import from_dict
 from .errors import RnnkitError, require_seed
 from .lm import ModelConfig
-from .sample import PRECISIONS
+from .sample import STEP_PRECISIONS
 from .text import TOKENIZERS, PreparedData, Vocab, check_corpus_files, prepare
 from .training import TrainConfig, evaluate, pick_device, train
 
@@ -155,7 +155,7 @@ def build_parser() -> Parser:
                    "one after another (default 1)")
     s.add_argument("--beam", type=int, metavar="K", help="beam search of width K: the most "
                    "likely continuation found, instead of a random one (default: off)")
-    s.add_argument("--precision", choices=PRECISIONS, default="fp32", help="weights while "
+    s.add_argument("--precision", choices=STEP_PRECISIONS, default="fp32", help="weights while "
                    "stepping: fp32 (exact), bf16, int8 (CPU; fastest) (default fp32)")
     s.add_argument("--seed", type=int, help="fix the sampling: same seed, same text (default: "
                    "a random seed)")

@@ -66,7 +66,7 @@ class Forecaster(nn.Module):
     """A forecaster in the series' units: windows (B, W, F) -> forecasts (B, H, F).
 
     The model reads changes from each window's last value, scaled by `std`, and predicts the
-    same (`task_cli.relative`); this wraps it so that the file takes and returns plain values.
+    same (`series.relative`); this wraps it so that the file takes and returns plain values.
     """
 
     def __init__(self, model, std: list[float], horizon: int):

@@ -71,7 +71,7 @@ class Probs(Mapping):
         return "Probs(" + ", ".join(f"{s!r}: {p:.3f}" for s, p in self.top(5)) + ", ...)"
 
 
-PRECISIONS = ("fp32", "bf16", "int8")
+STEP_PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class Weights:
@@ -125,8 +125,8 @@ def onednn(device: torch.device) -> bool:
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    if precision not in PRECISIONS:
-        raise RnnkitError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision not in STEP_PRECISIONS:
+        raise RnnkitError(f"unknown precision {precision!r}; choose one of {', '.join(STEP_PRECISIONS)}")
     if precision == "int8" and (device.type != "cpu" or not hasattr(torch, "_int_mm")):
         raise RnnkitError("int8 stepping runs on the CPU with torch >= 2.3; on a GPU use bf16")
 
