@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .errors import RnnkitError, require_positive, require_seed
-from .text import TOKENIZERS
 
 CELL_TYPES = ("lstm", "gru", "rnn")
 HEADS = ("classify", "regress")
 POOLS = ("last", "mean", "max")
 DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16")  # of training (autocast)
+STEP_PRECISIONS = ("fp32", "bf16", "int8")  # of the weights while sampling (`sample.Stepper`)
+TOKENIZERS = ("char", "byte")  # Unicode code points of UTF-8 text, or raw bytes
 ON_NAN = ("stop", "rollback")
 MAX_SIZE = 1 << 16  # no layer wider than this, no deeper stack than MAX_LAYERS: a typo guard
 MAX_LAYERS = 64
@@ -120,7 +121,7 @@ class FitConfig(RunConfig):
     weight_decay: float = 0.01
     seed: int = 0
     epochs: int = 30  # passes over the training set, resumes included
-    bucket: bool = True  # batch sequences of similar length together (see `fit.batches`)
+    bucket: bool = True  # batch sequences of similar length together (see `fitting.batches`)
 
     def __post_init__(self):
         super().__post_init__()

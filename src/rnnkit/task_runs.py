@@ -39,7 +39,7 @@ from .checkpoint import VERSION, RunLock, check_version, load_weights, read_json
 from .config import from_dict
 from .configs import FitConfig
 from .errors import RnnkitError
-from .fit import BEST
+from .fitting import BEST
 from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
 from .tasks import SequenceConfig, SequenceModel
