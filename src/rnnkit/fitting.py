@@ -32,12 +32,11 @@ from .devices import pick_device
 from .errors import RnnkitError
 from .schedule import lr_at, order_seed
 
-__all__ = ["BEST", "EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
+__all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
            "fit", "lr_at", "predict"]
 
 Dataset = dict[str, Tensor]
 Metric = Callable[[Tensor, Dataset], tuple[float, int]]  # (outputs, batch) -> (correct, count)
-BEST = ckpt.BEST
 
 
 def size(data: Dataset) -> int:
@@ -197,8 +196,8 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         distributed.teardown(world)
     if summary["best_weights"] is not None:
         model.load_state_dict(summary["best_weights"])
-    elif run_dir is not None and (run_dir / BEST).exists():  # improved before this call
-        model.load_state_dict(ckpt.read_safetensors(run_dir / BEST)[0])
+    elif run_dir is not None and (run_dir / ckpt.BEST).exists():  # improved before this call
+        model.load_state_dict(ckpt.read_safetensors(run_dir / ckpt.BEST)[0])
     model.eval()
     return {"history": summary["history"], "best": summary["best_score"],
             "best_epoch": math.ceil(summary["best_step"] / feeder.per_epoch),

@@ -34,12 +34,11 @@ import numpy as np
 import torch
 
 from .audio import AudioConfig, compile_pattern, find_audio, load_features
+from .checkpoint import BEST, VERSION, RunLock, check_version, load_weights, read_json
 from .checkpoint import FORMAT as LANGUAGE_MODEL
-from .checkpoint import VERSION, RunLock, check_version, load_weights, read_json
 from .config import from_dict
 from .configs import FitConfig
 from .errors import RnnkitError
-from .fitting import BEST
 from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
 from .tasks import SequenceConfig, SequenceModel
