@@ -151,24 +151,23 @@ class Stepper:
     @torch.inference_mode()
     def __init__(self, model, precision: str = "fp32", batch: int = 1):
         self.model, self.vocab = model, model.vocab
-        rnn, cfg = model.rnn, model.config
-        self.cell, self.L, self.H, self.precision = cfg.cell, cfg.layers, cfg.hidden, precision
-        W_ih, W_hh, b_ih, b_hh = rnn.layer_weights(0)
-        check_precision(precision, W_ih.device)
+        weights = model.step_weights()  # lm.StepWeights: table, layers, W_hy, b_y
+        cfg = model.config
+        self.cell, self.L, self.H, self.precision = weights.cell, cfg.layers, cfg.hidden, precision
+        _, W_hh, _, b_hh = weights.layers[0]
+        check_precision(precision, W_hh.device)
         # An LSTM's g rows are kept doubled (exactly, in every precision): g = tanh(x) =
         # 2 sigmoid(2x) - 1, so that one sigmoid covers all four gates (see `lstm_update`).
         d = torch.ones(W_hh.shape[0], device=W_hh.device)  # (G*H,)
         if self.cell == "lstm":
             d[2 * self.H:3 * self.H] = 2
-        # Layer 0's input term for every symbol: embedding (V, E) through W_ih -> (V, G*H).
-        table = model.embed.weight @ W_ih.T + b_ih
-        self.table = table if self.cell == "gru" else (table + b_hh) * d
+        # Layer 0's input term for every symbol (V, G*H) is the model's table.
+        self.table = weights.table if self.cell == "gru" else (weights.table + b_hh) * d
         if self.cell == "gru":  # the reset gate needs the hidden projection on its own
             self.layers = [(None, Weights(W_hh, precision), None, b_hh)]
         else:  # b_hh is in the table
             self.layers = [(Weights(W_hh * d[:, None], precision), None)]
-        for layer in range(1, self.L):
-            W_ih, W_hh, b_ih, b_hh = rnn.layer_weights(layer)
+        for W_ih, W_hh, b_ih, b_hh in weights.layers[1:]:
             if self.cell == "gru":
                 self.layers.append((Weights(W_ih, precision), Weights(W_hh, precision), b_ih, b_hh))
             else:  # [h_{l-1}, h_l] @ [W_ih | W_hh].T in one product
@@ -176,7 +175,7 @@ class Stepper:
                 self.layers.append((Weights(W, precision), (b_ih + b_hh) * d))
         # The output layer (V, H) is a few rows: fp32 at every precision, as rounding its input
         # would cost more calls than reading its bytes does.
-        self.W_hy, self.b_y = Weights(model.head.weight, "fp32"), model.head.bias
+        self.W_hy, self.b_y = Weights(weights.W_hy, "fp32"), weights.b_y
         self.reset(batch)
 
     @torch.inference_mode()
