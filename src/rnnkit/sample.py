@@ -11,9 +11,10 @@ likely one (`greedy`). A seed fixes the sampling, so the same seed gives the sam
 
 Speed: a plain loop that calls a fused `torch.nn.LSTM` once per character spends most of its time
 setting the kernel up. The stepper instead runs the cell equations on a snapshot of the weights
-laid out for one-row products: layer 0's input term for every character is precomputed (the
-embedding folded through W_ih, one table lookup per step), and deeper layers multiply [x, h] by
-[W_ih | W_hh] in one matrix product. Long primes go through the fused kernel in chunks.
+(the model's `step_weights`) laid out for one-row products: layer 0's input term for every
+character is precomputed (the embedding folded through W_ih, one table lookup per step), and
+deeper layers multiply [x, h] by [W_ih | W_hh] in one matrix product. Long primes go through the
+fused kernel in chunks.
 """
 
 from __future__ import annotations
