@@ -109,10 +109,11 @@ class TorchCalls(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("precision, most", [("fp32", 22), ("int8", 28)])
+@pytest.mark.parametrize("precision, most", [("fp32", 19), ("bf16", 23), ("int8", 27)])
 def test_one_lstm_step_makes_few_torch_calls(precision, most):
     """One step of a single stream is bound by per-call overhead as much as by the weights: a
-    2-layer LSTM step stays within this many calls (it took 26 and 38 before the fused gates)."""
+    2-layer LSTM step stays within this many calls (fp32 and int8 took 26 and 38 before the fused
+    gates, 22 and 28 before the layouts were chosen outside the step)."""
     s = Stepper(model_for("lstm"), precision)
     s.feed(1)
     with TorchCalls() as calls:

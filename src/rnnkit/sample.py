@@ -108,6 +108,7 @@ class Weights:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
         else:
             self.W = W.T.contiguous().to(torch.bfloat16 if precision == "bf16" else W.dtype)
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32  # of the products
         self.lay_out(1)
 
     def lay_out(self, rows: int) -> None:
@@ -125,7 +126,7 @@ class Weights:
         if self.addmm:
             return torch.addmm(b, x, self.W, out=out)
         if self.packed is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x.to(self.packed.dtype), self.packed, None,
+            y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, None,
                                                    "none", [], "")  # (B, N)
             return torch.add(b, y, out=out)
         if self.precision == "bf16":
