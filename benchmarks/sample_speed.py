@@ -11,9 +11,10 @@ conditions; medians are reported):
   N=32      32 streams in one batch (`--num-samples 32`) at each precision: characters per
             second summed over the streams.
 Targets: at least 5,000 characters/s for one stream, and at N = 32 at least 10 times one
-stream's throughput at the same precision. Threads are set with `torch.set_num_threads`. The
-load average before and after each thread count is recorded: on a shared machine the figures
-move with the other jobs.
+stream's throughput at the same precision, each path at its fastest thread count. Threads are
+set with `torch.set_num_threads`. The load average before and after each thread count is
+recorded: on a shared machine the figures move with the other jobs. A compiled step is measured
+apart, by step_compile.py.
 """
 
 from __future__ import annotations
@@ -100,12 +101,19 @@ def main() -> None:
               f"{chars['int8'] / chars['fp32']:.2f}x; fp32 / plain "
               f"{chars['fp32'] / chars['plain']:.1f}x; N={BATCH} / one stream: " + ", ".join(
                   f"{p} {g:.1f}x" for p, g in batch_gain.items()), flush=True)
-    best = max(max(v["chars_per_s"][p] for p in STEP_PRECISIONS) for v in result.values())
-    gain = max(max(v[f"x{BATCH}_over_one_stream"].values()) for v in result.values())
+    # The targets compare the fastest of each, whatever the thread count: a single stream slowed
+    # by two threads' barriers on shared cores must not flatter the batch.
+    one = {p: max(v["chars_per_s"][p] for v in result.values()) for p in STEP_PRECISIONS}
+    many = {p: max(v["chars_per_s"][f"{p}_x{BATCH}"] for v in result.values())
+            for p in STEP_PRECISIONS}
+    gains = {p: many[p] / one[p] for p in STEP_PRECISIONS}
+    best, gain = max(one.values()), max(gains.values())
     print(f"target one stream >= 5,000 chars/s: {'met' if best >= 5000 else 'NOT met'} "
-          f"({best:,.0f}); target N={BATCH} >= 10x one stream at the same precision: "
-          f"{'met' if gain >= 10 else 'NOT met'} (at best {gain:.1f}x)")
-    save("sample_speed", {**result, "length": args.length, "repeats": args.repeats,
+          f"({best:,.0f}); target N={BATCH} >= 10x one stream at the same precision (the fastest "
+          f"of each): {'met' if gain >= 10 else 'NOT met'} (" + ", ".join(
+              f"{p} {g:.1f}x" for p, g in gains.items()) + ")")
+    save("sample_speed", {**result, f"fastest_x{BATCH}_over_fastest_one_stream": gains,
+                          "length": args.length, "repeats": args.repeats,
                           "rnnkit_version": rnnkit.__version__})
 
 

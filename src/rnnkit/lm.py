@@ -15,7 +15,9 @@ A trained model (see `rnnkit.load`) also generates text and steps one character 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -24,7 +26,24 @@ from .errors import RnnkitError, require_positive, require_seed
 from .recurrent import Recurrent
 from .text import Vocab
 
-__all__ = ["CharLM", "ModelConfig"]
+__all__ = ["CharLM", "ModelConfig", "StepWeights"]
+
+
+class StepWeights(NamedTuple):
+    """What one step of a `CharLM` reads, detached from training (see `CharLM.step_weights`).
+
+    For token x and layers l = 0 .. L-1, in PyTorch's layout and gate order:
+        input term of layer 0   = table[x]                       (the embedding folded in)
+        input term of layer l>0 = W_ih[l] @ h_{l-1} + b_ih[l]
+        hidden term of layer l  = W_hh[l] @ h_l + b_hh[l]
+        logits                  = W_hy @ h_{L-1} + b_y
+    """
+
+    cell: str  # "lstm", "gru" or "rnn"
+    table: Tensor  # (V, G*H): embedding @ W_ih[0].T + b_ih[0]; G = 4, 3, 1 gates
+    layers: list[tuple[Tensor, Tensor, Tensor, Tensor]]  # (W_ih, W_hh, b_ih, b_hh) of each layer
+    W_hy: Tensor  # (V, H)
+    b_y: Tensor  # (V,)
 
 
 class CharLM(nn.Module):
@@ -53,6 +72,17 @@ class CharLM(nn.Module):
             V = logits.shape[-1]
             loss = F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
         return logits, loss, state
+
+    @torch.no_grad()
+    def step_weights(self) -> StepWeights:
+        """The weights of one step (`StepWeights`), for steppers that hold them in their own
+        layout or precision; a snapshot in effect, since the stepper lays them out once."""
+        layers = [tuple(w.detach() for w in self.rnn.layer_weights(layer))
+                  for layer in range(self.config.layers)]
+        W_ih, _, b_ih, _ = layers[0]
+        table = self.embed.weight @ W_ih.T + b_ih  # (V, E) @ (E, G*H) -> (V, G*H)
+        return StepWeights(self.config.cell, table, layers, self.head.weight.detach(),
+                           self.head.bias.detach())
 
     def stepper(self):
         """A `Stepper`: the seed's stateful API on this model, `probs = s.step("h")`."""

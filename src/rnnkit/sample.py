@@ -11,9 +11,10 @@ likely one (`greedy`). A seed fixes the sampling, so the same seed gives the sam
 
 Speed: a plain loop that calls a fused `torch.nn.LSTM` once per character spends most of its time
 setting the kernel up. The stepper instead runs the cell equations on a snapshot of the weights
-laid out for one-row products: layer 0's input term for every character is precomputed (the
-embedding folded through W_ih, one table lookup per step), and deeper layers multiply [x, h] by
-[W_ih | W_hh] in one matrix product. Long primes go through the fused kernel in chunks.
+(the model's `step_weights`) laid out for one-row products: layer 0's input term for every
+character is precomputed (the embedding folded through W_ih, one table lookup per step), and
+deeper layers multiply [x, h] by [W_ih | W_hh] in one matrix product. Long primes go through the
+fused kernel in chunks.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ class Weights:
     """One weight matrix W (N, K) of the stepper, stored for `b + x @ W.T` in a chosen precision.
 
     fp32: as trained, the exact reference. One row goes through `addmm`; a batch of rows through
-    oneDNN's product on a copy of W packed into its blocked layout (made at the first batch), at
+    oneDNN's product on a copy of W packed into its blocked layout (made for the first batch), at
     1.5 to 2 times addmm's speed for 32 rows on a CPU.
     bf16: 16-bit weights, products summed in fp32; packed for oneDNN where its bf16 kernels run
     (three to four times faster than a plain bf16 product there).
@@ -86,12 +87,18 @@ class Weights:
     multiplies is a hidden state, and h lies in (-1, 1) for all three cells (tanh, and the
     LSTM's o * tanh(c), and the GRU's mix of tanh(n) and h). The product is integer (torch's
     `_int_mm`), rescaled once: reading a quarter of fp32's bytes is what makes it faster, as one
-    step of a small batch is bound by reading the weights.
+    step of a small batch is bound by reading the weights. One row multiplies W's rows as they
+    lie (a transposed view); a batch a row-major copy (made for the first batch), 10 to 20%
+    faster for 32 rows.
+
+    `lay_out(rows)` picks the layout for products of `rows` rows; the stepper calls it whenever
+    its batch changes, so that a step does no checks.
     """
 
     def __init__(self, W: Tensor, precision: str):
         self.precision, self.onednn = precision, onednn(W.device)
         self.packed: Tensor | None = None  # W in oneDNN's layout, if used
+        self.rows: Tensor | None = None  # int8: W (K, N) row-major, for batches
         if precision == "int8":
             row_max = W.abs().amax(1).clamp_min(1e-12)  # (N,)
             self.W = (W * (127 / row_max[:, None])).round().to(torch.int8).T  # (K, N) view
@@ -100,21 +107,31 @@ class Weights:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
         else:
             self.W = W.T.contiguous().to(torch.bfloat16 if precision == "bf16" else W.dtype)
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32  # of the products
+        self.lay_out(1)
+
+    def lay_out(self, rows: int) -> None:
+        """Use the layout that multiplies `rows` rows fastest (each is made once, then kept)."""
+        self.addmm = self.precision == "fp32" and (rows == 1 or not self.onednn)
+        if self.precision == "fp32" and not self.addmm and self.packed is None:
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.W.T.contiguous(), 32)
+        if self.precision == "int8" and rows > 1 and self.rows is None:
+            self.rows = self.W.contiguous()
+        if self.precision == "int8":
+            self.W_mm = self.W if rows == 1 else self.rows  # (K, N)
 
     def __call__(self, b: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
         """b + x @ W.T: x (B, K), b (N,) or (B, N) -> (B, N) in fp32, into `out` if given."""
-        if self.precision == "fp32" and (x.shape[0] == 1 or not self.onednn):
+        if self.addmm:
             return torch.addmm(b, x, self.W, out=out)
-        if self.precision == "fp32" and self.packed is None:  # the first batch
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.W.T.contiguous(), 32)
         if self.packed is not None:
-            y = torch.ops.mkldnn._linear_pointwise(x.to(self.packed.dtype), self.packed, None,
+            y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, None,
                                                    "none", [], "")  # (B, N)
             return torch.add(b, y, out=out)
         if self.precision == "bf16":
             return torch.add(b, x.to(torch.bfloat16) @ self.W, out=out)
         x8 = (x * 127).round_().to(torch.int8)
-        return torch.addcmul(b, torch._int_mm(x8, self.W), self.scale, out=out)
+        return torch.addcmul(b, torch._int_mm(x8, self.W_mm), self.scale, out=out)
 
 
 def onednn(device: torch.device) -> bool:
@@ -150,32 +167,32 @@ class Stepper:
     @torch.inference_mode()
     def __init__(self, model, precision: str = "fp32", batch: int = 1):
         self.model, self.vocab = model, model.vocab
-        rnn, cfg = model.rnn, model.config
-        self.cell, self.L, self.H, self.precision = cfg.cell, cfg.layers, cfg.hidden, precision
-        W_ih, W_hh, b_ih, b_hh = rnn.layer_weights(0)
-        check_precision(precision, W_ih.device)
+        weights = model.step_weights()  # lm.StepWeights: table, layers, W_hy, b_y
+        cfg = model.config
+        self.cell, self.L, self.H, self.precision = weights.cell, cfg.layers, cfg.hidden, precision
+        _, W_hh, _, b_hh = weights.layers[0]
+        check_precision(precision, W_hh.device)
         # An LSTM's g rows are kept doubled (exactly, in every precision): g = tanh(x) =
         # 2 sigmoid(2x) - 1, so that one sigmoid covers all four gates (see `lstm_update`).
         d = torch.ones(W_hh.shape[0], device=W_hh.device)  # (G*H,)
         if self.cell == "lstm":
             d[2 * self.H:3 * self.H] = 2
-        # Layer 0's input term for every symbol: embedding (V, E) through W_ih -> (V, G*H).
-        table = model.embed.weight @ W_ih.T + b_ih
-        self.table = table if self.cell == "gru" else (table + b_hh) * d
+        # Layer 0's input term for every symbol (V, G*H) is the model's table.
+        self.table = weights.table if self.cell == "gru" else (weights.table + b_hh) * d
         if self.cell == "gru":  # the reset gate needs the hidden projection on its own
             self.layers = [(None, Weights(W_hh, precision), None, b_hh)]
         else:  # b_hh is in the table
             self.layers = [(Weights(W_hh * d[:, None], precision), None)]
-        for layer in range(1, self.L):
-            W_ih, W_hh, b_ih, b_hh = rnn.layer_weights(layer)
+        for W_ih, W_hh, b_ih, b_hh in weights.layers[1:]:
             if self.cell == "gru":
                 self.layers.append((Weights(W_ih, precision), Weights(W_hh, precision), b_ih, b_hh))
             else:  # [h_{l-1}, h_l] @ [W_ih | W_hh].T in one product
                 W = torch.cat([W_ih, W_hh], 1) * d[:, None]
                 self.layers.append((Weights(W, precision), (b_ih + b_hh) * d))
         # The output layer (V, H) is a few rows: fp32 at every precision, as rounding its input
-        # would cost more calls than reading its bytes does.
-        self.W_hy, self.b_y = Weights(model.head.weight, "fp32"), model.head.bias
+        # would cost more calls than reading its bytes does; and a plain product at every batch,
+        # as oneDNN's packing gains nothing on V rows (it was slower for 32 rows of a 65 x 512).
+        self.W_hy, self.b_y = weights.W_hy.T.contiguous(), weights.b_y  # (H, V), (V,)
         self.reset(batch)
 
     @torch.inference_mode()
@@ -190,6 +207,10 @@ class Stepper:
         """Take hs (B, L*H) and cs (L, B, H) as the state buffers, and make the step's buffers."""
         B, H = hs.shape[0], self.H
         self.hs, self.cs = hs, cs
+        for weights in self.layers:
+            for W in weights:
+                if isinstance(W, Weights):
+                    W.lay_out(B)
         self.h = [hs[:, layer * H:(layer + 1) * H] for layer in range(self.L)]  # L views (B, H)
         self.c = list(cs.unbind(0)) if cs is not None else None  # L views (B, H)
         # What each layer multiplies: h_0 (layer 0's input term is in the table), [h_{l-1}, h_l].
@@ -218,7 +239,7 @@ class Stepper:
                 lstm_update(self.gates[layer], self.blocks[layer], self.c[layer], h[layer])
             else:  # h = tanh(W_xh x + W_hh h + b)
                 torch.tanh(W(b, self.inputs[layer]), out=h[layer])
-        self.logits = self.W_hy(self.b_y, h[-1])  # (B, V)
+        self.logits = torch.addmm(self.b_y, h[-1], self.W_hy)  # (B, V)
         if isinstance(token, int):
             self.logits = self.logits[0]  # (V,)
         return self.logits
@@ -417,6 +438,7 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
             seen[:, ids] = True
         decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(N)] \
             if vocab.kind == "byte" else None
+        symbols = [vocab.decode([t]) for t in range(len(vocab))]  # id -> text (bytes)
         for i in range(length):
             if beam is not None:
                 token = next(tokens)  # (N,)
@@ -425,7 +447,7 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
                              repetition_penalty, seen)  # (N,)
             if seen is not None:
                 seen[torch.arange(N), token] = True
-            pieces = [vocab.decode([t]) for t in token.tolist()]
+            pieces = [symbols[t] for t in token.tolist()]
             yield [d.decode(p) for d, p in zip(decoders, pieces, strict=True)] if decoders else pieces
             if beam is None and i + 1 < length:
                 logits = stepper.feed(int(token[0]) if N == 1 else token)
