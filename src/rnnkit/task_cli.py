@@ -34,9 +34,10 @@ from .devices import pick_device
 from .errors import RnnkitError
 from .fit import accuracy, fit
 from .optional import need
+from .panel import CALENDAR
+from .panel import quantile_levels as parse_levels
 from .runfiles import atomic_write, write_json_atomic
-from .runs import Classifier, Forecaster, load
-from .series import naive_forecast, read_series, relative, windows
+from .runs import Classifier, load
 from .task_runs import (
     check_features,
     read_examples,
@@ -85,34 +86,64 @@ def add_commands(sub) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
     p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
-    f = sub.add_parser("forecast", help="forecast series from CSV columns (next-step and H-step)",
-                       description="Train a forecaster on CSV columns, or forecast a series "
-                       "with a trained one.")
+    f = sub.add_parser("forecast", help="forecast series: one or many, with covariates and "
+                       "quantiles", description="Train one forecaster on every series of a CSV "
+                       "or .npz, or forecast them with a trained one.")
     fsub = f.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = fsub.add_parser("train", help="train a forecaster on CSV columns",
-                        description="Train a forecaster of the next H steps from the last W, "
-                        "and report its test error against the naive last-value forecast.")
+    t = fsub.add_parser("train", help="train a global forecaster on one or many series",
+                        description="Train a forecaster of the next H steps from the last W of "
+                        "every series, and report its error on the held-out end of each series "
+                        "(MASE, sMAPE, interval coverage) against the seasonal naive forecast.")
     t.set_defaults(run=cmd_forecast_train)
-    t.add_argument("series", metavar="SERIES.csv", help="CSV file, a header then one row per "
-                   "time step")
+    t.add_argument("series", metavar="SERIES", help="CSV (a header, then one row per time step "
+                   "and series) or .npz (x [N, T, F], lengths [N], ids [N])")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     t.add_argument("--columns", type=columns_list, help="comma-separated columns to forecast "
-                   "(default: all)")
+                   "(default: every column without another role)")
     t.add_argument("--horizon", type=int, default=1, help="steps to forecast, H (default 1)")
-    t.add_argument("--window", type=int, default=48, help="past steps the model reads "
-                   "(default 48)")
-    t.add_argument("--test-fraction", type=float, default=0.2, help="the last part of the "
-                   "series is the test set (default 0.2)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="the part before it picks "
-                   "the best epoch (default 0.1)")
+    t.add_argument("--window", type=int, help="past steps the model reads (default: 48, or "
+                   "two seasons when that is longer)")
+    d = t.add_argument_group("many series, covariates and quantiles")
+    d.add_argument("--id-column", metavar="NAME", help="CSV column naming each row's series "
+                   "(default: the file is one series)")
+    d.add_argument("--time-column", metavar="NAME", help="CSV column of times (ISO dates or "
+                   "numbers): orders each series' rows, gives --calendar and the season (default none: "
+                   "the rows are in order)")
+    d.add_argument("--past", type=columns_list, metavar="A,B", help="covariates known only up "
+                   "to the forecast origin (default none)")
+    d.add_argument("--known", type=columns_list, metavar="A,B", help="covariates known in "
+                   "advance; forecasting needs their next H rows (default none)")
+    d.add_argument("--calendar", type=calendar_list, metavar="hour,weekday,month",
+                   help="calendar features of --time-column, known in advance (default none)")
+    d.add_argument("--quantiles", type=quantile_levels, metavar="0.1,0.5,0.9", help="forecast "
+                   "these quantiles (pinball loss; 0.5, the point forecast, is always added) "
+                   "and report each interval's coverage (default: a mean forecast, squared "
+                   "error)")
+    d.add_argument("--season", type=int, help="season length m of MASE and the seasonal naive "
+                   "forecast (default: from --time-column's spacing, else 1)")
+    split = t.add_argument_group("held-out data")
+    split.add_argument("--origins", type=int, default=1, help="the last K horizons of every "
+                       "series are the test set, one forecast origin each (default 1)")
+    split.add_argument("--val-origins", type=int, default=1, help="the horizons before them "
+                       "pick the best epoch (default 1; 0: keep the last epoch)")
+    split.add_argument("--test-fraction", type=float, help="instead, the last fraction of every "
+                       "series is the test set, with an origin at every step (default: "
+                       "--origins)")
+    split.add_argument("--val-fraction", type=float, default=0.1, help="with --test-fraction, "
+                       "the fraction before it that picks the best epoch (default 0.1)")
     add_model_options(t, duration)
 
-    p = fsub.add_parser("predict", help="forecast the next H steps of a CSV series",
-                        description="Forecast the next H steps after the end of a CSV series "
-                        "(and, when it is long enough, its error against the naive forecast).")
+    p = fsub.add_parser("predict", help="forecast the next H steps of every series",
+                        description="Forecast the next H steps after the end of every series "
+                        "of a CSV or .npz (and, when they are long enough, the error of the "
+                        "last H steps against the naive forecasts); writes a plot.")
     p.set_defaults(run=cmd_forecast_predict)
     p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit forecast train")
-    p.add_argument("series", metavar="SERIES.csv", help="CSV file with the run's columns")
+    p.add_argument("series", metavar="SERIES", help="CSV or .npz with the run's columns")
+    p.add_argument("--plot", metavar="PATH", help="the picture of history, forecast and "
+                   "interval (default DIR/forecast.png)")
+    p.add_argument("--show", type=columns_list, metavar="ID,ID", help="series to draw (default: "
+                   "the first 4)")
     p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
 
@@ -121,6 +152,22 @@ def columns_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("give column names separated by commas")
     return names
+
+
+def calendar_list(text: str) -> list[str]:
+    names = columns_list(text)
+    unknown = [n for n in names if n not in CALENDAR]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"give different features among {', '.join(CALENDAR)}, "
+                                         f"separated by commas; got {text!r}")
+    return names
+
+
+def quantile_levels(text: str) -> list[float]:
+    try:
+        return parse_levels(text)
+    except RnnkitError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--quantiles ")) from None
 
 
 def add_data_options(t) -> None:
@@ -414,108 +461,15 @@ def cmd_classify_predict(args) -> int:
     return 0
 
 
-# --- forecasting ------------------------------------------------------------------------------
-
-def forecast_errors(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """MAE and RMSE over all H steps, and of the first (next-step) forecast."""
-    err = pred - truth  # (N, H, F)
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
-            "next_step_mae": float(np.abs(err[:, 0]).mean())}
-
-
-def report(model_err: dict, naive_err: dict, where: str) -> str:
-    gain = 1 - model_err["mae"] / naive_err["mae"] if naive_err["mae"] else 0.0
-    return (f"{where}: H-step MAE {model_err['mae']:.4f} (naive {naive_err['mae']:.4f}, "
-            f"{gain:+.1%} better), RMSE {model_err['rmse']:.4f} (naive "
-            f"{naive_err['rmse']:.4f}), next-step MAE {model_err['next_step_mae']:.4f} "
-            f"(naive {naive_err['next_step_mae']:.4f})")
-
+# --- forecasting (rnnkit.forecast_cli) --------------------------------------------------------
 
 def cmd_forecast_train(args) -> int:
-    started = time.monotonic()  # --max-time is this command's budget, reading data included
-    out = Path(args.out)
-    fit_cfg, given = fit_config(args)
-    if args.horizon < 1 or args.window < 1:
-        raise RnnkitError(f"--horizon and --window must be positive, got {args.horizon} and "
-                          f"{args.window}")
-    if not (0 < args.test_fraction < 1 and 0 <= args.val_fraction < 1
-            and args.test_fraction + args.val_fraction < 1):
-        raise RnnkitError("--test-fraction must be in (0, 1) and --val-fraction in [0, 1), "
-                          "together below 1")
-    main = distributed.launched_rank() == 0  # under torchrun, rank 0 alone writes and reports
-    with training_run(out, FORECASTER, args.resume, main) as resuming:
-        return forecast_train(args, fit_cfg, given, resuming, main, started)
+    from .forecast_cli import train
 
-
-def forecast_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bool,
-                   started: float) -> int:
-    """`rnnkit forecast train`, in its run directory held by `training_run`."""
-    out = Path(args.out)
-    say = print if main else (lambda *a, **k: None)
-    series, columns = read_series(args.series, args.columns)  # (T, F)
-    T, H, W = len(series), args.horizon, args.window
-    if T < H + 1:
-        raise RnnkitError(f"{args.series}: the series has {T} steps, shorter than the horizon "
-                          f"{H} plus one observed step")
-    n_test, n_val = int(T * args.test_fraction), int(T * args.val_fraction)
-    n_train = T - n_test - n_val
-    # Each part's windows may read the W steps before it, so only their targets are held out.
-    parts = {"train": series[:n_train], "validation": series[max(0, n_train - W):T - n_test],
-             "test": series[max(0, T - n_test - W):]}
-    for name, part in parts.items():
-        if name != "validation" or n_val:
-            windows(part, W, H, where=f"{args.series} ({name} part, {len(part)} steps)")
-    std = np.diff(parts["train"], axis=0).std(0) * np.sqrt(H) + 1e-6  # scale of H-step changes
-
-    def dataset(part):
-        x, y = windows(part, W, H)  # (N, W, F), (N, H, F)
-        inputs, last = relative(x, std)
-        targets = ((y - last) / std).reshape(len(y), -1).astype(np.float32)  # (N, H * F)
-        return {"inputs": torch.from_numpy(inputs), "targets": torch.from_numpy(targets)}
-
-    F = series.shape[1]
-    torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
-    model = SequenceModel(model_config(args, F, H * F, "regress"))
-    data = {"source": "csv", "columns": columns, "window": W, "horizon": H,
-            "std": std.tolist()}
-    if resuming:
-        fit_cfg = resumed_config(out, FORECASTER, model.config, fit_cfg, given, data)
-    elif main:
-        write_config(out, FORECASTER, model.config, fit_cfg, data)
-    say(f"data: {args.series}, {T} steps x {F} columns {columns}; train {n_train} / "
-          f"validation {n_val} / test {n_test} steps (the last part is the test set); "
-          f"window {W}, horizon {H}")
-    val = dataset(parts["validation"]) if n_val else None
-    x_test, y_test = windows(parts["test"], W, H)
-    fitted = time.monotonic()
-    summary = fit(model, dataset(parts["train"]), val, fit_cfg, out, started=started,
-                  test_rows=len(x_test), resume=resuming)
-    stopped = 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
-    if not main:
-        return stopped
-    tested = time.monotonic()
-    model_err = forecast_errors(Forecaster(model, data).forecast(x_test), y_test)
-    naive_err = forecast_errors(naive_forecast(x_test, H), y_test)
-    write_json_atomic(out / "metrics.json", {"test": model_err, "naive": naive_err,
-                                             "test_windows": len(x_test),
-                                             "train_seconds": summary["seconds"],
-                                             "history": summary["history"]})
-    print(report(model_err, naive_err, f"test ({len(x_test)} windows)"))
-    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
-    print(f"test_mae {model_err['mae']:.4f} naive_mae {naive_err['mae']:.4f}")
-    return stopped
+    return train(args)
 
 
 def cmd_forecast_predict(args) -> int:
-    forecaster = load(args.run_dir, pick_device(args.device), kind=FORECASTER)
-    future = forecaster.predict(args.series)  # (H, F): what rnnkit.load(DIR).predict gives
-    series = forecaster.read(args.series)  # (T, F), for the error over its own windows
-    W, H = forecaster.window, forecaster.horizon
-    if len(series) >= W + H:
-        x, y = windows(series, W, H)
-        print(report(forecast_errors(forecaster.forecast(x), y),
-                     forecast_errors(naive_forecast(x, H), y), f"{args.series} ({len(x)} windows)"))
-    print("step," + ",".join(forecaster.columns))
-    for h, row in enumerate(future, start=1):
-        print(f"+{h}," + ",".join(f"{v:.6g}" for v in row))
-    return 0
+    from .forecast_cli import predict
+
+    return predict(args)
