@@ -221,3 +221,18 @@ def test_read_panel_orders_rows_by_time(tmp_path):
     panel, columns = read_panel(path, {"id_column": "id", "time_column": "t"})
     assert columns == ["y"] and panel.ids == ["b", "a"]
     assert panel.values[0][:, 0].tolist() == [10, 20] and panel.values[1][:, 0].tolist() == [1, 2]
+
+
+def test_a_model_that_writes_zeros_is_the_seasonal_naive_forecast():
+    from rnnkit.panel import decode
+
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(40, 2)).astype(np.float32), rng.normal(size=(9, 2))
+              .astype(np.float32)]
+    empty = [np.zeros((len(v), 0), np.float32) for v in values]
+    panel = Panel(["a", "b"], values, empty, empty)
+    data = {"columns": ["u", "v"], "window": 12, "horizon": 5, "scale": "window", "season": 7}
+    enc = encode(panel, [np.array([30, 35]), np.array([4, 9])], data)
+    forecasts = decode(np.zeros((4, 5 * 2)), enc, 5, 1)[..., 0]  # (n, H, F)
+    for k, (i, o) in enumerate(zip(enc["series"], enc["origin"], strict=True)):
+        np.testing.assert_array_equal(forecasts[k], seasonal_naive(values[i][:o], 5, 7))

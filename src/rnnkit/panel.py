@@ -16,6 +16,10 @@ its own series, so series of any level and size share the weights:
     x'_t = (y_t - y_last) / s        s = the run's std of H-step changes (one series), or
                                          the mean |y_t - y_t-1| of the window (many series)
 
+and it forecasts each step's departure from the seasonal naive forecast (season length m;
+m = 1: the last value), (y_o+h - y_o+h-m*ceil((h+1)/m)) / s, so a model that writes zeros is
+the seasonal naive forecast and the network learns what that forecast misses.
+
 With known covariates or calendar features the window runs on H steps past the origin, where
 only those inputs and an "observed" flag of 0 are given. The model writes H x F values, or
 H x F x Q quantiles, in the same units, which `decode` turns back into the series' units.
@@ -307,15 +311,17 @@ def encode(panel: Panel, origins: list[np.ndarray], data: dict,
 
     origins[i] holds forecast origins o of series i (its first forecast step; 1 <= o <= T_i):
     the window reads steps [max(0, o - W), o). Returns inputs (n, L, F_in) right-padded,
-    lengths (n,), last (n, F), scale (n, F), series (n,) and origin (n,).
+    lengths (n,), last (n, F), scale (n, F), base (n, H, F): the seasonal naive forecast the
+    outputs are read from, series (n,) and origin (n,).
     """
     W, H = data["window"], data["horizon"]
     future = has_future(data)
     L = W + (H if future else 0)
     F = len(data["columns"])
     std = np.asarray(data.get("std") or [1.0] * F, np.float32)
-    out: dict[str, list] = {k: [] for k in ("inputs", "lengths", "last", "scale", "series",
-                                            "origin")}
+    m = data.get("season", 1)
+    out: dict[str, list] = {k: [] for k in ("inputs", "lengths", "last", "scale", "base",
+                                            "series", "origin")}
     for i, o in enumerate(origins):
         o = np.asarray(o, dtype=np.int64)
         if not len(o):
@@ -341,6 +347,9 @@ def encode(panel: Panel, origins: list[np.ndarray], data: dict,
         out["lengths"].append(c + (H if future else 0))
         out["last"].append(last)
         out["scale"].append(np.asarray(scale, np.float32))
+        h = np.arange(H)[None, :]  # the seasonal naive forecast, as `forecast_scores` makes it
+        base = np.where(o[:, None] > m, o[:, None] - m + h % m, o[:, None] - 1)  # (n, H)
+        out["base"].append(V[base])  # (n, H, F)
         out["series"].append(np.full(len(o), i))
         out["origin"].append(o)
     if not out["inputs"]:
@@ -350,10 +359,8 @@ def encode(panel: Panel, origins: list[np.ndarray], data: dict,
 
 def targets(panel: Panel, enc: dict[str, np.ndarray], H: int) -> np.ndarray:
     """(n, H * F): the H steps after each origin, in the window's units."""
-    y = np.stack([panel.values[i][o:o + H] for i, o in zip(enc["series"], enc["origin"],
-                                                           strict=True)])  # (n, H, F)
-    return ((y - enc["last"][:, None]) / enc["scale"][:, None]).reshape(len(y), -1) \
-        .astype(np.float32)
+    y = truth(panel, enc, H)  # (n, H, F)
+    return ((y - enc["base"]) / enc["scale"][:, None]).reshape(len(y), -1).astype(np.float32)
 
 
 def truth(panel: Panel, enc: dict[str, np.ndarray], H: int) -> np.ndarray:
@@ -366,8 +373,7 @@ def decode(outputs: np.ndarray, enc: dict[str, np.ndarray], H: int, Q: int) -> n
     """Model outputs (n, H * F * Q) -> (n, H, F, Q) in the series' units, quantiles sorted so
     that they never cross."""
     n, F = len(outputs), enc["last"].shape[1]
-    y = outputs.reshape(n, H, F, Q) * enc["scale"][:, None, :, None] + enc["last"][:, None, :,
-                                                                                    None]
+    y = outputs.reshape(n, H, F, Q) * enc["scale"][:, None, :, None] + enc["base"][..., None]
     return np.sort(y, axis=-1)
 
 
