@@ -110,6 +110,8 @@ def test_many_series_with_covariates_and_quantiles(cli, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["series"] == 3 and metrics["test_windows"] == 3
     assert set(metrics["coverage"]) == {"80%"}
+    offsets = json.loads((out / "config.json").read_text())["data"]["offsets"]
+    assert len(offsets) == 3 and offsets[1] == 0 and offsets[0] == -offsets[2]  # calibrated
     # the daily cycle and the price are learnt: better than both naive forecasts
     assert metrics["test"]["mase"] < metrics["naive"]["mase"], stdout
     assert metrics["test"]["mase"] < metrics["seasonal_naive"]["mase"], stdout
@@ -236,3 +238,16 @@ def test_a_model_that_writes_zeros_is_the_seasonal_naive_forecast():
     forecasts = decode(np.zeros((4, 5 * 2)), enc, 5, 1)[..., 0]  # (n, H, F)
     for k, (i, o) in enumerate(zip(enc["series"], enc["origin"], strict=True)):
         np.testing.assert_array_equal(forecasts[k], seasonal_naive(values[i][:o], 5, 7))
+
+
+def test_conformal_offsets_make_intervals_cover_their_share():
+    from rnnkit.panel import conformal_offsets
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(2000, 1))  # N(0, 1) values; the head's 80% interval is far too narrow
+    raw = np.tile([-0.5, 0.0, 0.5], (2000, 1))  # (n, C * Q), C = 1
+    offsets = conformal_offsets(raw, y, [0.1, 0.5, 0.9])
+    np.testing.assert_allclose(offsets, [-(1.2816 - 0.5), 0.0, 1.2816 - 0.5], atol=0.08)
+    fresh = rng.normal(size=(20000, 1, 1))
+    q = (raw[:1] + offsets).reshape(1, 1, 1, 3)
+    assert coverage(fresh, q, [0.1, 0.5, 0.9])["80%"]["coverage"] == pytest.approx(0.8, abs=0.02)

@@ -28,12 +28,22 @@ from .errors import RnnkitError
 from .fit import fit
 from .forecast_scores import coverage, score, seasonal_naive
 from .optional import need
-from .panel import Panel, encode, has_future, infer_season, read_panel, split_origins, targets, truth
+from .panel import (
+    Panel,
+    conformal_offsets,
+    encode,
+    has_future,
+    infer_season,
+    read_panel,
+    split_origins,
+    targets,
+    truth,
+)
 from .plots import plot_forecast
 from .runfiles import write_json_atomic
 from .runs import Forecaster, load
 from .task_cli import FORECASTER, done, fit_config, model_config
-from .task_runs import resumed_config, training_run, write_config
+from .task_runs import read_format, resumed_config, training_run, write_config
 from .tasks import SequenceModel
 
 
@@ -121,7 +131,8 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         flat = covariates.reshape(-1, covariates.shape[-1])
         mean[F:F + flat.shape[1]], std[F:F + flat.shape[1]] = flat.mean(0), flat.std(0)
         model.set_standardization(mean, std)
-    if resuming:
+    if resuming:  # the calibration is the run's, until the resumed training makes its own
+        data["offsets"] = read_format(out, FORECASTER)[1].get("data", {}).get("offsets", [])
         fit_cfg = resumed_config(out, FORECASTER, model.config, fit_cfg, given, data)
     elif main:
         write_config(out, FORECASTER, model.config, fit_cfg, data)
@@ -139,6 +150,10 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         return stopped
     tested = time.monotonic()
     forecaster = Forecaster(model, data)
+    if forecaster.levels and n_val:  # calibrate the intervals on the validation windows
+        raw, enc = forecaster.outputs(panel, val_o)
+        data["offsets"] = conformal_offsets(raw, targets(panel, enc, H), forecaster.levels)
+        write_config(out, FORECASTER, model.config, fit_cfg, data)
     forecasts, enc = forecaster.run(panel, test_o)  # (n, H, F, Q)
     metrics = scores(panel, enc, forecaster.point(forecasts), m)
     if forecaster.levels:

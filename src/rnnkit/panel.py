@@ -369,12 +369,37 @@ def truth(panel: Panel, enc: dict[str, np.ndarray], H: int) -> np.ndarray:
                                                               strict=True)])
 
 
-def decode(outputs: np.ndarray, enc: dict[str, np.ndarray], H: int, Q: int) -> np.ndarray:
-    """Model outputs (n, H * F * Q) -> (n, H, F, Q) in the series' units, quantiles sorted so
-    that they never cross."""
+def decode(outputs: np.ndarray, enc: dict[str, np.ndarray], H: int, Q: int,
+           offsets: list[float] | None = None) -> np.ndarray:
+    """Model outputs (n, H * F * Q) -> (n, H, F, Q) in the series' units, each quantile moved by
+    its calibration offset (`conformal_offsets`) and the quantiles sorted so they never cross."""
     n, F = len(outputs), enc["last"].shape[1]
-    y = outputs.reshape(n, H, F, Q) * enc["scale"][:, None, :, None] + enc["base"][..., None]
+    y = outputs.reshape(n, H, F, Q) + np.asarray(offsets or np.zeros(Q), np.float32)
+    y = y * enc["scale"][:, None, :, None] + enc["base"][..., None]
     return np.sort(y, axis=-1)
+
+
+def conformal_offsets(outputs: np.ndarray, targets: np.ndarray, levels: list[float],
+                      ) -> list[float]:
+    """Offsets (Q,) that make each interval [q, 1 - q] cover its nominal share of held-out
+    values (conformalized quantile regression, Romano et al. 2019), in the window's units.
+
+    outputs (n, C * Q) and targets (n, C) from validation windows: with the conformity score
+    E = max(y^_q - y, y - y^_1-q), the interval widened by the ceil((N + 1)(1 - a)) / N
+    quantile of E on each side (narrowed, if negative) covers 1 - a of exchangeable values.
+    """
+    Q = len(levels)
+    out = outputs.reshape(*targets.shape, Q)
+    offsets = [0.0] * Q
+    for i, q in enumerate(levels):
+        j = next((j for j, r in enumerate(levels) if abs(r - (1 - q)) < 1e-9), None)
+        if q >= 0.5 or j is None:
+            continue
+        E = np.maximum(out[..., i] - targets, targets - out[..., j]).ravel()
+        N, nominal = len(E), 1 - 2 * q
+        c = float(np.quantile(E, min(1.0, np.ceil((N + 1) * nominal) / N)))
+        offsets[i], offsets[j] = -c, c
+    return offsets
 
 
 def split_origins(lengths: list[int], H: int, W: int, origins: int = 1, val_origins: int = 1,

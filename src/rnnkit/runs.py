@@ -211,16 +211,23 @@ class Forecaster:
         the H rows to forecast (targets empty), which a run with known covariates needs."""
         return read_panel(path, self.data, future=self.horizon)[0]
 
-    def run(self, panel: Panel, origins: list[np.ndarray], batch_size: int = 512,
-            ) -> tuple[np.ndarray, dict]:
-        """Forecasts at the given origins of every series: (n, H, F, Q) in the series' units
-        (Q = 1 without quantiles), and the windows (`panel.encode`) they came from."""
+    def outputs(self, panel: Panel, origins: list[np.ndarray], batch_size: int = 512,
+                ) -> tuple[np.ndarray, dict]:
+        """The model's outputs (n, H * F * Q) at the given origins of every series, in the
+        windows' units, and the windows (`panel.encode`)."""
         enc = encode(panel, origins, self.data)
         inputs = {"inputs": torch.from_numpy(enc["inputs"])}
         if (enc["lengths"] != enc["inputs"].shape[1]).any():
             inputs["lengths"] = torch.from_numpy(enc["lengths"])
-        out = model_outputs(self.model, inputs, batch_size, device_of(self.model)).numpy()
-        return decode(out, enc, self.horizon, max(1, len(self.levels))), enc
+        return model_outputs(self.model, inputs, batch_size, device_of(self.model)).numpy(), enc
+
+    def run(self, panel: Panel, origins: list[np.ndarray], batch_size: int = 512,
+            ) -> tuple[np.ndarray, dict]:
+        """Forecasts at the given origins of every series: (n, H, F, Q) in the series' units
+        (Q = 1 without quantiles), and the windows (`panel.encode`) they came from."""
+        out, enc = self.outputs(panel, origins, batch_size)
+        return decode(out, enc, self.horizon, max(1, len(self.levels)),
+                      self.data.get("offsets")), enc
 
     def point(self, forecasts: np.ndarray) -> np.ndarray:
         """(n, H, F, Q) -> (n, H, F): the median, or the one value of a run without quantiles."""

@@ -92,6 +92,7 @@ class ForecasterData:
     calendar: list[str] = field(default_factory=list)  # "hour", "weekday", "month"
     quantiles: list[float] = field(default_factory=list)  # levels of the head; empty: a mean
     season: int = 1  # m of MASE and of the seasonal naive forecast
+    offsets: list[float] = field(default_factory=list)  # (Q,) calibration of the quantiles
 
     def __post_init__(self):
         if self.source not in ("csv", "npz"):
@@ -107,6 +108,10 @@ class ForecasterData:
                 math.isfinite(v) and v > 0 for v in self.std)):
             raise RnnkitError(f"data.std must be {len(self.columns)} positive numbers (one per "
                               f"column), got {self.std[:5]}")
+        if self.offsets and (len(self.offsets) != len(self.quantiles) or not all(
+                math.isfinite(v) for v in self.offsets)):
+            raise RnnkitError(f"data.offsets must be {len(self.quantiles)} numbers, one per "
+                              f"quantile, got {self.offsets[:5]}")
         unknown = sorted(set(self.calendar) - {"hour", "weekday", "month"})
         if unknown:
             raise RnnkitError(f"data.calendar holds {unknown}; the features are hour, weekday, "
