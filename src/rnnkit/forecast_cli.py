@@ -103,7 +103,7 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
     m = args.season or infer_season(panel.times[0])
     W = args.window or max(48, 2 * m)
     data.update(window=W, season=m, scale="run" if len(panel) == 1 else "window")
-    train_o, val_o, test_o = split_origins([len(v) for v in panel.values], H, W, args.origins,
+    train_o, val_o, test_o = split_origins([len(v) for v in panel.values], H, args.origins,
                                            args.val_origins, args.test_fraction,
                                            args.val_fraction)
     n_train, n_val, n_test = (sum(map(len, o)) for o in (train_o, val_o, test_o))

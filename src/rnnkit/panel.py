@@ -113,7 +113,7 @@ def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
             day = times[-1] - times[-1].astype("datetime64[M]").astype(times.dtype)
             return (times[-1].astype("datetime64[M]") + k * months).astype(times.dtype) + day
     step = np.diff(times)
-    if (step != step[0]).any() or not step[0] > step[0] * 0:
+    if (step != step[0]).any() or not step[0] > np.zeros_like(step[0]):
         raise RnnkitError(f"{where}: the times are not evenly spaced, so the next ones are "
                           "unknown; give every step of the series, in order")
     return times[-1] + k * step[0]
@@ -402,7 +402,7 @@ def conformal_offsets(outputs: np.ndarray, targets: np.ndarray, levels: list[flo
     return offsets
 
 
-def split_origins(lengths: list[int], H: int, W: int, origins: int = 1, val_origins: int = 1,
+def split_origins(lengths: list[int], H: int, origins: int = 1, val_origins: int = 1,
                   test_fraction: float | None = None, val_fraction: float = 0.1,
                   ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Train, validation and test origins of series of the given lengths, in time order.

@@ -270,10 +270,16 @@ class Forecaster:
                 raise RnnkitError(f"{at}: the series has {len(values)} steps; the model reads "
                                   f"the last {self.window}")
         q, _ = self.run(panel, [np.array([len(v)]) for v in panel.values])
-        times = [None if t is None else future_times(t, self.horizon, where)
-                 for t in panel.times] if panel.times else [None] * len(panel)
+        times = [self.next_times(t, where) for t in panel.times or [None] * len(panel)]
         return Forecasts(panel.ids, self.columns, self.point(q),
                          q if self.levels else None, self.levels, times)
+
+    def next_times(self, times: np.ndarray | None, where: str) -> np.ndarray | None:
+        """The H times after a series' end, or None (no time column, or uneven times)."""
+        try:
+            return None if times is None else future_times(times, self.horizon, where)
+        except RnnkitError:
+            return None
 
     def predict(self, series) -> np.ndarray | Forecasts:
         """The H steps after the end of `series`: a CSV file with the run's columns, or an array
