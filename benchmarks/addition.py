@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
-from rnnkit.fit import FitConfig, fit  # noqa: E402
+from rnnkit.fitting import FitConfig, fit  # noqa: E402
 from rnnkit.tasks import DecoderConfig, Seq2Seq, Seq2SeqConfig  # noqa: E402
 
 START, END, PAD = 0, 1, 2

@@ -421,7 +421,7 @@ CUDA_PATHS = {
            "forward/backward, the GPU stepper (sample.Stepper on cuda, feed_many's fused chunk), "
            "checkpoint.write_safetensors from GPU tensors, load on the CPU",
     "precision": "torch.autocast('cuda', fp16/bf16), GradScaler('cuda') with unscale_ and clip",
-    "tasks": "fit.fit and fit.evaluate on cuda, task_runs.load_task of a GPU run on the CPU",
+    "tasks": "fitting.fit and fitting.dataset_loss on cuda, task_runs.load_task of a GPU run on the CPU",
     "torchrun": "distributed.setup's CUDA branch (set_device, cpu:gloo,cuda:nccl), DDP with "
                 "device_ids, no_sync under --accumulate, gather_rows on NCCL, mean/broadcast/"
                 "barrier on gloo, rows_of_saved to cuda on resume",

@@ -17,7 +17,7 @@ from sklearn.model_selection import train_test_split
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import save  # noqa: E402
 
-from rnnkit.fit import FitConfig, accuracy, evaluate, fit  # noqa: E402
+from rnnkit.fitting import FitConfig, accuracy, dataset_loss, fit  # noqa: E402
 from rnnkit.tasks import MLP, MLPConfig, SequenceConfig, SequenceModel  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def run() -> dict:
             ("mlp", MLP(MLPConfig(64, 10, hidden=256, layers=2, dropout=0.2)))):
         t0 = time.monotonic()
         fit(model, train, None, cfg, quiet=True)
-        _, acc = evaluate(model, test, 512, torch.device("cpu"), accuracy)
+        _, acc = dataset_loss(model, test, 512, torch.device("cpu"), accuracy)
         result[name] = {"test_accuracy": acc, "seconds": round(time.monotonic() - t0, 1)}
         print(name, result[name])
     return {**result, "test_examples": len(test_i), "target": "rnn >= 0.98",

@@ -20,7 +20,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from rnnkit.fit import FitConfig, accuracy, evaluate, fit
+from rnnkit.fitting import FitConfig, accuracy, dataset_loss, fit
 from rnnkit.tasks import MLP, MLPConfig, SequenceConfig, SequenceModel
 
 SHADES = " .:-=+*#%@"  # pixel values 0..16, dark to bright
@@ -53,7 +53,7 @@ def main() -> None:
     torch.manual_seed(0)  # the initial weights
     rnn = SequenceModel(SequenceConfig(input_size=8, output_size=10, cell="gru", hidden=64))
     fit(rnn, train, None, cfg, quiet=True)
-    _, rnn_acc = evaluate(rnn, test, 512, torch.device("cpu"), accuracy)
+    _, rnn_acc = dataset_loss(rnn, test, 512, torch.device("cpu"), accuracy)
     with torch.no_grad():
         guess = int(rnn(test["inputs"][:1])[0].argmax())
     print("Many-to-one RNN (GRU, 64 units), one row per step, answer after the last row:")
@@ -64,7 +64,7 @@ def main() -> None:
     torch.manual_seed(0)
     mlp = MLP(MLPConfig(64, 10, hidden=128, layers=2))
     fit(mlp, train, None, cfg, quiet=True)
-    _, mlp_acc = evaluate(mlp, test, 512, torch.device("cpu"), accuracy)
+    _, mlp_acc = dataset_loss(mlp, test, 512, torch.device("cpu"), accuracy)
     print("One-to-one control, an MLP that sees all 64 pixels at once:")
     print(f"  MLP test accuracy: {100 * mlp_acc:.1f}%")
     print()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from rnnkit.fit import FitConfig, accuracy, evaluate, fit
+from rnnkit.fitting import FitConfig, accuracy, dataset_loss, fit
 from rnnkit.tasks import (
     MLP,
     ConditionedGenerator,
@@ -65,7 +65,7 @@ def one_to_one() -> float:
     fit(model, train, None, config(epochs=10, batch_size=64, lr=1e-2), quiet=True)
     point = torch.tensor([[0.5, -0.3]])
     print(f"   e.g. (0.5, -0.3) -> class {int(model(point)[0].argmax())}")
-    _, acc = evaluate(model, test, 500, CPU, accuracy)
+    _, acc = dataset_loss(model, test, 500, CPU, accuracy)
     report("one-to-one", acc, "1000 unseen points")
     return acc
 
@@ -129,7 +129,7 @@ def many_to_one() -> float:
     fit(model, train, None, config(epochs=8, batch_size=32, lr=1e-2), quiet=True)
     x = torch.tensor([[0.9, -1.2, 0.4, -0.5, 0.1, 0.6]])[..., None]  # sum 0.3
     print(f"   e.g. 0.9 -1.2 0.4 -0.5 0.1 0.6 (sum 0.3) -> {'yes' if model(x)[0].argmax() else 'no'}")
-    _, acc = evaluate(model, test, 500, CPU, accuracy)
+    _, acc = dataset_loss(model, test, 500, CPU, accuracy)
     report("many-to-one", acc, "1000 unseen sequences")
     return acc
 
@@ -192,7 +192,7 @@ def synced() -> float:
     tags, _ = model(F.one_hot(bits, 2).float()[None])  # (1, T, 2)
     shown = " ".join("even" if t else "odd" for t in tags[0].argmax(-1).tolist())
     print(f"   e.g. {' '.join(map(str, bits.tolist()))} -> {shown}")
-    _, acc = evaluate(model, test, 500, CPU, accuracy)
+    _, acc = dataset_loss(model, test, 500, CPU, accuracy)
     report("synced", acc, "every step of 1000 unseen strings")
     return acc
 

@@ -11,7 +11,7 @@ from conftest import PYTHON
 import rnnkit
 from rnnkit import engine
 from rnnkit.configs import FitConfig, RunConfig, TrainConfig
-from rnnkit.fit import batches
+from rnnkit.fitting import batches
 from rnnkit.tasks import SequenceConfig, SequenceModel
 
 SRC = Path(rnnkit.__file__).parent

@@ -296,15 +296,15 @@ NAN_RUNS = {"lm": (10, 30, 20, 10, [10, 20, 30]), "classifier": (2, 4, 18, 12, [
 @pytest.mark.parametrize("on_nan", ["stop", "rollback"])
 def test_nan_validation_loss_is_handled_like_a_nan_training_loss(cli, data, tmp_path,
                                                                  monkeypatch, kind, on_nan):
-    fit, training = (importlib.import_module(f"rnnkit.{m}") for m in ("fit", "training"))
+    fitting, training = (importlib.import_module(f"rnnkit.{m}") for m in ("fitting", "training"))
 
     length, longer, nan_step, saved_step, evaluations = NAN_RUNS[kind.name]
     run = tmp_path / "run"
     assert cli(*kind.args(data, run, kind.length, length))[0] == 0
     before = {name: (run / name).read_bytes() for name in ["model.safetensors",
                                                            "last.safetensors"]}
-    module = training if kind is LM else fit
-    evaluate, calls = module.evaluate, []
+    module, name = (training, "text_loss") if kind is LM else (fitting, "dataset_loss")
+    evaluate, calls = getattr(module, name), []
 
     def nan_once(*args, **kwargs):  # the first evaluation of the resumed run is NaN
         calls.append(1)
@@ -312,7 +312,7 @@ def test_nan_validation_loss_is_handled_like_a_nan_training_loss(cli, data, tmp_
             return evaluate(*args, **kwargs)
         return float("nan") if kind is LM else (float("nan"), None)
 
-    monkeypatch.setattr(module, "evaluate", nan_once)
+    monkeypatch.setattr(module, name, nan_once)
     status, out, err = cli(*kind.args(data, run, "--resume", kind.length, longer,
                                       "--on-nan", on_nan))
     if on_nan == "stop":
@@ -333,13 +333,13 @@ def test_nan_validation_loss_is_handled_like_a_nan_training_loss(cli, data, tmp_
 @both
 @pytest.mark.parametrize("on_nan", ["stop", "rollback"])
 def test_nan_training_loss_stops_or_rolls_back(cli, data, tmp_path, monkeypatch, kind, on_nan):
-    fit, training = (importlib.import_module(f"rnnkit.{m}") for m in ("fit", "training"))
+    fitting, training = (importlib.import_module(f"rnnkit.{m}") for m in ("fitting", "training"))
 
     length, longer, _, saved_step, evaluations = NAN_RUNS[kind.name]
     run = tmp_path / "run"
     assert cli(*kind.args(data, run, kind.length, length))[0] == 0
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
-    feeder = training.StreamFeeder if kind is LM else fit.EpochFeeder
+    feeder = training.StreamFeeder if kind is LM else fitting.EpochFeeder
     forward, calls = feeder.forward, []
 
     def nan_once(self, net, micro):  # the first step of the resumed run

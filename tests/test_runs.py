@@ -246,6 +246,31 @@ def test_every_command_and_option_has_a_help_text_with_its_default():
     assert not missing, "\n".join(missing)
 
 
+def test_every_command_names_a_function_that_exists():
+    import importlib
+
+    commands = [(path, p.get_default("run")) for path, p in walk(build_parser())
+                if p.get_default("run")]
+    assert len(commands) >= 11, commands
+    for path, run in commands:
+        module, function = run.split(".")
+        assert callable(getattr(importlib.import_module(f"rnnkit.{module}"), function)), path
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["classify", "train", "--help"],
+                                  ["train"], ["sample", "--length", "x"]])
+def test_help_and_usage_errors_do_not_load_torch(argv):
+    # `rnnkit --help` answers in a Python start and argparse, not in PyTorch's import.
+    code = ("import sys\nfrom rnnkit.cli import main\ntry:\n    status = main(sys.argv[1:])\n"
+            "except SystemExit as e:  # --help\n    status = e.code\n"
+            "assert 'torch' not in sys.modules and 'numpy' not in sys.modules, 'loaded'\n"
+            "sys.exit(status)")
+    done = subprocess.run([PYTHON, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 2), done.stderr
+    assert "loaded" not in done.stderr and ("usage:" in done.stdout or "rnnkit: error:"
+                                             in done.stderr)
+
+
 def test_readme_python_api_block_runs_as_pasted(cli, tmp_path, monkeypatch):
     readme = (checkpoint.Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("## Python API", 1)[1]

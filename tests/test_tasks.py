@@ -9,7 +9,7 @@ import torch
 
 from rnnkit import RnnkitError
 from rnnkit.config import from_dict, to_dict
-from rnnkit.fit import FitConfig, accuracy, evaluate, fit, lr_at, predict
+from rnnkit.fitting import FitConfig, accuracy, dataset_loss, fit, lr_at, predict
 from rnnkit.tasks import (
     MLP,
     ConditionedGenerator,
@@ -169,7 +169,7 @@ def test_validation_loss_is_the_per_step_mean_at_any_batch_size(head):
         per_step = ((outputs[mask] - targets[mask]) ** 2).mean(-1)
     reference = float(per_step.mean())
     for batch_size in (1, 2, 3, 4):
-        loss, _ = evaluate(tagger, data, batch_size, torch.device("cpu"))
+        loss, _ = dataset_loss(tagger, data, batch_size, torch.device("cpu"))
         assert loss == pytest.approx(reference, rel=1e-5), batch_size
     # one output per row: each row counts once, whatever the batch size
     model = SequenceModel(SequenceConfig(3, 2, hidden=8)).eval()
@@ -177,7 +177,7 @@ def test_validation_loss_is_the_per_step_mean_at_any_batch_size(head):
     with torch.no_grad():
         whole = float(torch.nn.functional.cross_entropy(model(x, lengths=lengths)[0], y))
     for batch_size in (1, 3):
-        loss, _ = evaluate(model, {"inputs": x, "targets": y, "lengths": lengths}, batch_size,
+        loss, _ = dataset_loss(model, {"inputs": x, "targets": y, "lengths": lengths}, batch_size,
                            torch.device("cpu"))
         assert loss == pytest.approx(whole, rel=1e-5)
 
@@ -192,7 +192,7 @@ def test_many_to_one_learns_parity_of_variable_length_bits():
     model = SequenceModel(SequenceConfig(1, 2, cell="gru", hidden=24))
     fit(model, data, None, FitConfig(epochs=40, batch_size=32, lr=2e-2, seed=0, **QUICK),
         quiet=True)
-    _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
+    _, acc = dataset_loss(model, data, 256, torch.device("cpu"), accuracy)
     assert acc > 0.97
 
 
@@ -202,7 +202,7 @@ def test_many_to_one_regression_learns_the_sum():
     data = {"inputs": x, "targets": x.sum(1)}  # (N, 1)
     model = SequenceModel(SequenceConfig(1, 1, head="regress", hidden=32, bidirectional=True))
     fit(model, data, None, FitConfig(epochs=30, batch_size=32, lr=1e-2, **QUICK), quiet=True)
-    loss, _ = evaluate(model, data, 256, torch.device("cpu"))
+    loss, _ = dataset_loss(model, data, 256, torch.device("cpu"))
     assert loss < 0.05 * float(x.sum(1).var())
 
 
@@ -215,7 +215,7 @@ def test_synced_tagger_learns_previous_input():
             "lengths": torch.randint(3, 11, (256,), generator=g)}
     model = Tagger(TaggerConfig(4, 4, cell="lstm", hidden=24))
     fit(model, data, None, FitConfig(epochs=20, batch_size=32, lr=1e-2, **QUICK), quiet=True)
-    _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
+    _, acc = dataset_loss(model, data, 256, torch.device("cpu"), accuracy)
     assert acc > 0.98
 
 
@@ -264,7 +264,7 @@ def test_mlp_baseline_learns_xor_and_cannot_read_order():
     data = {"inputs": x, "targets": (x[:, 0] != x[:, 1]).long()}
     model = MLP(MLPConfig(2, 2, hidden=16))
     fit(model, data, None, FitConfig(epochs=40, batch_size=32, lr=1e-2, **QUICK), quiet=True)
-    _, acc = evaluate(model, data, 256, torch.device("cpu"), accuracy)
+    _, acc = dataset_loss(model, data, 256, torch.device("cpu"), accuracy)
     assert acc == 1.0
 
 
@@ -275,7 +275,7 @@ def test_best_weights_are_kept_and_time_budget_stops():
     summary = fit(model, data, data, FitConfig(epochs=5, batch_size=16, **QUICK), quiet=True,
                   metric=accuracy)
     best = max(r["val_metric"] for r in summary["history"])
-    assert evaluate(model, data, 64, torch.device("cpu"), accuracy)[1] == pytest.approx(best)
+    assert dataset_loss(model, data, 64, torch.device("cpu"), accuracy)[1] == pytest.approx(best)
     summary = fit(model, data, None, FitConfig(epochs=10**6, batch_size=16, max_time=0.3,
                                                **QUICK), quiet=True)
     assert summary["stopped"] == "time"

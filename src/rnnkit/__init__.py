@@ -16,32 +16,63 @@
 
 __version__ = "0.1.0"
 
-from .cells import Cell  # noqa: E402
-from .errors import RnnkitError  # noqa: E402
-from .fit import FitConfig, fit  # noqa: E402
-from .lm import CharLM, ModelConfig  # noqa: E402
-from .recurrent import Recurrent  # noqa: E402
-from .runs import Classifier, Forecaster, Predictions, load  # noqa: E402
-from .sample import Probs, RnnkitWarning, Stepper  # noqa: E402
-from .tasks import (  # noqa: E402
-    MLP,
-    ConditionedGenerator,
-    DecoderConfig,
-    GeneratorConfig,
-    MLPConfig,
-    Seq2Seq,
-    Seq2SeqConfig,
-    SequenceConfig,
-    SequenceModel,
-    Tagger,
-    TaggerConfig,
-)
-from .text import Vocab  # noqa: E402
-from .training import TrainConfig, train  # noqa: E402
-from .vanilla import RNN  # noqa: E402
+from typing import TYPE_CHECKING
 
+# Each public name and the module it lives in. The modules load on first use (PEP 562), so that
+# `import rnnkit.cli` and `rnnkit --help` do not load PyTorch.
+WHERE = {
+    "Cell": "cells", "RnnkitError": "errors", "FitConfig": "configs", "fit": "fitting",
+    "CharLM": "lm", "ModelConfig": "configs", "Recurrent": "recurrent", "Classifier": "runs",
+    "Forecaster": "runs", "Predictions": "runs", "load": "runs", "Probs": "sample",
+    "RnnkitWarning": "sample", "Stepper": "sample", "MLP": "tasks",
+    "ConditionedGenerator": "tasks", "DecoderConfig": "tasks", "GeneratorConfig": "tasks",
+    "MLPConfig": "tasks", "Seq2Seq": "tasks", "Seq2SeqConfig": "tasks", "SequenceConfig": "tasks",
+    "SequenceModel": "tasks", "Tagger": "tasks", "TaggerConfig": "tasks", "Vocab": "text",
+    "TrainConfig": "configs", "train": "training", "RNN": "vanilla",
+}
 __all__ = ["MLP", "RNN", "Cell", "CharLM", "Classifier", "ConditionedGenerator", "DecoderConfig",
            "FitConfig", "Forecaster", "GeneratorConfig", "MLPConfig", "ModelConfig", "Predictions",
            "Probs", "Recurrent", "RnnkitError", "RnnkitWarning", "Seq2Seq", "Seq2SeqConfig",
            "SequenceConfig", "SequenceModel", "Stepper", "Tagger", "TaggerConfig", "TrainConfig",
            "Vocab", "fit", "load", "train"]
+
+
+def __getattr__(name: str):
+    if name not in WHERE:
+        raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{WHERE[name]}", __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(WHERE))
+
+
+if TYPE_CHECKING:  # what type checkers and editors see
+    from .cells import Cell
+    from .configs import FitConfig, ModelConfig, TrainConfig
+    from .errors import RnnkitError
+    from .fitting import fit
+    from .lm import CharLM
+    from .recurrent import Recurrent
+    from .runs import Classifier, Forecaster, Predictions, load
+    from .sample import Probs, RnnkitWarning, Stepper
+    from .tasks import (
+        MLP,
+        ConditionedGenerator,
+        DecoderConfig,
+        GeneratorConfig,
+        MLPConfig,
+        Seq2Seq,
+        Seq2SeqConfig,
+        SequenceConfig,
+        SequenceModel,
+        Tagger,
+        TaggerConfig,
+    )
+    from .text import Vocab
+    from .training import train
+    from .vanilla import RNN

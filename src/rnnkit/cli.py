@@ -1,4 +1,4 @@
-"""The `rnnkit` command line: train, sample and evaluate character language models.
+"""The `rnnkit` command line: every command's options, and the one-line error handling.
 
     rnnkit train [TEXT_FILE ...] --out DIR [options]    no file: this Python's standard library
     rnnkit train TEXT_FILE ... --init-from RUN --out DIR   fine-tune RUN (or "builtin")
@@ -9,33 +9,42 @@
     rnnkit export DIR --format onnx --out FILE       language model, classifier or forecaster
     rnnkit eval DIR [TEXT_FILE]
     rnnkit prepare TEXT_FILE ... --out DATA          then: rnnkit train DATA --out DIR
+    rnnkit classify train|predict ..., rnnkit forecast train|predict ...
+    rnnkit serve [DIR ...], rnnkit viz DIR TEXT_FILE --out FILE
 
 `python -m rnnkit ...` is the same. Bad input ends with one line on stderr and exit status 2;
 set RNNKIT_DEBUG=1 to see a traceback instead.
+
+This module only parses: each command names the function that runs it ("lm_cli.cmd_train",
+"task_cli.cmd_classify_train", "serve.cmd_serve", ...), imported once its arguments are read, so
+`rnnkit --help` and every usage error answer without loading PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import importlib
 import os
 import re
 import sys
-import tempfile
-import time
 import warnings
 from dataclasses import fields
-from pathlib import Path
 
-from . import __version__, serve, task_cli
-from .cells import CELL_TYPES
-from .checkpoint import data_dir, load, read_json, read_run_config
-from .config import from_dict
-from .errors import RnnkitError, require_seed
-from .lm import ModelConfig
-from .sample import STEP_PRECISIONS
-from .text import TOKENIZERS, PreparedData, Vocab, check_corpus_files, prepare
-from .training import TrainConfig, evaluate, pick_device, train
+from . import __version__
+from .configs import (
+    CALENDAR,
+    CELL_TYPES,
+    DEVICES,
+    ON_NAN,
+    POOLS,
+    PRECISIONS,
+    STEP_PRECISIONS,
+    TOKENIZERS,
+    FitConfig,
+    TrainConfig,
+    quantile_levels,
+)
+from .errors import RnnkitError
 
 DEFAULT_STEPS = TrainConfig.max_steps
 
@@ -80,7 +89,7 @@ def build_parser() -> Parser:
                        description="Train a character-level language model on text files (none: "
                        "this Python's standard-library source). The defaults reached 1.46 "
                        "nats/char on tinyshakespeare in 10 minutes on 2 CPU cores.")
-    t.set_defaults(run=cmd_train)
+    t.set_defaults(run="lm_cli.cmd_train")
     t.add_argument("texts", nargs="*", metavar="TEXT_FILE", help="text files to train on, or one "
                    "directory made by `rnnkit prepare`")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write: new, "
@@ -136,7 +145,7 @@ def build_parser() -> Parser:
 
     s = sub.add_parser("sample", help="generate text from a trained run",
                        description="Generate text from a trained run, streamed to stdout.")
-    s.set_defaults(run=cmd_sample)
+    s.set_defaults(run="lm_cli.cmd_sample")
     s.add_argument("run_dir", metavar="DIR", nargs="?", default="builtin", help="run directory "
                    "made by rnnkit train (default: the built-in model)")
     s.add_argument("--prime", default="", help="text to start from (default: none, as after a "
@@ -166,7 +175,7 @@ def build_parser() -> Parser:
     e = sub.add_parser("eval", help="loss of a trained run on a text file or its held-out text",
                        description="Loss of a trained run, in nats and bits per character, on a "
                        "text file or on the run's held-out text.")
-    e.set_defaults(run=cmd_eval)
+    e.set_defaults(run="lm_cli.cmd_eval")
     e.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train, or builtin")
     e.add_argument("text", nargs="?", metavar="TEXT_FILE", help="text to evaluate on (default: "
                    "the run's held-out text)")
@@ -177,7 +186,7 @@ def build_parser() -> Parser:
     r = sub.add_parser("prepare", help="encode text into a token file for training",
                        description="Encode text files, streamed, into DATA/tokens.bin and "
                        "DATA/data.json; `rnnkit train DATA` then reads it memory-mapped.")
-    r.set_defaults(run=cmd_prepare)
+    r.set_defaults(run="lm_cli.cmd_prepare")
     r.add_argument("texts", nargs="+", metavar="TEXT_FILE", help="text files to encode, in order")
     r.add_argument("--out", required=True, metavar="DATA", help="directory to write")
     r.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="char (Unicode) or "
@@ -189,135 +198,237 @@ def build_parser() -> Parser:
                        description="Export a language model (one step: token and state in, "
                        "logits and state out), a classifier or a forecaster (whole sequences "
                        "in) to ONNX. Needs: pip install 'rnnkit[export]'.")
-    x.set_defaults(run=cmd_export)
+    x.set_defaults(run="lm_cli.cmd_export")
     x.add_argument("run_dir", metavar="DIR", help="the run directory to export")
     x.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default onnx)")
     x.add_argument("--out", required=True, metavar="FILE", help="file to write, e.g. model.onnx")
 
-    # Commands defined next to what they run: each module adds its sub-parsers here.
-    task_cli.add_commands(sub)
-    serve.add_commands(sub)
+    add_task_commands(sub)
+    add_serve_commands(sub)
     return p
 
 
-def configs_from_args(args) -> tuple[ModelConfig, TrainConfig, set[str]]:
-    """Map flags onto the config dataclasses; `given` are the options set on the command line."""
-    values = {k: v for k, v in vars(args).items() if v is not None}
-    model_keys = {f.name for f in fields(ModelConfig)}
-    train_keys = {f.name for f in fields(TrainConfig)}
-    given = (set(values) & (model_keys | train_keys))
-    train_values = {k: values[k] for k in given & train_keys}
-    if "max_time" in train_values and "max_steps" not in train_values:
-        train_values["max_steps"] = 0  # a time budget alone: train until it runs out
-    model_cfg = from_dict(ModelConfig, {k: values[k] for k in given & model_keys}, "options")
-    train_cfg = from_dict(TrainConfig, train_values, "options")
-    return model_cfg, train_cfg, given
+def add_task_commands(sub) -> None:
+    """`classify` and `forecast`, each with `train` and `predict` (run by `task_cli`)."""
+    devices = DEVICES
+    c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)",
+                       description="Train a sequence classifier on audio, CSV or .npz data, "
+                       "or label new inputs with a trained one.")
+    csub = c.add_subparsers(dest="action", required=True, parser_class=Parser)
+    t = csub.add_parser("train", help="train a sequence classifier",
+                        description="Train a many-to-one classifier: epochs, the best weights "
+                        "on the validation part, then the test accuracy and confusion matrix.")
+    t.set_defaults(run="task_cli.cmd_classify_train")
+    t.add_argument("data", metavar="DATA", help="audio folder, CSV or .npz")
+    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    split = t.add_argument_group("held-out data")
+    split.add_argument("--test", metavar="PATH", help="test set (folder, CSV or .npz like DATA; "
+                       "default: --test-pattern or a stratified split)")
+    split.add_argument("--test-pattern", metavar="REGEX", help="examples whose file name (or CSV "
+                       "id) matches are the test set (default: none)")
+    split.add_argument("--test-fraction", type=float, default=0.2, help="otherwise a stratified "
+                       "split holds out this fraction (default 0.2)")
+    split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
+                       "training set that picks the best epoch (default 0.1; 0: keep the last)")
+    add_data_options(t)
+    add_model_options(t)
+
+    p = csub.add_parser("predict", help="label and probability for each input",
+                        description="Label new inputs with a trained classifier: one line per "
+                        "example, its label and probability, tab-separated.")
+    p.set_defaults(run="task_cli.cmd_classify_predict")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit classify train")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
+    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
+
+    f = sub.add_parser("forecast", help="forecast series: one or many, with covariates and "
+                       "quantiles", description="Train one forecaster on every series of a CSV "
+                       "or .npz, or forecast them with a trained one.")
+    fsub = f.add_subparsers(dest="action", required=True, parser_class=Parser)
+    t = fsub.add_parser("train", help="train a global forecaster on one or many series",
+                        description="Train a forecaster of the next H steps from the last W of "
+                        "every series, and report its error on the held-out end of each series "
+                        "(MASE, sMAPE, interval coverage) against the seasonal naive forecast.")
+    t.set_defaults(run="forecast_cli.train")
+    t.add_argument("series", metavar="SERIES", help="CSV (a header, then one row per time step "
+                   "and series) or .npz (x [N, T, F], lengths [N], ids [N])")
+    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
+    t.add_argument("--columns", type=columns_list, help="comma-separated columns to forecast "
+                   "(default: every column without another role)")
+    t.add_argument("--horizon", type=int, default=1, help="steps to forecast, H (default 1)")
+    t.add_argument("--window", type=int, help="past steps the model reads (default: 48, or "
+                   "two seasons when that is longer)")
+    d = t.add_argument_group("many series, covariates and quantiles")
+    d.add_argument("--id-column", metavar="NAME", help="CSV column naming each row's series "
+                   "(default: the file is one series)")
+    d.add_argument("--time-column", metavar="NAME", help="CSV column of times (ISO dates or "
+                   "numbers): orders each series' rows, gives --calendar and the season (default none: "
+                   "the rows are in order)")
+    d.add_argument("--past", type=columns_list, metavar="A,B", help="covariates known only up "
+                   "to the forecast origin (default none)")
+    d.add_argument("--known", type=columns_list, metavar="A,B", help="covariates known in "
+                   "advance; forecasting needs their next H rows (default none)")
+    d.add_argument("--calendar", type=calendar_list, metavar="hour,weekday,month",
+                   help="calendar features of --time-column, known in advance (default none)")
+    d.add_argument("--quantiles", type=quantile_list, metavar="0.1,0.5,0.9", help="forecast "
+                   "these quantiles (pinball loss; 0.5, the point forecast, is always added) "
+                   "and report each interval's coverage (default: a mean forecast, squared "
+                   "error)")
+    d.add_argument("--season", type=int, help="season length m of MASE and the seasonal naive "
+                   "forecast (default: from --time-column's spacing, else 1)")
+    split = t.add_argument_group("held-out data")
+    split.add_argument("--origins", type=int, default=1, help="the last K horizons of every "
+                       "series are the test set, one forecast origin each (default 1)")
+    split.add_argument("--val-origins", type=int, default=1, help="the horizons before them "
+                       "pick the best epoch (default 1; 0: keep the last epoch)")
+    split.add_argument("--test-fraction", type=float, help="instead, the last fraction of every "
+                       "series is the test set, with an origin at every step (default: "
+                       "--origins)")
+    split.add_argument("--val-fraction", type=float, default=0.1, help="with --test-fraction, "
+                       "the fraction before it that picks the best epoch (default 0.1)")
+    add_model_options(t)
+
+    p = fsub.add_parser("predict", help="forecast the next H steps of every series",
+                        description="Forecast the next H steps after the end of every series "
+                        "of a CSV or .npz (and, when they are long enough, the error of the "
+                        "last H steps against the naive forecasts); writes a plot.")
+    p.set_defaults(run="forecast_cli.predict")
+    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit forecast train")
+    p.add_argument("series", metavar="SERIES", help="CSV or .npz with the run's columns")
+    p.add_argument("--plot", metavar="PATH", help="the picture of history, forecast and "
+                   "interval (default DIR/forecast.png)")
+    p.add_argument("--show", type=columns_list, metavar="ID,ID", help="series to draw (default: "
+                   "the first 4)")
+    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
 
-def cmd_train(args) -> int:
-    started = time.monotonic()
-    model_cfg, train_cfg, given = configs_from_args(args)
-    summary = train(args.texts, args.out, model_cfg, train_cfg, resume=args.resume, given=given)
-    if summary.get("rank", 0):
-        return 0
-    length = train_cfg.sample_length if "sample_length" in given else TrainConfig.sample_length
-    if length > 0 and summary["steps_now"] and summary["stopped"] not in ("SIGINT", "SIGTERM"):
-        model = load(args.out)
-        print("--- sample (temperature 0.8) ---")
-        for piece in model.stream(length=length, temperature=0.8, seed=0):
-            sys.stdout.write(piece)
-        print("\n---")
-    best = summary["best_val"]
-    print(f"done: {summary['steps']} steps ({summary['steps_now']} in this invocation: "
-          f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s evaluation, "
-          f"{time.monotonic() - started:.1f}s in all); best val_loss {best:.4f} nats/char "
-          f"({best / math.log(2):.3f} bpc); run directory {args.out}")
-    return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+def columns_list(text: str) -> list[str]:
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give column names separated by commas")
+    return names
 
 
-def cmd_sample(args) -> int:
-    if args.seed is not None:
-        require_seed(args.seed)
-    model = load(args.run_dir, device=pick_device(args.device))
-    start = time.perf_counter()
-    pieces = model.stream(args.prime, args.length, args.temperature, args.top_k, args.greedy,
-                          args.seed, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                          num_samples=args.num_samples, beam=args.beam,
-                          precision=args.precision)  # checks the options before anything is printed
-    if args.num_samples is None:
-        sys.stdout.write(args.prime)
-        for piece in pieces:
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        sys.stdout.write("\n")
-    else:  # N streams in one batch: each printed whole once all are done
-        texts = ["".join(row) for row in zip(*pieces, strict=True)] or [""] * args.num_samples
-        for i, text in enumerate(texts, start=1):
-            print(f"--- sample {i} of {len(texts)} ---\n{args.prime}{text}")
-    if args.verbose:
-        seconds = time.perf_counter() - start
-        n = args.length * (args.num_samples or 1)
-        print(f"rnnkit: {n:,} characters in {seconds:.2f}s ({n / max(seconds, 1e-9):,.0f} "
-              f"characters/s, {args.precision})", file=sys.stderr)
-    return 0
+def calendar_list(text: str) -> list[str]:
+    names = columns_list(text)
+    unknown = [n for n in names if n not in CALENDAR]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"give different features among {', '.join(CALENDAR)}, "
+                                         f"separated by commas; got {text!r}")
+    return names
 
 
-def cmd_export(args) -> int:
-    from .export import export
-
-    shape = export(args.run_dir, args.out, args.format)
-    print(f"wrote {args.out}: {shape}")
-    return 0
-
-
-def cmd_eval(args) -> int:
-    config, _, vocab = read_run_config(args.run_dir)
-    device = pick_device(args.device)
-    model = load(args.run_dir, device=device)
-    train_cfg = from_dict(TrainConfig, config.get("train"), "config.json train")
-    batch_size = args.batch_size or train_cfg.batch_size
-    seq_len = train_cfg.seq_len
-    if args.text:
-        with tempfile.TemporaryDirectory() as tmp:
-            data = prepare(check_corpus_files([args.text]), tmp, vocab.kind, vocab=vocab,
-                           skip_unknown=True)
-            if data.skipped:
-                warnings.warn(f"{args.text} contains {''.join(data.skipped[:20])!r}, not in the "
-                              f"vocabulary of {len(vocab)} symbols; skipped", stacklevel=1)
-            loss = evaluate(model, data.tokens, batch_size, seq_len, device)
-            del data
-        source = args.text
-    elif "data" not in config:  # the built-in model ships without its corpus
-        raise RnnkitError(f"{args.run_dir} comes without its training text; give a TEXT_FILE "
-                          "to evaluate on")
-    else:
-        fraction = train_cfg.val_fraction
-        if not fraction:
-            raise RnnkitError(f"{args.run_dir} was trained with no held-out text "
-                              "(--val-fraction 0); give a TEXT_FILE to evaluate on")
-        _, val = PreparedData.open(data_dir(Path(args.run_dir), config)).split(fraction)
-        loss = evaluate(model, val, batch_size, seq_len, device)
-        source = f"the held-out {fraction:.0%} of the training text ({len(val):,} tokens)"
-    print(f"evaluated on {source}")
-    print(f"val_loss {loss:.4f} bpc {loss / math.log(2):.4f}")
-    return 0
+def quantile_list(text: str) -> list[float]:
+    try:
+        return quantile_levels(text)
+    except RnnkitError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--quantiles ")) from None
 
 
-def cmd_prepare(args) -> int:
-    vocab = None
-    if args.vocab:
-        path = Path(args.vocab)
-        vocab = Vocab.from_json(read_json(path / "vocab.json" if path.is_dir() else path,
-                                          "vocabulary JSON"))
-    files = check_corpus_files(args.texts)
-    size = sum(f.stat().st_size for f in files)
-    start = time.monotonic()
-    data = prepare(files, args.out, vocab.kind if vocab else args.tokenizer, vocab=vocab)
-    seconds = time.monotonic() - start
-    print(f"prepared {len(data.tokens):,} tokens ({data.vocab.kind} vocabulary of "
-          f"{len(data.vocab)}) from {len(files)} file(s), {size / 1e6:,.1f} MB in {seconds:.1f}s "
-          f"({size / 1e6 / max(seconds, 1e-9):,.1f} MB/s), into {args.out}")
-    return 0
+def add_data_options(t) -> None:
+    a = t.add_argument_group("audio and CSV input")
+    a.add_argument("--label-pattern", metavar="REGEX", help="label = first group of REGEX in "
+                   r"the file name, e.g. '^(\d)_' (default: the sub-folder name)")
+    a.add_argument("--features", choices=("mfcc", "raw"), default="mfcc", help="audio as MFCC "
+                   "frames or raw samples (default mfcc)")
+    for name, default, what in (("sample-rate", 22050, "audio is resampled to this rate, Hz"),
+                                ("n-mfcc", 13, "MFCC coefficients per frame"),
+                                ("n-fft", 2048, "FFT window, samples"),
+                                ("hop-length", 512, "samples between frames"),
+                                ("n-mels", 128, "mel bands")):
+        a.add_argument(f"--{name}", type=int, help=f"{what} (default {default})")
+    a.add_argument("--deltas", action="store_true", help="add MFCC deltas and delta-deltas "
+                   "(default off)")
+    a.add_argument("--columns", type=columns_list, help="CSV feature columns (default: all but "
+                   "--id-column and --label-column)")
+    a.add_argument("--id-column", default="id", help="CSV column naming each sequence "
+                   "(default id)")
+    a.add_argument("--label-column", default="label", help="CSV column holding its class "
+                   "(default label)")
+
+
+# What each FitConfig field means on the command line (the dataclass's comments say the same).
+FIT_HELP = {
+    "epochs": "passes over the training set, resumes included",
+    "batch_size": "examples per optimizer step (all processes together)",
+    "lr": "peak learning rate of AdamW", "lr_min": "the cosine decay ends at lr x lr-min",
+    "warmup": "steps of linear warm-up", "weight_decay": "AdamW weight decay, on matrices",
+    "grad_clip": "clip the gradient norm; 0: off", "seed": "initial weights, splits, shuffling "
+    "and dropout: the same seed repeats the run",
+    "accumulate": "micro-batches per step, to save memory",
+    "precision": "autocast to bf16 or fp16", "on_nan": "on a NaN loss: stop, or roll back to "
+    "the last checkpoint with half the learning rate",
+}
+CHOICES = {"device": DEVICES, "precision": PRECISIONS, "on_nan": ON_NAN}
+
+
+def add_model_options(t) -> None:
+    m = t.add_argument_group("model")
+    m.add_argument("--cell", choices=CELL_TYPES, default="lstm", help="recurrent cell "
+                   "(default lstm; rnn is the tanh RNN)")
+    m.add_argument("--layers", type=int, default=1, help="stacked layers (default 1)")
+    m.add_argument("--hidden", type=int, default=128, help="units per layer and direction "
+                   "(default 128)")
+    m.add_argument("--dropout", type=float, default=0.0, help="between layers and before the "
+                   "output (default 0)")
+    m.add_argument("--bidirectional", action="store_true", help="also read each sequence "
+                   "backwards (default off)")
+    m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states "
+                   "(default last)")
+    o = t.add_argument_group("training")
+    o.add_argument("--resume", action="store_true", help="continue the run in --out from its "
+                   "last checkpoint: the same command plus --resume (or start it, if it holds "
+                   "none yet; default: a new run)")
+    for f in fields(FitConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "max_time":
+            o.add_argument(flag, type=duration, help="time budget of this command, e.g. 90s, "
+                           "5m: reading data, training and the last evaluation and test fit in "
+                           "it (default none)")
+        elif f.name == "device":
+            o.add_argument(flag, choices=DEVICES, help="default auto (cuda when available)")
+        elif f.name in CHOICES:
+            o.add_argument(flag, choices=CHOICES[f.name], help=f"{FIT_HELP[f.name]} (default "
+                           f"{f.default})")
+        elif isinstance(f.default, bool):  # --bucket / --no-bucket (type=bool takes any text)
+            o.add_argument(flag, action=argparse.BooleanOptionalAction,
+                           help="batch sequences of similar length together (default "
+                           f"{'on' if f.default else 'off'})")
+        else:
+            o.add_argument(flag, type=type(f.default), help=f"{FIT_HELP[f.name]} (default "
+                           f"{f.default})")
+
+
+def add_serve_commands(sub) -> None:
+    """`serve` and `viz` (run by `serve` and `viz`)."""
+    s = sub.add_parser("serve", help="a local web page to generate and look inside runs",
+                       description="Serve the playground: streaming generation, next-character "
+                       "probabilities, hidden-unit heat maps. Needs: pip install 'rnnkit[serve]'.")
+    s.set_defaults(run="serve.cmd_serve")
+    s.add_argument("run_dirs", nargs="*", metavar="DIR", default=["builtin"], help="run "
+                   "directories to offer (default: the built-in model)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
+                   "this machine only)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
+    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a name other machines reach this server by (the Host header), besides "
+                   "the loopback names; repeatable; '*.example.org' allows the sub-domains (default: "
+                   "loopback names only)")
+    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
+                   help="threads running the models (default: CPU cores, at most 4)")
+    s.add_argument("--max-busy", type=int, default=32, help="generations and analyses in "
+                   "progress at once; more are refused with 503 (default 32)")
+
+    v = sub.add_parser("viz", help="write the activation and probability views as one HTML file",
+                       description="Run a trained model over a text file and write a "
+                       "self-contained page: hover a character for the top-5 next characters, "
+                       "heat maps of hidden units, units correlated with text features.")
+    v.set_defaults(run="viz.cmd_viz")
+    v.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
+    v.add_argument("text", metavar="TEXT_FILE", help="text to run the model over")
+    v.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
+    v.add_argument("--max-chars", type=int, default=2000, help="read at most this many "
+                   "characters of TEXT_FILE (default 2000)")
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None):
@@ -329,7 +440,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = show_warning
     try:
         args = build_parser().parse_args(argv)
-        return args.run(args)
+        module, function = args.run.split(".")
+        return getattr(importlib.import_module(f".{module}", __package__), function)(args)
     except RnnkitError as e:
         if debug:
             raise

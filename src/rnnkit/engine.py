@@ -13,7 +13,7 @@
 
 What is fed differs, and only that: a `Feeder` says what a step reads and how a batch is
 evaluated. The language model's feeder (`training.StreamFeeder`) carries the hidden state from batch
-to batch over B streams of text (truncated BPTT); the task models' (`fit.EpochFeeder`) deals epochs
+to batch over B streams of text (truncated BPTT); the task models' (`fitting.EpochFeeder`) deals epochs
 of shuffled minibatches of examples. Both are pure functions of (seed, step), and so is every
 step's dropout seed: a run stopped at any step and resumed from its checkpoint computes what it
 would have computed, bit for bit on a CPU.
@@ -64,7 +64,7 @@ class Diverged(RnnkitError):
 
 
 class Feeder(Protocol):
-    """What a kind of run feeds the loop (see `training.StreamFeeder` and `fit.EpochFeeder`)."""
+    """What a kind of run feeds the loop (see `training.StreamFeeder` and `fitting.EpochFeeder`)."""
 
     model: nn.Module  # the model itself, never the DDP wrapper
     end: int  # the last step of the run

@@ -29,10 +29,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load, read_json
+from . import builtin
+from .checkpoint import read_json
 from .errors import RnnkitError
+from .lm import CharLM
 from .optional import need
-from .task_runs import load_task
+from .runfiles import temp_name
+from .runs import Classifier, load
 
 FORMATS = ("onnx",)
 OPSET = 17
@@ -51,7 +54,7 @@ class LMStep(nn.Module):
         return (logits[:, 0], *state) if c is not None else (logits[:, 0], state)
 
 
-class Classifier(nn.Module):
+class ClassifierModule(nn.Module):
     """A SequenceModel's logits for whole sequences: inputs (B, T, F) -> logits (B, C)."""
 
     def __init__(self, model):
@@ -62,7 +65,7 @@ class Classifier(nn.Module):
         return self.model(inputs)[0]
 
 
-class Forecaster(nn.Module):
+class ForecasterModule(nn.Module):
     """A forecaster in the series' units: windows (B, W, F) -> forecasts (B, H, F).
 
     The model reads changes from each window's last value, scaled by `std`, and predicts the
@@ -85,45 +88,28 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     if fmt not in FORMATS:
         raise RnnkitError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     need("onnx", "export")
-    run_dir, out = Path(run_dir), Path(out)
-    config = read_json(run_dir / "config.json", "JSON") if (run_dir / "config.json").is_file() \
-        else None
-    kind = config.get("format") if isinstance(config, dict) else None
-    if kind in ("rnnkit-classifier", "rnnkit-forecaster"):
-        model, config = load_task(run_dir, kind)
-        F = model.config.input_size
-        x = torch.zeros(2, 5, F)  # (B, T, F): the example input that fixes the graph
+    out = Path(out)
+    run = load(run_dir)  # any run, or one line saying what the directory lacks
+    config = read_json(builtin.resolve(run_dir) / "config.json", "JSON")
+    if isinstance(run, CharLM):
+        module, args, names, axes, meta, shape = language_model(run)
+    else:
+        F = run.model.config.input_size
+        args = (torch.zeros(2, 5, F),)  # (B, T, F): the example input that fixes the graph
         axes = {"inputs": {0: "batch", 1: "time"}}
-        if kind == "rnnkit-classifier":
-            module, names = Classifier(model), (["inputs"], ["logits"])
+        if isinstance(run, Classifier):
+            module, names = ClassifierModule(run.model), (["inputs"], ["logits"])
             axes["logits"] = {0: "batch"}
-            meta = {"rnnkit.labels": json.dumps(config["data"].get("labels"))}
-            shape = f"inputs (B, T, {F}) -> logits (B, {model.config.output_size})"
+            meta = {"rnnkit.labels": json.dumps(run.classes)}
+            shape = f"inputs (B, T, {F}) -> logits (B, {run.model.config.output_size})"
         else:
-            data = config["data"]
-            module = Forecaster(model, data["std"], data["horizon"])
+            module = ForecasterModule(run.model, run.std.tolist(), run.horizon)
             names = (["inputs"], ["forecast"])
             axes["forecast"] = {0: "batch"}
-            meta = {"rnnkit.columns": json.dumps(data["columns"])}
-            shape = f"inputs (B, W, {F}) -> forecast (B, {data['horizon']}, {F})"
-        args: tuple = (x,)
-    else:
-        model = load(run_dir)  # a language model run, or a clear error saying what is missing
-        cfg = model.config
-        h = torch.zeros(cfg.layers, 2, cfg.hidden)  # (L, B, H)
-        lstm = cfg.cell == "lstm"
-        module = LMStep(model)
-        args = (torch.zeros(2, dtype=torch.long), h, h.clone()) if lstm \
-            else (torch.zeros(2, dtype=torch.long), h)
-        state = ["h", "c"] if lstm else ["h"]
-        names = (["token", *state], ["logits", *[s + "_next" for s in state]])
-        axes = {"token": {0: "batch"}, "logits": {0: "batch"},
-                **{s: {1: "batch"} for s in state}, **{s + "_next": {1: "batch"} for s in state}}
-        meta = {"rnnkit.vocab": json.dumps(model.vocab.to_json())}
-        shape = (f"token (B,), {' and '.join(state)} ({cfg.layers}, B, {cfg.hidden}) -> "
-                 f"logits (B, {cfg.vocab_size}), {' and '.join(s + '_next' for s in state)}")
-    meta["rnnkit.config"] = json.dumps(config if isinstance(config, dict) else {})
-    tmp = out.with_name(out.name + ".tmp")
+            meta = {"rnnkit.columns": json.dumps(run.columns)}
+            shape = f"inputs (B, W, {F}) -> forecast (B, {run.horizon}, {F})"
+    meta["rnnkit.config"] = json.dumps(config)
+    tmp = temp_name(out)
     try:
         with warnings.catch_warnings():  # the exporter's notes on its own deprecation and on LSTM
             warnings.simplefilter("ignore")  # batch sizes do not concern the user
@@ -137,6 +123,24 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     finally:
         tmp.unlink(missing_ok=True)
     return shape
+
+
+def language_model(model: CharLM):
+    """The step module of a language model, its example inputs, names, free axes, metadata and
+    a line describing it."""
+    cfg = model.config
+    h = torch.zeros(cfg.layers, 2, cfg.hidden)  # (L, B, H)
+    lstm = cfg.cell == "lstm"
+    token = torch.zeros(2, dtype=torch.long)  # (B,)
+    args = (token, h, h.clone()) if lstm else (token, h)
+    state = ["h", "c"] if lstm else ["h"]
+    names = (["token", *state], ["logits", *[s + "_next" for s in state]])
+    axes = {"token": {0: "batch"}, "logits": {0: "batch"},
+            **{s: {1: "batch"} for s in state}, **{s + "_next": {1: "batch"} for s in state}}
+    meta = {"rnnkit.vocab": json.dumps(model.vocab.to_json())}
+    shape = (f"token (B,), {' and '.join(state)} ({cfg.layers}, B, {cfg.hidden}) -> "
+             f"logits (B, {cfg.vocab_size}), {' and '.join(s + '_next' for s in state)}")
+    return LMStep(model), args, names, axes, meta, shape
 
 
 def add_metadata(path: Path, meta: dict[str, str]) -> None:

@@ -9,6 +9,7 @@ epoch on the horizon before it, and scores the test forecasts as forecasters do
 (`rnnkit.forecast_scores`): MASE and sMAPE against the naive and seasonal naive forecasts, and
 each interval's coverage; DIR/metrics.json holds them. Prediction prints every series' next H
 steps as CSV (what `rnnkit.load(DIR).forecasts(SERIES)` returns) and draws DIR/forecast.png.
+The commands' options are defined in `cli`, with every other command's.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from . import distributed
 from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
-from .fit import fit
+from .fitting import fit
 from .forecast_scores import coverage, score, seasonal_naive
 from .optional import need
 from .panel import (

@@ -36,7 +36,7 @@ import numpy as np
 from .errors import RnnkitError
 from .series import read_table
 
-CALENDAR = {"hour": 24, "weekday": 7, "month": 12}  # feature -> its period
+PERIODS = {"hour": 24, "weekday": 7, "month": 12}  # each of configs.CALENDAR -> its period
 SEASONS = {3600: 24, 1800: 48, 86400: 7, 7 * 86400: 52}  # seconds per step -> season length
 
 
@@ -63,18 +63,6 @@ def input_size(data: dict) -> int:
     """Features per step: targets, past covariates, known ones, calendar (sin, cos), flag."""
     return (len(data["columns"]) + len(data.get("past") or []) + len(data.get("known") or [])
             + 2 * len(data.get("calendar") or []) + has_future(data))
-
-
-def quantile_levels(text: str) -> list[float]:
-    """'0.1,0.5,0.9' -> [0.1, 0.5, 0.9]; 0.5 is added (the point forecast is the median)."""
-    try:
-        levels = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        levels = []
-    if not levels or not all(0 < q < 1 for q in levels) or len(set(levels)) != len(levels):
-        raise RnnkitError(f"--quantiles must be different numbers between 0 and 1, separated by "
-                          f"commas (e.g. 0.1,0.5,0.9), got {text!r}")
-    return sorted(set(levels) | {0.5})
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -141,7 +129,7 @@ def calendar_features(times: np.ndarray, names: list[str]) -> np.ndarray:
             phase = (times.astype("datetime64[D]").astype(np.int64) + 3) % 7
         else:
             phase = times.astype("datetime64[M]").astype(np.int64) % 12
-        angle = 2 * np.pi * phase / CALENDAR[name]
+        angle = 2 * np.pi * phase / PERIODS[name]
         out += [np.sin(angle), np.cos(angle)]
     return np.stack(out, axis=1).astype(np.float32) if out else np.zeros((len(times), 0),
                                                                           np.float32)

@@ -34,7 +34,7 @@ from .audio import AUDIO_SUFFIXES, AudioConfig, load_features
 from .checkpoint import BEST
 from .checkpoint import load as load_language_model
 from .errors import RnnkitError
-from .fit import predict as model_outputs
+from .fitting import predict as model_outputs
 from .lm import CharLM
 from .panel import Panel, decode, encode, future_times, has_future, read_panel
 from .series import read_series

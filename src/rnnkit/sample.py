@@ -29,6 +29,7 @@ from torch import Tensor
 
 from .beam import beam_search
 from .cells import gru_gates
+from .configs import STEP_PRECISIONS
 from .errors import RnnkitError
 
 PRIME_CHUNK = 4096  # prime text fed through the fused kernel this many characters at a time
@@ -70,8 +71,6 @@ class Probs(Mapping):
     def __repr__(self) -> str:
         return "Probs(" + ", ".join(f"{s!r}: {p:.3f}" for s, p in self.top(5)) + ", ...)"
 
-
-STEP_PRECISIONS = ("fp32", "bf16", "int8")
 
 
 class Weights:

@@ -42,7 +42,7 @@ from .checkpoint import load
 from .config import brief, parse_json
 from .errors import RnnkitError
 from .text import check_unicode
-from .viz import VIZ_MAX_CHARS, cmd_viz, page, run_info, trace, trace_data
+from .viz import page, run_info, trace, trace_data
 
 try:  # the optional `serve` extra
     import uvicorn
@@ -382,35 +382,3 @@ def cmd_serve(args) -> int:
     with sock:
         uvicorn.Server(config).run(sockets=[sock])
     return 0
-
-
-def add_commands(sub) -> None:
-    """The `serve` and `viz` sub-commands (called by cli.build_parser)."""
-    s = sub.add_parser("serve", help="a local web page to generate and look inside runs",
-                       description="Serve the playground: streaming generation, next-character "
-                       "probabilities, hidden-unit heat maps. Needs: pip install 'rnnkit[serve]'.")
-    s.set_defaults(run=cmd_serve)
-    s.add_argument("run_dirs", nargs="*", metavar="DIR", default=["builtin"], help="run "
-                   "directories to offer (default: the built-in model)")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
-                   "this machine only)")
-    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")
-    s.add_argument("--allow-host", action="append", default=[], metavar="NAME",
-                   help="a name other machines reach this server by (the Host header), besides "
-                   "the loopback names; repeatable; '*.example.org' allows the sub-domains (default: "
-                   "loopback names only)")
-    s.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1),
-                   help="threads running the models (default: CPU cores, at most 4)")
-    s.add_argument("--max-busy", type=int, default=32, help="generations and analyses in "
-                   "progress at once; more are refused with 503 (default 32)")
-
-    v = sub.add_parser("viz", help="write the activation and probability views as one HTML file",
-                       description="Run a trained model over a text file and write a "
-                       "self-contained page: hover a character for the top-5 next characters, "
-                       "heat maps of hidden units, units correlated with text features.")
-    v.set_defaults(run=cmd_viz)
-    v.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit train")
-    v.add_argument("text", metavar="TEXT_FILE", help="text to run the model over")
-    v.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
-    v.add_argument("--max-chars", type=int, default=VIZ_MAX_CHARS, help="read at most this many "
-                   f"characters of TEXT_FILE (default {VIZ_MAX_CHARS})")

@@ -1,9 +1,8 @@
-"""`rnnkit classify` and `rnnkit forecast`: sequence classification and forecasting commands.
+"""`rnnkit classify`: sequence classification commands, and what the forecast commands
+(`rnnkit.forecast_cli`) share with them.
 
     rnnkit classify train DATA --out DIR [--test PATH | --test-pattern REGEX] [options]
     rnnkit classify predict DIR FILE...
-    rnnkit forecast train SERIES.csv --columns A,B --horizon H --out DIR [options]
-    rnnkit forecast predict DIR SERIES.csv
 
 DATA is a folder of audio files (labels from sub-folders or --label-pattern), a CSV (rows of
 sequences grouped by an id column, with a label column) or an .npz (x, lengths, y). Training
@@ -11,12 +10,11 @@ prints one line per epoch (its seconds and the time left), then the test accurac
 confusion matrix (also DIR/confusion.png), a `done:` line saying how the time was spent, and
 last `test_accuracy <fraction>`. --max-time is the whole command's budget. The predict commands
 print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
-go through the same objects.
+go through the same objects. Their options are defined in `cli`, with every other command's.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 import time
 from collections import Counter
@@ -29,13 +27,11 @@ import torch
 from . import distributed
 from .audio import AudioConfig, compile_pattern
 from .config import from_dict
-from .configs import CELL_TYPES, DEVICES, ON_NAN, POOLS, PRECISIONS, FitConfig
+from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
-from .fit import accuracy, fit
+from .fitting import accuracy, fit
 from .optional import need
-from .panel import CALENDAR
-from .panel import quantile_levels as parse_levels
 from .runfiles import atomic_write, write_json_atomic
 from .runs import Classifier, load
 from .task_runs import (
@@ -49,199 +45,6 @@ from .task_runs import (
 from .tasks import SequenceConfig, SequenceModel
 
 CLASSIFIER, FORECASTER = "rnnkit-classifier", "rnnkit-forecaster"  # their run formats
-
-
-def add_commands(sub) -> None:
-    """Add `classify` and `forecast` (each with `train` and `predict`) to the rnnkit parser."""
-    from .cli import Parser, duration
-
-    devices = DEVICES
-    c = sub.add_parser("classify", help="classify sequences: audio, CSV or .npz (many-to-one)",
-                       description="Train a sequence classifier on audio, CSV or .npz data, "
-                       "or label new inputs with a trained one.")
-    csub = c.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = csub.add_parser("train", help="train a sequence classifier",
-                        description="Train a many-to-one classifier: epochs, the best weights "
-                        "on the validation part, then the test accuracy and confusion matrix.")
-    t.set_defaults(run=cmd_classify_train)
-    t.add_argument("data", metavar="DATA", help="audio folder, CSV or .npz")
-    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
-    split = t.add_argument_group("held-out data")
-    split.add_argument("--test", metavar="PATH", help="test set (folder, CSV or .npz like DATA; "
-                       "default: --test-pattern or a stratified split)")
-    split.add_argument("--test-pattern", metavar="REGEX", help="examples whose file name (or CSV "
-                       "id) matches are the test set (default: none)")
-    split.add_argument("--test-fraction", type=float, default=0.2, help="otherwise a stratified "
-                       "split holds out this fraction (default 0.2)")
-    split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
-                       "training set that picks the best epoch (default 0.1; 0: keep the last)")
-    add_data_options(t)
-    add_model_options(t, duration)
-
-    p = csub.add_parser("predict", help="label and probability for each input",
-                        description="Label new inputs with a trained classifier: one line per "
-                        "example, its label and probability, tab-separated.")
-    p.set_defaults(run=cmd_classify_predict)
-    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit classify train")
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
-    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
-
-    f = sub.add_parser("forecast", help="forecast series: one or many, with covariates and "
-                       "quantiles", description="Train one forecaster on every series of a CSV "
-                       "or .npz, or forecast them with a trained one.")
-    fsub = f.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = fsub.add_parser("train", help="train a global forecaster on one or many series",
-                        description="Train a forecaster of the next H steps from the last W of "
-                        "every series, and report its error on the held-out end of each series "
-                        "(MASE, sMAPE, interval coverage) against the seasonal naive forecast.")
-    t.set_defaults(run=cmd_forecast_train)
-    t.add_argument("series", metavar="SERIES", help="CSV (a header, then one row per time step "
-                   "and series) or .npz (x [N, T, F], lengths [N], ids [N])")
-    t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
-    t.add_argument("--columns", type=columns_list, help="comma-separated columns to forecast "
-                   "(default: every column without another role)")
-    t.add_argument("--horizon", type=int, default=1, help="steps to forecast, H (default 1)")
-    t.add_argument("--window", type=int, help="past steps the model reads (default: 48, or "
-                   "two seasons when that is longer)")
-    d = t.add_argument_group("many series, covariates and quantiles")
-    d.add_argument("--id-column", metavar="NAME", help="CSV column naming each row's series "
-                   "(default: the file is one series)")
-    d.add_argument("--time-column", metavar="NAME", help="CSV column of times (ISO dates or "
-                   "numbers): orders each series' rows, gives --calendar and the season (default none: "
-                   "the rows are in order)")
-    d.add_argument("--past", type=columns_list, metavar="A,B", help="covariates known only up "
-                   "to the forecast origin (default none)")
-    d.add_argument("--known", type=columns_list, metavar="A,B", help="covariates known in "
-                   "advance; forecasting needs their next H rows (default none)")
-    d.add_argument("--calendar", type=calendar_list, metavar="hour,weekday,month",
-                   help="calendar features of --time-column, known in advance (default none)")
-    d.add_argument("--quantiles", type=quantile_levels, metavar="0.1,0.5,0.9", help="forecast "
-                   "these quantiles (pinball loss; 0.5, the point forecast, is always added) "
-                   "and report each interval's coverage (default: a mean forecast, squared "
-                   "error)")
-    d.add_argument("--season", type=int, help="season length m of MASE and the seasonal naive "
-                   "forecast (default: from --time-column's spacing, else 1)")
-    split = t.add_argument_group("held-out data")
-    split.add_argument("--origins", type=int, default=1, help="the last K horizons of every "
-                       "series are the test set, one forecast origin each (default 1)")
-    split.add_argument("--val-origins", type=int, default=1, help="the horizons before them "
-                       "pick the best epoch (default 1; 0: keep the last epoch)")
-    split.add_argument("--test-fraction", type=float, help="instead, the last fraction of every "
-                       "series is the test set, with an origin at every step (default: "
-                       "--origins)")
-    split.add_argument("--val-fraction", type=float, default=0.1, help="with --test-fraction, "
-                       "the fraction before it that picks the best epoch (default 0.1)")
-    add_model_options(t, duration)
-
-    p = fsub.add_parser("predict", help="forecast the next H steps of every series",
-                        description="Forecast the next H steps after the end of every series "
-                        "of a CSV or .npz (and, when they are long enough, the error of the "
-                        "last H steps against the naive forecasts); writes a plot.")
-    p.set_defaults(run=cmd_forecast_predict)
-    p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit forecast train")
-    p.add_argument("series", metavar="SERIES", help="CSV or .npz with the run's columns")
-    p.add_argument("--plot", metavar="PATH", help="the picture of history, forecast and "
-                   "interval (default DIR/forecast.png)")
-    p.add_argument("--show", type=columns_list, metavar="ID,ID", help="series to draw (default: "
-                   "the first 4)")
-    p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
-
-
-def columns_list(text: str) -> list[str]:
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("give column names separated by commas")
-    return names
-
-
-def calendar_list(text: str) -> list[str]:
-    names = columns_list(text)
-    unknown = [n for n in names if n not in CALENDAR]
-    if unknown or len(set(names)) != len(names):
-        raise argparse.ArgumentTypeError(f"give different features among {', '.join(CALENDAR)}, "
-                                         f"separated by commas; got {text!r}")
-    return names
-
-
-def quantile_levels(text: str) -> list[float]:
-    try:
-        return parse_levels(text)
-    except RnnkitError as e:
-        raise argparse.ArgumentTypeError(str(e).removeprefix("--quantiles ")) from None
-
-
-def add_data_options(t) -> None:
-    a = t.add_argument_group("audio and CSV input")
-    a.add_argument("--label-pattern", metavar="REGEX", help="label = first group of REGEX in "
-                   r"the file name, e.g. '^(\d)_' (default: the sub-folder name)")
-    a.add_argument("--features", choices=("mfcc", "raw"), default="mfcc", help="audio as MFCC "
-                   "frames or raw samples (default mfcc)")
-    for name, default, what in (("sample-rate", 22050, "audio is resampled to this rate, Hz"),
-                                ("n-mfcc", 13, "MFCC coefficients per frame"),
-                                ("n-fft", 2048, "FFT window, samples"),
-                                ("hop-length", 512, "samples between frames"),
-                                ("n-mels", 128, "mel bands")):
-        a.add_argument(f"--{name}", type=int, help=f"{what} (default {default})")
-    a.add_argument("--deltas", action="store_true", help="add MFCC deltas and delta-deltas "
-                   "(default off)")
-    a.add_argument("--columns", type=columns_list, help="CSV feature columns (default: all but "
-                   "--id-column and --label-column)")
-    a.add_argument("--id-column", default="id", help="CSV column naming each sequence "
-                   "(default id)")
-    a.add_argument("--label-column", default="label", help="CSV column holding its class "
-                   "(default label)")
-
-
-# What each FitConfig field means on the command line (the dataclass's comments say the same).
-FIT_HELP = {
-    "epochs": "passes over the training set, resumes included",
-    "batch_size": "examples per optimizer step (all processes together)",
-    "lr": "peak learning rate of AdamW", "lr_min": "the cosine decay ends at lr x lr-min",
-    "warmup": "steps of linear warm-up", "weight_decay": "AdamW weight decay, on matrices",
-    "grad_clip": "clip the gradient norm; 0: off", "seed": "initial weights, splits, shuffling "
-    "and dropout: the same seed repeats the run",
-    "accumulate": "micro-batches per step, to save memory",
-    "precision": "autocast to bf16 or fp16", "on_nan": "on a NaN loss: stop, or roll back to "
-    "the last checkpoint with half the learning rate",
-}
-CHOICES = {"device": DEVICES, "precision": PRECISIONS, "on_nan": ON_NAN}
-
-
-def add_model_options(t, duration) -> None:
-    m = t.add_argument_group("model")
-    m.add_argument("--cell", choices=CELL_TYPES, default="lstm", help="recurrent cell "
-                   "(default lstm; rnn is the tanh RNN)")
-    m.add_argument("--layers", type=int, default=1, help="stacked layers (default 1)")
-    m.add_argument("--hidden", type=int, default=128, help="units per layer and direction "
-                   "(default 128)")
-    m.add_argument("--dropout", type=float, default=0.0, help="between layers and before the "
-                   "output (default 0)")
-    m.add_argument("--bidirectional", action="store_true", help="also read each sequence "
-                   "backwards (default off)")
-    m.add_argument("--pool", choices=POOLS, default="last", help="summary of the states "
-                   "(default last)")
-    o = t.add_argument_group("training")
-    o.add_argument("--resume", action="store_true", help="continue the run in --out from its "
-                   "last checkpoint: the same command plus --resume (or start it, if it holds "
-                   "none yet; default: a new run)")
-    for f in fields(FitConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "max_time":
-            o.add_argument(flag, type=duration, help="time budget of this command, e.g. 90s, "
-                           "5m: reading data, training and the last evaluation and test fit in "
-                           "it (default none)")
-        elif f.name == "device":
-            o.add_argument(flag, choices=DEVICES, help="default auto (cuda when available)")
-        elif f.name in CHOICES:
-            o.add_argument(flag, choices=CHOICES[f.name], help=f"{FIT_HELP[f.name]} (default "
-                           f"{f.default})")
-        elif isinstance(f.default, bool):  # --bucket / --no-bucket (type=bool takes any text)
-            o.add_argument(flag, action=argparse.BooleanOptionalAction,
-                           help="batch sequences of similar length together (default "
-                           f"{'on' if f.default else 'off'})")
-        else:
-            o.add_argument(flag, type=type(f.default), help=f"{FIT_HELP[f.name]} (default "
-                           f"{f.default})")
 
 
 def fit_config(args) -> tuple[FitConfig, set[str]]:
@@ -459,17 +262,3 @@ def cmd_classify_predict(args) -> int:
     for name, label, p in zip(result.names, result.labels, result.probs, strict=True):
         print(f"{name}\t{label}\t{float(p.max()):.4f}")
     return 0
-
-
-# --- forecasting (rnnkit.forecast_cli) --------------------------------------------------------
-
-def cmd_forecast_train(args) -> int:
-    from .forecast_cli import train
-
-    return train(args)
-
-
-def cmd_forecast_predict(args) -> int:
-    from .forecast_cli import predict
-
-    return predict(args)

@@ -34,12 +34,11 @@ import numpy as np
 import torch
 
 from .audio import AudioConfig, compile_pattern, find_audio, load_features
+from .checkpoint import BEST, VERSION, RunLock, check_version, load_weights, read_json
 from .checkpoint import FORMAT as LANGUAGE_MODEL
-from .checkpoint import VERSION, RunLock, check_version, load_weights, read_json
 from .config import from_dict
-from .configs import FitConfig
+from .configs import CALENDAR, FitConfig
 from .errors import RnnkitError
-from .fit import BEST
 from .panel import has_future, input_size
 from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
@@ -112,10 +111,10 @@ class ForecasterData:
                 math.isfinite(v) for v in self.offsets)):
             raise RnnkitError(f"data.offsets must be {len(self.quantiles)} numbers, one per "
                               f"quantile, got {self.offsets[:5]}")
-        unknown = sorted(set(self.calendar) - {"hour", "weekday", "month"})
+        unknown = sorted(set(self.calendar) - set(CALENDAR))
         if unknown:
-            raise RnnkitError(f"data.calendar holds {unknown}; the features are hour, weekday, "
-                              "month")
+            raise RnnkitError(f"data.calendar holds {unknown}; the features are "
+                              f"{', '.join(CALENDAR)}")
 
 
 # format -> (what the run is, the command that makes it, the commands that use it)

@@ -30,9 +30,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from .beam import decode_beam
 from .configs import HEADS, POOLS, check_cell
 from .errors import RnnkitError, require_positive
 from .recurrent import Recurrent
+from .sample import pick
 
 
 def check_head(head: str) -> None:
@@ -282,17 +284,6 @@ class Tagger(nn.Module):
         return self.out(self.drop(states)), final
 
 
-def sample_next(logits: Tensor, temperature: float, greedy: bool,
-                generator: torch.Generator | None) -> Tensor:
-    """(B, V) logits -> (B,) ids: the argmax, or a draw from softmax(logits / temperature)."""
-    if greedy:
-        return logits.argmax(-1)
-    if not temperature > 0:
-        raise RnnkitError(f"temperature must be positive, got {temperature}; use greedy=True")
-    probs = torch.softmax(logits / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-
-
 @dataclass
 class DecoderConfig:
     """A token decoder: what `ConditionedGenerator` and `Seq2Seq` write with."""
@@ -347,17 +338,17 @@ class Decoder(nn.Module):
         c = self.config
         device = self.out.weight.device
         if beam is not None:
-            from .beam import decode_beam
-
             return [decode_beam(self, state, b, max_length, beam)[0][0] for b in range(B)]
-        generator = None
-        if seed is not None:
-            generator = torch.Generator(device=device).manual_seed(seed)
+        if not (greedy or temperature > 0):
+            raise RnnkitError(f"temperature must be positive, got {temperature}; use greedy=True")
+        # The language model's choice of the next token (`sample.pick`), drawn on the CPU.
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         token = torch.full((B,), c.start, dtype=torch.long, device=device)
         rows, done = [[] for _ in range(B)], torch.zeros(B, dtype=torch.bool, device=device)
         for _ in range(max_length):
             h, state = self.rnn.step(self.embed(token), state)  # (B, H)
-            token = sample_next(self.out(h), temperature, greedy, generator)  # (B,)
+            token = pick(self.out(h), temperature, greedy=greedy,
+                         generator=generator).to(device)  # (B,)
             for b in torch.nonzero(~done).flatten().tolist():
                 if token[b] != c.end:
                     rows[b].append(int(token[b]))

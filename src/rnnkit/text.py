@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import brief, parse_json
+from .configs import TOKENIZERS
 from .errors import RnnkitError
 from .runfiles import atomic_write, write_json_atomic
 
-TOKENIZERS = ("char", "byte")
 CHUNK_BYTES = 8 << 20  # read corpora 8 MiB at a time
 UNICODE_SIZE = 0x110000
 
@@ -329,6 +329,8 @@ def default_corpus(limit_bytes: int = 4 << 20) -> list[Path]:
             size = f.stat().st_size
             f.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError):
+            continue
+        if size == 0:  # empty __init__.py files: nothing to learn from
             continue
         files.append(f)
         total += size

@@ -52,11 +52,11 @@ from .text import (
 )
 
 # The public names, lr_at and pick_device among them as before the engine took them over.
-__all__ = ["StreamFeeder", "TrainConfig", "evaluate", "lr_at", "pick_device", "train"]
+__all__ = ["StreamFeeder", "TrainConfig", "text_loss", "lr_at", "pick_device", "train"]
 
 
 @torch.no_grad()
-def evaluate(model: CharLM, tokens: np.ndarray, batch_size: int, seq_len: int,
+def text_loss(model: CharLM, tokens: np.ndarray, batch_size: int, seq_len: int,
              device: torch.device, max_tokens: int | None = None) -> float:
     """Mean loss in nats per token over `tokens` (its first max_tokens), state carried."""
     if max_tokens is not None:
@@ -280,7 +280,7 @@ class StreamFeeder:
     def evaluate(self, train_loss: float) -> tuple[float, None]:
         if len(self.val_tokens) < 2:
             return train_loss, None  # --val-fraction 0: the training loss stands in
-        return evaluate(self.model, self.val_tokens, self.B, self.cfg.seq_len, self.device,
+        return text_loss(self.model, self.val_tokens, self.B, self.cfg.seq_len, self.device,
                         self.cfg.eval_tokens), None
 
     def record(self, progress: engine.Progress, train_loss: float, val: float,
@@ -317,7 +317,7 @@ class StreamFeeder:
         part = min(n_eval, 8 * B * cfg.seq_len)
         started = time.monotonic()
         if part >= 2:
-            evaluate(self.model, self.val_tokens, B, cfg.seq_len, self.device, part)
+            text_loss(self.model, self.val_tokens, B, cfg.seq_len, self.device, part)
         eval_seconds = (time.monotonic() - started) * n_eval / max(part, 1)
         started = time.monotonic()
         chars = min(20, cfg.sample_length)

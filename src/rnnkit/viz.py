@@ -29,11 +29,11 @@ import torch
 
 from .checkpoint import load
 from .errors import RnnkitError, require_positive
+from .runfiles import write_bytes_atomic
 from .sample import Stepper
 
 TOP_K = 5  # next-symbol candidates shown on hover
 TOP_UNITS = 8  # units listed per text feature
-VIZ_MAX_CHARS = 2000  # default length of text that `rnnkit viz` reads from the file
 OPEN_BRACKETS, CLOSE_BRACKETS = "([{", ")]}"
 TAB_WIDTH = 4  # a tab counts as this many spaces of indentation
 
@@ -216,7 +216,7 @@ def cmd_viz(args) -> int:
             "trace": trace_data(tr)}
     out = Path(args.out)
     try:
-        out.write_text(page(data), encoding="utf-8")
+        write_bytes_atomic(out, page(data).encode("utf-8"))  # a failed write leaves no half page
     except OSError as e:
         raise RnnkitError(f"cannot write {str(out)!r} ({e.strerror or e}); choose another "
                           "--out") from None

@@ -32,12 +32,11 @@ from .devices import pick_device
 from .errors import RnnkitError
 from .schedule import lr_at, order_seed
 
-__all__ = ["BEST", "EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "evaluate",
+__all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
            "fit", "lr_at", "predict"]
 
 Dataset = dict[str, Tensor]
 Metric = Callable[[Tensor, Dataset], tuple[float, int]]  # (outputs, batch) -> (correct, count)
-BEST = ckpt.BEST
 
 
 def size(data: Dataset) -> int:
@@ -119,7 +118,7 @@ def accuracy(outputs: Tensor, batch: Dataset) -> tuple[float, int]:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, batch_size: int, device: torch.device,
+def dataset_loss(model: nn.Module, data: Dataset, batch_size: int, device: torch.device,
              metric: Metric | None = None) -> tuple[float, float | None]:
     """Mean loss over every row or real step of `data`, and the metric's fraction if given.
 
@@ -197,8 +196,8 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         distributed.teardown(world)
     if summary["best_weights"] is not None:
         model.load_state_dict(summary["best_weights"])
-    elif run_dir is not None and (run_dir / BEST).exists():  # improved before this call
-        model.load_state_dict(ckpt.read_safetensors(run_dir / BEST)[0])
+    elif run_dir is not None and (run_dir / ckpt.BEST).exists():  # improved before this call
+        model.load_state_dict(ckpt.read_safetensors(run_dir / ckpt.BEST)[0])
     model.eval()
     return {"history": summary["history"], "best": summary["best_score"],
             "best_epoch": math.ceil(summary["best_step"] / feeder.per_epoch),
@@ -264,7 +263,7 @@ class EpochFeeder:
         if not self.n_val:
             return None, None
         started = time.monotonic()
-        val_loss, score = evaluate(self.model, self.val, 4 * self.cfg.batch_size, self.device,
+        val_loss, score = dataset_loss(self.model, self.val, 4 * self.cfg.batch_size, self.device,
                                    self.metric)
         self.extra = self.test_rows * (time.monotonic() - started) / self.n_val
         return val_loss, score
@@ -295,7 +294,7 @@ class EpochFeeder:
         data = self.val if self.n_val else self.train
         part = {k: v[:4 * self.cfg.batch_size] for k, v in data.items()}
         started = time.monotonic()
-        evaluate(self.model, part, 4 * self.cfg.batch_size, self.device, self.metric)
+        dataset_loss(self.model, part, 4 * self.cfg.batch_size, self.device, self.metric)
         per_row = (time.monotonic() - started) / size(part)
         self.extra = self.test_rows * per_row
         return self.n_val * per_row

@@ -1,0 +1,139 @@
+"""What `rnnkit train`, `sample`, `eval`, `prepare` and `export` do, once `cli` has read their
+arguments: the character language model's commands.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import fields
+from pathlib import Path
+
+from .checkpoint import data_dir, load, read_json, read_run_config
+from .config import from_dict
+from .errors import RnnkitError, require_seed
+from .export import export
+from .lm import ModelConfig
+from .text import PreparedData, Vocab, check_corpus_files, prepare
+from .training import TrainConfig, pick_device, text_loss, train
+
+
+def configs_from_args(args) -> tuple[ModelConfig, TrainConfig, set[str]]:
+    """Map flags onto the config dataclasses; `given` are the options set on the command line."""
+    values = {k: v for k, v in vars(args).items() if v is not None}
+    model_keys = {f.name for f in fields(ModelConfig)}
+    train_keys = {f.name for f in fields(TrainConfig)}
+    given = (set(values) & (model_keys | train_keys))
+    train_values = {k: values[k] for k in given & train_keys}
+    if "max_time" in train_values and "max_steps" not in train_values:
+        train_values["max_steps"] = 0  # a time budget alone: train until it runs out
+    model_cfg = from_dict(ModelConfig, {k: values[k] for k in given & model_keys}, "options")
+    train_cfg = from_dict(TrainConfig, train_values, "options")
+    return model_cfg, train_cfg, given
+
+
+def cmd_train(args) -> int:
+    started = time.monotonic()
+    model_cfg, train_cfg, given = configs_from_args(args)
+    summary = train(args.texts, args.out, model_cfg, train_cfg, resume=args.resume, given=given)
+    if summary.get("rank", 0):
+        return 0
+    length = train_cfg.sample_length if "sample_length" in given else TrainConfig.sample_length
+    if length > 0 and summary["steps_now"] and summary["stopped"] not in ("SIGINT", "SIGTERM"):
+        model = load(args.out)
+        print("--- sample (temperature 0.8) ---")
+        for piece in model.stream(length=length, temperature=0.8, seed=0):
+            sys.stdout.write(piece)
+        print("\n---")
+    best = summary["best_val"]
+    print(f"done: {summary['steps']} steps ({summary['steps_now']} in this invocation: "
+          f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s evaluation, "
+          f"{time.monotonic() - started:.1f}s in all); best val_loss {best:.4f} nats/char "
+          f"({best / math.log(2):.3f} bpc); run directory {args.out}")
+    return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+
+
+def cmd_sample(args) -> int:
+    if args.seed is not None:
+        require_seed(args.seed)
+    model = load(args.run_dir, device=pick_device(args.device))
+    start = time.perf_counter()
+    pieces = model.stream(args.prime, args.length, args.temperature, args.top_k, args.greedy,
+                          args.seed, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
+                          num_samples=args.num_samples, beam=args.beam,
+                          precision=args.precision)  # checks the options before anything is printed
+    if args.num_samples is None:
+        sys.stdout.write(args.prime)
+        for piece in pieces:
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:  # N streams in one batch: each printed whole once all are done
+        texts = ["".join(row) for row in zip(*pieces, strict=True)] or [""] * args.num_samples
+        for i, text in enumerate(texts, start=1):
+            print(f"--- sample {i} of {len(texts)} ---\n{args.prime}{text}")
+    if args.verbose:
+        seconds = time.perf_counter() - start
+        n = args.length * (args.num_samples or 1)
+        print(f"rnnkit: {n:,} characters in {seconds:.2f}s ({n / max(seconds, 1e-9):,.0f} "
+              f"characters/s, {args.precision})", file=sys.stderr)
+    return 0
+
+
+def cmd_export(args) -> int:
+    shape = export(args.run_dir, args.out, args.format)
+    print(f"wrote {args.out}: {shape}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    config, _, vocab = read_run_config(args.run_dir)
+    device = pick_device(args.device)
+    model = load(args.run_dir, device=device)
+    train_cfg = from_dict(TrainConfig, config.get("train"), "config.json train")
+    batch_size = args.batch_size or train_cfg.batch_size
+    seq_len = train_cfg.seq_len
+    if args.text:
+        with tempfile.TemporaryDirectory() as tmp:
+            data = prepare(check_corpus_files([args.text]), tmp, vocab.kind, vocab=vocab,
+                           skip_unknown=True)
+            if data.skipped:
+                warnings.warn(f"{args.text} contains {''.join(data.skipped[:20])!r}, not in the "
+                              f"vocabulary of {len(vocab)} symbols; skipped", stacklevel=1)
+            loss = text_loss(model, data.tokens, batch_size, seq_len, device)
+            del data
+        source = args.text
+    elif "data" not in config:  # the built-in model ships without its corpus
+        raise RnnkitError(f"{args.run_dir} comes without its training text; give a TEXT_FILE "
+                          "to evaluate on")
+    else:
+        fraction = train_cfg.val_fraction
+        if not fraction:
+            raise RnnkitError(f"{args.run_dir} was trained with no held-out text "
+                              "(--val-fraction 0); give a TEXT_FILE to evaluate on")
+        _, val = PreparedData.open(data_dir(Path(args.run_dir), config)).split(fraction)
+        loss = text_loss(model, val, batch_size, seq_len, device)
+        source = f"the held-out {fraction:.0%} of the training text ({len(val):,} tokens)"
+    print(f"evaluated on {source}")
+    print(f"val_loss {loss:.4f} bpc {loss / math.log(2):.4f}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    vocab = None
+    if args.vocab:
+        path = Path(args.vocab)
+        vocab = Vocab.from_json(read_json(path / "vocab.json" if path.is_dir() else path,
+                                          "vocabulary JSON"))
+    files = check_corpus_files(args.texts)
+    size = sum(f.stat().st_size for f in files)
+    start = time.monotonic()
+    data = prepare(files, args.out, vocab.kind if vocab else args.tokenizer, vocab=vocab)
+    seconds = time.monotonic() - start
+    print(f"prepared {len(data.tokens):,} tokens ({data.vocab.kind} vocabulary of "
+          f"{len(data.vocab)}) from {len(files)} file(s), {size / 1e6:,.1f} MB in {seconds:.1f}s "
+          f"({size / 1e6 / max(seconds, 1e-9):,.1f} MB/s), into {args.out}")
+    return 0
