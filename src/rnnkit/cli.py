@@ -32,6 +32,7 @@ from dataclasses import fields
 
 from . import __version__
 from .configs import (
+    CALENDAR,
     CELL_TYPES,
     DEVICES,
     ON_NAN,
@@ -41,6 +42,7 @@ from .configs import (
     TOKENIZERS,
     FitConfig,
     TrainConfig,
+    quantile_levels,
 )
 from .errors import RnnkitError
 
@@ -239,34 +241,64 @@ def add_task_commands(sub) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
     p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
-    f = sub.add_parser("forecast", help="forecast series from CSV columns (next-step and H-step)",
-                       description="Train a forecaster on CSV columns, or forecast a series "
-                       "with a trained one.")
+    f = sub.add_parser("forecast", help="forecast series: one or many, with covariates and "
+                       "quantiles", description="Train one forecaster on every series of a CSV "
+                       "or .npz, or forecast them with a trained one.")
     fsub = f.add_subparsers(dest="action", required=True, parser_class=Parser)
-    t = fsub.add_parser("train", help="train a forecaster on CSV columns",
-                        description="Train a forecaster of the next H steps from the last W, "
-                        "and report its test error against the naive last-value forecast.")
-    t.set_defaults(run="task_cli.cmd_forecast_train")
-    t.add_argument("series", metavar="SERIES.csv", help="CSV file, a header then one row per "
-                   "time step")
+    t = fsub.add_parser("train", help="train a global forecaster on one or many series",
+                        description="Train a forecaster of the next H steps from the last W of "
+                        "every series, and report its error on the held-out end of each series "
+                        "(MASE, sMAPE, interval coverage) against the seasonal naive forecast.")
+    t.set_defaults(run="forecast_cli.train")
+    t.add_argument("series", metavar="SERIES", help="CSV (a header, then one row per time step "
+                   "and series) or .npz (x [N, T, F], lengths [N], ids [N])")
     t.add_argument("--out", required=True, metavar="DIR", help="run directory to write")
     t.add_argument("--columns", type=columns_list, help="comma-separated columns to forecast "
-                   "(default: all)")
+                   "(default: every column without another role)")
     t.add_argument("--horizon", type=int, default=1, help="steps to forecast, H (default 1)")
-    t.add_argument("--window", type=int, default=48, help="past steps the model reads "
-                   "(default 48)")
-    t.add_argument("--test-fraction", type=float, default=0.2, help="the last part of the "
-                   "series is the test set (default 0.2)")
-    t.add_argument("--val-fraction", type=float, default=0.1, help="the part before it picks "
-                   "the best epoch (default 0.1)")
+    t.add_argument("--window", type=int, help="past steps the model reads (default: 48, or "
+                   "two seasons when that is longer)")
+    d = t.add_argument_group("many series, covariates and quantiles")
+    d.add_argument("--id-column", metavar="NAME", help="CSV column naming each row's series "
+                   "(default: the file is one series)")
+    d.add_argument("--time-column", metavar="NAME", help="CSV column of times (ISO dates or "
+                   "numbers): orders each series' rows, gives --calendar and the season (default none: "
+                   "the rows are in order)")
+    d.add_argument("--past", type=columns_list, metavar="A,B", help="covariates known only up "
+                   "to the forecast origin (default none)")
+    d.add_argument("--known", type=columns_list, metavar="A,B", help="covariates known in "
+                   "advance; forecasting needs their next H rows (default none)")
+    d.add_argument("--calendar", type=calendar_list, metavar="hour,weekday,month",
+                   help="calendar features of --time-column, known in advance (default none)")
+    d.add_argument("--quantiles", type=quantile_list, metavar="0.1,0.5,0.9", help="forecast "
+                   "these quantiles (pinball loss; 0.5, the point forecast, is always added) "
+                   "and report each interval's coverage (default: a mean forecast, squared "
+                   "error)")
+    d.add_argument("--season", type=int, help="season length m of MASE and the seasonal naive "
+                   "forecast (default: from --time-column's spacing, else 1)")
+    split = t.add_argument_group("held-out data")
+    split.add_argument("--origins", type=int, default=1, help="the last K horizons of every "
+                       "series are the test set, one forecast origin each (default 1)")
+    split.add_argument("--val-origins", type=int, default=1, help="the horizons before them "
+                       "pick the best epoch (default 1; 0: keep the last epoch)")
+    split.add_argument("--test-fraction", type=float, help="instead, the last fraction of every "
+                       "series is the test set, with an origin at every step (default: "
+                       "--origins)")
+    split.add_argument("--val-fraction", type=float, default=0.1, help="with --test-fraction, "
+                       "the fraction before it that picks the best epoch (default 0.1)")
     add_model_options(t)
 
-    p = fsub.add_parser("predict", help="forecast the next H steps of a CSV series",
-                        description="Forecast the next H steps after the end of a CSV series "
-                        "(and, when it is long enough, its error against the naive forecast).")
-    p.set_defaults(run="task_cli.cmd_forecast_predict")
+    p = fsub.add_parser("predict", help="forecast the next H steps of every series",
+                        description="Forecast the next H steps after the end of every series "
+                        "of a CSV or .npz (and, when they are long enough, the error of the "
+                        "last H steps against the naive forecasts); writes a plot.")
+    p.set_defaults(run="forecast_cli.predict")
     p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit forecast train")
-    p.add_argument("series", metavar="SERIES.csv", help="CSV file with the run's columns")
+    p.add_argument("series", metavar="SERIES", help="CSV or .npz with the run's columns")
+    p.add_argument("--plot", metavar="PATH", help="the picture of history, forecast and "
+                   "interval (default DIR/forecast.png)")
+    p.add_argument("--show", type=columns_list, metavar="ID,ID", help="series to draw (default: "
+                   "the first 4)")
     p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
 
@@ -275,6 +307,22 @@ def columns_list(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("give column names separated by commas")
     return names
+
+
+def calendar_list(text: str) -> list[str]:
+    names = columns_list(text)
+    unknown = [n for n in names if n not in CALENDAR]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"give different features among {', '.join(CALENDAR)}, "
+                                         f"separated by commas; got {text!r}")
+    return names
+
+
+def quantile_list(text: str) -> list[float]:
+    try:
+        return quantile_levels(text)
+    except RnnkitError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--quantiles ")) from None
 
 
 def add_data_options(t) -> None:

@@ -28,6 +28,7 @@ PRECISIONS = ("fp32", "bf16", "fp16")  # of training (autocast)
 STEP_PRECISIONS = ("fp32", "bf16", "int8")  # of the weights while sampling (`sample.Stepper`)
 TOKENIZERS = ("char", "byte")  # Unicode code points of UTF-8 text, or raw bytes
 ON_NAN = ("stop", "rollback")
+CALENDAR = ("hour", "weekday", "month")  # a forecaster's calendar features (`panel`)
 MAX_SIZE = 1 << 16  # no layer wider than this, no deeper stack than MAX_LAYERS: a typo guard
 MAX_LAYERS = 64
 
@@ -153,3 +154,16 @@ class ModelConfig:
     @property
     def embed_size(self) -> int:
         return self.embed or self.hidden
+
+
+def quantile_levels(text: str) -> list[float]:
+    """'0.1,0.5,0.9' -> [0.1, 0.5, 0.9]; 0.5 is added (a forecaster's point forecast is the
+    median)."""
+    try:
+        levels = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        levels = []
+    if not levels or not all(0 < q < 1 for q in levels) or len(set(levels)) != len(levels):
+        raise RnnkitError(f"--quantiles must be different numbers between 0 and 1, separated by "
+                          f"commas (e.g. 0.1,0.5,0.9), got {text!r}")
+    return sorted(set(levels) | {0.5})

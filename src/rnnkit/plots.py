@@ -34,3 +34,43 @@ def plot_losses(history: list[dict], path: Path, unit: str = "chars") -> None:
             fig.savefig(f, format="png")
     finally:
         plt.close(fig)
+
+
+def plot_forecast(panel, forecasts, shown: list[str], history: int, path: Path) -> None:
+    """forecast.png: for each series in `shown`, its last `history` steps, the forecast (the
+    median of a quantile run) and the widest interval between its quantiles, one panel per
+    series and forecast column, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    F = len(forecasts.columns)
+    fig, axes = plt.subplots(len(shown), F, figsize=(7 * F, 2.6 * len(shown)), dpi=100,
+                             squeeze=False)
+    for row, name in enumerate(shown):
+        i = forecasts.ids.index(name)
+        values = panel.values[i]  # (T, F)
+        T, H = len(values), forecasts.point.shape[1]
+        past = range(max(0, T - history), T)
+        ahead = range(T, T + H)
+        for f, column in enumerate(forecasts.columns):
+            ax = axes[row, f]
+            ax.plot(past, values[past.start:, f], color="black", lw=1, label="history")
+            ax.plot(ahead, forecasts.point[i, :, f], color="tab:blue", lw=1.5, label="forecast")
+            if forecasts.quantiles is not None and len(forecasts.levels) > 1:
+                lo, hi = forecasts.levels[0], forecasts.levels[-1]
+                ax.fill_between(ahead, forecasts.quantiles[i, :, f, 0],
+                                forecasts.quantiles[i, :, f, -1], color="tab:blue", alpha=0.25,
+                                label=f"{lo:g} to {hi:g} quantiles")
+            ax.set_title(f"{name}: {column}" if len(forecasts.ids) > 1 else column, fontsize=9)
+            ax.grid(alpha=0.3)
+            if row == 0 and f == 0:
+                ax.legend(fontsize=8)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png")
+    finally:
+        plt.close(fig)

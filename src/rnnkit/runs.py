@@ -12,6 +12,8 @@ train` or `rnnkit forecast train` wrote, and returns the object that uses it.
     fc = rnnkit.load("runs/load")                # Forecaster
     fc.predict("series.csv")                     # (H, F): the H steps after the series' end
     fc.predict(series)                           # or an array (T, F) of the run's columns
+    fc.forecasts("shops.csv")                    # Forecasts of every series: ids, point (N, H, F),
+                                                 # quantiles (N, H, F, Q), levels, future times
 
 `rnnkit classify predict` and `rnnkit forecast predict` are these objects' `predict`, printed.
 A directory that holds no run, or a run of another kind than `kind` asks for, is one RnnkitError
@@ -34,7 +36,8 @@ from .checkpoint import load as load_language_model
 from .errors import RnnkitError
 from .fitting import predict as model_outputs
 from .lm import CharLM
-from .series import read_series, relative
+from .panel import Panel, decode, encode, future_times, has_future, read_panel
+from .series import read_series
 from .task_runs import (
     DATA,
     KINDS,
@@ -173,44 +176,117 @@ class Classifier:
         return Predictions(names, [self.classes[k] for k in probs.argmax(-1)], probs)
 
 
+@dataclass
+class Forecasts:
+    """A forecaster's answer for N series: the H steps after each one's end."""
+
+    ids: list[str]  # each series' name: its id, or the file's name for a one-series CSV
+    columns: list[str]  # the F forecast columns
+    point: np.ndarray  # (N, H, F): the median of a quantile run, else the mean forecast
+    quantiles: np.ndarray | None  # (N, H, F, Q) at `levels`; None for a run without quantiles
+    levels: list[float]  # the Q quantile levels, ascending
+    times: list[np.ndarray | None]  # each series' H future times (a run with a time column)
+
+
 class Forecaster:
     """A trained forecaster run: its model (`SequenceModel`, eval mode), the columns it reads and
-    writes, its window W, horizon H and scale."""
+    writes, its window W, horizon H, scale and quantile levels (`rnnkit.panel` reads its
+    inputs)."""
 
     def __init__(self, model: SequenceModel, data: dict):
         self.model, self.data = model, data
         self.columns: list[str] = data["columns"]
         self.window: int = data["window"]
         self.horizon: int = data["horizon"]
-        self.std = np.asarray(data["std"], np.float32)  # (F,)
+        self.levels: list[float] = list(data.get("quantiles") or [])
+        self.std = np.asarray(data["std"], np.float32)  # (F,); empty for a "window" scale
+        self.many = data.get("id_column") is not None or data["source"] == "npz"
 
     def read(self, path: PathLike) -> np.ndarray:
-        """The run's columns of a CSV file, in the run's order: (T, F)."""
+        """The run's columns of a one-series CSV file, in the run's order: (T, F)."""
         return read_series(path, self.columns)[0]
+
+    def series(self, path: PathLike) -> Panel:
+        """Every series of a CSV or .npz, read as in training; a CSV may end each series with
+        the H rows to forecast (targets empty), which a run with known covariates needs."""
+        return read_panel(path, self.data, future=self.horizon)[0]
+
+    def outputs(self, panel: Panel, origins: list[np.ndarray], batch_size: int = 512,
+                ) -> tuple[np.ndarray, dict]:
+        """The model's outputs (n, H * F * Q) at the given origins of every series, in the
+        windows' units, and the windows (`panel.encode`)."""
+        enc = encode(panel, origins, self.data)
+        inputs = {"inputs": torch.from_numpy(enc["inputs"])}
+        if (enc["lengths"] != enc["inputs"].shape[1]).any():
+            inputs["lengths"] = torch.from_numpy(enc["lengths"])
+        return model_outputs(self.model, inputs, batch_size, device_of(self.model)).numpy(), enc
+
+    def run(self, panel: Panel, origins: list[np.ndarray], batch_size: int = 512,
+            ) -> tuple[np.ndarray, dict]:
+        """Forecasts at the given origins of every series: (n, H, F, Q) in the series' units
+        (Q = 1 without quantiles), and the windows (`panel.encode`) they came from."""
+        out, enc = self.outputs(panel, origins, batch_size)
+        return decode(out, enc, self.horizon, max(1, len(self.levels)),
+                      self.data.get("offsets")), enc
+
+    def point(self, forecasts: np.ndarray) -> np.ndarray:
+        """(n, H, F, Q) -> (n, H, F): the median, or the one value of a run without quantiles."""
+        return forecasts[..., self.levels.index(0.5) if self.levels else 0]
 
     def forecast(self, windows: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """(N, W, F) windows in the series' units -> (N, H, F) forecasts in the same units."""
-        x, last = relative(windows, self.std)
-        out = model_outputs(self.model, {"inputs": torch.from_numpy(x)}, batch_size,
-                            device_of(self.model)).numpy()  # (N, H * F)
-        return out.reshape(len(windows), self.horizon, -1) * self.std + last
+        if has_future(self.data) or self.data.get("past"):
+            raise RnnkitError("the run reads covariates besides the series; forecast with "
+                              "predict(FILE), which reads them")
+        windows = as_array(windows, "windows")
+        panel = Panel([str(i) for i in range(len(windows))], list(windows),
+                      [np.zeros((windows.shape[1], 0), np.float32)] * len(windows),
+                      [np.zeros((windows.shape[1], 0), np.float32)] * len(windows))
+        origins = [np.array([windows.shape[1]])] * len(windows)
+        return self.point(self.run(panel, origins, batch_size)[0])
 
-    def predict(self, series) -> np.ndarray:
-        """The H steps after the end of `series`: a CSV file with the run's columns, or an array
-        (T, F) of those columns in order ((T,) for one column) -> (H, F)."""
-        if isinstance(series, (str, os.PathLike)):
-            where, values = str(series), self.read(series)
+    def forecasts(self, source) -> Forecasts:
+        """The H steps after the end of every series in `source`: a CSV or .npz file (`series`),
+        a `Panel`, or one array (T, F) of the run's columns ((T,) for one column)."""
+        if isinstance(source, (str, os.PathLike)):
+            where, panel = str(source), self.series(source)
+        elif isinstance(source, Panel):
+            where, panel = "series", source
         else:
-            where, values = "series", as_array(series, "series")
+            where, values = "series", as_array(source, "series")
             if values.ndim == 1 and len(self.columns) == 1:
                 values = values[:, None]  # (T, 1)
             if values.ndim != 2 or values.shape[1] != len(self.columns):
                 raise RnnkitError(f"series must be (T, {len(self.columns)}), one column for each "
                                   f"of {self.columns}; got shape {values.shape}")
-        if len(values) < self.window:
-            raise RnnkitError(f"{where}: the series has {len(values)} steps; the model reads the "
-                              f"last {self.window}")
-        return self.forecast(values[None, -self.window:])[0]  # (H, F)
+            if has_future(self.data) or self.data.get("past"):
+                raise RnnkitError("the run reads covariates besides the series; give a file")
+            empty = np.zeros((len(values), 0), np.float32)
+            panel = Panel(["series"], [values], [empty], [empty], [None])
+        need = self.window if self.data.get("scale", "run") == "run" else 1
+        for name, values in zip(panel.ids, panel.values, strict=True):
+            if len(values) < need:
+                at = where if len(panel) == 1 else f"{where}, series {name!r}"
+                raise RnnkitError(f"{at}: the series has {len(values)} steps; the model reads "
+                                  f"the last {self.window}")
+        q, _ = self.run(panel, [np.array([len(v)]) for v in panel.values])
+        times = [self.next_times(t, where) for t in panel.times or [None] * len(panel)]
+        return Forecasts(panel.ids, self.columns, self.point(q),
+                         q if self.levels else None, self.levels, times)
+
+    def next_times(self, times: np.ndarray | None, where: str) -> np.ndarray | None:
+        """The H times after a series' end, or None (no time column, or uneven times)."""
+        try:
+            return None if times is None else future_times(times, self.horizon, where)
+        except RnnkitError:
+            return None
+
+    def predict(self, series) -> np.ndarray | Forecasts:
+        """The H steps after the end of `series`: a CSV file with the run's columns, or an array
+        (T, F) of those columns in order ((T,) for one column) -> (H, F). A run trained on
+        many series (an id column or an .npz) returns `Forecasts` for every series of a file."""
+        result = self.forecasts(series)
+        return result if self.many else result.point[0]
 
 
 def load(run_dir: PathLike, device: str | torch.device = "cpu", checkpoint: str = BEST,

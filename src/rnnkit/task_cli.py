@@ -1,9 +1,8 @@
-"""`rnnkit classify` and `rnnkit forecast`: sequence classification and forecasting commands.
+"""`rnnkit classify`: sequence classification commands, and what the forecast commands
+(`rnnkit.forecast_cli`) share with them.
 
     rnnkit classify train DATA --out DIR [--test PATH | --test-pattern REGEX] [options]
     rnnkit classify predict DIR FILE...
-    rnnkit forecast train SERIES.csv --columns A,B --horizon H --out DIR [options]
-    rnnkit forecast predict DIR SERIES.csv
 
 DATA is a folder of audio files (labels from sub-folders or --label-pattern), a CSV (rows of
 sequences grouped by an id column, with a label column) or an .npz (x, lengths, y). Training
@@ -34,8 +33,7 @@ from .errors import RnnkitError
 from .fitting import accuracy, fit
 from .optional import need
 from .runfiles import atomic_write, write_json_atomic
-from .runs import Classifier, Forecaster, load
-from .series import naive_forecast, read_series, relative, windows
+from .runs import Classifier, load
 from .task_runs import (
     check_features,
     read_examples,
@@ -263,111 +261,4 @@ def cmd_classify_predict(args) -> int:
     result = classifier.predict(args.files)
     for name, label, p in zip(result.names, result.labels, result.probs, strict=True):
         print(f"{name}\t{label}\t{float(p.max()):.4f}")
-    return 0
-
-
-# --- forecasting ------------------------------------------------------------------------------
-
-def forecast_errors(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """MAE and RMSE over all H steps, and of the first (next-step) forecast."""
-    err = pred - truth  # (N, H, F)
-    return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean())),
-            "next_step_mae": float(np.abs(err[:, 0]).mean())}
-
-
-def report(model_err: dict, naive_err: dict, where: str) -> str:
-    gain = 1 - model_err["mae"] / naive_err["mae"] if naive_err["mae"] else 0.0
-    return (f"{where}: H-step MAE {model_err['mae']:.4f} (naive {naive_err['mae']:.4f}, "
-            f"{gain:+.1%} better), RMSE {model_err['rmse']:.4f} (naive "
-            f"{naive_err['rmse']:.4f}), next-step MAE {model_err['next_step_mae']:.4f} "
-            f"(naive {naive_err['next_step_mae']:.4f})")
-
-
-def cmd_forecast_train(args) -> int:
-    started = time.monotonic()  # --max-time is this command's budget, reading data included
-    out = Path(args.out)
-    fit_cfg, given = fit_config(args)
-    if args.horizon < 1 or args.window < 1:
-        raise RnnkitError(f"--horizon and --window must be positive, got {args.horizon} and "
-                          f"{args.window}")
-    if not (0 < args.test_fraction < 1 and 0 <= args.val_fraction < 1
-            and args.test_fraction + args.val_fraction < 1):
-        raise RnnkitError("--test-fraction must be in (0, 1) and --val-fraction in [0, 1), "
-                          "together below 1")
-    main = distributed.launched_rank() == 0  # under torchrun, rank 0 alone writes and reports
-    with training_run(out, FORECASTER, args.resume, main) as resuming:
-        return forecast_train(args, fit_cfg, given, resuming, main, started)
-
-
-def forecast_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bool,
-                   started: float) -> int:
-    """`rnnkit forecast train`, in its run directory held by `training_run`."""
-    out = Path(args.out)
-    say = print if main else (lambda *a, **k: None)
-    series, columns = read_series(args.series, args.columns)  # (T, F)
-    T, H, W = len(series), args.horizon, args.window
-    if T < H + 1:
-        raise RnnkitError(f"{args.series}: the series has {T} steps, shorter than the horizon "
-                          f"{H} plus one observed step")
-    n_test, n_val = int(T * args.test_fraction), int(T * args.val_fraction)
-    n_train = T - n_test - n_val
-    # Each part's windows may read the W steps before it, so only their targets are held out.
-    parts = {"train": series[:n_train], "validation": series[max(0, n_train - W):T - n_test],
-             "test": series[max(0, T - n_test - W):]}
-    for name, part in parts.items():
-        if name != "validation" or n_val:
-            windows(part, W, H, where=f"{args.series} ({name} part, {len(part)} steps)")
-    std = np.diff(parts["train"], axis=0).std(0) * np.sqrt(H) + 1e-6  # scale of H-step changes
-
-    def dataset(part):
-        x, y = windows(part, W, H)  # (N, W, F), (N, H, F)
-        inputs, last = relative(x, std)
-        targets = ((y - last) / std).reshape(len(y), -1).astype(np.float32)  # (N, H * F)
-        return {"inputs": torch.from_numpy(inputs), "targets": torch.from_numpy(targets)}
-
-    F = series.shape[1]
-    torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
-    model = SequenceModel(model_config(args, F, H * F, "regress"))
-    data = {"source": "csv", "columns": columns, "window": W, "horizon": H,
-            "std": std.tolist()}
-    if resuming:
-        fit_cfg = resumed_config(out, FORECASTER, model.config, fit_cfg, given, data)
-    elif main:
-        write_config(out, FORECASTER, model.config, fit_cfg, data)
-    say(f"data: {args.series}, {T} steps x {F} columns {columns}; train {n_train} / "
-          f"validation {n_val} / test {n_test} steps (the last part is the test set); "
-          f"window {W}, horizon {H}")
-    val = dataset(parts["validation"]) if n_val else None
-    x_test, y_test = windows(parts["test"], W, H)
-    fitted = time.monotonic()
-    summary = fit(model, dataset(parts["train"]), val, fit_cfg, out, started=started,
-                  test_rows=len(x_test), resume=resuming)
-    stopped = 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
-    if not main:
-        return stopped
-    tested = time.monotonic()
-    model_err = forecast_errors(Forecaster(model, data).forecast(x_test), y_test)
-    naive_err = forecast_errors(naive_forecast(x_test, H), y_test)
-    write_json_atomic(out / "metrics.json", {"test": model_err, "naive": naive_err,
-                                             "test_windows": len(x_test),
-                                             "train_seconds": summary["seconds"],
-                                             "history": summary["history"]})
-    print(report(model_err, naive_err, f"test ({len(x_test)} windows)"))
-    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
-    print(f"test_mae {model_err['mae']:.4f} naive_mae {naive_err['mae']:.4f}")
-    return stopped
-
-
-def cmd_forecast_predict(args) -> int:
-    forecaster = load(args.run_dir, pick_device(args.device), kind=FORECASTER)
-    future = forecaster.predict(args.series)  # (H, F): what rnnkit.load(DIR).predict gives
-    series = forecaster.read(args.series)  # (T, F), for the error over its own windows
-    W, H = forecaster.window, forecaster.horizon
-    if len(series) >= W + H:
-        x, y = windows(series, W, H)
-        print(report(forecast_errors(forecaster.forecast(x), y),
-                     forecast_errors(naive_forecast(x, H), y), f"{args.series} ({len(x)} windows)"))
-    print("step," + ",".join(forecaster.columns))
-    for h, row in enumerate(future, start=1):
-        print(f"+{h}," + ",".join(f"{v:.6g}" for v in row))
     return 0

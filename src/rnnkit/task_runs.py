@@ -27,7 +27,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +37,9 @@ from .audio import AudioConfig, compile_pattern, find_audio, load_features
 from .checkpoint import BEST, VERSION, RunLock, check_version, load_weights, read_json
 from .checkpoint import FORMAT as LANGUAGE_MODEL
 from .config import from_dict
-from .configs import FitConfig
+from .configs import CALENDAR, FitConfig
 from .errors import RnnkitError
+from .panel import has_future, input_size
 from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
 from .tasks import SequenceConfig, SequenceModel
@@ -75,26 +76,45 @@ class ClassifierData:
 
 @dataclass
 class ForecasterData:
-    """The series a forecaster reads: its columns, window, horizon and scale."""
+    """The series a forecaster reads: their columns and roles, window, horizon and scale."""
 
-    source: str  # "csv"
-    columns: list[str]  # the F columns, in the order of the model's features
+    source: str  # "csv" or "npz"
+    columns: list[str]  # the F columns to forecast, in the order of the model's outputs
     window: int  # W: past steps the model reads
     horizon: int  # H: steps it forecasts
-    std: list[float]  # (F,) scale of H-step changes in the training part, for each column
+    std: list[float]  # (F,) scale of H-step changes in the training part ("run" scale)
+    scale: str = "run"  # "run": `std`; "window": each window's own scale (`rnnkit.panel`)
+    id_column: str | None = None  # the CSV column naming each row's series; None: one series
+    time_column: str | None = None  # the CSV column of times (order, calendar, future times)
+    past: list[str] = field(default_factory=list)  # covariates known up to the origin only
+    known: list[str] = field(default_factory=list)  # covariates known in advance
+    calendar: list[str] = field(default_factory=list)  # "hour", "weekday", "month"
+    quantiles: list[float] = field(default_factory=list)  # levels of the head; empty: a mean
+    season: int = 1  # m of MASE and of the seasonal naive forecast
+    offsets: list[float] = field(default_factory=list)  # (Q,) calibration of the quantiles
 
     def __post_init__(self):
-        if self.source != "csv":
-            raise RnnkitError(f"data.source must be 'csv', got {self.source!r}")
+        if self.source not in ("csv", "npz"):
+            raise RnnkitError(f"data.source must be 'csv' or 'npz', got {self.source!r}")
         if not self.columns:
             raise RnnkitError("data.columns must name at least one column")
-        for name in ("window", "horizon"):
+        for name in ("window", "horizon", "season"):
             if getattr(self, name) < 1:
                 raise RnnkitError(f"data.{name} must be 1 or more, got {getattr(self, name)}")
-        if len(self.std) != len(self.columns) or not all(math.isfinite(v) and v > 0
-                                                         for v in self.std):
+        if self.scale not in ("run", "window"):
+            raise RnnkitError(f"data.scale must be 'run' or 'window', got {self.scale!r}")
+        if self.scale == "run" and (len(self.std) != len(self.columns) or not all(
+                math.isfinite(v) and v > 0 for v in self.std)):
             raise RnnkitError(f"data.std must be {len(self.columns)} positive numbers (one per "
                               f"column), got {self.std[:5]}")
+        if self.offsets and (len(self.offsets) != len(self.quantiles) or not all(
+                math.isfinite(v) for v in self.offsets)):
+            raise RnnkitError(f"data.offsets must be {len(self.quantiles)} numbers, one per "
+                              f"quantile, got {self.offsets[:5]}")
+        unknown = sorted(set(self.calendar) - set(CALENDAR))
+        if unknown:
+            raise RnnkitError(f"data.calendar holds {unknown}; the features are "
+                              f"{', '.join(CALENDAR)}")
 
 
 # format -> (what the run is, the command that makes it, the commands that use it)
@@ -121,9 +141,15 @@ def check_data(kind: str, data, model: SequenceConfig) -> dict:
         if width != model.input_size:
             raise RnnkitError(f"data gives {width} features per step; the model reads "
                               f"{model.input_size}")
-    elif (len(d.columns), d.horizon * len(d.columns)) != (model.input_size, model.output_size):
-        raise RnnkitError(f"data has {len(d.columns)} columns and horizon {d.horizon}; the model "
-                          f"reads {model.input_size} features and writes {model.output_size}")
+    else:
+        F, Q = len(d.columns), max(1, len(d.quantiles))
+        if (input_size(asdict(d)), d.horizon * F * Q) != (model.input_size, model.output_size) \
+                or d.quantiles != model.quantiles \
+                or model.tail != (d.horizon if has_future(asdict(d)) else 0):
+            raise RnnkitError(f"data has {F} columns, horizon {d.horizon} and quantiles "
+                              f"{d.quantiles}; the model reads {model.input_size} features and "
+                              f"writes {model.output_size} (quantiles {model.quantiles}, tail "
+                              f"{model.tail})")
     return asdict(d)
 
 

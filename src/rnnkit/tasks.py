@@ -24,7 +24,7 @@ Letters: B batch, T time, F features, H hidden, D directions, C classes or outpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -101,11 +101,27 @@ class SequenceConfig(TaggerConfig):
     """The shape of a many-to-one model; saved as JSON next to its weights."""
 
     pool: str = "last"  # many-to-one summary of the states: "last", "mean" or "max"
+    # A regression head that writes these quantiles of each value (C = values x Q), trained
+    # with the pinball loss; empty: one value each, mean squared error.
+    quantiles: list[float] = field(default_factory=list)
+    # > 0: instead of one summary, each of the last `tail` real steps writes output_size / tail
+    # values (a forecaster whose window runs on over the steps it forecasts); 0: the pool.
+    tail: int = 0
 
     def __post_init__(self):
         super().__post_init__()
         if self.pool not in POOLS:
             raise RnnkitError(f"unknown pool {self.pool!r}; choose one of {', '.join(POOLS)}")
+        if self.tail < 0 or (self.tail and (self.output_size % self.tail or self.bidirectional)):
+            raise RnnkitError(f"tail ({self.tail}) must be 0, or divide output_size "
+                              f"({self.output_size}) in a one-directional model")
+        if self.quantiles:
+            Q = len(self.quantiles)
+            if self.head != "regress" or self.output_size % Q or \
+                    not all(0 < q < 1 for q in self.quantiles):
+                raise RnnkitError(f"quantiles {self.quantiles} need a regress head whose "
+                                  f"output_size ({self.output_size}) is a multiple of {Q}, "
+                                  "levels between 0 and 1")
 
 
 def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -123,6 +139,15 @@ def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None =
         return per.mean()
     mask = mask.flatten().to(per.dtype)
     return (per * mask).sum() / mask.sum()
+
+
+def pinball_loss(outputs: Tensor, targets: Tensor, quantiles: list[float]) -> Tensor:
+    """The quantile (pinball) loss: outputs (B, C * Q), the Q quantiles of each of C values,
+    against targets (B, C). For level q and error e = y - y^_q: max(q e, (q - 1) e), whose
+    minimiser is the q-quantile of y."""
+    q = torch.tensor(quantiles, dtype=outputs.dtype, device=outputs.device)  # (Q,)
+    e = targets.to(outputs.dtype)[..., None] - outputs.reshape(*targets.shape, len(quantiles))
+    return torch.maximum(q * e, (q - 1) * e).mean()  # over B, C and Q
 
 
 def time_mask(lengths: Tensor | None, B: int, T: int, device) -> Tensor:
@@ -174,6 +199,9 @@ class SequenceModel(nn.Module):
         s = states at the last step | mean over real steps | max over real steps
         y = W_out dropout(s) + b_out            (B, C)
 
+    or, with `tail` K, one output per each of the last K real steps (a forecaster reading the
+    steps it forecasts): y_k = W_out dropout(states_T-K+k) + b_out, (B, K, C / K) -> (B, C).
+
     Inputs are standardised first, `(x - input_mean) / input_std`; those buffers are set from the
     training data (`set_standardization`) and saved with the weights.
     """
@@ -184,7 +212,7 @@ class SequenceModel(nn.Module):
         self.config = c = config
         self.rnn = Recurrent(c.cell, c.input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
         self.drop = nn.Dropout(c.dropout)
-        self.out = nn.Linear(self.rnn.directions * c.hidden, c.output_size)
+        self.out = nn.Linear(self.rnn.directions * c.hidden, c.output_size // max(1, c.tail))
         self.register_buffer("input_mean", torch.zeros(c.input_size))
         self.register_buffer("input_std", torch.ones(c.input_size))
 
@@ -197,8 +225,14 @@ class SequenceModel(nn.Module):
         """inputs (B, T, F), lengths (B,) -> (outputs (B, C), loss)."""
         x = (inputs - self.input_mean) / self.input_std  # (B, T, F)
         states, final = self.rnn(x, state, lengths)  # (B, T, D*H)
-        pool = self.config.pool
-        if pool == "last":
+        pool, K = self.config.pool, self.config.tail
+        if K:  # the states of each row's last K real steps, one output each: (B, K * C / K)
+            end = lengths.to(states.device) if lengths is not None else \
+                torch.full((len(states),), states.shape[1], device=states.device)
+            steps = end[:, None] - K + torch.arange(K, device=states.device)  # (B, K)
+            tail = states.gather(1, steps[..., None].expand(-1, -1, states.shape[2]))
+            outputs = self.out(self.drop(tail)).flatten(1)  # (B, K, C / K) -> (B, C)
+        elif pool == "last":
             summary = last_hidden(final, self.rnn.directions)  # (B, D*H)
         else:
             mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
@@ -206,9 +240,13 @@ class SequenceModel(nn.Module):
                 summary = (states * mask).sum(1) / mask.sum(1)
             else:
                 summary = states.masked_fill(~mask, float("-inf")).amax(1)
-        outputs = self.out(self.drop(summary))  # (B, C)
-        loss = None if targets is None else head_loss(self.config.head, outputs, targets)
-        return outputs, loss
+        if not K:
+            outputs = self.out(self.drop(summary))  # (B, C)
+        if targets is None:
+            return outputs, None
+        if self.config.quantiles:
+            return outputs, pinball_loss(outputs, targets, self.config.quantiles)
+        return outputs, head_loss(self.config.head, outputs, targets)
 
 
 class Tagger(nn.Module):

@@ -1,0 +1,415 @@
+"""Many series for one global forecaster: reading them, and the windows the model reads.
+
+    CSV   long format: one row per (series, time step). `id_column` names each row's series (none:
+          the file is one series), `time_column` orders the rows of a series (ISO dates or
+          numbers) and gives calendar features; the target columns are forecast, `past` columns
+          are inputs known only up to the forecast origin, `known` columns are known in advance
+          (prices, holidays): a file to forecast from gives them for the next H steps as rows
+          whose target cells are empty.
+    .npz  x (float, [N, T_max, F], zero-padded) and lengths (int, [N]), optional ids ([N]
+          strings); targets only.
+
+One model serves every series (DeepAR's global model): a window is the last W steps before a
+forecast origin (fewer at a series' start), seen from its last value and divided by a scale of
+its own series, so series of any level and size share the weights:
+
+    x'_t = (y_t - y_last) / s        s = the run's std of H-step changes (one series), or
+                                         the mean |y_t - y_t-1| of the window (many series)
+
+and it forecasts each step's departure from the seasonal naive forecast (season length m;
+m = 1: the last value), (y_o+h - y_o+h-m*ceil((h+1)/m)) / s, so a model that writes zeros is
+the seasonal naive forecast and the network learns what that forecast misses.
+
+With known covariates or calendar features the window runs on H steps past the origin, where
+only those inputs and an "observed" flag of 0 are given. The model writes H x F values, or
+H x F x Q quantiles, in the same units, which `decode` turns back into the series' units.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import RnnkitError
+from .series import read_table
+
+PERIODS = {"hour": 24, "weekday": 7, "month": 12}  # each of configs.CALENDAR -> its period
+SEASONS = {3600: 24, 1800: 48, 86400: 7, 7 * 86400: 52}  # seconds per step -> season length
+
+
+@dataclass
+class Panel:
+    """N series: their targets, inputs and times (lists of N arrays)."""
+
+    ids: list[str]
+    values: list[np.ndarray]  # (T_i, F) targets, finite
+    past: list[np.ndarray]  # (T_i, P) past-only covariates
+    known: list[np.ndarray]  # (T_i + H_future, K) known covariates and calendar features
+    times: list[np.ndarray | None] = field(default_factory=list)  # (T_i,) or None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def has_future(data: dict) -> bool:
+    """Whether the run's windows run on past the origin (they read known inputs)."""
+    return bool(data.get("known") or data.get("calendar"))
+
+
+def input_size(data: dict) -> int:
+    """Features per step: targets, past covariates, known ones, calendar (sin, cos), flag."""
+    return (len(data["columns"]) + len(data.get("past") or []) + len(data.get("known") or [])
+            + 2 * len(data.get("calendar") or []) + has_future(data))
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+def parse_times(cells: list[str], where: str) -> np.ndarray:
+    """Time cells as datetime64[s] (ISO dates) or float64 (numbers)."""
+    try:
+        return np.array([float(c) for c in cells])
+    except ValueError:
+        pass
+    try:
+        return np.array([np.datetime64(c.strip().replace(" ", "T")[:19], "s") for c in cells])
+    except ValueError as e:
+        raise RnnkitError(f"{where}: the time column holds {e.args[0].split(':')[-1].strip()}; "
+                          "give ISO dates (2024-01-31 or 2024-01-31T12:30) or numbers") from None
+
+
+def month_steps(times: np.ndarray) -> int | None:
+    """The step in months of times at the same day of the month (monthly, yearly data), or None."""
+    months = times.astype("datetime64[M]")
+    day = times - months.astype(times.dtype)
+    steps = np.diff(months.astype(np.int64))
+    if len(times) < 2 or (day != day[0]).any() or (steps != steps[0]).any() or steps[0] < 1:
+        return None
+    return int(steps[0])
+
+
+def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
+    """The H times after a series' last one, at its own step."""
+    if len(times) < 2:
+        raise RnnkitError(f"{where}: one time step is too few to know the step of the next ones")
+    k = np.arange(1, H + 1)
+    if times.dtype.kind == "M":
+        months = month_steps(times)
+        if months is not None:
+            day = times[-1] - times[-1].astype("datetime64[M]").astype(times.dtype)
+            return (times[-1].astype("datetime64[M]") + k * months).astype(times.dtype) + day
+    step = np.diff(times)
+    if (step != step[0]).any() or not step[0] > np.zeros_like(step[0]):
+        raise RnnkitError(f"{where}: the times are not evenly spaced, so the next ones are "
+                          "unknown; give every step of the series, in order")
+    return times[-1] + k * step[0]
+
+
+def infer_season(times: np.ndarray | None) -> int:
+    """A season length from the spacing of datetimes: 24 hourly, 48 half-hourly, 7 daily, 52
+    weekly, 12 monthly, 4 quarterly; 1 otherwise."""
+    if times is None or times.dtype.kind != "M" or len(times) < 2:
+        return 1
+    months = month_steps(times)
+    if months is not None:
+        return {1: 12, 3: 4}.get(months, 1)
+    return SEASONS.get(int((times[1] - times[0]) / np.timedelta64(1, "s")), 1)
+
+
+def calendar_features(times: np.ndarray, names: list[str]) -> np.ndarray:
+    """(T,) datetimes -> (T, 2 * len(names)): sin and cos of each feature's phase."""
+    out = []
+    for name in names:
+        if name == "hour":
+            phase = (times - times.astype("datetime64[D]")).astype("timedelta64[s]") \
+                .astype(np.int64) / 3600
+        elif name == "weekday":  # 1970-01-01 was a Thursday: Monday is 0
+            phase = (times.astype("datetime64[D]").astype(np.int64) + 3) % 7
+        else:
+            phase = times.astype("datetime64[M]").astype(np.int64) % 12
+        angle = 2 * np.pi * phase / PERIODS[name]
+        out += [np.sin(angle), np.cos(angle)]
+    return np.stack(out, axis=1).astype(np.float32) if out else np.zeros((len(times), 0),
+                                                                          np.float32)
+
+
+def float_cells(path: Path, header: list[str], rows: list[list[str]], name: str,
+                role: str, option: str) -> np.ndarray:
+    """One column as float64, NaN where a cell is empty; a column that is absent or a cell that
+    is not a number is an error."""
+    if name not in header:
+        raise RnnkitError(f"{path}: no column {name!r} ({role}); give {option} with some of the "
+                          f"columns {header}")
+    k = header.index(name)
+    out = np.empty(len(rows))
+    for i, row in enumerate(rows):
+        cell = row[k].strip()
+        try:
+            out[i] = float(cell) if cell else np.nan
+        except ValueError:
+            raise RnnkitError(f"{path}: line {i + 2}, column {name!r} is not a number "
+                              f"({cell!r})") from None
+        if cell and not np.isfinite(out[i]):
+            raise RnnkitError(f"{path}: line {i + 2}, column {name!r} is not finite ({cell!r})")
+    return out
+
+
+def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Panel, list[str]]:
+    """The series of a CSV or .npz, read as the run's `data` section says, and the target
+    columns (`data["columns"]` None: every column that has no other role).
+
+    `future` > 0: each series may end with up to that many rows whose targets are empty (the
+    steps to forecast), which must then give the known covariates; training files have none.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".npz":
+        return read_panel_npz(path, data)
+    header, rows = read_table(path)
+    id_column, time_column = data.get("id_column"), data.get("time_column")
+    for name, option, role in ((id_column, "--id-column", "naming each row's series"),
+                               (time_column, "--time-column", "holding each row's time")):
+        if name is not None and name not in header:
+            raise RnnkitError(f"{path}: no column {name!r} {role}; give {option} NAME with one "
+                              f"of the columns {header}")
+    past, known = list(data.get("past") or []), list(data.get("known") or [])
+    taken = {id_column, time_column, *past, *known}
+    columns = data.get("columns") or [h for h in header if h not in taken]
+    if not columns:
+        raise RnnkitError(f"{path}: no column is left to forecast; give --columns")
+    clash = sorted(set(columns) & taken)
+    if clash:
+        raise RnnkitError(f"{path}: {clash} cannot be both forecast and an input; each column "
+                          "has one role (--columns, --past, --known, --id-column, --time-column)")
+    y = np.stack([float_cells(path, header, rows, c, "to forecast", "--columns")
+                  for c in columns], 1)  # (rows, F)
+    p = np.stack([float_cells(path, header, rows, c, "a past covariate", "--past")
+                  for c in past], 1) if past else np.zeros((len(rows), 0))
+    k = np.stack([float_cells(path, header, rows, c, "a known covariate", "--known")
+                  for c in known], 1) if known else np.zeros((len(rows), 0))
+    groups: dict[str, list[int]] = {}
+    i_id = header.index(id_column) if id_column else None
+    for i, row in enumerate(rows):
+        groups.setdefault(row[i_id].strip() if i_id is not None else path.stem, []).append(i)
+    times = parse_times([r[header.index(time_column)] for r in rows], str(path)) \
+        if time_column else None
+    calendar = list(data.get("calendar") or [])
+    if calendar and (times is None or times.dtype.kind != "M"):
+        raise RnnkitError(f"{path}: --calendar needs --time-column naming a column of dates")
+    panel = Panel([], [], [], [], [])
+    for key, index in groups.items():
+        index = np.array(index)
+        where = f"{path}, series {key!r}" if id_column else str(path)
+        if times is not None:
+            index = index[np.argsort(times[index], kind="stable")]
+        observed = ~np.isnan(y[index]).all(1)
+        n_future = len(index) - (np.flatnonzero(observed)[-1] + 1 if observed.any() else 0)
+        gaps = np.flatnonzero(np.isnan(y[index[:len(index) - n_future]]).any(1))
+        if future and 0 < n_future != future:
+            raise RnnkitError(f"{where}: {n_future} rows to forecast (target empty); give none "
+                              f"or all {future} next rows")
+        if gaps.size or (n_future and not future):
+            line = index[gaps[0] if gaps.size else len(index) - n_future] + 2
+            column = columns[int(np.isnan(y[line - 2]).argmax())]
+            raise RnnkitError(f"{path}: line {line}, column {column!r} is missing; fill it in or "
+                              "drop the row (only rows to forecast, after a series' end, leave "
+                              "the targets empty)")
+        if future and known and n_future == 0:
+            raise RnnkitError(f"{where}: the run reads known covariates {known}; add the next "
+                              f"{future} rows of each series with their values and the targets "
+                              "empty")
+        T = len(index) - n_future
+        for name, values, needed in (("past", p, index[:T]), ("known", k, index)):
+            bad = np.flatnonzero(np.isnan(values[needed]).any(1))
+            if bad.size:
+                raise RnnkitError(f"{path}: line {needed[bad[0]] + 2}: a {name} covariate is "
+                                  "missing; fill it in (every row needs its value)")
+        known_rows = k[index].astype(np.float32)  # (T [+ H], K)
+        if calendar:
+            all_times = times[index]
+            if future and not n_future:
+                all_times = np.concatenate([all_times, future_times(all_times, future, where)])
+                known_rows = np.zeros((len(all_times), 0), np.float32)  # no known columns
+            known_rows = np.concatenate([known_rows, calendar_features(all_times, calendar)], 1)
+        panel.ids.append(key)
+        panel.values.append(y[index[:T]].astype(np.float32))
+        panel.past.append(p[index[:T]].astype(np.float32))
+        panel.known.append(known_rows)
+        panel.times.append(None if times is None else times[index[:T]])
+    return panel, columns
+
+
+def read_panel_npz(path: Path, data: dict) -> tuple[Panel, list[str]]:
+    """Series from an .npz: x [N, T_max, F] zero-padded, lengths [N], optional ids [N]."""
+    if data.get("past") or data.get("known") or data.get("calendar"):
+        raise RnnkitError(f"{path}: an .npz holds targets only; give covariates in a CSV")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files or "lengths" not in z.files:
+                raise RnnkitError(f"{path}: the .npz lacks x or lengths; it needs x [N, T, F] "
+                                  "(or [N, T]) and lengths [N], and may hold ids [N]")
+            x, lengths = z["x"], z["lengths"]
+            ids = z["ids"] if "ids" in z.files else None
+    except RnnkitError:
+        raise
+    except (OSError, EOFError, ValueError) as e:
+        raise RnnkitError(f"{path}: not a readable .npz file without Python objects ({e})") \
+            from None
+    if x.ndim == 2:
+        x = x[..., None]  # (N, T, 1)
+    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number) or len(x) == 0:
+        raise RnnkitError(f"{path}: x must be a numeric [N, T_max, F] array, got shape "
+                          f"{x.shape} of {x.dtype}")
+    N, T = x.shape[:2]
+    if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer) or \
+            lengths.min() < 1 or lengths.max() > T:
+        raise RnnkitError(f"{path}: lengths must be {N} integers in [1, {T}]")
+    if ids is not None and (ids.shape != (N,) or len(set(ids.tolist())) != N):
+        raise RnnkitError(f"{path}: ids must be {N} different names")
+    values = [x[i, :n].astype(np.float32) for i, n in enumerate(lengths)]
+    for i, v in enumerate(values):
+        if not np.isfinite(v).all():
+            raise RnnkitError(f"{path}: series {i} holds NaN or infinite values within its "
+                              "length; fill them in")
+    names = [str(v) for v in ids] if ids is not None else [str(i) for i in range(N)]
+    F = x.shape[2]
+    columns = data.get("columns") or (["y"] if F == 1 else [f"y{j}" for j in range(F)])
+    if len(columns) != F:
+        raise RnnkitError(f"{path}: x has {F} features per step; the run forecasts {columns}")
+    empty = [np.zeros((len(v), 0), np.float32) for v in values]
+    return Panel(names, values, empty, list(empty), [None] * N), columns
+
+
+# --- windows ----------------------------------------------------------------------------------
+
+def window_scale(values: np.ndarray, origins: np.ndarray, context: np.ndarray) -> np.ndarray:
+    """(n, F): the mean |y_t - y_t-1| over each window, floored so a flat window keeps a scale."""
+    steps = np.abs(np.diff(values, axis=0))  # (T - 1, F)
+    total = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(steps, 0)])  # (T, F)
+    n = np.maximum(context - 1, 1)[:, None]
+    s = (total[origins - 1] - total[origins - context]) / n  # (n, F)
+    floor = np.maximum(1e-3 * np.abs(values[origins - 1]), 1e-6)
+    return np.maximum(s, floor).astype(np.float32)
+
+
+def encode(panel: Panel, origins: list[np.ndarray], data: dict,
+           ) -> dict[str, np.ndarray]:
+    """The model's inputs at every origin of every series, with what `decode` needs.
+
+    origins[i] holds forecast origins o of series i (its first forecast step; 1 <= o <= T_i):
+    the window reads steps [max(0, o - W), o). Returns inputs (n, L, F_in) right-padded,
+    lengths (n,), last (n, F), scale (n, F), base (n, H, F): the seasonal naive forecast the
+    outputs are read from, series (n,) and origin (n,).
+    """
+    W, H = data["window"], data["horizon"]
+    future = has_future(data)
+    L = W + (H if future else 0)
+    F = len(data["columns"])
+    std = np.asarray(data.get("std") or [1.0] * F, np.float32)
+    m = data.get("season", 1)
+    out: dict[str, list] = {k: [] for k in ("inputs", "lengths", "last", "scale", "base",
+                                            "series", "origin")}
+    for i, o in enumerate(origins):
+        o = np.asarray(o, dtype=np.int64)
+        if not len(o):
+            continue
+        V, P, K = panel.values[i], panel.past[i], panel.known[i]
+        c = np.minimum(W, o)  # (n,) context lengths
+        k = np.arange(L)[None, :]
+        is_ctx = k < c[:, None]  # (n, L)
+        is_fut = (k >= c[:, None]) & (k < c[:, None] + H) if future else np.zeros_like(is_ctx)
+        ctx = np.clip(o[:, None] - c[:, None] + k, 0, len(V) - 1)  # (n, L) step of each position
+        ahead = np.clip(o[:, None] + k - c[:, None], 0, len(K) - 1)
+        last = V[o - 1]  # (n, F)
+        scale = window_scale(V, o, c) if data.get("scale") == "window" else \
+            np.broadcast_to(std, last.shape)
+        x = np.where(is_ctx[..., None], (V[ctx] - last[:, None]) / scale[:, None], 0.0)
+        parts = [x, np.where(is_ctx[..., None], P[ctx], 0.0)]
+        if K.shape[1]:
+            parts.append(np.where(is_ctx[..., None], K[ctx],
+                                  np.where(is_fut[..., None], K[ahead], 0.0)))
+        if future:
+            parts.append(is_ctx[..., None].astype(np.float32))
+        out["inputs"].append(np.concatenate(parts, axis=2).astype(np.float32))  # (n, L, F_in)
+        out["lengths"].append(c + (H if future else 0))
+        out["last"].append(last)
+        out["scale"].append(np.asarray(scale, np.float32))
+        h = np.arange(H)[None, :]  # the seasonal naive forecast, as `forecast_scores` makes it
+        base = np.where(o[:, None] > m, o[:, None] - m + h % m, o[:, None] - 1)  # (n, H)
+        out["base"].append(V[base])  # (n, H, F)
+        out["series"].append(np.full(len(o), i))
+        out["origin"].append(o)
+    if not out["inputs"]:
+        raise RnnkitError("no series has a forecast origin to read")
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def targets(panel: Panel, enc: dict[str, np.ndarray], H: int) -> np.ndarray:
+    """(n, H * F): the H steps after each origin, in the window's units."""
+    y = truth(panel, enc, H)  # (n, H, F)
+    return ((y - enc["base"]) / enc["scale"][:, None]).reshape(len(y), -1).astype(np.float32)
+
+
+def truth(panel: Panel, enc: dict[str, np.ndarray], H: int) -> np.ndarray:
+    """(n, H, F): the H steps after each origin, in the series' units."""
+    return np.stack([panel.values[i][o:o + H] for i, o in zip(enc["series"], enc["origin"],
+                                                              strict=True)])
+
+
+def decode(outputs: np.ndarray, enc: dict[str, np.ndarray], H: int, Q: int,
+           offsets: list[float] | None = None) -> np.ndarray:
+    """Model outputs (n, H * F * Q) -> (n, H, F, Q) in the series' units, each quantile moved by
+    its calibration offset (`conformal_offsets`) and the quantiles sorted so they never cross."""
+    n, F = len(outputs), enc["last"].shape[1]
+    y = outputs.reshape(n, H, F, Q) + np.asarray(offsets or np.zeros(Q), np.float32)
+    y = y * enc["scale"][:, None, :, None] + enc["base"][..., None]
+    return np.sort(y, axis=-1)
+
+
+def conformal_offsets(outputs: np.ndarray, targets: np.ndarray, levels: list[float],
+                      ) -> list[float]:
+    """Offsets (Q,) that make each interval [q, 1 - q] cover its nominal share of held-out
+    values (conformalized quantile regression, Romano et al. 2019), in the window's units.
+
+    outputs (n, C * Q) and targets (n, C) from validation windows: with the conformity score
+    E = max(y^_q - y, y - y^_1-q), the interval widened by the ceil((N + 1)(1 - a)) / N
+    quantile of E on each side (narrowed, if negative) covers 1 - a of exchangeable values.
+    """
+    Q = len(levels)
+    out = outputs.reshape(*targets.shape, Q)
+    offsets = [0.0] * Q
+    for i, q in enumerate(levels):
+        j = next((j for j, r in enumerate(levels) if abs(r - (1 - q)) < 1e-9), None)
+        if q >= 0.5 or j is None:
+            continue
+        E = np.maximum(out[..., i] - targets, targets - out[..., j]).ravel()
+        N, nominal = len(E), 1 - 2 * q
+        c = float(np.quantile(E, min(1.0, np.ceil((N + 1) * nominal) / N)))
+        offsets[i], offsets[j] = -c, c
+    return offsets
+
+
+def split_origins(lengths: list[int], H: int, origins: int = 1, val_origins: int = 1,
+                  test_fraction: float | None = None, val_fraction: float = 0.1,
+                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Train, validation and test origins of series of the given lengths, in time order.
+
+    By default the test holds the last `origins` horizons of every series (origins H apart) and
+    validation the `val_origins` horizons before them; with `test_fraction`, the last fraction
+    of each series is the test part and the `val_fraction` before it the validation part, with
+    an origin at every step (rolling). Training windows' targets end where validation begins,
+    so nothing held out is ever a target in training; every window reads at least one step.
+    """
+    train, val, test = [], [], []
+    for T in lengths:
+        if test_fraction is None:
+            n_test, n_val, stride = origins * H, val_origins * H, H
+        else:
+            n_test, n_val, stride = int(T * test_fraction), int(T * val_fraction), 1
+        end = T - n_test  # the first test target
+        test.append(np.arange(end, T - H + 1, stride))
+        val.append(np.arange(max(1, end - n_val), end - H + 1, stride) if n_val else
+                   np.zeros(0, np.int64))
+        train.append(np.arange(1, end - n_val - H + 1))
+    return train, val, test

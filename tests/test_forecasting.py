@@ -1,0 +1,253 @@
+"""Many series, covariates and quantiles: the windows against hand-cut ones, the scores against
+hand computations, the pinball loss against its definition, and the forecast commands."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import one_error_line
+
+import rnnkit
+from rnnkit.forecast_scores import coverage, mase_scale, score, seasonal_naive, smape
+from rnnkit.panel import (
+    Panel,
+    calendar_features,
+    encode,
+    future_times,
+    infer_season,
+    read_panel,
+    split_origins,
+)
+from rnnkit.runs import Forecasts
+from rnnkit.tasks import pinball_loss
+
+QUICK = ["--hidden", "16", "--batch-size", "16", "--lr", "0.02", "--device", "cpu",
+         "--warmup", "5"]
+
+
+def shops_csv(path, n_shops=3, T=80, future=0):
+    """Hourly sales of a few shops: a daily cycle whose size differs by shop, plus a price effect
+    (a known covariate); `future` rows at each end with the sales left empty."""
+    rng = np.random.default_rng(0)
+    lines = ["shop,time,sales,price"]
+    for s in range(n_shops):
+        for t in range(T + future):
+            time = np.datetime64("2024-03-01T00:00") + np.timedelta64(t, "h")
+            price = rng.normal()
+            sales = 10 * (s + 1) + (s + 1) * np.sin(2 * np.pi * t / 24) - price
+            lines.append(f"s{s},{time},{'' if t >= T else f'{sales:.4f}'},{price:.4f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_windows_against_hand_cut():
+    y = np.array([[1.0], [3.0], [2.0], [6.0], [4.0], [5.0]], np.float32)
+    known = np.arange(6, dtype=np.float32)[:, None] * 10
+    panel = Panel(["a"], [y], [np.zeros((6, 0), np.float32)], [known])
+    data = {"columns": ["y"], "window": 3, "horizon": 2, "scale": "window", "known": ["k"]}
+    enc = encode(panel, [np.array([2, 4])], data)
+    # origin 2: context [1, 3] (2 steps), last 3, scale |3 - 1| = 2, then 2 steps of the future
+    np.testing.assert_allclose(enc["inputs"][0], [[-1, 0, 1], [0, 10, 1], [0, 20, 0],
+                                                  [0, 30, 0], [0, 0, 0]])
+    # origin 4: context [3, 2, 6], last 6, scale (1 + 4) / 2 = 2.5
+    np.testing.assert_allclose(enc["inputs"][1], [[-1.2, 10, 1], [-1.6, 20, 1], [0, 30, 1],
+                                                  [0, 40, 0], [0, 50, 0]], rtol=1e-6)
+    np.testing.assert_array_equal(enc["lengths"], [4, 5])
+    np.testing.assert_allclose(enc["scale"][:, 0], [2, 2.5])
+
+
+def test_origins_hold_out_the_last_horizons():
+    train, val, test = split_origins([20, 9], H=3, origins=2, val_origins=1)
+    assert test[0].tolist() == [14, 17] and val[0].tolist() == [11] and train[0].tolist() == \
+        list(range(1, 9))  # the last training target is step 10, before validation's 11
+    assert test[1].tolist() == [3, 6] and val[1].tolist() == [] and train[1].tolist() == []
+    train, val, test = split_origins([100], H=5, test_fraction=0.2, val_fraction=0.1)
+    assert test[0].tolist() == list(range(80, 96)) and val[0].tolist() == list(range(70, 76))
+
+
+def test_scores_against_hand_computation():
+    history = np.array([1, 2, 3, 4, 5, 6, 7, 8], np.float32)[:, None]
+    np.testing.assert_array_equal(seasonal_naive(history, 5, 3)[:, 0], [6, 7, 8, 6, 7])
+    np.testing.assert_array_equal(seasonal_naive(history, 2, 1)[:, 0], [8, 8])
+    assert mase_scale(history, 3)[0] == 3.0  # every seasonal difference is 3
+    truth = np.array([[[9.0], [12.0]]])
+    pred = np.array([[[10.0], [12.0]]])
+    s = score([history], truth, pred, 3)
+    assert s["mase"] == pytest.approx(0.5 / 3) and s["mae"] == 0.5
+    assert smape(pred, truth) == pytest.approx(200 * (1 / 19) / 2)
+    q = np.stack([pred - 0.5, pred, pred + 0.5], -1)  # levels 0.1, 0.5, 0.9
+    assert coverage(truth, q, [0.1, 0.5, 0.9]) == {"80%": {"levels": [0.1, 0.9],
+                                                           "coverage": 0.5}}
+
+
+def test_pinball_loss_against_its_definition():
+    out = torch.tensor([[1.0, 2.0, 3.0]])  # one value, quantiles 0.1, 0.5, 0.9
+    y = torch.tensor([[2.5]])
+    expected = np.mean([0.1 * 1.5, 0.5 * 0.5, (0.9 - 1) * -0.5])
+    assert float(pinball_loss(out, y, [0.1, 0.5, 0.9])) == pytest.approx(expected)
+
+
+def test_calendar_and_future_times():
+    t = np.array(["2024-01-01T00:00", "2024-01-01T06:00"], dtype="datetime64[s]")
+    f = calendar_features(t, ["hour", "weekday"])  # 2024-01-01 was a Monday
+    np.testing.assert_allclose(f, [[0, 1, 0, 1], [1, 0, 0, 1]], atol=1e-6)
+    months = np.array(["2023-11-15", "2023-12-15"], dtype="datetime64[s]")
+    assert [str(v)[:10] for v in future_times(months, 2, "x")] == ["2024-01-15", "2024-02-15"]
+    assert infer_season(months) == 12 and infer_season(t[:1]) == 1
+    assert infer_season(np.array(["2024-01-01", "2024-01-08"], dtype="datetime64[s]")) == 52
+
+
+def test_many_series_with_covariates_and_quantiles(cli, tmp_path):
+    data = shops_csv(tmp_path / "shops.csv")
+    out = tmp_path / "run"
+    status, stdout, err = cli("forecast", "train", data, "--id-column", "shop", "--time-column",
+                              "time", "--known", "price", "--calendar", "hour", "--quantiles",
+                              "0.1,0.9", "--horizon", "6", "--window", "24", "--out", out,
+                              "--epochs", "10", *QUICK)
+    assert status == 0, err
+    assert "3 series x 1 columns ['sales']" in stdout and "season 24" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["series"] == 3 and metrics["test_windows"] == 3
+    assert set(metrics["coverage"]) == {"80%"}
+    offsets = json.loads((out / "config.json").read_text())["data"]["offsets"]
+    assert len(offsets) == 3 and offsets[1] == 0 and offsets[0] == -offsets[2]  # calibrated
+    # the daily cycle and the price are learnt: better than both naive forecasts
+    assert metrics["test"]["mase"] < metrics["naive"]["mase"], stdout
+    assert metrics["test"]["mase"] < metrics["seasonal_naive"]["mase"], stdout
+
+    future = shops_csv(tmp_path / "future.csv", future=6)
+    status, stdout, err = cli("forecast", "predict", out, future, "--show", "s1,s2")
+    assert status == 0, err
+    lines = stdout.strip().splitlines()
+    assert lines[0] == "id,step,time,sales,sales_q0.1,sales_q0.9" and len(lines) == 1 + 3 * 6
+    assert lines[1].startswith("s0,+1,2024-03-04T08:00:00,")
+    assert (out / "forecast.png").stat().st_size > 10_000
+    result = rnnkit.load(out).predict(future)
+    assert isinstance(result, Forecasts) and result.ids == ["s0", "s1", "s2"]
+    assert result.quantiles.shape == (3, 6, 1, 3) and result.levels == [0.1, 0.5, 0.9]
+    assert (np.diff(result.quantiles, axis=-1) >= 0).all()  # quantiles never cross
+    row = lines[1].split(",")
+    assert float(row[3]) == pytest.approx(result.point[0, 0, 0], rel=1e-5)
+
+
+def test_an_npz_of_series_of_different_lengths(cli, tmp_path):
+    rng = np.random.default_rng(1)
+    x = np.zeros((4, 50, 1), np.float32)
+    lengths = np.array([50, 30, 20, 41])
+    for i, n in enumerate(lengths):
+        x[i, :n, 0] = np.cumsum(rng.normal(1, 0.1, n)) * (i + 1)  # trends of different sizes
+    np.savez(tmp_path / "s.npz", x=x, lengths=lengths, ids=np.array(["a", "b", "c", "d"]))
+    out = tmp_path / "run"
+    status, stdout, err = cli("forecast", "train", tmp_path / "s.npz", "--horizon", "4",
+                              "--out", out, "--epochs", "8", *QUICK)
+    assert status == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["mase"] < metrics["naive"]["mase"], stdout
+    result = rnnkit.load(out).predict(tmp_path / "s.npz")
+    assert result.ids == ["a", "b", "c", "d"] and result.point.shape == (4, 4, 1)
+
+
+def test_one_series_as_before(cli, tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("y\n" + "".join(f"{v}\n" for v in range(60)))
+    out = tmp_path / "run"
+    status, stdout, err = cli("forecast", "train", path, "--horizon", "3", "--window", "8",
+                              "--out", out, "--epochs", "2", *QUICK)
+    assert status == 0, err
+    assert json.loads((out / "config.json").read_text())["data"]["scale"] == "run"
+    assert rnnkit.load(out).predict(path).shape == (3, 1)  # (H, F), as for any one-series run
+
+
+BAD = [
+    (["--id-column", "store"], "no column 'store' naming each row's series; give --id-column "
+     "NAME with one of the columns ['shop', 'time', 'sales', 'price']"),
+    (["--time-column", "time", "--quantiles", "0.1,1.5"], "--quantiles: must be different "
+     "numbers between 0 and 1"),
+    (["--calendar", "hour"], "--calendar needs --time-column"),
+    (["--time-column", "time", "--calendar", "minute"], "give different features among hour, "
+     "weekday, month"),
+    (["--time-column", "time", "--past", "cost"], "no column 'cost' (a past covariate); give "
+     "--past"),
+    (["--time-column", "time", "--horizon", "80"], "series 's0': the series has 80 steps, "
+     "shorter than the horizon 80 plus one observed step; lower --horizon"),
+    (["--time-column", "time", "--horizon", "30", "--origins", "2"], "too few to hold out the "
+     "test and validation of horizon 30 and still train; lower --horizon, --origins"),
+    (["--columns", "time"], "line 2, column 'time' is not a number ('2024-03-01T00:00')"),
+]
+
+
+def test_bad_inputs_are_one_line(cli, tmp_path):
+    data = shops_csv(tmp_path / "shops.csv")
+    for options, message in BAD:
+        status, _, err = cli("forecast", "train", data, "--out", tmp_path / "r", "--id-column",
+                             "shop", *options, *QUICK)
+        assert status == 2, (options, err)
+        assert message in one_error_line(err), options
+    dates = tmp_path / "dates.csv"
+    dates.write_text("t,y\n2024-01-01,1\nyesterday,2\n")
+    status, _, err = cli("forecast", "train", dates, "--out", tmp_path / "r", "--time-column",
+                         "t", *QUICK)
+    assert status == 2 and "dates.csv: the time column holds" in one_error_line(err)
+    rows = data.read_text().splitlines()
+    cells = rows[90].split(",")
+    rows[90] = ",".join(cells[:2] + [""] + cells[3:])  # a sales cell in the middle of s1
+    gap = tmp_path / "gap.csv"
+    gap.write_text("\n".join(rows) + "\n")
+    status, _, err = cli("forecast", "train", gap, "--out", tmp_path / "r", "--id-column",
+                         "shop", "--time-column", "time", *QUICK)
+    assert status == 2 and "gap.csv: line 91, column 'sales' is missing; fill it in" \
+        in one_error_line(err)
+
+
+def test_known_covariates_need_the_future_rows(cli, tmp_path):
+    data = shops_csv(tmp_path / "shops.csv", T=60)
+    out = tmp_path / "run"
+    status, _, err = cli("forecast", "train", data, "--id-column", "shop", "--time-column",
+                         "time", "--known", "price",
+                         "--horizon", "4", "--window", "12", "--out", out, "--epochs", "1",
+                         *QUICK)
+    assert status == 0, err
+    status, _, err = cli("forecast", "predict", out, data)
+    assert status == 2 and "series 's0': the run reads known covariates ['price']; add the " \
+        "next 4 rows" in one_error_line(err)
+    short = shops_csv(tmp_path / "short.csv", T=60, future=2)
+    status, _, err = cli("forecast", "predict", out, short)
+    assert status == 2 and "2 rows to forecast (target empty); give none or all 4" \
+        in one_error_line(err)
+
+
+def test_read_panel_orders_rows_by_time(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text("id,t,y\nb,2,20\na,1,1\nb,1,10\na,2,2\n")
+    panel, columns = read_panel(path, {"id_column": "id", "time_column": "t"})
+    assert columns == ["y"] and panel.ids == ["b", "a"]
+    assert panel.values[0][:, 0].tolist() == [10, 20] and panel.values[1][:, 0].tolist() == [1, 2]
+
+
+def test_a_model_that_writes_zeros_is_the_seasonal_naive_forecast():
+    from rnnkit.panel import decode
+
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(40, 2)).astype(np.float32), rng.normal(size=(9, 2))
+              .astype(np.float32)]
+    empty = [np.zeros((len(v), 0), np.float32) for v in values]
+    panel = Panel(["a", "b"], values, empty, empty)
+    data = {"columns": ["u", "v"], "window": 12, "horizon": 5, "scale": "window", "season": 7}
+    enc = encode(panel, [np.array([30, 35]), np.array([4, 9])], data)
+    forecasts = decode(np.zeros((4, 5 * 2)), enc, 5, 1)[..., 0]  # (n, H, F)
+    for k, (i, o) in enumerate(zip(enc["series"], enc["origin"], strict=True)):
+        np.testing.assert_array_equal(forecasts[k], seasonal_naive(values[i][:o], 5, 7))
+
+
+def test_conformal_offsets_make_intervals_cover_their_share():
+    from rnnkit.panel import conformal_offsets
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(2000, 1))  # N(0, 1) values; the head's 80% interval is far too narrow
+    raw = np.tile([-0.5, 0.0, 0.5], (2000, 1))  # (n, C * Q), C = 1
+    offsets = conformal_offsets(raw, y, [0.1, 0.5, 0.9])
+    np.testing.assert_allclose(offsets, [-(1.2816 - 0.5), 0.0, 1.2816 - 0.5], atol=0.08)
+    fresh = rng.normal(size=(20000, 1, 1))
+    q = (raw[:1] + offsets).reshape(1, 1, 1, 3)
+    assert coverage(fresh, q, [0.1, 0.5, 0.9])["80%"]["coverage"] == pytest.approx(0.8, abs=0.02)
