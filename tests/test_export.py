@@ -12,6 +12,7 @@ import torch
 from conftest import PYTHON, TINY, one_error_line
 
 import rnnkit
+from rnnkit.panel import Panel
 from rnnkit.task_runs import load_task
 
 ort = pytest.importorskip("onnxruntime")
@@ -85,6 +86,45 @@ def test_forecaster_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
     expected = rnnkit.load(run).forecast(windows)  # (B, H, F), what forecast predict prints
     got = session(tmp_path / "f.onnx").run(None, {"inputs": windows})[0]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_many_series_forecaster_with_quantiles_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
+    # Window-scaled series, a season of 7 and three quantiles: what panel.encode and panel.decode
+    # do in NumPy, the file does in its graph.
+    rng = np.random.default_rng(0)
+    lines = ["shop,sales"]
+    for s in range(3):
+        lines += [f"s{s},{10 * (s + 1) + 3 * np.sin(2 * np.pi * t / 7) + rng.normal():.4f}"
+                  for t in range(90)]
+    (tmp_path / "shops.csv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    status, _, err = cli("forecast", "train", tmp_path / "shops.csv", "--id-column", "shop",
+                         "--season", "7", "--quantiles", "0.1,0.5,0.9", "--horizon", "5",
+                         "--window", "14", "--out", run, *QUICK)
+    assert status == 0, err
+    status, out, err = cli("export", run, "--out", tmp_path / "f.onnx")
+    assert status == 0 and "forecast (B, 5, 1, 3)" in out, err
+    fc = rnnkit.load(run)
+    assert fc.data["scale"] == "window" and fc.data["season"] == 7
+    windows = (rng.normal(0, 2, (4, 14, 1)) + [[[5.0]], [[20.0]], [[-3.0]], [[0.5]]])
+    windows = windows.astype(np.float32)
+    empty = [np.zeros((14, 0), np.float32)] * 4
+    panel = Panel([str(i) for i in range(4)], list(windows), empty, empty)
+    expected = fc.run(panel, [np.array([14])] * 4)[0]  # (B, H, F, Q)
+    got = session(tmp_path / "f.onnx").run(None, {"inputs": windows})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
+
+
+def test_a_forecaster_with_covariates_is_refused_in_one_line(cli, tmp_path):
+    lines = ["t,y,x"] + [f"{i},{np.sin(i / 4):.4f},{np.cos(i / 3):.4f}" for i in range(120)]
+    (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    status, _, err = cli("forecast", "train", tmp_path / "s.csv", "--columns", "y", "--past", "x",
+                         "--horizon", "3", "--window", "12", "--out", run, *QUICK)
+    assert status == 0, err
+    status, _, err = cli("export", run, "--out", tmp_path / "f.onnx")
+    assert status == 2 and "covariates" in one_error_line(err)
+    assert not (tmp_path / "f.onnx").exists()
 
 
 def test_readme_onnxruntime_snippet_runs(cli, corpus, tmp_path):

@@ -8,10 +8,12 @@ What the file computes depends on the run (its inputs and outputs are named):
                      token (B,) int64, h (L, B, H) [, c (L, B, H) for an LSTM]
                      -> logits (B, V), h_next [, c_next]; zeros are the initial state
     classifier       a whole sequence: inputs (B, T, F) -> logits (B, C)
-    forecaster       a whole window in the series' units: inputs (B, W, F) -> forecast (B, H, F),
-                     the same transformation `rnnkit forecast predict` applies around the model
+    forecaster       a window of W steps in the series' units: inputs (B, W, F) -> forecast
+                     (B, H, F), or (B, H, F, Q) with quantiles (levels in `rnnkit.quantiles`):
+                     what `rnnkit forecast predict` does around the model; runs that read
+                     covariates are not exported yet
 
-B and T are free. The file's metadata holds what a user needs around it: the vocabulary
+B is free, and T for classifiers. The file's metadata holds what a user needs around it: the vocabulary
 (`rnnkit.vocab`, as vocab.json) or the class names (`rnnkit.labels`), and the run's config
 (`rnnkit.config`). A classifier's rows must all be T steps long (no padding).
 
@@ -34,6 +36,7 @@ from .checkpoint import read_json
 from .errors import RnnkitError
 from .lm import CharLM
 from .optional import need
+from .panel import has_future
 from .runfiles import temp_name
 from .runs import Classifier, load
 
@@ -66,21 +69,44 @@ class ClassifierModule(nn.Module):
 
 
 class ForecasterModule(nn.Module):
-    """A forecaster in the series' units: windows (B, W, F) -> forecasts (B, H, F).
+    """A forecaster in the series' units: windows (B, W, F) -> forecasts (B, H, F), or
+    (B, H, F, Q) at the run's quantile levels: what `panel.encode` and `panel.decode` do around
+    the model, written in torch for windows of exactly W steps.
 
-    The model reads changes from each window's last value, scaled by `std`, and predicts the
-    same (`series.relative`); this wraps it so that the file takes and returns plain values.
+    The model reads each window's changes from its last value, divided by a scale (the run's
+    `std`, or for a "window" scale the window's mean absolute step), and predicts departures from
+    the seasonal naive forecast in the same units; each quantile moves by its calibration offset.
     """
 
-    def __init__(self, model, std: list[float], horizon: int):
+    def __init__(self, model, data: dict):
         super().__init__()
-        self.model, self.horizon = model, horizon
+        W, H, F = data["window"], data["horizon"], len(data["columns"])
+        m = data.get("season", 1)
+        levels = list(data.get("quantiles") or [])
+        self.model, self.H, self.W, self.quantiles = model, H, W, bool(levels)
+        self.window_scale = data.get("scale") == "window"
+        std = data.get("std") or [1.0] * F
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))  # (F,)
+        offsets = data.get("offsets") or [0.0] * max(1, len(levels))
+        self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.float32))  # (Q,)
+        # The seasonal naive forecast's step h, as a step of the window: its season's last value.
+        base = [W - m + h % m if m < W else W - 1 for h in range(H)]
+        self.register_buffer("base", torch.tensor(base, dtype=torch.long))  # (H,)
 
     def forward(self, inputs: Tensor) -> Tensor:
+        B, W, F = inputs.shape
         last = inputs[:, -1:]  # (B, 1, F)
-        out = self.model((inputs - last) / self.std)[0]  # (B, H * F)
-        return out.reshape(out.shape[0], self.horizon, -1) * self.std + last  # (B, H, F)
+        if self.window_scale:
+            steps = (inputs[:, 1:] - inputs[:, :-1]).abs().sum(1, keepdim=True)  # (B, 1, F)
+            floor = torch.clamp(1e-3 * last.abs(), min=1e-6)
+            scale = torch.maximum(steps / max(self.W - 1, 1), floor)  # (B, 1, F)
+        else:
+            scale = self.std.expand(B, 1, F)
+        out = self.model((inputs - last) / scale)[0]  # (B, H * F * Q)
+        y = out.reshape(B, self.H, F, -1) + self.offsets  # (B, H, F, Q)
+        y = y * scale[..., None] + inputs[:, self.base][..., None]
+        y = y.sort(-1).values  # quantiles never cross
+        return y if self.quantiles else y[..., 0]
 
 
 def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx") -> str:
@@ -103,11 +129,20 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
             meta = {"rnnkit.labels": json.dumps(run.classes)}
             shape = f"inputs (B, T, {F}) -> logits (B, {run.model.config.output_size})"
         else:
-            module = ForecasterModule(run.model, run.std.tolist(), run.horizon)
+            data = run.data
+            if has_future(data) or data.get("past"):
+                raise RnnkitError(f"{run_dir} reads covariates besides the series, which "
+                                  "rnnkit export does not write yet; forecast with rnnkit "
+                                  "forecast predict or rnnkit.load")
+            module = ForecasterModule(run.model, data)
             names = (["inputs"], ["forecast"])
             axes["forecast"] = {0: "batch"}
-            meta = {"rnnkit.columns": json.dumps(run.columns)}
-            shape = f"inputs (B, W, {F}) -> forecast (B, {run.horizon}, {F})"
+            meta = {"rnnkit.columns": json.dumps(run.columns),
+                    "rnnkit.quantiles": json.dumps(run.levels)}
+            W, F, H, Q = run.window, len(run.columns), run.horizon, len(run.levels)
+            args = (torch.zeros(2, W, F),)  # the file reads windows of exactly W steps
+            axes["inputs"] = {0: "batch"}
+            shape = f"inputs (B, {W}, {F}) -> forecast (B, {H}, {F}{f', {Q}' if Q else ''})"
     meta["rnnkit.config"] = json.dumps(config)
     tmp = temp_name(out)
     try:
