@@ -7,7 +7,7 @@ import pytest
 from conftest import one_error_line
 
 from rnnkit import RnnkitError
-from rnnkit.series import naive_forecast, read_labelled_csv, read_npz, read_series, windows
+from rnnkit.series import read_labelled_csv, read_npz, read_series
 
 QUICK = ["--hidden", "32", "--batch-size", "32", "--lr", "0.01", "--device", "cpu",
          "--warmup", "5"]
@@ -22,17 +22,6 @@ def seasonal(T=600, seed=0):
     t = np.arange(T)
     noise = np.random.default_rng(seed).normal(0, 0.05, T)
     return np.sin(2 * np.pi * t / 24) + 0.5 * np.sin(2 * np.pi * t / 7) + noise
-
-
-def test_windows_and_naive_against_hand_cut():
-    series = np.arange(10, dtype=np.float32)[:, None] * [1, 10]  # (10, 2)
-    x, y = windows(series, window=3, horizon=2, stride=2)
-    assert x.shape == (3, 3, 2) and y.shape == (3, 2, 2)
-    np.testing.assert_array_equal(x[1, :, 0], [2, 3, 4])
-    np.testing.assert_array_equal(y[1, :, 1], [50, 60])
-    np.testing.assert_array_equal(naive_forecast(x, 2)[1, :, 1], [40, 40])
-    with pytest.raises(RnnkitError, match="too few for a window of 8 plus a horizon of 3"):
-        windows(series, 8, 3)
 
 
 def test_csv_series_and_labelled_sequences(tmp_path):

@@ -1,4 +1,4 @@
-"""Numeric series from files: CSV columns, labelled `.npz` arrays, and forecasting windows.
+"""Numeric series from files: CSV columns and labelled `.npz` arrays.
 
     CSV      a header row, then one row per time step; the chosen columns are the features F,
              so one column is a univariate series [T, 1] and several a multivariate one [T, F].
@@ -7,9 +7,8 @@
     .npz     x (float, [N, T_max, F], zero-padded), lengths (int, [N]), y (int or string, [N]);
              read with allow_pickle=False, so a file cannot run code.
 
-Forecasting cuts a series into windows: `window` steps of input, then the next `horizon` steps as
-targets. The naive forecast repeats the last observed value for all H steps; every forecaster's
-error is reported against it. A forecaster reads a window `relative` to its last value.
+Forecasting's windows, scaling and seasonal naive baseline are `rnnkit.panel`'s and
+`rnnkit.forecast_scores`'.
 """
 
 from __future__ import annotations
@@ -156,36 +155,3 @@ def pad(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     for i, s in enumerate(sequences):
         x[i, :len(s)] = s
     return x, lengths
-
-
-def windows(series: np.ndarray, window: int, horizon: int, stride: int = 1,
-            where: str = "series") -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (N, window, F) and targets (N, horizon, F) cut from a series (T, F).
-
-    Window i reads steps [i*stride, i*stride + window) and its targets are the `horizon` steps
-    right after.
-    """
-    T = len(series)
-    if window + horizon > T:
-        raise RnnkitError(f"{where}: {T} steps are too few for a window of {window} plus a "
-                          f"horizon of {horizon}; use a smaller --window or --horizon")
-    starts = np.arange(0, T - window - horizon + 1, stride)
-    idx = starts[:, None] + np.arange(window + horizon)[None, :]  # (N, window + horizon)
-    cut = series[idx]  # (N, window + horizon, F)
-    return cut[:, :window], cut[:, window:]
-
-
-def naive_forecast(inputs: np.ndarray, horizon: int) -> np.ndarray:
-    """The last observed value repeated: (N, window, F) -> (N, horizon, F)."""
-    return np.repeat(inputs[:, -1:], horizon, axis=1)
-
-
-def relative(inputs: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Windows seen from their last value: ((x - x_last) / std, x_last).
-
-    A forecaster that reads and predicts changes from the last observed value is free of the
-    series' level, so a trend that leaves the training range does not leave its inputs; the naive
-    forecast is the model that always predicts a change of zero.
-    """
-    last = inputs[:, -1:]  # (N, 1, F)
-    return ((inputs - last) / std).astype(np.float32), last
