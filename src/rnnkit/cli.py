@@ -229,7 +229,9 @@ def add_task_commands(sub) -> None:
     split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
                        "training set that picks the best epoch (default 0.1; 0: keep the last)")
     add_data_options(t)
-    add_model_options(t)
+    add_model_options(t).add_argument(
+        "--conv", type=int, metavar="C", help="width of a convolutional branch beside the "
+        "recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none (default 128, 0 for audio)")
 
     p = csub.add_parser("predict", help="label and probability for each input",
                         description="Label new inputs with a trained classifier: one line per "
@@ -314,7 +316,9 @@ FIT_HELP = {
 CHOICES = {"device": DEVICES, "precision": PRECISIONS, "on_nan": ON_NAN}
 
 
-def add_model_options(t) -> None:
+def add_model_options(t):
+    """The model and training options of `classify train` and `forecast train`; returns the
+    model group, for a command's own model options."""
     m = t.add_argument_group("model")
     m.add_argument("--cell", choices=CELL_TYPES, default="lstm", help="recurrent cell "
                    "(default lstm; rnn is the tanh RNN)")
@@ -349,6 +353,7 @@ def add_model_options(t) -> None:
         else:
             o.add_argument(flag, type=type(f.default), help=f"{FIT_HELP[f.name]} (default "
                            f"{f.default})")
+    return m
 
 
 def add_serve_commands(sub) -> None:

@@ -99,11 +99,16 @@ class SequenceConfig(TaggerConfig):
     """The shape of a many-to-one model; saved as JSON next to its weights."""
 
     pool: str = "last"  # many-to-one summary of the states: "last", "mean" or "max"
+    conv: int = 0  # 0: none; C: a convolutional branch beside the recurrent one (LSTM-FCN):
+    #                Conv1d blocks C, 2C, C wide, kernels 8, 5, 3, averaged over time
 
     def __post_init__(self):
         super().__post_init__()
         if self.pool not in POOLS:
             raise RnnkitError(f"unknown pool {self.pool!r}; choose one of {', '.join(POOLS)}")
+        if self.conv < 0:
+            raise RnnkitError(f"conv must be 0 (no convolutional branch) or its width, got "
+                              f"{self.conv}")
 
 
 def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -165,12 +170,64 @@ class MLP(nn.Module):
         return outputs, loss
 
 
+class BatchNorm(nn.Module):
+    """Batch normalisation of (B, C, T) over B and T, per channel:
+
+        y = gamma (u - mean) / sqrt(var + eps) + beta
+
+    with the batch's mean and variance in training, and in eval their running averages
+    (updated by `momentum` at each training batch). torch's BatchNorm1d computes it; this holds
+    only floating-point tensors (no step counter), as every run's weights do."""
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(channels))  # gamma
+        self.bias = nn.Parameter(torch.zeros(channels))  # beta
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, u: Tensor) -> Tensor:
+        return F.batch_norm(u, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+class ConvBranch(nn.Module):
+    """The fully convolutional branch of LSTM-FCN (Karim et al., 2017): three blocks of
+
+        u = relu(batchnorm(conv1d(u)))      widths C, 2C, C; kernels 8, 5, 3; 'same' length
+
+    then the mean over the real steps. Padding is zeroed before each convolution, so a
+    sequence's result does not depend on the padding its batch adds (in eval mode: batch norm
+    then uses its running statistics).
+    Shapes: x (B, T, F), mask (B, T, 1) -> (B, C).
+    """
+
+    def __init__(self, input_size: int, width: int):
+        super().__init__()
+        sizes = [input_size, width, 2 * width, width]
+        # k // 2 zeros on both sides, the output cut back to T steps (an even kernel makes one
+        # more): 'same' length without torch's copy for even kernels
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2)
+                                   for a, b, k in zip(sizes[:-1], sizes[1:], (8, 5, 3),
+                                                      strict=True))
+        self.norms = nn.ModuleList(BatchNorm(b) for b in sizes[1:])
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        keep = mask.transpose(1, 2).to(x.dtype)  # (B, 1, T)
+        u = x.transpose(1, 2)  # (B, F, T): channels first, as Conv1d reads them
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            u = torch.relu(norm(conv(u * keep)[..., :keep.shape[-1]]))  # (B, C_k, T)
+        return (u * keep).sum(-1) / keep.sum(-1)  # (B, C)
+
+
 class SequenceModel(nn.Module):
     """Many-to-one: read a sequence, classify it or regress a value from one summary vector.
 
         states = Recurrent(x_1..x_T)            (B, T, D*H)
         s = states at the last step | mean over real steps | max over real steps
-        y = W_out dropout(s) + b_out            (B, C)
+        s = [s, ConvBranch(x)]                  with `conv` (LSTM-FCN): (B, D*H + C)
+        y = W_out dropout(s) + b_out            (B, C_out)
 
     Inputs are standardised first, `(x - input_mean) / input_std`; those buffers are set from the
     training data (`set_standardization`) and saved with the weights.
@@ -182,7 +239,8 @@ class SequenceModel(nn.Module):
         self.config = c = config
         self.rnn = Recurrent(c.cell, c.input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
         self.drop = nn.Dropout(c.dropout)
-        self.out = nn.Linear(self.rnn.directions * c.hidden, c.output_size)
+        self.fcn = ConvBranch(c.input_size, c.conv) if c.conv else None
+        self.out = nn.Linear(self.rnn.directions * c.hidden + c.conv, c.output_size)
         self.register_buffer("input_mean", torch.zeros(c.input_size))
         self.register_buffer("input_std", torch.ones(c.input_size))
 
@@ -196,14 +254,15 @@ class SequenceModel(nn.Module):
         x = (inputs - self.input_mean) / self.input_std  # (B, T, F)
         states, final = self.rnn(x, state, lengths)  # (B, T, D*H)
         pool = self.config.pool
+        mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
         if pool == "last":
             summary = last_hidden(final, self.rnn.directions)  # (B, D*H)
+        elif pool == "mean":
+            summary = (states * mask).sum(1) / mask.sum(1)
         else:
-            mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
-            if pool == "mean":
-                summary = (states * mask).sum(1) / mask.sum(1)
-            else:
-                summary = states.masked_fill(~mask, float("-inf")).amax(1)
+            summary = states.masked_fill(~mask, float("-inf")).amax(1)
+        if self.fcn is not None:
+            summary = torch.cat([summary, self.fcn(x, mask)], dim=-1)  # (B, D*H + C)
         outputs = self.out(self.drop(summary))  # (B, C)
         loss = None if targets is None else head_loss(self.config.head, outputs, targets)
         return outputs, loss
