@@ -231,7 +231,7 @@ def add_task_commands(sub) -> None:
     add_data_options(t)
     add_model_options(t, fitted=True).add_argument(
         "--conv", type=int, metavar="C", help="width of a convolutional branch beside the "
-        "recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none (default 128, 0 for audio)")
+        "recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none (default 128)")
 
     p = csub.add_parser("predict", help="label and probability for each input",
                         description="Label new inputs with a trained classifier: one line per "

@@ -64,7 +64,7 @@ def model_config(args, input_size: int, output_size: int, head: str,
 
 
 # Defaults a classifier's run fits to its data (set only where the command line leaves them).
-CONV_WIDTH = 128  # the LSTM-FCN branch of non-audio data (Karim et al.: 128, 256, 128)
+CONV_WIDTH = 128  # the LSTM-FCN branch (Karim et al.: 128, 256, 128 channels)
 STEPS = 1000  # without --max-time, the epochs default to about this many optimizer steps,
 EPOCHS = (30, 1000)  # within these bounds
 
@@ -186,7 +186,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
 
     F = seqs[0].shape[1]
     fit_cfg = fitted_defaults(fit_cfg, given, len(seqs))
-    conv = args.conv if args.conv is not None else 0 if data["source"] == "audio" else CONV_WIDTH
+    conv = CONV_WIDTH if args.conv is None else args.conv
     torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
     model = SequenceModel(model_config(args, F, len(classes), "classify", conv))
     frames = np.concatenate(seqs)  # (sum of T, F)
