@@ -237,8 +237,10 @@ def done(summary: dict, cfg: FitConfig, reading: float, testing: float, out: Pat
                 f"{cfg.max_time:g}s cut them short)")
     elif summary["stopped"]:
         what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {summary['stopped']})"
-    else:
+    elif epochs == cfg.epochs:
         what = f"{epochs} epochs"
+    else:  # evaluated every few epochs (`fitting.MAX_EVALS`)
+        what = f"{cfg.epochs} epochs, {epochs} evaluations"
     total = reading + summary["seconds"] + testing
     return (f"done: {what} in {total:.1f}s: {reading:.1f}s reading data, "
             f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s "
