@@ -18,8 +18,10 @@ goes in as audio, with only the flags that describe the data (`--label-pattern '
 --test-pattern '_[0-4]\\.wav$'`, the official split); its anchors read the MFCCs that rnnkit's
 default audio settings compute (13 per frame at 22050 Hz), zero-padded for MiniRocket.
 
-Anchors, with aeon's defaults (one thread: with n_jobs=2 on 2 busy cores, 1-NN DTW took 25 times
-longer on ItalyPowerDemand):
+Every contender computes on one thread: rnnkit's runs with OMP_NUM_THREADS=1 (PyTorch's two
+threads on 2 cores shared with other jobs made a GunPoint training step 40 times slower than one
+thread: 1.73 s against 0.043 s), the anchors with aeon's defaults (with n_jobs=2 on 2 busy cores,
+1-NN DTW took 25 times longer on ItalyPowerDemand):
 - MiniRocketClassifier (MiniRocket features, then a ridge classifier), seeded like rnnkit. It needs
   equal lengths: on PickupGestureWiimoteZ it reads the archive's equal-length release that the wheel
   ships beside the original (`_eq`: every series padded by the archive to 361 steps).
@@ -118,7 +120,7 @@ def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int)
     went, and whether the budget cut the planned epochs short)."""
     cmd = [sys.executable, "-m", "rnnkit", "classify", "train", str(data), *test, "--out", str(out),
            "--max-time", f"{budget:g}s", "--seed", str(seed)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}
     t0 = time.perf_counter()
     try:
@@ -130,7 +132,7 @@ def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int)
     if proc.returncode != 0 or not found:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return {"seed": seed, "error": f"exit {proc.returncode}: {lines[-1] if lines else ''}"}
-    epochs = re.findall(r"^epoch (\d+)/", proc.stdout, re.MULTILINE)
+    epochs = re.findall(r"^epoch (\d+)\b", proc.stdout, re.MULTILINE)
     # the run directory is a temporary one, gone after the benchmark: not kept
     done = re.search(r"^done: (.*?)(?:; run directory .*)?$", proc.stdout, re.MULTILINE)
     return {"seed": seed, "accuracy": float(found.group(1)), "seconds": round(seconds, 1),

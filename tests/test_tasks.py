@@ -53,6 +53,59 @@ def test_packed_batch_equals_each_row_alone(cell, pool, bidirectional):
     torch.testing.assert_close(noisy, batch)
 
 
+@pytest.mark.parametrize("pool", ["last", "mean"])
+def test_convolutional_branch_ignores_padding(pool):
+    torch.manual_seed(0)
+    model = SequenceModel(SequenceConfig(3, 4, hidden=8, pool=pool, conv=6))
+    x, lengths = ragged(n=8, T=12)
+    model(x, lengths=lengths)[0].sum().backward()  # a training batch moves the running stats
+    model.eval()
+    assert model.fcn.norms[0].running_mean.abs().sum() > 0
+    batch, _ = model(x, lengths=lengths)
+    garbage = x + 100 * (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None])
+    torch.testing.assert_close(model(garbage, lengths=lengths)[0], batch)
+    for i, n in enumerate(lengths.tolist()):
+        alone, _ = model(x[i:i + 1, :n])
+        torch.testing.assert_close(batch[i], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_batch_norm_equals_torch_in_training_and_eval():
+    from rnnkit.tasks import BatchNorm
+
+    g = torch.Generator().manual_seed(3)
+    ours, ref = BatchNorm(5), torch.nn.BatchNorm1d(5)
+    with torch.no_grad():
+        for p in (ours.weight, ours.bias):
+            p.copy_(torch.randn(5, generator=g))
+        ref.weight.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    for _ in range(3):
+        u = torch.randn(4, 5, 7, generator=g) * 3 + 1  # (B, C, T)
+        torch.testing.assert_close(ours(u), ref(u))
+    torch.testing.assert_close(ours.running_mean, ref.running_mean)
+    torch.testing.assert_close(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    torch.testing.assert_close(ours(u), ref(u))
+    assert all(t.is_floating_point() for t in ours.state_dict().values())
+
+
+def test_convolutional_branch_learns_a_shape_anywhere_in_the_sequence():
+    # a bump or a dip of 5 steps at a random place in noise: local shape, not position, decides
+    g = torch.Generator().manual_seed(4)
+    N, T = 256, 40
+    y = torch.randint(0, 2, (N,), generator=g)
+    x = 0.3 * torch.randn(N, T, 1, generator=g)
+    start = torch.randint(0, T - 5, (N,), generator=g)
+    for i in range(N):
+        x[i, start[i]:start[i] + 5, 0] += torch.tensor([1.0, 2, 3, 2, 1]) * (2 * y[i] - 1)
+    data = {"inputs": x, "targets": y}
+    torch.manual_seed(0)
+    model = SequenceModel(SequenceConfig(1, 2, hidden=4, conv=8))
+    fit(model, data, None, FitConfig(epochs=8, batch_size=32, lr=1e-2, **QUICK), quiet=True)
+    _, acc = dataset_loss(model, data, 256, torch.device("cpu"), accuracy)
+    assert acc > 0.95
+
+
 def test_tagger_packed_rows_and_streaming_state():
     torch.manual_seed(0)
     tagger = Tagger(TaggerConfig(3, 5, hidden=8, layers=2, cell="gru")).eval()
@@ -281,6 +334,34 @@ def test_best_weights_are_kept_and_time_budget_stops():
     assert summary["stopped"] == "time"
 
 
+class CostlyCalls(SequenceModel):
+    """Every evaluation call costs 0.05 s whatever its size, the first one 1 s more (set-up):
+    a reserve measured on the first call, or per row of a 5-row validation set, would keep
+    seconds for a test that takes a tenth of one."""
+
+    calls = 0
+
+    def forward(self, *args, **kwargs):
+        if not self.training:
+            CostlyCalls.calls += 1
+            time.sleep(1.05 if CostlyCalls.calls == 1 else 0.05)
+        return super().forward(*args, **kwargs)
+
+
+def test_time_budget_is_used_when_the_validation_set_is_tiny():
+    g = torch.Generator().manual_seed(7)
+    data = {"inputs": torch.randn(64, 4, 2, generator=g), "targets": torch.randint(0, 2, (64,))}
+    val = {k: v[:5] for k, v in data.items()}
+    model = CostlyCalls(SequenceConfig(2, 2, hidden=8))
+    started = time.monotonic()
+    summary = fit(model, data, val, FitConfig(epochs=0, batch_size=16, max_time=3.0, **QUICK),
+                  quiet=True, started=started, test_rows=300)
+    predict(model, data, 256)  # the caller's test: 2 calls, 0.1 s
+    elapsed = time.monotonic() - started
+    assert summary["stopped"] == "time" and 2.0 < elapsed <= 3.0 + 0.15, summary
+    assert summary["train_seconds"] > 0.8, summary  # was 0: the reserve alone filled the budget
+
+
 class SlowToEvaluate(SequenceModel):
     """Evaluation takes 0.1 s a batch, training steps stay fast: a budget must plan for it."""
 
@@ -319,4 +400,7 @@ def test_schedule_and_config_errors():
     with pytest.raises(RnnkitError, match="head"):
         SequenceConfig(3, 2, head="rank")
     with pytest.raises(RnnkitError, match="epochs"):
-        FitConfig(epochs=0)
+        FitConfig(epochs=0)  # until the time is up, with no time budget
+    assert FitConfig(epochs=0, max_time=5).epochs == 0
+    with pytest.raises(RnnkitError, match="conv"):
+        SequenceConfig(3, 2, conv=-1)

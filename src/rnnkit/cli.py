@@ -231,7 +231,9 @@ def add_task_commands(sub) -> None:
     split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
                        "training set that picks the best epoch (default 0.1; 0: keep the last)")
     add_data_options(t)
-    add_model_options(t)
+    add_model_options(t, fitted=True).add_argument(
+        "--conv", type=int, metavar="C", help="width of a convolutional branch beside the "
+        "recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none (default 128)")
 
     p = csub.add_parser("predict", help="label and probability for each input",
                         description="Label new inputs with a trained classifier: one line per "
@@ -362,7 +364,15 @@ FIT_HELP = {
 CHOICES = {"device": DEVICES, "precision": PRECISIONS, "on_nan": ON_NAN}
 
 
-def add_model_options(t) -> None:
+# The defaults `classify train` fits to its data (`task_cli.fitted_defaults`), as its help says.
+FITTED = {"epochs": "until --max-time ends, else about 1000 steps",
+          "batch_size": "an eighth of the training set, 16 to 64"}
+
+
+def add_model_options(t, fitted: bool = False):
+    """The model and training options of `classify train` and `forecast train` (`fitted`: the
+    epochs and batch size default to what suits the data); returns the model group, for a
+    command's own model options."""
     m = t.add_argument_group("model")
     m.add_argument("--cell", choices=CELL_TYPES, default="lstm", help="recurrent cell "
                    "(default lstm; rnn is the tanh RNN)")
@@ -395,8 +405,10 @@ def add_model_options(t) -> None:
                            help="batch sequences of similar length together (default "
                            f"{'on' if f.default else 'off'})")
         else:
+            default = FITTED[f.name] if fitted and f.name in FITTED else f.default
             o.add_argument(flag, type=type(f.default), help=f"{FIT_HELP[f.name]} (default "
-                           f"{f.default})")
+                           f"{default})")
+    return m
 
 
 def add_serve_commands(sub) -> None:

@@ -121,12 +121,14 @@ class FitConfig(RunConfig):
     warmup: int = 30
     weight_decay: float = 0.01
     seed: int = 0
-    epochs: int = 30  # passes over the training set, resumes included
+    epochs: int = 30  # passes over the training set, resumes included; 0: until max_time
     bucket: bool = True  # batch sequences of similar length together (see `fitting.batches`)
 
     def __post_init__(self):
         super().__post_init__()
-        require_positive(epochs=self.epochs)
+        if self.epochs < 0 or (self.epochs == 0 and not self.max_time):
+            raise RnnkitError(f"epochs must be positive, or 0 with a time budget (train until "
+                              f"it ends), got {self.epochs}")
 
 
 @dataclass

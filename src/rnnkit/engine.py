@@ -429,7 +429,11 @@ def evaluate_and_checkpoint(run_dir: Path | None, feeder: Feeder,
     progress.history.append(record)
     progress.loss_sum, progress.loss_count = 0.0, 0
     score = metric if metric is not None else -val if val is not None else progress.step
-    improved = score > progress.best_score
+    # A metric's tie goes to the lower validation loss: on a few validation examples accuracy
+    # reaches its top early, and the weights trained further are the better ones to keep.
+    improved = score > progress.best_score or (
+        score == progress.best_score and metric is not None and val is not None
+        and val < progress.best_val)
     if improved:
         progress.best_score, progress.best_step = score, progress.step
     if val is not None:

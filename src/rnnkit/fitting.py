@@ -17,6 +17,7 @@ evaluation that ends it and the caller's test afterwards (`test_rows`, at the me
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,10 @@ __all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "datase
 
 Dataset = dict[str, Tensor]
 Metric = Callable[[Tensor, Dataset], tuple[float, int]]  # (outputs, batch) -> (correct, count)
+MAX_EVALS = 100  # a run of fixed epochs evaluates at most this many times
+EVAL_SHARE = 0.1  # a run until the time is up spends at most this share of it evaluating
+TEST_MARGIN = 1.5  # the test is reserved this many times its measured time
+TEST_FIXED = 0.02  # and this share of the budget, for the report after it
 
 
 def size(data: Dataset) -> int:
@@ -226,9 +231,15 @@ class EpochFeeder:
         self.n_val = size(val) if val is not None else 0
         self.cached: tuple[int, list[Tensor]] = (-1, [])
         self.per_epoch = len(self.epoch(0))
-        self.end = self.plan = cfg.epochs * self.per_epoch
+        # epochs 0: until the time budget ends, the schedule fitted to it (`engine.replan`)
+        self.end = cfg.epochs * self.per_epoch or sys.maxsize
+        self.plan = cfg.epochs * self.per_epoch
+        # Without a time budget, at most MAX_EVALS evaluations (and one at the end).
+        self.eval_epochs = max(1, math.ceil(cfg.epochs / MAX_EVALS))
         self.extra = 0.0  # seconds of the caller's test after the last evaluation
-        self.t0 = time.monotonic()
+        self.per_row = 0.0  # seconds per evaluated row, in full batches (`measure_reserve`)
+        self.t0 = self.eval_began = time.monotonic()
+        self.eval_cost = 0.0  # seconds the last evaluation took, its checkpoint included
 
     def epoch(self, e: int) -> list[Tensor]:
         """The minibatch indices of epoch e (counted from 0), in their order."""
@@ -257,15 +268,26 @@ class EpochFeeder:
         return len(self.global_batch(min(step, self.end - 1)))
 
     def eval_due(self, step: int) -> bool:
-        return step % self.per_epoch == 0
+        """At the end of an epoch: every `eval_epochs` epochs, or, with a time budget, once
+        EVAL_SHARE or less of the time since the last evaluation would go to this one (a small
+        set's epoch is one or two steps: evaluating after each would cost more than them)."""
+        if step % self.per_epoch:
+            return False
+        if self.cfg.max_time:
+            return self.eval_cost <= EVAL_SHARE * (time.monotonic() - self.eval_began)
+        return (step // self.per_epoch) % self.eval_epochs == 0
 
     def evaluate(self, train_loss: float) -> tuple[float | None, float | None]:
+        self.eval_began = started = time.monotonic()
+        self.eval_cost = 0.0
         if not self.n_val:
             return None, None
-        started = time.monotonic()
         val_loss, score = dataset_loss(self.model, self.val, 4 * self.cfg.batch_size, self.device,
                                    self.metric)
-        self.extra = self.test_rows * (time.monotonic() - started) / self.n_val
+        self.eval_cost = time.monotonic() - started
+        if self.n_val >= 4 * self.cfg.batch_size:  # full batches: the test's pace, measured again
+            self.per_row = self.eval_cost / self.n_val
+            self.extra = self.reserve_for_test()
         return val_loss, score
 
     def record(self, progress: engine.Progress, train_loss: float, val: float | None,
@@ -282,22 +304,39 @@ class EpochFeeder:
     def report(self, record: dict, improved: bool, seconds: float, left: float) -> str:
         shown = "".join(f" {k} {v:.4f}" for k, v in record.items()
                         if k in ("train_loss", "val_loss", "val_metric"))
-        return (f"epoch {record['epoch']}/{self.cfg.epochs}:{shown}"
+        of = f"/{self.cfg.epochs}" if self.cfg.epochs else ""
+        return (f"epoch {record['epoch']}{of}:{shown}"
                 f"{' *best' if improved else ''} ({seconds:.1f}s, about {left:.0f}s left)")
 
     def after_checkpoint(self, run_dir: Path, progress: engine.Progress) -> None:
-        pass
+        self.eval_cost = time.monotonic() - self.eval_began  # the checkpoint's writing included
+
+    def reserve_for_test(self) -> float:
+        """Seconds to keep for the caller's test of `test_rows` rows at `per_row`, with a
+        margin: the test's batches are as large as an evaluation's or larger, but the machine
+        may be busier by then, and what follows the test (its report) takes time too."""
+        if not self.test_rows:
+            return 0.0
+        return TEST_MARGIN * self.test_rows * self.per_row + TEST_FIXED * self.cfg.max_time
 
     def measure_reserve(self) -> float:
-        """Seconds the last evaluation will take, measured on a few validation batches before
-        training; the caller's test at the same pace becomes `extra`."""
+        """Seconds the last evaluation will take, measured before training on one full
+        evaluation batch (rows of the validation set, else of the training set, repeated up to
+        the batch size when there are fewer), after an untimed first call: a first call's
+        set-up, or a batch of 5 rows, would overstate the pace of the whole evaluation and of
+        the caller's test many times over, and stop training early. The caller's test at
+        that pace, with a margin, becomes `extra`."""
         data = self.val if self.n_val else self.train
-        part = {k: v[:4 * self.cfg.batch_size] for k, v in data.items()}
+        rows_wanted = 4 * self.cfg.batch_size
+        index = torch.arange(rows_wanted) % size(data)
+        part = {k: v[index] for k, v in data.items()}
+        dataset_loss(self.model, {k: v[:2] for k, v in part.items()}, rows_wanted, self.device,
+                     self.metric)  # set-up, untimed
         started = time.monotonic()
-        dataset_loss(self.model, part, 4 * self.cfg.batch_size, self.device, self.metric)
-        per_row = (time.monotonic() - started) / size(part)
-        self.extra = self.test_rows * per_row
-        return self.n_val * per_row
+        dataset_loss(self.model, part, rows_wanted, self.device, self.metric)
+        self.per_row = (time.monotonic() - started) / rows_wanted
+        self.extra = self.reserve_for_test()
+        return max(1, math.ceil(self.n_val / rows_wanted)) * rows_wanted * self.per_row
 
     def full_state(self, world: distributed.World) -> None:
         return None

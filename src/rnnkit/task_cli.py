@@ -15,6 +15,7 @@ go through the same objects. Their options are defined in `cli`, with every othe
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections import Counter
@@ -54,9 +55,31 @@ def fit_config(args) -> tuple[FitConfig, set[str]]:
     return from_dict(FitConfig, values, "options"), set(values)
 
 
-def model_config(args, input_size: int, output_size: int, head: str) -> SequenceConfig:
+def model_config(args, input_size: int, output_size: int, head: str,
+                 conv: int = 0) -> SequenceConfig:
     return SequenceConfig(input_size, output_size, head, args.cell, args.hidden, args.layers,
-                          args.dropout, args.bidirectional, args.pool)
+                          args.dropout, args.bidirectional, args.pool, conv=conv)
+
+
+# Defaults a classifier's run fits to its data (set only where the command line leaves them).
+CONV_WIDTH = 128  # the LSTM-FCN branch (Karim et al.: 128, 256, 128 channels)
+STEPS = 1000  # without --max-time, the epochs default to about this many optimizer steps,
+EPOCHS = (30, 1000)  # within these bounds
+
+
+def fitted_defaults(fit_cfg: FitConfig, given: set[str], n_train: int) -> FitConfig:
+    """The training options a classifier takes from its training set's size where they were
+    not given: a batch of about an eighth of the set (16 to 64 examples), so that tens of
+    sequences still make several steps an epoch; and, with --max-time, epochs until the time is
+    up (the schedule fitted to it), else about STEPS steps."""
+    values = asdict(fit_cfg)
+    if "batch_size" not in given:
+        values["batch_size"] = min(64, max(16, n_train // 8))
+    if "epochs" not in given:
+        per_epoch = math.ceil(n_train / values["batch_size"])
+        values["epochs"] = 0 if fit_cfg.max_time else \
+            min(EPOCHS[1], max(EPOCHS[0], math.ceil(STEPS / per_epoch)))
+    return FitConfig(**values)
 
 
 def audio_config(args) -> AudioConfig:
@@ -160,8 +183,10 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
           f"{how}")
 
     F = seqs[0].shape[1]
+    fit_cfg = fitted_defaults(fit_cfg, given, len(seqs))
+    conv = CONV_WIDTH if args.conv is None else args.conv
     torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
-    model = SequenceModel(model_config(args, F, len(classes), "classify"))
+    model = SequenceModel(model_config(args, F, len(classes), "classify", conv))
     frames = np.concatenate(seqs)  # (sum of T, F)
     model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
     data["labels"] = classes
@@ -173,8 +198,10 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     val = to_dataset(val_seqs, val_y) if val_seqs else None
     n_params = sum(p.numel() for p in model.parameters())
     say(f"model: {model.config.layers} x {model.config.hidden} {model.config.cell}"
-          f"{' bidirectional' if model.config.bidirectional else ''}, pool {model.config.pool}, "
-          f"{n_params:,} parameters")
+          f"{' bidirectional' if model.config.bidirectional else ''}, pool {model.config.pool}"
+          f"{f', convolutional branch {model.config.conv}' if model.config.conv else ''}, "
+          f"{n_params:,} parameters; batch {fit_cfg.batch_size}, "
+          f"{f'{fit_cfg.epochs} epochs' if fit_cfg.epochs else 'epochs until the time is up'}")
     fitted = time.monotonic()
     summary = fit(model, train, val, fit_cfg, out, metric=accuracy, started=started,
                   test_rows=len(test_seqs), resume=resuming)
@@ -201,13 +228,17 @@ def done(summary: dict, cfg: FitConfig, reading: float, testing: float, out: Pat
     """The line that ends training: the epochs (and whether the time budget cut them short) and
     how the command's time was spent."""
     epochs = len(summary["history"])
-    if summary["stopped"] == "time":
+    if summary["stopped"] == "time" and not cfg.epochs:
+        what = f"{epochs} evaluations (until the --max-time budget of {cfg.max_time:g}s)"
+    elif summary["stopped"] == "time":
         what = (f"{epochs} of {cfg.epochs} planned epochs (the --max-time budget of "
                 f"{cfg.max_time:g}s cut them short)")
     elif summary["stopped"]:
         what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {summary['stopped']})"
-    else:
+    elif epochs == cfg.epochs:
         what = f"{epochs} epochs"
+    else:  # evaluated every few epochs (`fitting.MAX_EVALS`)
+        what = f"{cfg.epochs} epochs, {epochs} evaluations"
     total = reading + summary["seconds"] + testing
     return (f"done: {what} in {total:.1f}s: {reading:.1f}s reading data, "
             f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s "

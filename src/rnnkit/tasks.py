@@ -107,6 +107,8 @@ class SequenceConfig(TaggerConfig):
     # > 0: instead of one summary, each of the last `tail` real steps writes output_size / tail
     # values (a forecaster whose window runs on over the steps it forecasts); 0: the pool.
     tail: int = 0
+    conv: int = 0  # 0: none; C: a convolutional branch beside the recurrent one (LSTM-FCN):
+    #                Conv1d blocks C, 2C, C wide, kernels 8, 5, 3, averaged over time
 
     def __post_init__(self):
         super().__post_init__()
@@ -122,6 +124,12 @@ class SequenceConfig(TaggerConfig):
                 raise RnnkitError(f"quantiles {self.quantiles} need a regress head whose "
                                   f"output_size ({self.output_size}) is a multiple of {Q}, "
                                   "levels between 0 and 1")
+        if self.conv < 0:
+            raise RnnkitError(f"conv must be 0 (no convolutional branch) or its width, got "
+                              f"{self.conv}")
+        if self.conv and self.tail:
+            raise RnnkitError("a convolutional branch (conv) reads a whole sequence for one "
+                              "summary; it does not go with tail")
 
 
 def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -192,12 +200,64 @@ class MLP(nn.Module):
         return outputs, loss
 
 
+class BatchNorm(nn.Module):
+    """Batch normalisation of (B, C, T) over B and T, per channel:
+
+        y = gamma (u - mean) / sqrt(var + eps) + beta
+
+    with the batch's mean and variance in training, and in eval their running averages
+    (updated by `momentum` at each training batch). torch's BatchNorm1d computes it; this holds
+    only floating-point tensors (no step counter), as every run's weights do."""
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(channels))  # gamma
+        self.bias = nn.Parameter(torch.zeros(channels))  # beta
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+
+    def forward(self, u: Tensor) -> Tensor:
+        return F.batch_norm(u, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+class ConvBranch(nn.Module):
+    """The fully convolutional branch of LSTM-FCN (Karim et al., 2017): three blocks of
+
+        u = relu(batchnorm(conv1d(u)))      widths C, 2C, C; kernels 8, 5, 3; 'same' length
+
+    then the mean over the real steps. Padding is zeroed before each convolution, so a
+    sequence's result does not depend on the padding its batch adds (in eval mode: batch norm
+    then uses its running statistics).
+    Shapes: x (B, T, F), mask (B, T, 1) -> (B, C).
+    """
+
+    def __init__(self, input_size: int, width: int):
+        super().__init__()
+        sizes = [input_size, width, 2 * width, width]
+        # k // 2 zeros on both sides, the output cut back to T steps (an even kernel makes one
+        # more): 'same' length without torch's copy for even kernels
+        self.convs = nn.ModuleList(nn.Conv1d(a, b, k, padding=k // 2)
+                                   for a, b, k in zip(sizes[:-1], sizes[1:], (8, 5, 3),
+                                                      strict=True))
+        self.norms = nn.ModuleList(BatchNorm(b) for b in sizes[1:])
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        keep = mask.transpose(1, 2).to(x.dtype)  # (B, 1, T)
+        u = x.transpose(1, 2)  # (B, F, T): channels first, as Conv1d reads them
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            u = torch.relu(norm(conv(u * keep)[..., :keep.shape[-1]]))  # (B, C_k, T)
+        return (u * keep).sum(-1) / keep.sum(-1)  # (B, C)
+
+
 class SequenceModel(nn.Module):
     """Many-to-one: read a sequence, classify it or regress a value from one summary vector.
 
         states = Recurrent(x_1..x_T)            (B, T, D*H)
         s = states at the last step | mean over real steps | max over real steps
-        y = W_out dropout(s) + b_out            (B, C)
+        s = [s, ConvBranch(x)]                  with `conv` (LSTM-FCN): (B, D*H + C)
+        y = W_out dropout(s) + b_out            (B, C_out)
 
     or, with `tail` K, one output per each of the last K real steps (a forecaster reading the
     steps it forecasts): y_k = W_out dropout(states_T-K+k) + b_out, (B, K, C / K) -> (B, C).
@@ -212,7 +272,9 @@ class SequenceModel(nn.Module):
         self.config = c = config
         self.rnn = Recurrent(c.cell, c.input_size, c.hidden, c.layers, c.dropout, c.bidirectional)
         self.drop = nn.Dropout(c.dropout)
-        self.out = nn.Linear(self.rnn.directions * c.hidden, c.output_size // max(1, c.tail))
+        self.fcn = ConvBranch(c.input_size, c.conv) if c.conv else None
+        self.out = nn.Linear(self.rnn.directions * c.hidden + c.conv,
+                             c.output_size // max(1, c.tail))
         self.register_buffer("input_mean", torch.zeros(c.input_size))
         self.register_buffer("input_std", torch.ones(c.input_size))
 
@@ -226,21 +288,22 @@ class SequenceModel(nn.Module):
         x = (inputs - self.input_mean) / self.input_std  # (B, T, F)
         states, final = self.rnn(x, state, lengths)  # (B, T, D*H)
         pool, K = self.config.pool, self.config.tail
+        mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
         if K:  # the states of each row's last K real steps, one output each: (B, K * C / K)
             end = lengths.to(states.device) if lengths is not None else \
                 torch.full((len(states),), states.shape[1], device=states.device)
             steps = end[:, None] - K + torch.arange(K, device=states.device)  # (B, K)
             tail = states.gather(1, steps[..., None].expand(-1, -1, states.shape[2]))
             outputs = self.out(self.drop(tail)).flatten(1)  # (B, K, C / K) -> (B, C)
-        elif pool == "last":
-            summary = last_hidden(final, self.rnn.directions)  # (B, D*H)
         else:
-            mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
-            if pool == "mean":
+            if pool == "last":
+                summary = last_hidden(final, self.rnn.directions)  # (B, D*H)
+            elif pool == "mean":
                 summary = (states * mask).sum(1) / mask.sum(1)
             else:
                 summary = states.masked_fill(~mask, float("-inf")).amax(1)
-        if not K:
+            if self.fcn is not None:
+                summary = torch.cat([summary, self.fcn(x, mask)], dim=-1)  # (B, D*H + C)
             outputs = self.out(self.drop(summary))  # (B, C)
         if targets is None:
             return outputs, None
