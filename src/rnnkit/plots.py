@@ -1,23 +1,37 @@
-"""Figures a run writes for its user to look at (matplotlib, drawn off-screen)."""
+"""Figures a run writes for its user to look at: loss.png, forecast.png, confusion.png
+(matplotlib Figures drawn off-screen, each written atomically)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
+import numpy as np
+
 from .runfiles import atomic_write
+
+
+def new_figure(width: float, height: float):
+    """A matplotlib Figure without pyplot: no GUI backend and no global state (Agg renders it
+    when it is saved), so drawing is safe in any thread or process."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100)
+
+
+def save(fig, path: Path) -> None:
+    """Write `fig` to `path` as a PNG, atomically."""
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
 
 
 def plot_losses(history: list[dict], path: Path, unit: str = "chars") -> None:
     """loss.png: train and validation loss against characters seen (nats and bits per char),
     or for a task run (`unit` "examples") against steps, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     chars = [h.get("chars", h["step"]) for h in history]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    fig = new_figure(7, 4)
+    ax = fig.subplots()
     ax.plot(chars, [h["train_loss"] for h in history], marker=".", label="train")
     ax.plot(chars, [h["val_loss"] for h in history], marker=".", label="validation")
     ax.set_xlabel("characters seen" if unit == "chars" else "steps")
@@ -28,26 +42,16 @@ def plot_losses(history: list[dict], path: Path, unit: str = "chars") -> None:
         right.set_ylabel("bits/char")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    try:
-        with atomic_write(path) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    save(fig, path)
 
 
 def plot_forecast(panel, forecasts, shown: list[str], history: int, path: Path) -> None:
     """forecast.png: for each series in `shown`, its last `history` steps, the forecast (the
     median of a quantile run) and the widest interval between its quantiles, one panel per
     series and forecast column, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     F = len(forecasts.columns)
-    fig, axes = plt.subplots(len(shown), F, figsize=(7 * F, 2.6 * len(shown)), dpi=100,
-                             squeeze=False)
+    fig = new_figure(7 * F, 2.6 * len(shown))
+    axes = fig.subplots(len(shown), F, squeeze=False)
     for row, name in enumerate(shown):
         i = forecasts.ids.index(name)
         values = panel.values[i]  # (T, F)
@@ -68,9 +72,22 @@ def plot_forecast(panel, forecasts, shown: list[str], history: int, path: Path) 
             if row == 0 and f == 0:
                 ax.legend(fontsize=8)
     axes[-1, 0].set_xlabel("step")
-    fig.tight_layout()
-    try:
-        with atomic_write(path) as f:
-            fig.savefig(f, format="png")
-    finally:
-        plt.close(fig)
+    save(fig, path)
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    """confusion.png: the test's confusion matrix (rows: true class, columns: predicted)."""
+    n = len(classes)
+    fig = new_figure(1.5 + 0.5 * n, 1.2 + 0.5 * n)
+    ax = fig.add_subplot()
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), classes, rotation=90 if n > 12 else 0)
+    ax.set_yticks(range(n), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    save(fig, path)

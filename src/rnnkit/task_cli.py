@@ -33,7 +33,8 @@ from .devices import pick_device
 from .errors import RnnkitError
 from .fitting import accuracy, fit
 from .optional import need
-from .runfiles import atomic_write, write_json_atomic
+from .plots import plot_confusion
+from .runfiles import write_json_atomic
 from .runs import Classifier, load
 from .task_runs import (
     check_features,
@@ -214,7 +215,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     test_acc = float((predicted == truth).mean())
     matrix = confusion(truth, predicted, len(classes))
     print_confusion(matrix, classes)
-    save_confusion_png(matrix, classes, out / "confusion.png")
+    plot_confusion(matrix, classes, out / "confusion.png")
     write_json_atomic(out / "metrics.json", {
         "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
         "labels": classes, "epochs": len(summary["history"]), "best_epoch": summary["best_epoch"],
@@ -263,28 +264,6 @@ def print_confusion(matrix: np.ndarray, classes: list[str]) -> None:
     print(" " * width + " " + " ".join(c[:width].rjust(width) for c in classes))
     for c, row in zip(classes, matrix, strict=True):
         print(c[:width].rjust(width) + " " + " ".join(str(v).rjust(width) for v in row))
-
-
-def save_confusion_png(matrix: np.ndarray, classes: list[str], path: Path) -> None:
-    # matplotlib's Figure without pyplot: no GUI backend, no global state (Agg renders it)
-    Figure = need("matplotlib.figure", "tasks").Figure
-
-    n = len(classes)
-    fig = Figure(figsize=(1.5 + 0.5 * n, 1.2 + 0.5 * n))
-    ax = fig.add_subplot()
-    ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(n), classes, rotation=90 if n > 12 else 0)
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    for i in range(n):
-        for j in range(n):
-            if matrix[i, j]:
-                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
 
 
 def cmd_classify_predict(args) -> int:
