@@ -118,31 +118,12 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     run = load(run_dir)  # any run, or one line saying what the directory lacks
     config = read_json(builtin.resolve(run_dir) / "config.json", "JSON")
     if isinstance(run, CharLM):
-        module, args, names, axes, meta, shape = language_model(run)
+        parts = language_model(run)
+    elif isinstance(run, Classifier):
+        parts = classifier(run)
     else:
-        F = run.model.config.input_size
-        args = (torch.zeros(2, 5, F),)  # (B, T, F): the example input that fixes the graph
-        axes = {"inputs": {0: "batch", 1: "time"}}
-        if isinstance(run, Classifier):
-            module, names = ClassifierModule(run.model), (["inputs"], ["logits"])
-            axes["logits"] = {0: "batch"}
-            meta = {"rnnkit.labels": json.dumps(run.classes)}
-            shape = f"inputs (B, T, {F}) -> logits (B, {run.model.config.output_size})"
-        else:
-            data = run.data
-            if has_future(data) or data.get("past"):
-                raise RnnkitError(f"{run_dir} reads covariates besides the series, which "
-                                  "rnnkit export does not write yet; forecast with rnnkit "
-                                  "forecast predict or rnnkit.load")
-            module = ForecasterModule(run.model, data)
-            names = (["inputs"], ["forecast"])
-            axes["forecast"] = {0: "batch"}
-            meta = {"rnnkit.columns": json.dumps(run.columns),
-                    "rnnkit.quantiles": json.dumps(run.levels)}
-            W, F, H, Q = run.window, len(run.columns), run.horizon, len(run.levels)
-            args = (torch.zeros(2, W, F),)  # the file reads windows of exactly W steps
-            axes["inputs"] = {0: "batch"}
-            shape = f"inputs (B, {W}, {F}) -> forecast (B, {H}, {F}{f', {Q}' if Q else ''})"
+        parts = forecaster(run, run_dir)
+    module, args, names, axes, meta, shape = parts
     meta["rnnkit.config"] = json.dumps(config)
     tmp = temp_name(out)
     try:
@@ -176,6 +157,32 @@ def language_model(model: CharLM):
     shape = (f"token (B,), {' and '.join(state)} ({cfg.layers}, B, {cfg.hidden}) -> "
              f"logits (B, {cfg.vocab_size}), {' and '.join(s + '_next' for s in state)}")
     return LMStep(model), args, names, axes, meta, shape
+
+
+def classifier(run: Classifier):
+    """The classifier's module, example input (B, T, F), names, free axes, metadata and line."""
+    F = run.model.config.input_size
+    args = (torch.zeros(2, 5, F),)  # (B, T, F): the example input that fixes the graph
+    axes = {"inputs": {0: "batch", 1: "time"}, "logits": {0: "batch"}}
+    meta = {"rnnkit.labels": json.dumps(run.classes)}
+    shape = f"inputs (B, T, {F}) -> logits (B, {run.model.config.output_size})"
+    return ClassifierModule(run.model), args, (["inputs"], ["logits"]), axes, meta, shape
+
+
+def forecaster(run, run_dir):
+    """The forecaster's module, example input (B, W, F): windows of exactly W steps, names, free
+    axes, metadata and line; a run that reads covariates is refused."""
+    data = run.data
+    if has_future(data) or data.get("past"):
+        raise RnnkitError(f"{run_dir} reads covariates besides the series, which rnnkit export "
+                          "does not write yet; forecast with rnnkit forecast predict or "
+                          "rnnkit.load")
+    W, F, H, Q = run.window, len(run.columns), run.horizon, len(run.levels)
+    args = (torch.zeros(2, W, F),)
+    axes = {"inputs": {0: "batch"}, "forecast": {0: "batch"}}
+    meta = {"rnnkit.columns": json.dumps(run.columns), "rnnkit.quantiles": json.dumps(run.levels)}
+    shape = f"inputs (B, {W}, {F}) -> forecast (B, {H}, {F}{f', {Q}' if Q else ''})"
+    return ForecasterModule(run.model, data), args, (["inputs"], ["forecast"]), axes, meta, shape
 
 
 def add_metadata(path: Path, meta: dict[str, str]) -> None:
