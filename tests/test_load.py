@@ -176,3 +176,14 @@ def test_fit_and_the_task_models_are_reachable_from_the_top_level():
     for name in ("SequenceModel", "SequenceConfig", "Tagger", "TaggerConfig", "Seq2Seq",
                  "Seq2SeqConfig", "ConditionedGenerator", "GeneratorConfig", "DecoderConfig"):
         assert name in rnnkit.__all__ and hasattr(rnnkit, name), name
+
+
+def test_every_public_name_is_listed_once_and_loads_from_its_module():
+    # __init__ names each public object's module (WHERE) and lists them for `import *`
+    # (__all__): the two must agree, and each name must load what its module defines.
+    import importlib
+
+    assert sorted(rnnkit.__all__) == sorted(rnnkit.WHERE)
+    for name, module in rnnkit.WHERE.items():
+        assert getattr(rnnkit, name) is getattr(importlib.import_module(f"rnnkit.{module}"), name)
+    assert callable(rnnkit.fit) and rnnkit.fit.__module__ == "rnnkit.fitting"
