@@ -288,7 +288,6 @@ class SequenceModel(nn.Module):
         x = (inputs - self.input_mean) / self.input_std  # (B, T, F)
         states, final = self.rnn(x, state, lengths)  # (B, T, D*H)
         pool, K = self.config.pool, self.config.tail
-        mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
         if K:  # the states of each row's last K real steps, one output each: (B, K * C / K)
             end = lengths.to(states.device) if lengths is not None else \
                 torch.full((len(states),), states.shape[1], device=states.device)
@@ -296,6 +295,8 @@ class SequenceModel(nn.Module):
             tail = states.gather(1, steps[..., None].expand(-1, -1, states.shape[2]))
             outputs = self.out(self.drop(tail)).flatten(1)  # (B, K, C / K) -> (B, C)
         else:
+            if pool != "last" or self.fcn is not None:  # real steps, for a pool over time
+                mask = time_mask(lengths, *states.shape[:2], states.device)[..., None]  # (B, T, 1)
             if pool == "last":
                 summary = last_hidden(final, self.rnn.directions)  # (B, D*H)
             elif pool == "mean":
