@@ -50,14 +50,15 @@ def test_language_model_steps_in_onnxruntime_as_in_rnnkit(cli, corpus, tmp_path,
     assert rnnkit.Vocab.from_json(json.loads(meta["rnnkit.vocab"])) == model.vocab
 
 
-def test_classifier_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
+@pytest.mark.parametrize("members", ["1", "2"])
+def test_classifier_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path, members):
     rng = np.random.default_rng(0)
     y = np.arange(60) % 3
     x = rng.normal(0, 1, (60, 10, 2)).astype(np.float32) + y[:, None, None]
     np.savez(tmp_path / "d.npz", x=x, lengths=np.full(60, 10), y=y)
     run = tmp_path / "run"
     status, _, err = cli("classify", "train", tmp_path / "d.npz", "--out", run, *QUICK,
-                         "--bidirectional", "--layers", "2")
+                         "--bidirectional", "--layers", "2", "--ensemble", members)
     assert status == 0, err
     status, out, err = cli("export", run, "--out", tmp_path / "c.onnx")
     assert status == 0 and "logits (B, 3)" in out, err

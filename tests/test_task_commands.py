@@ -283,6 +283,45 @@ def test_accumulated_micro_batches_equal_the_whole_batch(cli, tmp_path, npz):
     assert "test_accuracy" in stdout
 
 
+def test_an_ensemble_averages_its_members_and_resumes_member_by_member(cli, tmp_path, npz):
+    import torch
+
+    import rnnkit
+    from rnnkit.tasks import Ensemble
+
+    run = tmp_path / "run"
+    stdout = train_classifier(cli, npz, run, "--ensemble", "3")
+    assert "ensemble: 3 members, given by --ensemble" in stdout
+    assert "member 3 of 3 (seed 2)" in stdout
+    assert re.search(r"^done: 2\+2\+2 epochs in 3 members in .*; best epochs \d, \d, \d; ",
+                     stdout, re.M), stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert [m["seed"] for m in metrics["members"]] == [0, 1, 2]
+    classifier = rnnkit.load(run)
+    assert isinstance(classifier.model, Ensemble) and len(classifier.model.members) == 3
+    x = torch.from_numpy(np.load(npz)["x"][:6]).float()
+    with torch.no_grad():
+        each = torch.stack([torch.softmax(m(x)[0], -1) for m in classifier.model.members])
+    assert not torch.equal(each[0], each[1])  # each member has its own seed
+    np.testing.assert_allclose(classifier.predict(x.numpy()).probs, each.mean(0).numpy(),
+                               atol=1e-6, rtol=0)
+    status, stdout, err = cli("classify", "predict", run, npz)
+    assert status == 0 and len(stdout.splitlines()) == 60, err
+    # Killed in the last member: the ones before are read back, the last continues from its
+    # checkpoint, and the ensemble comes out as before.
+    before = (run / "model.safetensors").read_bytes()
+    (run / "members" / "2" / "member.json").unlink()
+    (run / "model.safetensors").unlink()
+    status, stdout, err = cli("classify", "train", npz, "--out", run, *QUICK, "--resume")
+    assert status == 0, err
+    assert "ensemble: 3 members, the resumed run's" in stdout
+    assert not re.search(r"^epoch \d+/2: .*\n.*member 2 of 3", stdout, re.M)
+    assert (run / "model.safetensors").read_bytes() == before
+    status, _, err = cli("classify", "train", npz, "--out", tmp_path / "x", *QUICK,
+                         "--ensemble", "0")
+    assert status == 2 and one_error_line(err) == "rnnkit: error: --ensemble must be 1 to 16, got 0"
+
+
 def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_csv):
     run = tmp_path / "run"
     train_forecaster(cli, series_csv, run)

@@ -234,6 +234,9 @@ def add_task_commands(sub) -> None:
     add_model_options(t, fitted=True).add_argument(
         "--conv", type=int, metavar="C", help="width of a convolutional branch beside the "
         "recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none (default 128)")
+    t.add_argument("--ensemble", type=int, metavar="N", help="train N classifiers, each on its "
+                   "own seed and validation part, and average their probabilities (default: "
+                   "with --max-time, as many as give each about 1000 steps, at most 5; else 1)")
 
     p = csub.add_parser("predict", help="label and probability for each input",
                         description="Label new inputs with a trained classifier: one line per "

@@ -31,6 +31,7 @@ ON_NAN = ("stop", "rollback")
 CALENDAR = ("hour", "weekday", "month")  # a forecaster's calendar features (`panel`)
 MAX_SIZE = 1 << 16  # no layer wider than this, no deeper stack than MAX_LAYERS: a typo guard
 MAX_LAYERS = 64
+MAX_MEMBERS = 16  # models in a classifier's ensemble (`tasks.Ensemble`)
 
 
 def check_cell(cell: str) -> None:

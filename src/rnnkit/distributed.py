@@ -83,6 +83,13 @@ def launched_rank() -> int:
     return int(os.environ["RANK"])
 
 
+def launched_size() -> int:
+    """The number of processes torchrun started (1 without torchrun)."""
+    if any(name not in os.environ for name in TORCHRUN_VARIABLES):
+        return 1
+    return int(os.environ["WORLD_SIZE"])
+
+
 def teardown(world: World) -> None:
     if world.joined and dist.is_initialized():
         dist.destroy_process_group()

@@ -17,6 +17,7 @@ evaluation that ends it and the caller's test afterwards (`test_rows`, at the me
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from .errors import RnnkitError
 from .schedule import lr_at, order_seed
 
 __all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
-           "fit", "lr_at", "predict"]
+           "fit", "lr_at", "predict", "step_seconds"]
 
 Dataset = dict[str, Tensor]
 Metric = Callable[[Tensor, Dataset], tuple[float, int]]  # (outputs, batch) -> (correct, count)
@@ -162,6 +163,23 @@ def predict(model: nn.Module, data: Dataset, batch_size: int = 256,
         outputs.append(out)
     model.train(was_training)
     return torch.cat(outputs)
+
+
+def step_seconds(model: nn.Module, train: Dataset, cfg: FitConfig, steps: int) -> float:
+    """Seconds an optimizer step on `train`'s minibatches takes, the median of `steps` (after
+    one more that warms up), timed on `model`, which it trains: give it a copy to spare."""
+    device = pick_device(cfg.device, cfg.precision)
+    model.to(device).train()
+    optimizer = engine.make_optimizer(model, cfg)
+    order = batches(train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed), cfg.bucket)
+    times = []
+    for i in range(steps + 1):
+        t = time.perf_counter()
+        model(**rows(train, order[i % len(order)], device))[1].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times[1:])
 
 
 def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,

@@ -164,7 +164,7 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
                    train_seconds=summary["seconds"], history=summary["history"])
     write_json_atomic(out / "metrics.json", metrics)
     print(report(metrics, f"test ({n_test} windows of {len(panel)} series)"))
-    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
+    print(done([summary], fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_mae {metrics['test']['mae']:.4f} naive_mae {metrics['naive']['mae']:.4f} "
           f"test_mase {metrics['test']['mase']:.4f} seasonal_naive_mase "
           f"{metrics['seasonal_naive']['mase']:.4f}")

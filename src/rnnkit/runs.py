@@ -49,7 +49,7 @@ from .task_runs import (
     to_dataset,
     wrong_kind,
 )
-from .tasks import SequenceModel
+from .tasks import Ensemble, SequenceModel
 
 PathLike = str | os.PathLike
 
@@ -119,10 +119,11 @@ class Predictions:
 
 
 class Classifier:
-    """A trained sequence classifier run: its model (`SequenceModel`, eval mode), its class names,
-    and how it reads inputs (its data section: audio features, CSV columns)."""
+    """A trained sequence classifier run: its model (`SequenceModel`, or an `Ensemble` of them;
+    eval mode), its class names, and how it reads inputs (its data section: audio features, CSV
+    columns)."""
 
-    def __init__(self, model: SequenceModel, data: dict):
+    def __init__(self, model: SequenceModel | Ensemble, data: dict):
         self.model, self.data = model, data
         self.classes: list[str] = data["labels"]
 

@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,24 +27,26 @@ import torch
 
 from . import distributed
 from .audio import AudioConfig, compile_pattern
+from .checkpoint import BEST, load_weights, read_json, write_safetensors
 from .config import from_dict
-from .configs import FitConfig
+from .configs import MAX_MEMBERS, FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
-from .fitting import accuracy, fit
+from .fitting import EVAL_SHARE, accuracy, fit, step_seconds
 from .optional import need
 from .plots import plot_confusion
-from .runfiles import write_json_atomic
+from .runfiles import remove_temp_files, write_json_atomic
 from .runs import Classifier, load
 from .task_runs import (
     check_features,
     read_examples,
+    read_format,
     resumed_config,
     to_dataset,
     training_run,
     write_config,
 )
-from .tasks import SequenceConfig, SequenceModel
+from .tasks import Ensemble, SequenceConfig, SequenceModel
 
 CLASSIFIER, FORECASTER = "rnnkit-classifier", "rnnkit-forecaster"  # their run formats
 
@@ -66,6 +68,11 @@ def model_config(args, input_size: int, output_size: int, head: str,
 CONV_WIDTH = 128  # the LSTM-FCN branch (Karim et al.: 128, 256, 128 channels)
 STEPS = 1000  # without --max-time, the epochs default to about this many optimizer steps,
 EPOCHS = (30, 1000)  # within these bounds
+# An ensemble (`--ensemble`): with --max-time, as many members as the budget gives STEPS steps
+AUTO_MEMBERS = 5  # at most this many
+PROBE_STEPS = 5  # optimizer steps timed to see how many steps the budget holds
+MEMBERS = "members"  # DIR/members/K: member K's checkpoints and metrics
+MEMBER_DONE = "member.json"  # in a member's folder once its training ended: its summary
 
 
 def fitted_defaults(fit_cfg: FitConfig, given: set[str], n_train: int) -> FitConfig:
@@ -91,12 +98,18 @@ def audio_config(args) -> AudioConfig:
 
 # --- classification ---------------------------------------------------------------------------
 
+def held_out(n: int, fraction: float, classes: int) -> int:
+    """How many of n examples a stratified split holds out: the fraction, and at least one of
+    every class."""
+    return max(round(fraction * n), classes)
+
+
 def stratified(labels: list[int], fraction: float, seed: int, what: str) -> tuple[list, list]:
     """Indices of a stratified split: (kept, held out)."""
     train_test_split = need("sklearn.model_selection", "tasks").train_test_split
     index = np.arange(len(labels))
     counts = Counter(labels)
-    held = max(round(fraction * len(labels)), len(counts))
+    held = held_out(len(labels), fraction, len(counts))
     if min(counts.values()) < 2 or held >= len(labels):
         raise RnnkitError(f"a stratified {what} split needs at least 2 examples of every class; "
                           f"the rarest has {min(counts.values())}; give --test PATH or lower "
@@ -174,41 +187,58 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     if test_seqs[0].shape[1] != seqs[0].shape[1]:
         raise RnnkitError(f"the test set has {test_seqs[0].shape[1]} features per step, the "
                           f"training set {seqs[0].shape[1]}")
-    val_seqs, val_y = [], []
-    if args.val_fraction:
-        keep, held = stratified(y, args.val_fraction, fit_cfg.seed, "validation")
-        val_seqs, val_y = [seqs[i] for i in held], [y[i] for i in held]
-        seqs, y = [seqs[i] for i in keep], [y[i] for i in keep]
-    say(f"data: {len(seqs)} train / {len(val_seqs)} validation / {len(test_seqs)} test "
-          f"examples, {len(classes)} classes, {seqs[0].shape[1]} features per step; test from "
-          f"{how}")
+    n_val = held_out(len(seqs), args.val_fraction, len(classes)) if args.val_fraction else 0
+    say(f"data: {len(seqs) - n_val} train / {n_val} validation / {len(test_seqs)} test "
+        f"examples, {len(classes)} classes, {seqs[0].shape[1]} features per step; test from "
+        f"{how}")
 
     F = seqs[0].shape[1]
-    fit_cfg = fitted_defaults(fit_cfg, given, len(seqs))
+    fit_cfg = fitted_defaults(fit_cfg, given, len(seqs) - n_val)
     conv = CONV_WIDTH if args.conv is None else args.conv
-    torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
-    model = SequenceModel(model_config(args, F, len(classes), "classify", conv))
-    frames = np.concatenate(seqs)  # (sum of T, F)
-    model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
+    one = model_config(args, F, len(classes), "classify", conv)
     data["labels"] = classes
+    members, why = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y), started, resuming, out)
+    config = replace(one, members=members)
     if resuming:
-        fit_cfg = resumed_config(out, CLASSIFIER, model.config, fit_cfg, given, data)
+        fit_cfg = resumed_config(out, CLASSIFIER, config, fit_cfg, given, data)
     elif main:
-        write_config(out, CLASSIFIER, model.config, fit_cfg, data)
-    train = to_dataset(seqs, y)
-    val = to_dataset(val_seqs, val_y) if val_seqs else None
-    n_params = sum(p.numel() for p in model.parameters())
-    say(f"model: {model.config.layers} x {model.config.hidden} {model.config.cell}"
-          f"{' bidirectional' if model.config.bidirectional else ''}, pool {model.config.pool}"
-          f"{f', convolutional branch {model.config.conv}' if model.config.conv else ''}, "
-          f"{n_params:,} parameters; batch {fit_cfg.batch_size}, "
-          f"{f'{fit_cfg.epochs} epochs' if fit_cfg.epochs else 'epochs until the time is up'}")
+        write_config(out, CLASSIFIER, config, fit_cfg, data)
+    n_params = sum(p.numel() for p in SequenceModel(one).parameters())
+    say(f"model: {one.layers} x {one.hidden} {one.cell}"
+        f"{' bidirectional' if one.bidirectional else ''}, pool {one.pool}"
+        f"{f', convolutional branch {one.conv}' if one.conv else ''}, "
+        f"{n_params:,} parameters{f' x {members} members' if members > 1 else ''}; batch "
+        f"{fit_cfg.batch_size}, "
+        f"{f'{fit_cfg.epochs} epochs' if fit_cfg.epochs else 'epochs until the time is up'}")
+    if members > 1:
+        say(f"ensemble: {members} members, {why}")
     fitted = time.monotonic()
-    summary = fit(model, train, val, fit_cfg, out, metric=accuracy, started=started,
-                  test_rows=len(test_seqs), resume=resuming)
-    stopped = 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
+    trained, summaries = [], []
+    for k in range(members):
+        cfg_k = replace(fit_cfg, seed=fit_cfg.seed + k)  # its own weights, validation, order
+        if members > 1 and fit_cfg.max_time:  # an equal share of what is left
+            left = fit_cfg.max_time - (time.monotonic() - started)
+            cfg_k = replace(cfg_k, max_time=max(left, 1e-3) / (members - k))
+        if members > 1:
+            say(f"member {k + 1} of {members} (seed {cfg_k.seed})")
+        model, summary = train_member(
+            seqs, y, args.val_fraction, cfg_k, one, out / MEMBERS / str(k) if members > 1 else out,
+            members > 1, resuming, main, test_rows=len(test_seqs) * members * (k + 1 == members),
+            started=None if members > 1 and fit_cfg.max_time else started)
+        trained.append(model)
+        summaries.append(summary)
+        if members > 1 and summary["stopped"] in ("SIGINT", "SIGTERM"):
+            say(f"stopped by {summary['stopped']} in member {k + 1} of {members}; the same "
+                "command plus --resume continues it")
+            return 130
+    stopped = 130 if summaries[-1]["stopped"] in ("SIGINT", "SIGTERM") else 0
     if not main:
         return stopped
+    if members > 1:
+        model = Ensemble(config)
+        for member, weights in zip(model.members, trained, strict=True):
+            member.load_state_dict(weights.state_dict())
+        write_safetensors(out / BEST, model.state_dict())
     tested = time.monotonic()
     predicted = Classifier(model, data).predict(test_seqs).probs.argmax(-1)  # (N,)
     truth = np.array([index[c] for c in test_labels])
@@ -218,33 +248,95 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     plot_confusion(matrix, classes, out / "confusion.png")
     write_json_atomic(out / "metrics.json", {
         "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
-        "labels": classes, "epochs": len(summary["history"]), "best_epoch": summary["best_epoch"],
-        "train_seconds": summary["seconds"], "history": summary["history"]})
-    print(done(summary, fit_cfg, fitted - started, time.monotonic() - tested, out))
+        "labels": classes, "ensemble": {"members": members, "why": why}, "members": [
+            {"seed": fit_cfg.seed + k, "epochs": len(s["history"]), "best_epoch": s["best_epoch"],
+             "best_val_accuracy": s["best"], "train_seconds": s["seconds"],
+             "history": s["history"]} for k, s in enumerate(summaries)]})
+    print(done(summaries, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_accuracy {test_acc:.4f}")
     return stopped
 
 
-def done(summary: dict, cfg: FitConfig, reading: float, testing: float, out: Path) -> str:
+def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg: FitConfig,
+                 config: SequenceConfig, run_dir: Path, member: bool, resuming: bool, main: bool,
+                 test_rows: int, started: float | None) -> tuple[SequenceModel, dict]:
+    """Train one classifier on `seqs` less a stratified validation part drawn with its seed
+    (the weights are drawn from it too, so that --seed repeats the run), checkpoints in
+    `run_dir`. An ensemble's `member` whose training ended before is read back, not trained."""
+    if member and (run_dir / MEMBER_DONE).exists():
+        summary = read_json(run_dir / MEMBER_DONE, "JSON")
+        return load_weights(run_dir / BEST, lambda: SequenceModel(config)), summary
+    if member and main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(run_dir)  # the run lock is held (`training_run`)
+    val_seqs, val_y = [], []
+    if val_fraction:
+        keep, held = stratified(y, val_fraction, cfg.seed, "validation")
+        val_seqs, val_y = [seqs[i] for i in held], [y[i] for i in held]
+        seqs, y = [seqs[i] for i in keep], [y[i] for i in keep]
+    torch.manual_seed(cfg.seed)
+    model = SequenceModel(config)
+    frames = np.concatenate(seqs)  # (sum of T, F)
+    model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
+    val = to_dataset(val_seqs, val_y) if val_seqs else None
+    summary = fit(model, to_dataset(seqs, y), val, cfg, run_dir, metric=accuracy,
+                  started=started, test_rows=test_rows, resume=resuming)
+    if member and main and summary["stopped"] not in ("SIGINT", "SIGTERM"):
+        write_json_atomic(run_dir / MEMBER_DONE, summary)
+    return model, summary
+
+
+def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, started: float,
+                  resuming: bool, out: Path) -> tuple[int, str]:
+    """How many classifiers to train (`--ensemble`), and why: the number given; a resumed
+    run's own; else, with --max-time and one process, as many (at most AUTO_MEMBERS) as the
+    budget affords each the STEPS optimizer steps a run without one takes, at the pace of
+    PROBE_STEPS steps timed on a copy of the model; else 1."""
+    if args.ensemble is not None:
+        if not 1 <= args.ensemble <= MAX_MEMBERS:
+            raise RnnkitError(f"--ensemble must be 1 to {MAX_MEMBERS}, got {args.ensemble}")
+        return args.ensemble, "given by --ensemble"
+    if resuming:
+        _, saved = read_format(out, CLASSIFIER)
+        members = (saved.get("model") or {}).get("members", 1)
+        return members, "the resumed run's"
+    if not cfg.max_time or distributed.launched_size() > 1:
+        return 1, "no --max-time to share" if not cfg.max_time else "under torchrun"
+    step = step_seconds(SequenceModel(config), train, cfg, PROBE_STEPS)
+    left = cfg.max_time - (time.monotonic() - started)
+    steps = left * (1 - EVAL_SHARE) / step
+    members = max(1, min(AUTO_MEMBERS, int(steps // STEPS)))
+    return members, (f"as many as {left:.0f}s affords each {STEPS} steps at {step * 1e3:.0f} "
+                     f"ms a step (at most {AUTO_MEMBERS})")
+
+
+def done(summaries: list[dict], cfg: FitConfig, reading: float, testing: float,
+         out: Path) -> str:
     """The line that ends training: the epochs (and whether the time budget cut them short) and
-    how the command's time was spent."""
-    epochs = len(summary["history"])
-    if summary["stopped"] == "time" and not cfg.epochs:
+    how the command's time was spent; an ensemble's sums over its members."""
+    first = summaries[0]
+    epochs = "+".join(str(len(s["history"])) for s in summaries)
+    if first["stopped"] == "time" and not cfg.epochs:
         what = f"{epochs} evaluations (until the --max-time budget of {cfg.max_time:g}s)"
-    elif summary["stopped"] == "time":
+    elif first["stopped"] == "time":
         what = (f"{epochs} of {cfg.epochs} planned epochs (the --max-time budget of "
                 f"{cfg.max_time:g}s cut them short)")
-    elif summary["stopped"]:
-        what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {summary['stopped']})"
-    elif epochs == cfg.epochs:
+    elif first["stopped"]:
+        what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {first['stopped']})"
+    elif all(len(s["history"]) == cfg.epochs for s in summaries):
         what = f"{epochs} epochs"
     else:  # evaluated every few epochs (`fitting.MAX_EVALS`)
         what = f"{cfg.epochs} epochs, {epochs} evaluations"
-    total = reading + summary["seconds"] + testing
+    if len(summaries) > 1:
+        what += f" in {len(summaries)} members"
+    seconds = {k: sum(s[k] for s in summaries) for k in ("seconds", "train_seconds",
+                                                          "eval_seconds")}
+    best = ", ".join(str(s["best_epoch"]) for s in summaries)
+    total = reading + seconds["seconds"] + testing
     return (f"done: {what} in {total:.1f}s: {reading:.1f}s reading data, "
-            f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s "
-            f"validating and saving, {testing:.1f}s testing; best epoch {summary['best_epoch']}; "
-            f"run directory {out}")
+            f"{seconds['train_seconds']:.1f}s training, {seconds['eval_seconds']:.1f}s "
+            f"validating and saving, {testing:.1f}s testing; best epoch{'s' * (len(summaries) > 1)} "
+            f"{best}; run directory {out}")
 
 
 def natural_key(label: str):

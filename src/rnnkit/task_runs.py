@@ -17,7 +17,7 @@ safetensors, everything else JSON, atomic writes, shapes checked against config.
 tensor is built, nothing unpickled. New inputs are read as the run's data section says
 (`read_examples`: its audio features, CSV columns), the same way in training and prediction.
 
-    >>> model, config = load_task("runs/digits")      # SequenceModel in eval mode, raw config
+    >>> model, config = load_task("runs/digits")      # SequenceModel (or Ensemble), eval mode; config
     >>> rnnkit.load("runs/digits").predict(["a.wav"])  # the same, wrapped to predict (rnnkit.runs)
 """
 
@@ -42,7 +42,7 @@ from .errors import RnnkitError
 from .panel import has_future, input_size
 from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
-from .tasks import SequenceConfig, SequenceModel
+from .tasks import Ensemble, SequenceConfig, SequenceModel, sequence_model
 
 SOURCES = ("audio", "csv", "npz")
 
@@ -236,7 +236,7 @@ def read_format(run_dir: Path, kind: str | None = None) -> tuple[str, dict]:
 
 
 def load_task(run_dir: str | os.PathLike, kind: str | None = None,
-              device: str | torch.device = "cpu") -> tuple[SequenceModel, dict]:
+              device: str | torch.device = "cpu") -> tuple[SequenceModel | Ensemble, dict]:
     """The trained model of a classifier or forecaster run (eval mode) and its config, every
     section checked (`data` as `ClassifierData` or `ForecasterData`, back as a dict).
 
@@ -253,7 +253,7 @@ def load_task(run_dir: str | os.PathLike, kind: str | None = None,
         config["data"] = check_data(fmt, config.get("data"), model_cfg)
     except RnnkitError as e:
         raise RnnkitError(f"{path}: {e}; the run directory is damaged, train it again") from None
-    model = load_weights(run_dir / BEST, lambda: SequenceModel(model_cfg))
+    model = load_weights(run_dir / BEST, lambda: sequence_model(model_cfg))
     return model.to(device).eval(), config
 
 

@@ -24,14 +24,15 @@ Letters: B batch, T time, F features, H hidden, D directions, C classes or outpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .beam import decode_beam
-from .configs import HEADS, POOLS, check_cell
+from .configs import HEADS, MAX_MEMBERS, POOLS, check_cell
 from .errors import RnnkitError, require_positive
 from .recurrent import Recurrent
 from .sample import pick
@@ -109,6 +110,8 @@ class SequenceConfig(TaggerConfig):
     tail: int = 0
     conv: int = 0  # 0: none; C: a convolutional branch beside the recurrent one (LSTM-FCN):
     #                Conv1d blocks C, 2C, C wide, kernels 8, 5, 3, averaged over time
+    members: int = 1  # > 1: an ensemble of that many models of this shape, trained apart,
+    #                   their class probabilities averaged (`Ensemble`)
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,6 +133,9 @@ class SequenceConfig(TaggerConfig):
         if self.conv and self.tail:
             raise RnnkitError("a convolutional branch (conv) reads a whole sequence for one "
                               "summary; it does not go with tail")
+        if not 1 <= self.members <= MAX_MEMBERS or (self.members > 1 and self.head != "classify"):
+            raise RnnkitError(f"members must be 1 to {MAX_MEMBERS} (more than 1: an ensemble of "
+                              f"classifiers), got {self.members} with a {self.head} head")
 
 
 def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -311,6 +317,39 @@ class SequenceModel(nn.Module):
         if self.config.quantiles:
             return outputs, pinball_loss(outputs, targets, self.config.quantiles)
         return outputs, head_loss(self.config.head, outputs, targets)
+
+
+class Ensemble(nn.Module):
+    """Classifiers of one shape trained apart (each from its own seed and validation part),
+    read as one: the mean of their class probabilities,
+
+        p = mean_k softmax(SequenceModel_k(x))        outputs log p (B, C)
+
+    so that softmax(outputs) = p, and `outputs` go wherever one model's logits go (prediction,
+    export). The loss, given targets, is the cross-entropy of p; members are trained one by one
+    as SequenceModels, not through it.
+    """
+
+    def __init__(self, config: SequenceConfig):
+        super().__init__()
+        check_config(config, SequenceConfig, "Ensemble")
+        self.config = config
+        one = replace(config, members=1)
+        self.members = nn.ModuleList(SequenceModel(one) for _ in range(config.members))
+
+    def forward(self, inputs: Tensor, targets: Tensor | None = None,
+                lengths: Tensor | None = None):
+        """inputs (B, T, F), lengths (B,) -> (log of the mean probabilities (B, C), loss)."""
+        logp = torch.stack([torch.log_softmax(m(inputs, lengths=lengths)[0], -1)
+                            for m in self.members])  # (K, B, C)
+        outputs = torch.logsumexp(logp, 0) - math.log(len(self.members))  # (B, C)
+        loss = None if targets is None else F.nll_loss(outputs, targets.long())
+        return outputs, loss
+
+
+def sequence_model(config: SequenceConfig) -> SequenceModel | Ensemble:
+    """The many-to-one model `config` describes: one SequenceModel, or an Ensemble of them."""
+    return Ensemble(config) if config.members > 1 else SequenceModel(config)
 
 
 class Tagger(nn.Module):
