@@ -37,6 +37,7 @@ Writes benchmarks/results/classify_vs_field.json (with the machine) and prints t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -142,8 +143,10 @@ def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int)
     epochs = re.findall(r"^epoch (\d+)\b", proc.stdout, re.MULTILINE)
     # the run directory is a temporary one, gone after the benchmark: not kept
     done = re.search(r"^done: (.*?)(?:; run directory .*)?$", proc.stdout, re.MULTILINE)
-    return {"seed": seed, "accuracy": float(found.group(1)), "seconds": round(seconds, 1),
-            "epochs": int(epochs[-1]) if epochs else None, "done": done and done.group(1)}
+    metrics = json.loads((out / "metrics.json").read_text())  # exact, not the printed 4 digits
+    return {"seed": seed, "accuracy": metrics["test_accuracy"], "seconds": round(seconds, 1),
+            "epochs": int(epochs[-1]) if epochs else None, "done": done and done.group(1),
+            "members": metrics["ensemble"]["members"]}
 
 
 def warm_up_set(labels: list[str], per_class: int = 2) -> list[int]:
