@@ -15,6 +15,7 @@ class Kind:
     command: tuple  # the words before DATA
     options: tuple  # a tiny model and schedule
     length: str  # the option that says how long the run is: --max-steps, --epochs
+    endless: tuple  # a run that goes on for many seconds, but checkpoints within the first
 
     def args(self, data, run, *extra) -> list[str]:
         """The command line after `rnnkit`, as strings."""
@@ -45,10 +46,13 @@ def write_npz(path: Path, n: int = 60, seed: int = 0) -> Path:
     return path
 
 
-LM = Kind("lm", ("train",), tuple(TINY), "--max-steps")
+LM = Kind("lm", ("train",), tuple(TINY), "--max-steps", ("--max-steps", "100000"))
 # 60 examples: 12 held out for the test, 5 for validation, 43 to train on: 6 steps an epoch,
 # each epoch ending in an evaluation and a checkpoint.
 CLASSIFIER = Kind("classifier", ("classify", "train"),
                   ("--hidden", "16", "--batch-size", "8", "--device", "cpu", "--warmup", "5",
-                   "--val-fraction", "0.1"), "--epochs")
+                   "--val-fraction", "0.1"), "--epochs",
+                  # 1000 epochs evaluate every 10 (`fitting.MAX_EVALS`): 60 steps to the first
+                  # checkpoint; 100000 would take 6000
+                  ("--epochs", "1000"))
 KINDS = {"lm": LM, "classifier": CLASSIFIER}

@@ -96,7 +96,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_resume_is_exact(kind, data,
 @both
 def test_sigterm_saves_and_says_how_to_resume(kind, data, tmp_path):
     run = tmp_path / "run"
-    proc = subprocess.Popen(kind.argv(data, run, kind.length, "100000"),
+    proc = subprocess.Popen(kind.argv(data, run, *kind.endless),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (run / "last.safetensors").exists() and time.monotonic() < deadline:
@@ -114,7 +114,7 @@ def test_sigterm_saves_and_says_how_to_resume(kind, data, tmp_path):
 def test_second_training_into_the_same_directory_is_refused_until_the_first_dies(kind, data,
                                                                                  tmp_path):
     run = tmp_path / "run"
-    first = subprocess.Popen(kind.argv(data, run, kind.length, "100000"),
+    first = subprocess.Popen(kind.argv(data, run, *kind.endless),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
