@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import PYTHON, TINY
 from kinds import CLASSIFIER, write_npz
+from safetensors.torch import load_file
 
 import rnnkit
 from rnnkit import checkpoint
@@ -109,10 +110,10 @@ def test_a_classifier_under_torchrun_matches_one_process_with_the_same_global_ba
                          text=True, timeout=300)
     assert one.returncode == 0, one.stderr
 
-    def torchrun(*more):
+    def torchrun(*more, out="two"):
         return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                               *CLASSIFIER.argv(data, tmp_path / "two", *options, *more)[1:]],
+                               *CLASSIFIER.argv(data, tmp_path / out, *options, *more)[1:]],
                               capture_output=True, text=True, timeout=300)
 
     two = torchrun()
@@ -132,3 +133,15 @@ def test_a_classifier_under_torchrun_matches_one_process_with_the_same_global_ba
     history = json.loads(checkpoint.read_safetensors(tmp_path / "two" / "last.safetensors")[1]
                          ["progress"])["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+    # An ensemble's members train one after the other in the one process group.
+    ensemble = torchrun("--ensemble", "2", out="ensemble-two")
+    assert ensemble.returncode == 0, ensemble.stderr[-2000:]
+    one = subprocess.run(CLASSIFIER.argv(data, tmp_path / "ensemble-one", *options, "--ensemble",
+                                         "2"), capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr
+    a, b = (load_file(tmp_path / r / "model.safetensors") for r in ("ensemble-one",
+                                                                   "ensemble-two"))
+    assert a.keys() == b.keys() and any(k.startswith("members.1.") for k in a)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=0)

@@ -37,6 +37,7 @@ class World:
     size: int = 1  # number of processes
     local_rank: int = 0  # index on this machine: which GPU to use
     joined: bool = False  # a process group exists (torchrun), even of one process
+    owner: bool = False  # this `setup` made the group, so its `teardown` ends it
 
     @property
     def main(self) -> bool:
@@ -70,9 +71,12 @@ def setup(device_name: str) -> tuple[World, str]:
         device_name = f"cuda:{local_rank}"
     else:
         device_name = "cpu"
-    if not dist.is_initialized():
+    # A group that exists already is its maker's (an ensemble's members train in one group):
+    # joined again, it is left to that maker to end, as making a new one would hang.
+    owner = not dist.is_initialized()
+    if owner:
         dist.init_process_group(BACKENDS["cuda" if use_cuda else "cpu"])
-    return World(rank, size, local_rank, joined=True), device_name
+    return World(rank, size, local_rank, joined=True, owner=owner), device_name
 
 
 def launched_rank() -> int:
@@ -91,7 +95,7 @@ def launched_size() -> int:
 
 
 def teardown(world: World) -> None:
-    if world.joined and dist.is_initialized():
+    if world.joined and world.owner and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -213,32 +213,24 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     if members > 1:
         say(f"ensemble: {members} members, {why}")
     fitted = time.monotonic()
-    trained, summaries = [], []
-    for k in range(members):
-        cfg_k = replace(fit_cfg, seed=fit_cfg.seed + k)  # its own weights, validation, order
-        if members > 1 and fit_cfg.max_time:  # an equal share of what is left
-            left = fit_cfg.max_time - (time.monotonic() - started)
-            cfg_k = replace(cfg_k, max_time=max(left, 1e-3) / (members - k))
-        if members > 1:
-            say(f"member {k + 1} of {members} (seed {cfg_k.seed})")
-        model, summary = train_member(
-            seqs, y, args.val_fraction, cfg_k, one, out / MEMBERS / str(k) if members > 1 else out,
-            members > 1, resuming, main, test_rows=len(test_seqs) * members * (k + 1 == members),
-            started=None if members > 1 and fit_cfg.max_time else started)
-        trained.append(model)
-        summaries.append(summary)
-        if members > 1 and summary["stopped"] in ("SIGINT", "SIGTERM"):
-            say(f"stopped by {summary['stopped']} in member {k + 1} of {members}; the same "
-                "command plus --resume continues it")
-            return 130
+    # Under torchrun the members train in one process group, joined once for all of them.
+    world, _ = distributed.setup(fit_cfg.device) if members > 1 else (None, None)
+    try:
+        trained, summaries = train_members(args, seqs, y, fit_cfg, one, members, resuming, main,
+                                           len(test_seqs), started, say)
+    finally:
+        if world is not None:
+            distributed.teardown(world)
     stopped = 130 if summaries[-1]["stopped"] in ("SIGINT", "SIGTERM") else 0
-    if not main:
+    if not main or (stopped and members > 1):  # an ensemble stopped midway has no test
         return stopped
     if members > 1:
         model = Ensemble(config)
         for member, weights in zip(model.members, trained, strict=True):
             member.load_state_dict(weights.state_dict())
         write_safetensors(out / BEST, model.state_dict())
+    else:
+        model = trained[0]
     tested = time.monotonic()
     predicted = Classifier(model, data).predict(test_seqs).probs.argmax(-1)  # (N,)
     truth = np.array([index[c] for c in test_labels])
@@ -255,6 +247,33 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     print(done(summaries, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_accuracy {test_acc:.4f}")
     return stopped
+
+
+def train_members(args, seqs: list[np.ndarray], y: list[int], fit_cfg: FitConfig,
+                  one: SequenceConfig, members: int, resuming: bool, main: bool, n_test: int,
+                  started: float, say) -> tuple[list[SequenceModel], list[dict]]:
+    """Train the members one by one, member k from seed --seed + k, each with an equal share of
+    what is left of the budget; stops after a member that SIGINT or SIGTERM stopped."""
+    trained, summaries = [], []
+    for k in range(members):
+        cfg_k = replace(fit_cfg, seed=fit_cfg.seed + k)  # its own weights, validation, order
+        if members > 1 and fit_cfg.max_time:  # an equal share of what is left
+            left = fit_cfg.max_time - (time.monotonic() - started)
+            cfg_k = replace(cfg_k, max_time=max(left, 1e-3) / (members - k))
+        if members > 1:
+            say(f"member {k + 1} of {members} (seed {cfg_k.seed})")
+        model, summary = train_member(
+            seqs, y, args.val_fraction, cfg_k, one,
+            Path(args.out) / MEMBERS / str(k) if members > 1 else Path(args.out), members > 1,
+            resuming, main, test_rows=n_test * members * (k + 1 == members),
+            started=None if members > 1 and fit_cfg.max_time else started)
+        trained.append(model)
+        summaries.append(summary)
+        if members > 1 and summary["stopped"] in ("SIGINT", "SIGTERM"):
+            say(f"stopped by {summary['stopped']} in member {k + 1} of {members}; the same "
+                "command plus --resume continues it")
+            break
+    return trained, summaries
 
 
 def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg: FitConfig,
