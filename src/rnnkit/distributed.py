@@ -20,6 +20,7 @@ state (`gather_rows`) stay on the GPU and go through NCCL. On CPUs the group is 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -95,7 +96,13 @@ def launched_size() -> int:
 
 
 def teardown(world: World) -> None:
+    """Leave the group this process made (call it from a `finally`). After a normal end the
+    ranks leave together: a rank that closed its connections while another still used them
+    could make that one abort (SIGABRT, seen once under a loaded CI machine on a resumed run).
+    With an exception in flight the other ranks may never come, so it leaves at once."""
     if world.joined and world.owner and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
 
 
