@@ -8,7 +8,9 @@ DATA is a folder of audio files (labels from sub-folders or --label-pattern), a 
 sequences grouped by an id column, with a label column) or an .npz (x, lengths, y). Training
 prints one line per epoch (its seconds and the time left), then the test accuracy and the
 confusion matrix (also DIR/confusion.png), a `done:` line saying how the time was spent, and
-last `test_accuracy <fraction>`. --max-time is the whole command's budget. The predict commands
+last `test_accuracy <fraction>`. --max-time is the whole command's budget. With --ensemble N
+(by default, with --max-time, as many as the budget affords) N classifiers train one after the
+other and the run averages their probabilities (`tasks.Ensemble`). The predict commands
 print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
 go through the same objects. Their options are defined in `cli`, with every other command's.
 """
