@@ -60,7 +60,7 @@ def test_windows_against_hand_cut():
 def test_origins_hold_out_the_last_horizons():
     train, val, test = split_origins([20, 9], H=3, origins=2, val_origins=1)
     assert test[0].tolist() == [14, 17] and val[0].tolist() == [11] and train[0].tolist() == \
-        list(range(1, 9))  # the last training target is step 10, before validation's 11
+        list(range(2, 9))  # two steps read at least; the last target is 10, before validation's 11
     assert test[1].tolist() == [3, 6] and val[1].tolist() == [] and train[1].tolist() == []
     train, val, test = split_origins([100], H=5, test_fraction=0.2, val_fraction=0.1)
     assert test[0].tolist() == list(range(80, 96)) and val[0].tolist() == list(range(70, 76))

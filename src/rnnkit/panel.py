@@ -399,7 +399,10 @@ def split_origins(lengths: list[int], H: int, origins: int = 1, val_origins: int
     validation the `val_origins` horizons before them; with `test_fraction`, the last fraction
     of each series is the test part and the `val_fraction` before it the validation part, with
     an origin at every step (rolling). Training windows' targets end where validation begins,
-    so nothing held out is ever a target in training; every window reads at least one step.
+    so nothing held out is ever a target in training; every window reads at least one step, and
+    every training window two: a window's scale is its mean step change (`window_scale`), which
+    one step cannot measure, and the floor it would take instead made such windows' targets
+    thousands of units and their loss most of the training loss (M1: 181 of 1,279 windows).
     """
     train, val, test = [], [], []
     for T in lengths:
@@ -411,5 +414,5 @@ def split_origins(lengths: list[int], H: int, origins: int = 1, val_origins: int
         test.append(np.arange(end, T - H + 1, stride))
         val.append(np.arange(max(1, end - n_val), end - H + 1, stride) if n_val else
                    np.zeros(0, np.int64))
-        train.append(np.arange(1, end - n_val - H + 1))
+        train.append(np.arange(2, end - n_val - H + 1))
     return train, val, test
