@@ -11,7 +11,12 @@ conditions; medians are reported):
   N=32      32 streams in one batch (`--num-samples 32`) at each precision: characters per
             second summed over the streams.
 Targets: at least 5,000 characters/s for one stream, and at N = 32 at least 10 times one
-stream's throughput at the same precision, each path at its fastest thread count. Threads are
+stream's throughput at the same precision, each path at its fastest thread count.
+
+The ceiling: a 32-row step cannot take less time than its matrix products, so at each precision
+N = 32 can run at most 32 x (one stream's step time) / (the 32-row products' time) times one
+stream, even if everything else in the step cost nothing. The script times those products alone
+(the stepper's own `Weights`, 200 calls each) and prints that ceiling beside the measured gain. Threads are
 set with `torch.set_num_threads`. The load average before and after each thread count is
 recorded: on a shared machine the figures move with the other jobs. A compiled step is measured
 apart, by step_compile.py.
@@ -28,7 +33,7 @@ from common import median, save
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab
-from rnnkit.sample import STEP_PRECISIONS
+from rnnkit.sample import STEP_PRECISIONS, Stepper
 
 VOCAB = Vocab("char", tuple(range(32, 97)))  # 65 symbols, as tinyshakespeare
 BATCH = 32
@@ -54,6 +59,24 @@ def rnnkit_stream(model: CharLM, length: int, precision: str = "fp32",
     n = sum(1 for _ in model.stream(prime="A", length=length, seed=0, precision=precision,
                                     num_samples=num_samples))
     return n * (num_samples or 1) / (time.perf_counter() - start)
+
+
+@torch.inference_mode()
+def products_seconds(model: CharLM, precision: str, repeats: int = 200) -> float:
+    """Seconds of the matrix products of one 32-row step alone (the stepper's `Weights`, on its
+    own buffers): the floor under a 32-row step's time."""
+    stepper = Stepper(model, precision, BATCH)
+    calls = [(W, b, x) for (W, b), x in zip(stepper.layers, stepper.inputs, strict=True)]
+    calls[0] = (calls[0][0], stepper.table[:BATCH], calls[0][2])  # layer 0's term: table rows
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            for W, b, x in calls:
+                W(b, x)
+            torch.addmm(stepper.b_y, stepper.h[-1], stepper.W_hy)  # the output layer
+        times.append((time.perf_counter() - start) / repeats)
+    return median(times)
 
 
 def main() -> None:
@@ -85,11 +108,13 @@ def main() -> None:
                 rates[name].append(run())
         chars = {name: median(r) for name, r in rates.items()}
         batch_gain = {p: chars[f"{p}_x{BATCH}"] / chars[p] for p in STEP_PRECISIONS}
+        ceiling = {p: BATCH / chars[p] / products_seconds(model, p) for p in STEP_PRECISIONS}
         result[f"{threads}_thread"] = {
             "chars_per_s": chars,
             "over_fp32": {p: chars[p] / chars["fp32"] for p in STEP_PRECISIONS},
             "fp32_over_plain": chars["fp32"] / chars["plain"],
             f"x{BATCH}_over_one_stream": batch_gain,
+            f"x{BATCH}_ceiling_products_only": ceiling,
             f"x{BATCH}_over_one_fp32_stream": {p: chars[f"{p}_x{BATCH}"] / chars["fp32"]
                                                for p in STEP_PRECISIONS},
             "load_average": [load_before, os.getloadavg()[0]],
@@ -100,7 +125,8 @@ def main() -> None:
         print(f"  over fp32: bf16 {chars['bf16'] / chars['fp32']:.2f}x, int8 "
               f"{chars['int8'] / chars['fp32']:.2f}x; fp32 / plain "
               f"{chars['fp32'] / chars['plain']:.1f}x; N={BATCH} / one stream: " + ", ".join(
-                  f"{p} {g:.1f}x" for p, g in batch_gain.items()), flush=True)
+                  f"{p} {g:.1f}x" for p, g in batch_gain.items()) + "; the ceiling (products "
+              "alone): " + ", ".join(f"{p} {c:.1f}x" for p, c in ceiling.items()), flush=True)
     # The targets compare the fastest of each, whatever the thread count: a single stream slowed
     # by two threads' barriers on shared cores must not flatter the batch.
     one = {p: max(v["chars_per_s"][p] for v in result.values()) for p in STEP_PRECISIONS}
