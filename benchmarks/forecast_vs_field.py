@@ -22,8 +22,9 @@ weeks of half-hours (Taylor 2003), as pmdarima's wheel ships it.
 rnnkit runs `rnnkit forecast train` with its defaults and the same flags on every data set:
 the horizon, the season, the test origins, `--quantiles 0.1,0.9` (its 80% interval) and a CPU
 budget of `--max-time` (default 300 s), once for each of `--seeds` seeds (mean, standard
-deviation and range over them; its weights and batch order change with the seed). Timings are wall-clock seconds on one CPU thread for everyone
-(rnnkit: the whole command; anchors: fit and forecast).
+deviation and range over them; its weights and batch order change with the seed). Timings are
+wall-clock seconds on one CPU thread for everyone (rnnkit: the whole command; anchors: fit and
+forecasts).
 
 Needs the `bench` extra (statsforecast, aeon, statsmodels, pmdarima). Writes
 benchmarks/results/forecast_vs_field.json and prints the table as Markdown.
