@@ -80,19 +80,23 @@ def setup(device_name: str) -> tuple[World, str]:
     return World(rank, size, local_rank, joined=True, owner=owner), device_name
 
 
+def launched(name: str, default: int) -> int:
+    """A number torchrun set in the environment (RANK, WORLD_SIZE), or `default` where torchrun
+    did not start this process (not all of its variables are set)."""
+    if any(variable not in os.environ for variable in TORCHRUN_VARIABLES):
+        return default
+    return int(os.environ[name])
+
+
 def launched_rank() -> int:
     """This process's rank as torchrun set it, before any group is joined (0 without torchrun):
     what a command needs to know to leave the writing and the reports to rank 0."""
-    if any(name not in os.environ for name in TORCHRUN_VARIABLES):
-        return 0
-    return int(os.environ["RANK"])
+    return launched("RANK", 0)
 
 
 def launched_size() -> int:
     """The number of processes torchrun started (1 without torchrun)."""
-    if any(name not in os.environ for name in TORCHRUN_VARIABLES):
-        return 1
-    return int(os.environ["WORLD_SIZE"])
+    return launched("WORLD_SIZE", 1)
 
 
 def teardown(world: World) -> None:
