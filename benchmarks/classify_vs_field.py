@@ -49,7 +49,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from common import DATA, ROOT, save
+from common import DATA, ROOT, save, spread
 
 from rnnkit.errors import RnnkitError
 from rnnkit.optional import need
@@ -201,10 +201,8 @@ def summary(runs: list[dict]) -> dict:
     ok = [r for r in runs if "accuracy" in r]
     if not ok:
         return {"accuracy_mean": None, "failed": len(runs)}
-    acc = [r["accuracy"] for r in ok]
-    return {"accuracy_mean": statistics.fmean(acc),
-            "accuracy_std": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-            "accuracy_min": min(acc), "accuracy_max": max(acc),
+    mean, std, low, high = spread([r["accuracy"] for r in ok])
+    return {"accuracy_mean": mean, "accuracy_std": std, "accuracy_min": low, "accuracy_max": high,
             "seconds_mean": round(statistics.fmean(r["seconds"] for r in ok), 1),
             "runs": len(ok), "failed": len(runs) - len(ok)}
 

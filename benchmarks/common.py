@@ -94,6 +94,12 @@ def median(values) -> float:
     return statistics.median(values)
 
 
+def spread(values: list[float]) -> tuple[float, float, float, float]:
+    """Mean, sample standard deviation (0 for one value), minimum and maximum over runs."""
+    return (statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0,
+            min(values), max(values))
+
+
 def save(name: str, result: dict) -> Path:
     """Write benchmarks/results/NAME.json with the machine description added."""
     RESULTS.mkdir(exist_ok=True)

@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import save, spread  # noqa: E402
 
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.forecast_scores import score  # noqa: E402
@@ -93,12 +93,15 @@ def load(name: str) -> list[np.ndarray]:
     return [np.asarray(load_solar(), dtype=np.float64)]
 
 
-def run_rnnkit(series: list[np.ndarray], H: int, m: int, K: int, max_time: float,
-               tmp: Path, seed: int) -> dict:
-    csv = tmp / "series.csv"
+def write_csv(series: list[np.ndarray], path: Path) -> Path:
+    """The series as one long CSV (id, y), what `rnnkit forecast train --id-column id` reads."""
     lines = ["id,y"] + [f"s{i},{v:.10g}" for i, s in enumerate(series) for v in s]
-    csv.write_text("\n".join(lines) + "\n")
-    out = tmp / f"run{seed}"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def run_rnnkit(csv: Path, H: int, m: int, K: int, max_time: float, seed: int) -> dict:
+    out = csv.parent / f"run{seed}"
     args = ["forecast", "train", str(csv), "--id-column", "id", "--horizon", str(H), "--season",
             str(m), "--origins", str(K), "--quantiles", "0.1,0.9", "--max-time", f"{max_time:g}s",
             "--device", "cpu", "--seed", str(seed), "--out", str(out)]
@@ -119,9 +122,7 @@ def summary(runs: list[dict]) -> dict:
     out = {k: statistics.fmean(r[k] for r in runs) for k in ("mase", "smape", "coverage_80",
                                                               "seconds")}
     for k in ("mase", "coverage_80"):
-        values = [r[k] for r in runs]
-        out[f"{k}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        out[f"{k}_min"], out[f"{k}_max"] = min(values), max(values)
+        _, out[f"{k}_std"], out[f"{k}_min"], out[f"{k}_max"] = spread([r[k] for r in runs])
     return {**out, "seeds": len(runs), "command": runs[0]["command"]}
 
 
@@ -188,8 +189,8 @@ def main_bench() -> None:
         label, H, m, K = DATA_SETS[name]
         series = load(name)
         with tempfile.TemporaryDirectory() as tmp:
-            runs = [run_rnnkit(series, H, m, K, args.max_time, Path(tmp), seed)
-                    for seed in range(args.seeds)]
+            csv = write_csv(series, Path(tmp) / "series.csv")
+            runs = [run_rnnkit(csv, H, m, K, args.max_time, seed) for seed in range(args.seeds)]
             results[name] = {"rnnkit": {"summary": summary(runs), "runs": runs},
                              "anchors": run_anchors(series, H, m, K), "horizon": H, "season": m,
                              "origins": K, "series": len(series)}
