@@ -7,6 +7,11 @@ AutoETS and AutoARIMA, on data that ships inside Python packages (nothing is dow
     Mauna Loa CO2, weekly (statsmodels.datasets)       1       52      52        4
     UK solar generation, half-hourly (aeon, 6 days)    1       48      48        1
     Electricity demand, half-hourly (pmdarima, taylor) 1       48      48        7
+    checks, not used to choose rnnkit's defaults (statsmodels.datasets):
+    Sunspots, yearly                                   1       11       1        4
+    Nile river flow, yearly                            1       10       1        3
+    US real GDP, quarterly (macrodata)                 1        8       4        4
+    El Nino sea surface temperature, monthly           1       12      12        4
 
 Every model forecasts the last horizon of every series from what comes before it (the M-competition
 protocol); where a data set is one long series, the last K horizons (rolling origins H apart, K
@@ -29,7 +34,7 @@ forecasts).
 Needs the `bench` extra (statsforecast, aeon, statsmodels, pmdarima). Writes
 benchmarks/results/forecast_vs_field.json and prints the table as Markdown.
 
-    python benchmarks/forecast_vs_field.py [--max-time 300] [--only m1,airline] [--seeds 3]
+    python benchmarks/forecast_vs_field.py [--max-time 300] [--only m1,airline] [--seeds 3] [--merge]
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save, spread  # noqa: E402
+from common import RESULTS, save, spread  # noqa: E402
 
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.forecast_scores import score  # noqa: E402
@@ -60,6 +65,10 @@ DATA_SETS = {  # name -> (label, horizon, season, test origins)
     "co2": ("CO2, weekly", 52, 52, 4),
     "solar": ("UK solar, half-hourly (6 days)", 48, 48, 1),
     "taylor": ("Electricity demand, half-hourly (12 weeks)", 48, 48, 7),
+    "sunspots": ("Sunspots, yearly (check)", 11, 1, 4),
+    "nile": ("Nile flow, yearly (check)", 10, 1, 3),
+    "realgdp": ("US real GDP, quarterly (check)", 8, 4, 4),
+    "elnino": ("El Nino sea temperature, monthly (check)", 12, 12, 4),
 }
 
 
@@ -84,6 +93,14 @@ def load(name: str) -> list[np.ndarray]:
 
         frame = co2.load_pandas().data["co2"]
         return [frame.interpolate().to_numpy(dtype=np.float64)]
+    if name in ("sunspots", "nile", "realgdp", "elnino"):
+        from statsmodels import datasets
+
+        frame = getattr(datasets, "macrodata" if name == "realgdp" else name).load_pandas().data
+        if name == "elnino":  # one row a year, a column a month
+            return [frame.iloc[:, 1:].to_numpy(dtype=np.float64).ravel()]
+        column = {"sunspots": "SUNACTIVITY", "nile": "volume", "realgdp": "realgdp"}[name]
+        return [frame[column].to_numpy(dtype=np.float64)]
     if name == "taylor":
         from pmdarima.datasets import load_taylor
 
@@ -182,6 +199,9 @@ def main_bench() -> None:
                         f"(default all: {','.join(DATA_SETS)})")
     parser.add_argument("--seeds", type=int, default=3, help="rnnkit runs per data set, seeds 0 "
                         "to N-1 (default 3); the anchors are deterministic")
+    parser.add_argument("--merge", action="store_true", help="keep the other data sets' results "
+                        "from the last run's results file (to re-run some data sets, or to run "
+                        "them as separate processes)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     results = {}
@@ -195,6 +215,9 @@ def main_bench() -> None:
                              "anchors": run_anchors(series, H, m, K), "horizon": H, "season": m,
                              "origins": K, "series": len(series)}
         print(json.dumps(results[name]), flush=True)
+    if args.merge and (RESULTS / "forecast_vs_field.json").exists():
+        kept = json.loads((RESULTS / "forecast_vs_field.json").read_text())["results"]
+        results = {n: results.get(n, kept.get(n)) for n in DATA_SETS if n in results or n in kept}
     table = ["| data set | horizon x origins | rnnkit MASE (mean ± sd) / sMAPE % | rnnkit 80% "
              "coverage (mean, seeds' range) | "
              "rnnkit seconds | SeasonalNaive MASE / sMAPE % / 80% coverage | AutoETS | AutoARIMA "

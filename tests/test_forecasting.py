@@ -251,3 +251,27 @@ def test_conformal_offsets_make_intervals_cover_their_share():
     fresh = rng.normal(size=(20000, 1, 1))
     q = (raw[:1] + offsets).reshape(1, 1, 1, 3)
     assert coverage(fresh, q, [0.1, 0.5, 0.9])["80%"]["coverage"] == pytest.approx(0.8, abs=0.02)
+    wide = np.tile([-3.0, 0.0, 3.0], (2000, 1))  # covers more than 80% already: left as it is
+    assert conformal_offsets(wide, y, [0.1, 0.5, 0.9]) == [0.0, 0.0, 0.0]
+
+
+def test_rolling_offsets_use_the_errors_known_at_each_origin():
+    from rnnkit.panel import conformal_offsets, rolling_offsets
+
+    # two series of 10 and 7 steps, H = 2: validation origins (2, 4) and (1), test origins 4
+    # and 2 steps before each series' end, (6, 8) and (3, 5)
+    H, levels, lengths = 2, [0.1, 0.5, 0.9], [10, 7]
+    origins = np.array([2, 4, 6, 8, 1, 3, 5])
+    series = np.array([0, 0, 0, 0, 1, 1, 1])
+    is_test = np.array([False, False, True, True, False, True, True])
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(7, H)) * np.array([1, 1, 3, 5, 1, 3, 5])[:, None]
+    raw = np.tile([-0.1, 0.0, 0.1], (7, H))  # (n, H * Q): far too narrow everywhere
+    enc = {"series": series, "origin": origins}
+    per_window, after = rolling_offsets(raw, y, enc, lengths, is_test, H, levels)
+    # each series' first test horizon sees the validation windows only; its second, those and
+    # the first test horizons of both series (their targets end 2 steps before their ends)
+    first = conformal_offsets(raw[~is_test], y[~is_test], levels)
+    second = conformal_offsets(raw[[0, 1, 2, 4, 5]], y[[0, 1, 2, 4, 5]], levels)
+    np.testing.assert_allclose(per_window, [first, second, first, second])
+    assert after == conformal_offsets(raw, y, levels) and after[2] > second[2] > first[2] > 0

@@ -7,8 +7,11 @@
 Training holds out the last horizon of every series (`--origins K`: the last K), picks the best
 epoch on the horizon before it, and scores the test forecasts as forecasters do
 (`rnnkit.forecast_scores`): MASE and sMAPE against the naive and seasonal naive forecasts, and
-each interval's coverage; DIR/metrics.json holds them. Prediction prints every series' next H
-steps as CSV (what `rnnkit.load(DIR).forecasts(SERIES)` returns) and draws DIR/forecast.png.
+each interval's coverage; DIR/metrics.json holds them. Intervals are calibrated at each test
+origin on the held-out errors known there (`panel.rolling_offsets`): the validation horizon's,
+then also the earlier test horizons'; forecasts after the data use all of them. Prediction
+prints every series' next H steps as CSV (what `rnnkit.load(DIR).forecasts(SERIES)` returns) and
+draws DIR/forecast.png.
 The commands' options are defined in `cli`, with every other command's.
 """
 
@@ -31,11 +34,12 @@ from .forecast_scores import coverage, score, seasonal_naive
 from .optional import need
 from .panel import (
     Panel,
-    conformal_offsets,
+    decode,
     encode,
     has_future,
     infer_season,
     read_panel,
+    rolling_offsets,
     split_origins,
     targets,
     truth,
@@ -151,11 +155,19 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         return stopped
     tested = time.monotonic()
     forecaster = Forecaster(model, data)
-    if forecaster.levels and n_val:  # calibrate the intervals on the validation windows
-        raw, enc = forecaster.outputs(panel, val_o)
-        data["offsets"] = conformal_offsets(raw, targets(panel, enc, H), forecaster.levels)
+    if forecaster.levels and n_val:  # each test origin calibrated on the errors known there
+        held = [np.concatenate([v, t]) for v, t in zip(val_o, test_o, strict=True)]
+        raw, enc = forecaster.outputs(panel, held)
+        is_test = np.concatenate([np.arange(len(v) + len(t)) >= len(v)
+                                 for v, t in zip(val_o, test_o, strict=True)])
+        offsets, data["offsets"] = rolling_offsets(
+            raw, targets(panel, enc, H), enc, [len(v) for v in panel.values], is_test, H,
+            forecaster.levels)
         write_config(out, FORECASTER, model.config, fit_cfg, data)
-    forecasts, enc = forecaster.run(panel, test_o)  # (n, H, F, Q)
+        enc = {k: v[is_test] for k, v in enc.items()}
+        forecasts = decode(raw[is_test], enc, H, len(forecaster.levels), offsets)
+    else:
+        forecasts, enc = forecaster.run(panel, test_o)  # (n, H, F, Q)
     metrics = scores(panel, enc, forecaster.point(forecasts), m)
     if forecaster.levels:
         metrics["coverage"] = coverage(metrics.pop("truth"), forecasts, forecaster.levels)
