@@ -107,6 +107,7 @@ def test_many_series_forecaster_with_quantiles_runs_in_onnxruntime_as_in_rnnkit(
     assert status == 0 and "forecast (B, 5, 1, 3)" in out, err
     fc = rnnkit.load(run)
     assert fc.data["scale"] == "window" and fc.data["season"] == 7
+    assert fc.data["widen"][2] > 0  # the calibration widens the head's interval, in the file too
     windows = (rng.normal(0, 2, (4, 14, 1)) + [[[5.0]], [[20.0]], [[-3.0]], [[0.5]]])
     windows = windows.astype(np.float32)
     empty = [np.zeros((14, 0), np.float32)] * 4

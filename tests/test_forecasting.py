@@ -110,8 +110,9 @@ def test_many_series_with_covariates_and_quantiles(cli, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["series"] == 3 and metrics["test_windows"] == 3
     assert set(metrics["coverage"]) == {"80%"}
-    offsets = json.loads((out / "config.json").read_text())["data"]["offsets"]
-    assert len(offsets) == 3 and offsets[1] == 0 and offsets[0] == -offsets[2]  # calibrated
+    data = json.loads((out / "config.json").read_text())["data"]
+    widen = data["widen"]
+    assert len(widen) == 3 and widen[1] == 0 and widen[0] == -widen[2] and not data["offsets"]
     # the daily cycle and the price are learnt: better than both naive forecasts
     assert metrics["test"]["mase"] < metrics["naive"]["mase"], stdout
     assert metrics["test"]["mase"] < metrics["seasonal_naive"]["mase"], stdout
@@ -235,28 +236,35 @@ def test_a_model_that_writes_zeros_is_the_seasonal_naive_forecast():
     panel = Panel(["a", "b"], values, empty, empty)
     data = {"columns": ["u", "v"], "window": 12, "horizon": 5, "scale": "window", "season": 7}
     enc = encode(panel, [np.array([30, 35]), np.array([4, 9])], data)
-    forecasts = decode(np.zeros((4, 5 * 2)), enc, 5, 1)[..., 0]  # (n, H, F)
+    forecasts = decode(np.zeros((4, 5 * 2)), enc, 5, [])[..., 0]  # (n, H, F)
     for k, (i, o) in enumerate(zip(enc["series"], enc["origin"], strict=True)):
         np.testing.assert_array_equal(forecasts[k], seasonal_naive(values[i][:o], 5, 7))
 
 
-def test_conformal_offsets_make_intervals_cover_their_share():
-    from rnnkit.panel import conformal_offsets
+def test_conformal_widening_makes_intervals_cover_their_share():
+    from rnnkit.panel import conformal_widening, widened
 
     rng = np.random.default_rng(0)
+    levels = [0.1, 0.5, 0.9]
     y = rng.normal(size=(2000, 1))  # N(0, 1) values; the head's 80% interval is far too narrow
-    raw = np.tile([-0.5, 0.0, 0.5], (2000, 1))  # (n, C * Q), C = 1
-    offsets = conformal_offsets(raw, y, [0.1, 0.5, 0.9])
-    np.testing.assert_allclose(offsets, [-(1.2816 - 0.5), 0.0, 1.2816 - 0.5], atol=0.08)
-    fresh = rng.normal(size=(20000, 1, 1))
-    q = (raw[:1] + offsets).reshape(1, 1, 1, 3)
-    assert coverage(fresh, q, [0.1, 0.5, 0.9])["80%"]["coverage"] == pytest.approx(0.8, abs=0.02)
+    raw = np.tile([-0.25, 0.0, 0.25], (2000, 1))  # (n, C * Q), C = 1; width 0.5
+    widen = conformal_widening(raw, y, levels)  # 0.25 + 0.5 c = 1.2816, the 0.9 quantile
+    np.testing.assert_allclose(widen, [-(1.2816 - 0.25) / 0.5, 0.0, (1.2816 - 0.25) / 0.5],
+                               atol=0.15)
+    # scaled by the head's width: windows whose head is three times as wide, and whose values
+    # spread three times as much, are covered as well by the same factor
+    for spread in (1, 3):
+        fresh = rng.normal(size=(20000, 1, 1)) * spread
+        q = widened((raw[:1] * spread).reshape(1, 1, 1, 3), levels, widen)
+        assert coverage(fresh, q, levels)["80%"]["coverage"] == pytest.approx(0.8, abs=0.02)
     wide = np.tile([-3.0, 0.0, 3.0], (2000, 1))  # covers more than 80% already: left as it is
-    assert conformal_offsets(wide, y, [0.1, 0.5, 0.9]) == [0.0, 0.0, 0.0]
+    assert conformal_widening(wide, y, levels) == [0.0, 0.0, 0.0]
+    # runs of earlier versions were calibrated by constant offsets, which still apply
+    np.testing.assert_allclose(widened(raw[:1], levels, [], [-1.0, 0.0, 1.0]), [[-1.25, 0, 1.25]])
 
 
-def test_rolling_offsets_use_the_errors_known_at_each_origin():
-    from rnnkit.panel import conformal_offsets, rolling_offsets
+def test_rolling_widening_uses_the_errors_known_at_each_origin():
+    from rnnkit.panel import conformal_widening, rolling_widening
 
     # two series of 10 and 7 steps, H = 2: validation origins (2, 4) and (1), test origins 4
     # and 2 steps before each series' end, (6, 8) and (3, 5)
@@ -268,10 +276,10 @@ def test_rolling_offsets_use_the_errors_known_at_each_origin():
     y = rng.normal(size=(7, H)) * np.array([1, 1, 3, 5, 1, 3, 5])[:, None]
     raw = np.tile([-0.1, 0.0, 0.1], (7, H))  # (n, H * Q): far too narrow everywhere
     enc = {"series": series, "origin": origins}
-    per_window, after = rolling_offsets(raw, y, enc, lengths, is_test, H, levels)
+    per_window, after = rolling_widening(raw, y, enc, lengths, is_test, H, levels)
     # each series' first test horizon sees the validation windows only; its second, those and
     # the first test horizons of both series (their targets end 2 steps before their ends)
-    first = conformal_offsets(raw[~is_test], y[~is_test], levels)
-    second = conformal_offsets(raw[[0, 1, 2, 4, 5]], y[[0, 1, 2, 4, 5]], levels)
+    first = conformal_widening(raw[~is_test], y[~is_test], levels)
+    second = conformal_widening(raw[[0, 1, 2, 4, 5]], y[[0, 1, 2, 4, 5]], levels)
     np.testing.assert_allclose(per_window, [first, second, first, second])
-    assert after == conformal_offsets(raw, y, levels) and after[2] > second[2] > first[2] > 0
+    assert after == conformal_widening(raw, y, levels) and after[2] > second[2] > first[2] > 0

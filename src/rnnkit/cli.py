@@ -277,9 +277,9 @@ def add_task_commands(sub) -> None:
                    help="calendar features of --time-column, known in advance (default none)")
     d.add_argument("--quantiles", type=quantile_list, metavar="0.1,0.5,0.9", help="forecast "
                    "these quantiles (pinball loss; 0.5, the point forecast, is always added), "
-                   "widen each interval until it covers its share of the held-out errors known "
-                   "at the origin, and report its coverage (default: a mean forecast, squared "
-                   "error)")
+                   "widen each interval, by a multiple of its width, until it covers its share "
+                   "of the held-out errors known at the origin, and report its coverage "
+                   "(default: a mean forecast, squared error)")
     d.add_argument("--season", type=int, help="season length m of MASE and the seasonal naive "
                    "forecast (default: from --time-column's spacing, else 1)")
     split = t.add_argument_group("held-out data")

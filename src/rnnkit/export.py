@@ -36,7 +36,7 @@ from .checkpoint import read_json
 from .errors import RnnkitError
 from .lm import CharLM
 from .optional import need
-from .panel import has_future
+from .panel import WIDTH_FLOOR, has_future, interval_ends
 from .runfiles import temp_name
 from .runs import Classifier, load
 
@@ -75,7 +75,7 @@ class ForecasterModule(nn.Module):
 
     The model reads each window's changes from its last value, divided by a scale (the run's
     `std`, or for a "window" scale the window's mean absolute step), and predicts departures from
-    the seasonal naive forecast in the same units; each quantile moves by its calibration offset.
+    the seasonal naive forecast in the same units; each interval is widened by its calibration.
     """
 
     def __init__(self, model, data: dict):
@@ -87,8 +87,13 @@ class ForecasterModule(nn.Module):
         self.window_scale = data.get("scale") == "window"
         std = data.get("std") or [1.0] * F
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))  # (F,)
-        offsets = data.get("offsets") or [0.0] * max(1, len(levels))
+        Q = max(1, len(levels))  # the calibration, as `panel.widened` applies it
+        offsets, widen = data.get("offsets") or [0.0] * Q, data.get("widen") or [0.0] * Q
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.float32))  # (Q,)
+        self.register_buffer("widen", torch.tensor(widen, dtype=torch.float32))  # (Q,)
+        lower, upper = interval_ends(levels) if levels else ([0], [0])
+        self.register_buffer("lower", torch.tensor(lower, dtype=torch.long))  # (Q,)
+        self.register_buffer("upper", torch.tensor(upper, dtype=torch.long))  # (Q,)
         # The seasonal naive forecast's step h, as a step of the window: its season's last value.
         base = [W - m + h % m if m < W else W - 1 for h in range(H)]
         self.register_buffer("base", torch.tensor(base, dtype=torch.long))  # (H,)
@@ -104,6 +109,8 @@ class ForecasterModule(nn.Module):
             scale = self.std.expand(B, 1, F)
         out = self.model((inputs - last) / scale)[0]  # (B, H * F * Q)
         y = out.reshape(B, self.H, F, -1) + self.offsets  # (B, H, F, Q)
+        width = (y[..., self.upper] - y[..., self.lower]).clamp_min(WIDTH_FLOOR)
+        y = y + self.widen * width
         y = y * scale[..., None] + inputs[:, self.base][..., None]
         y = y.sort(-1).values  # quantiles never cross
         return y if self.quantiles else y[..., 0]

@@ -8,7 +8,7 @@ Training holds out the last horizon of every series (`--origins K`: the last K),
 epoch on the horizon before it, and scores the test forecasts as forecasters do
 (`rnnkit.forecast_scores`): MASE and sMAPE against the naive and seasonal naive forecasts, and
 each interval's coverage; DIR/metrics.json holds them. Intervals are calibrated at each test
-origin on the held-out errors known there (`panel.rolling_offsets`): the validation horizon's,
+origin on the held-out errors known there (`panel.rolling_widening`): the validation horizon's,
 then also the earlier test horizons'; forecasts after the data use all of them. Prediction
 prints every series' next H steps as CSV (what `rnnkit.load(DIR).forecasts(SERIES)` returns) and
 draws DIR/forecast.png.
@@ -39,7 +39,7 @@ from .panel import (
     has_future,
     infer_season,
     read_panel,
-    rolling_offsets,
+    rolling_widening,
     split_origins,
     targets,
     truth,
@@ -137,7 +137,8 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         mean[F:F + flat.shape[1]], std[F:F + flat.shape[1]] = flat.mean(0), flat.std(0)
         model.set_standardization(mean, std)
     if resuming:  # the calibration is the run's, until the resumed training makes its own
-        data["offsets"] = read_format(out, FORECASTER)[1].get("data", {}).get("offsets", [])
+        stored = read_format(out, FORECASTER)[1].get("data") or {}
+        data["widen"], data["offsets"] = stored.get("widen", []), stored.get("offsets", [])
         fit_cfg = resumed_config(out, FORECASTER, model.config, fit_cfg, given, data)
     elif main:
         write_config(out, FORECASTER, model.config, fit_cfg, data)
@@ -160,12 +161,13 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         raw, enc = forecaster.outputs(panel, held)
         is_test = np.concatenate([np.arange(len(v) + len(t)) >= len(v)
                                  for v, t in zip(val_o, test_o, strict=True)])
-        offsets, data["offsets"] = rolling_offsets(
+        data["offsets"] = []  # an earlier version's calibration, if resumed: replaced
+        widen, data["widen"] = rolling_widening(
             raw, targets(panel, enc, H), enc, [len(v) for v in panel.values], is_test, H,
             forecaster.levels)
         write_config(out, FORECASTER, model.config, fit_cfg, data)
         enc = {k: v[is_test] for k, v in enc.items()}
-        forecasts = decode(raw[is_test], enc, H, len(forecaster.levels), offsets)
+        forecasts = decode(raw[is_test], enc, H, forecaster.levels, widen)
     else:
         forecasts, enc = forecaster.run(panel, test_o)  # (n, H, F, Q)
     metrics = scores(panel, enc, forecaster.point(forecasts), m)

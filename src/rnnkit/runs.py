@@ -227,7 +227,7 @@ class Forecaster:
         """Forecasts at the given origins of every series: (n, H, F, Q) in the series' units
         (Q = 1 without quantiles), and the windows (`panel.encode`) they came from."""
         out, enc = self.outputs(panel, origins, batch_size)
-        return decode(out, enc, self.horizon, max(1, len(self.levels)),
+        return decode(out, enc, self.horizon, self.levels, self.data.get("widen"),
                       self.data.get("offsets")), enc
 
     def point(self, forecasts: np.ndarray) -> np.ndarray:

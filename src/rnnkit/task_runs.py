@@ -91,7 +91,8 @@ class ForecasterData:
     calendar: list[str] = field(default_factory=list)  # "hour", "weekday", "month"
     quantiles: list[float] = field(default_factory=list)  # levels of the head; empty: a mean
     season: int = 1  # m of MASE and of the seasonal naive forecast
-    offsets: list[float] = field(default_factory=list)  # (Q,) calibration of the quantiles
+    widen: list[float] = field(default_factory=list)  # (Q,) calibration (`panel.widened`)
+    offsets: list[float] = field(default_factory=list)  # (Q,) the calibration of earlier runs
 
     def __post_init__(self):
         if self.source not in ("csv", "npz"):
@@ -107,10 +108,12 @@ class ForecasterData:
                 math.isfinite(v) and v > 0 for v in self.std)):
             raise RnnkitError(f"data.std must be {len(self.columns)} positive numbers (one per "
                               f"column), got {self.std[:5]}")
-        if self.offsets and (len(self.offsets) != len(self.quantiles) or not all(
-                math.isfinite(v) for v in self.offsets)):
-            raise RnnkitError(f"data.offsets must be {len(self.quantiles)} numbers, one per "
-                              f"quantile, got {self.offsets[:5]}")
+        for name in ("widen", "offsets"):
+            values = getattr(self, name)
+            if values and (len(values) != len(self.quantiles) or not all(
+                    math.isfinite(v) for v in values)):
+                raise RnnkitError(f"data.{name} must be {len(self.quantiles)} numbers, one per "
+                                  f"quantile, got {values[:5]}")
         unknown = sorted(set(self.calendar) - set(CALENDAR))
         if unknown:
             raise RnnkitError(f"data.calendar holds {unknown}; the features are "
@@ -195,7 +198,7 @@ def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConf
         raise RnnkitError(f"the model options differ from those {run_dir} was trained with "
                           f"({config.get('model')}); give the same command plus --resume, or "
                           "train a new --out")
-    if config.get("data") != check_data(kind, data, model):
+    if check_data(kind, config.get("data") or {}, model) != check_data(kind, data, model):
         raise RnnkitError(f"the data or its options differ from those {run_dir} was trained on; "
                           "give the same command plus --resume, or train a new --out")
     for name in FitConfig.layout:  # given or not: the seed also drew the splits
