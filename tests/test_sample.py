@@ -8,7 +8,7 @@ from torch.overrides import TorchFunctionMode
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab
-from rnnkit.sample import Stepper, draw, pick
+from rnnkit.sample import SIGMOID_ROWS, Stepper, draw, pick
 
 VOCAB = Vocab("char", tuple(sorted(map(ord, "abcdefgh \n"))))
 
@@ -88,9 +88,10 @@ def test_step_weights_are_the_forward_pass_written_out():
 def test_batched_stepper_rows_equal_single_streams(cell):
     model = model_for(cell, layers=3)
     torch.manual_seed(1)
-    ids = torch.randint(0, len(VOCAB), (4, 12))  # (B, T): a different text in each row
-    batch = Stepper(model, batch=4)
-    singles = [Stepper(model) for _ in range(4)]
+    B = SIGMOID_ROWS  # where the batch's LSTM computes tanh(c) through a sigmoid
+    ids = torch.randint(0, len(VOCAB), (B, 12))  # (B, T): a different text in each row
+    batch = Stepper(model, batch=B)
+    singles = [Stepper(model) for _ in range(B)]
     for t in range(ids.shape[1]):
         logits = batch.feed(ids[:, t])  # (B, V)
         for b, s in enumerate(singles):

@@ -207,6 +207,7 @@ class Stepper:
         """Take hs (B, L*H) and cs (L, B, H) as the state buffers, and make the step's buffers."""
         B, H = hs.shape[0], self.H
         self.hs, self.cs = hs, cs
+        self.many = B >= SIGMOID_ROWS
         for weights in self.layers:
             for W in weights:
                 if isinstance(W, Weights):
@@ -236,7 +237,8 @@ class Stepper:
             b = x_term if layer == 0 else b  # (B, G*H) or (G*H,)
             if self.cell == "lstm":
                 W(b, self.inputs[layer], out=self.gates[layer])
-                lstm_update(self.gates[layer], self.blocks[layer], self.c[layer], h[layer])
+                lstm_update(self.gates[layer], self.blocks[layer], self.c[layer], h[layer],
+                            self.many)
             else:  # h = tanh(W_xh x + W_hh h + b)
                 torch.tanh(W(b, self.inputs[layer]), out=h[layer])
         self.logits = torch.addmm(self.b_y, h[-1], self.W_hy)  # (B, V)
@@ -284,14 +286,23 @@ class Stepper:
         return Probs(torch.softmax(self.feed(token).float(), -1), self.vocab)
 
 
-def lstm_update(gates: Tensor, blocks: tuple[Tensor, ...], c: Tensor, h: Tensor) -> None:
+SIGMOID_ROWS = 8  # from this many rows, tanh(c) is computed as 2 sigmoid(2 c) - 1
+
+
+def lstm_update(gates: Tensor, blocks: tuple[Tensor, ...], c: Tensor, h: Tensor,
+                many: bool = False) -> None:
     """`cells.lstm_gates` in place: c and h (B, H) become c_next and h_next. `gates` (B, 4H) are
-    the pre-activations in torch's order i, f, g, o, with g's doubled; `blocks` their views."""
+    the pre-activations in torch's order i, f, g, o, with g's doubled; `blocks` their views.
+    `many`: B is at least SIGMOID_ROWS, where tanh(c) is cheaper as 2 sigmoid(2 c) - 1."""
     i, f, g, o = blocks
     gates.sigmoid_()  # i, f, o = sigmoid(.); sigmoid(2 g) in g's block
     g.mul_(2).sub_(1)  # g = tanh(.) = 2 sigmoid(2 .) - 1: a sigmoid costs a fifth of a tanh
     c.mul_(f).addcmul_(i, g)  # c_next = f * c + i * g
-    torch.tanh(c, out=h).mul_(o)  # h_next = o * tanh(c_next)
+    if many:  # h_next = o * tanh(c_next) in three more calls, which cost less than tanh's one
+        torch.mul(c, 2, out=h).sigmoid_()  # (32 x 512: 115 against 200 us on one thread)
+        h.mul_(2).sub_(1).mul_(o)
+    else:
+        torch.tanh(c, out=h).mul_(o)
 
 
 def pick(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, greedy: bool = False,
