@@ -34,7 +34,8 @@ forecasts).
 Needs the `bench` extra (statsforecast, aeon, statsmodels, pmdarima). Writes
 benchmarks/results/forecast_vs_field.json and prints the table as Markdown.
 
-    python benchmarks/forecast_vs_field.py [--max-time 300] [--only m1,airline] [--seeds 3] [--merge]
+    python benchmarks/forecast_vs_field.py [--max-time 300] [--only m1,airline] [--seeds 3]
+        [--merge] [--reuse-anchors]
 """
 
 from __future__ import annotations
@@ -202,21 +203,33 @@ def main_bench() -> None:
     parser.add_argument("--merge", action="store_true", help="keep the other data sets' results "
                         "from the last run's results file (to re-run some data sets, or to run "
                         "them as separate processes)")
+    parser.add_argument("--reuse-anchors", action="store_true", help="take a data set's anchors "
+                        "from the last run's results file when its horizon, season, origins, "
+                        "series and statsforecast version are the same (the anchors are "
+                        "deterministic, and Taylor's AutoARIMA takes over half an hour)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    import statsforecast
+
+    path = RESULTS / "forecast_vs_field.json"
+    last = json.loads(path.read_text()) if path.exists() else {}
     results = {}
     for name in args.only.split(","):
         label, H, m, K = DATA_SETS[name]
         series = load(name)
+        setting = {"horizon": H, "season": m, "origins": K, "series": len(series)}
+        before = last.get("results", {}).get(name) or {}
+        reuse = args.reuse_anchors and last.get("statsforecast") == statsforecast.__version__ \
+            and all(before.get(k) == v for k, v in setting.items())
         with tempfile.TemporaryDirectory() as tmp:
             csv = write_csv(series, Path(tmp) / "series.csv")
             runs = [run_rnnkit(csv, H, m, K, args.max_time, seed) for seed in range(args.seeds)]
             results[name] = {"rnnkit": {"summary": summary(runs), "runs": runs},
-                             "anchors": run_anchors(series, H, m, K), "horizon": H, "season": m,
-                             "origins": K, "series": len(series)}
+                             "anchors": before["anchors"] if reuse else
+                             run_anchors(series, H, m, K), "anchors_reused": reuse, **setting}
         print(json.dumps(results[name]), flush=True)
-    if args.merge and (RESULTS / "forecast_vs_field.json").exists():
-        kept = json.loads((RESULTS / "forecast_vs_field.json").read_text())["results"]
+    if args.merge:
+        kept = last.get("results", {})
         results = {n: results.get(n, kept.get(n)) for n in DATA_SETS if n in results or n in kept}
     table = ["| data set | horizon x origins | rnnkit MASE (mean ± sd) / sMAPE % | rnnkit 80% "
              "coverage (mean, seeds' range) | "
@@ -224,8 +237,6 @@ def main_bench() -> None:
              "| rnnkit against the field |",
              "|---|---|---|---|---|---|---|---|---|"] + [row(n, r) for n, r in results.items()]
     print("\n".join(table))
-    import statsforecast
-
     save("forecast_vs_field", {"results": results, "table": table,
                                "load_average": os.getloadavg(),
                                "statsforecast": statsforecast.__version__,
