@@ -242,7 +242,7 @@ def test_a_model_that_writes_zeros_is_the_seasonal_naive_forecast():
 
 
 def test_conformal_widening_makes_intervals_cover_their_share():
-    from rnnkit.panel import conformal_widening, widened
+    from rnnkit.intervals import conformal_widening, widened
 
     rng = np.random.default_rng(0)
     levels = [0.1, 0.5, 0.9]
@@ -264,7 +264,7 @@ def test_conformal_widening_makes_intervals_cover_their_share():
 
 
 def test_rolling_widening_uses_the_errors_known_at_each_origin():
-    from rnnkit.panel import conformal_widening, rolling_widening
+    from rnnkit.intervals import conformal_widening, rolling_widening
 
     # two series of 10 and 7 steps, H = 2: validation origins (2, 4) and (1), test origins 4
     # and 2 steps before each series' end, (6, 8) and (3, 5)

@@ -34,9 +34,10 @@ from torch import Tensor, nn
 from . import builtin
 from .checkpoint import read_json
 from .errors import RnnkitError
+from .intervals import WIDTH_FLOOR, interval_ends
 from .lm import CharLM
 from .optional import need
-from .panel import WIDTH_FLOOR, has_future, interval_ends
+from .panel import has_future
 from .runfiles import temp_name
 from .runs import Classifier, load
 
@@ -87,7 +88,7 @@ class ForecasterModule(nn.Module):
         self.window_scale = data.get("scale") == "window"
         std = data.get("std") or [1.0] * F
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32))  # (F,)
-        Q = max(1, len(levels))  # the calibration, as `panel.widened` applies it
+        Q = max(1, len(levels))  # the calibration, as `intervals.widened` applies it
         offsets, widen = data.get("offsets") or [0.0] * Q, data.get("widen") or [0.0] * Q
         self.register_buffer("offsets", torch.tensor(offsets, dtype=torch.float32))  # (Q,)
         self.register_buffer("widen", torch.tensor(widen, dtype=torch.float32))  # (Q,)

@@ -8,7 +8,7 @@ Training holds out the last horizon of every series (`--origins K`: the last K),
 epoch on the horizon before it, and scores the test forecasts as forecasters do
 (`rnnkit.forecast_scores`): MASE and sMAPE against the naive and seasonal naive forecasts, and
 each interval's coverage; DIR/metrics.json holds them. Intervals are calibrated at each test
-origin on the held-out errors known there (`panel.rolling_widening`): the validation horizon's,
+origin on the held-out errors known there (`intervals.rolling_widening`): the validation horizon's,
 then also the earlier test horizons'; forecasts after the data use all of them. Prediction
 prints every series' next H steps as CSV (what `rnnkit.load(DIR).forecasts(SERIES)` returns) and
 draws DIR/forecast.png.
@@ -31,6 +31,7 @@ from .devices import pick_device
 from .errors import RnnkitError
 from .fitting import fit
 from .forecast_scores import coverage, score, seasonal_naive
+from .intervals import rolling_widening
 from .optional import need
 from .panel import (
     Panel,
@@ -39,7 +40,6 @@ from .panel import (
     has_future,
     infer_season,
     read_panel,
-    rolling_widening,
     split_origins,
     targets,
     truth,

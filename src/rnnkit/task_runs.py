@@ -91,7 +91,7 @@ class ForecasterData:
     calendar: list[str] = field(default_factory=list)  # "hour", "weekday", "month"
     quantiles: list[float] = field(default_factory=list)  # levels of the head; empty: a mean
     season: int = 1  # m of MASE and of the seasonal naive forecast
-    widen: list[float] = field(default_factory=list)  # (Q,) calibration (`panel.widened`)
+    widen: list[float] = field(default_factory=list)  # (Q,) calibration (`intervals.widened`)
     offsets: list[float] = field(default_factory=list)  # (Q,) the calibration of earlier runs
 
     def __post_init__(self):
