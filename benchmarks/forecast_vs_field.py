@@ -20,9 +20,11 @@ is fitted once, before the first test origin, and forecasts each later origin fr
 it (statsforecast's `cross_validation(refit=False)`; rnnkit's `--origins K`). Everyone is scored
 by the same code (`rnnkit.forecast_scores`): MASE with the season length and sMAPE, averaged over
 forecasts; the 80% intervals' coverage (rnnkit's 0.1 and 0.9 quantiles, the anchors' `level=[80]`)
-over every held-out point. CO2's 59 missing weeks are filled by linear interpolation
-first. Taylor's series is the electricity demand of England and Wales, June to August 2000, 12
-weeks of half-hours (Taylor 2003), as pmdarima's wheel ships it.
+over every held-out point; rnnkit calibrates its intervals at each test origin on the forecast
+errors known there (`rnnkit.intervals`), the anchors' come from their fitted models. CO2's 59
+missing weeks are filled by linear interpolation first. Taylor's series is the electricity
+demand of England and Wales, June to August 2000, 12 weeks of half-hours (Taylor 2003), as
+pmdarima's wheel ships it.
 
 rnnkit runs `rnnkit forecast train` with its defaults and the same flags on every data set:
 the horizon, the season, the test origins, `--quantiles 0.1,0.9` (its 80% interval) and a CPU
