@@ -160,6 +160,35 @@ def test_one_series_as_before(cli, tmp_path):
     assert rnnkit.load(out).predict(path).shape == (3, 1)  # (H, F), as for any one-series run
 
 
+
+def test_a_run_calibrated_by_offsets_still_predicts_and_resumes(cli, tmp_path):
+    # Runs of earlier versions stored constant offsets (data.offsets) and no data.widen: they
+    # load and forecast with their offsets, and --resume replaces them by the new calibration.
+    data = shops_csv(tmp_path / "shops.csv")
+    out = tmp_path / "run"
+    args = ["forecast", "train", data, "--id-column", "shop", "--time-column", "time",
+            "--known", "price", "--quantiles", "0.1,0.9", "--horizon", "6", "--window", "24",
+            "--out", out, *QUICK]
+    status, _, err = cli(*args, "--epochs", "2")
+    assert status == 0, err
+    config = json.loads((out / "config.json").read_text())
+    del config["data"]["widen"]
+    config["data"]["offsets"] = [-0.5, 0.0, 0.5]
+    (out / "config.json").write_text(json.dumps(config))
+    future = shops_csv(tmp_path / "future.csv", future=6)
+    old = rnnkit.load(out).forecasts(future).quantiles  # (N, H, F, Q)
+    config["data"]["offsets"] = []
+    (out / "config.json").write_text(json.dumps(config))
+    raw = rnnkit.load(out).forecasts(future).quantiles
+    assert (old[..., 0] < raw[..., 0]).all() and (old[..., 2] > raw[..., 2]).all()
+    config["data"]["offsets"] = [-0.5, 0.0, 0.5]
+    (out / "config.json").write_text(json.dumps(config))
+    status, _, err = cli(*args, "--epochs", "3", "--resume")
+    assert status == 0, err
+    resumed = json.loads((out / "config.json").read_text())["data"]
+    assert resumed["offsets"] == [] and len(resumed["widen"]) == 3
+
+
 BAD = [
     (["--id-column", "store"], "no column 'store' naming each row's series; give --id-column "
      "NAME with one of the columns ['shop', 'time', 'sales', 'price']"),
