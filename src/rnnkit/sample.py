@@ -208,6 +208,7 @@ class Stepper:
         B, H = hs.shape[0], self.H
         self.hs, self.cs = hs, cs
         self.many = B >= SIGMOID_ROWS
+        self.constants = (hs.new_tensor(2.0), hs.new_tensor(1.0))  # 0-dim, for lstm_update
         for weights in self.layers:
             for W in weights:
                 if isinstance(W, Weights):
@@ -238,7 +239,7 @@ class Stepper:
             if self.cell == "lstm":
                 W(b, self.inputs[layer], out=self.gates[layer])
                 lstm_update(self.gates[layer], self.blocks[layer], self.c[layer], h[layer],
-                            self.many)
+                            self.many, *self.constants)
             else:  # h = tanh(W_xh x + W_hh h + b)
                 torch.tanh(W(b, self.inputs[layer]), out=h[layer])
         self.logits = torch.addmm(self.b_y, h[-1], self.W_hy)  # (B, V)
@@ -290,17 +291,19 @@ SIGMOID_ROWS = 8  # from this many rows, tanh(c) is computed as 2 sigmoid(2 c) -
 
 
 def lstm_update(gates: Tensor, blocks: tuple[Tensor, ...], c: Tensor, h: Tensor,
-                many: bool = False) -> None:
+                many: bool = False, two: Tensor | float = 2.0, one: Tensor | float = 1.0) -> None:
     """`cells.lstm_gates` in place: c and h (B, H) become c_next and h_next. `gates` (B, 4H) are
     the pre-activations in torch's order i, f, g, o, with g's doubled; `blocks` their views.
-    `many`: B is at least SIGMOID_ROWS, where tanh(c) is cheaper as 2 sigmoid(2 c) - 1."""
+    `many`: B is at least SIGMOID_ROWS, where tanh(c) is cheaper as 2 sigmoid(2 c) - 1.
+    `two` and `one` may be 0-dim tensors: a Python number is made into a tensor at every call
+    (4 us a layer of a one-row step), a tensor is not; the results are the same bits."""
     i, f, g, o = blocks
     gates.sigmoid_()  # i, f, o = sigmoid(.); sigmoid(2 g) in g's block
-    g.mul_(2).sub_(1)  # g = tanh(.) = 2 sigmoid(2 .) - 1: a sigmoid costs a fifth of a tanh
+    g.mul_(two).sub_(one)  # g = tanh(.) = 2 sigmoid(2 .) - 1: a sigmoid costs a fifth of a tanh
     c.mul_(f).addcmul_(i, g)  # c_next = f * c + i * g
     if many:  # h_next = o * tanh(c_next) in three more calls, which cost less than tanh's one
-        torch.mul(c, 2, out=h).sigmoid_()  # (32 x 512: 115 against 200 us on one thread)
-        h.mul_(2).sub_(1).mul_(o)
+        torch.mul(c, two, out=h).sigmoid_()  # (32 x 512: 115 against 200 us on one thread)
+        h.mul_(two).sub_(one).mul_(o)
     else:
         torch.tanh(c, out=h).mul_(o)
 
