@@ -160,7 +160,6 @@ def test_one_series_as_before(cli, tmp_path):
     assert rnnkit.load(out).predict(path).shape == (3, 1)  # (H, F), as for any one-series run
 
 
-
 def test_a_run_calibrated_by_offsets_still_predicts_and_resumes(cli, tmp_path):
     # Runs of earlier versions stored constant offsets (data.offsets) and no data.widen: they
     # load and forecast with their offsets, and --resume replaces them by the new calibration.
