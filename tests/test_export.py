@@ -50,12 +50,13 @@ def test_language_model_steps_in_onnxruntime_as_in_rnnkit(cli, corpus, tmp_path,
     assert rnnkit.Vocab.from_json(json.loads(meta["rnnkit.vocab"])) == model.vocab
 
 
-@pytest.mark.parametrize("members", ["1", "2"])
-def test_classifier_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path, members):
+# Two members on 40 steps read at two time scales: every step, and the means of 2 steps.
+@pytest.mark.parametrize("members, T", [("1", 10), ("2", 40)])
+def test_classifier_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path, members, T):
     rng = np.random.default_rng(0)
     y = np.arange(60) % 3
-    x = rng.normal(0, 1, (60, 10, 2)).astype(np.float32) + y[:, None, None]
-    np.savez(tmp_path / "d.npz", x=x, lengths=np.full(60, 10), y=y)
+    x = rng.normal(0, 1, (60, T, 2)).astype(np.float32) + y[:, None, None]
+    np.savez(tmp_path / "d.npz", x=x, lengths=np.full(60, T), y=y)
     run = tmp_path / "run"
     status, _, err = cli("classify", "train", tmp_path / "d.npz", "--out", run, *QUICK,
                          "--bidirectional", "--layers", "2", "--ensemble", members)
@@ -63,6 +64,7 @@ def test_classifier_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path, members):
     status, out, err = cli("export", run, "--out", tmp_path / "c.onnx")
     assert status == 0 and "logits (B, 3)" in out, err
     model, _ = load_task(run)
+    assert model.config.scales == ([1, 2] if members == "2" else [])
     inputs = torch.randn(4, 17, 2)  # another batch size and length than in training
     with torch.no_grad():
         expected = model(inputs)[0].numpy()

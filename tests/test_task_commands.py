@@ -322,6 +322,34 @@ def test_an_ensemble_averages_its_members_and_resumes_member_by_member(cli, tmp_
     assert status == 2 and one_error_line(err) == "rnnkit: error: --ensemble must be 1 to 16, got 0"
 
 
+def test_an_ensembles_members_read_at_their_own_time_scales(cli, tmp_path):
+    import rnnkit
+    from rnnkit.task_cli import member_scales
+
+    rng = np.random.default_rng(0)
+    assert member_scales([np.zeros((136, 1))] * 3, 5) == [1, 8, 4, 2, 1]
+    assert member_scales([np.zeros((427, 1))] * 3, 3) == [1, 16, 8]
+    assert member_scales([np.zeros((136, 1))] * 3, 1) == []  # one model reads every step
+    assert member_scales([np.zeros((24, 1))] * 3, 5) == []  # too short for coarser blocks
+    N, T = 40, 48  # a median of 48 steps: blocks of 2 leave 24, of 4 only 12
+    y = np.arange(N) % 2
+    x = rng.normal(0, 1, (N, T, 1)).astype(np.float32) + np.where(y, 0.5, -0.5)[:, None, None]
+    np.savez(tmp_path / "long.npz", x=x, lengths=np.full(N, T), y=y)
+    stdout = train_classifier(cli, tmp_path / "long.npz", tmp_path / "run", "--ensemble", "3")
+    assert "ensemble: 3 members, given by --ensemble; the means of blocks of 1, 2, 1 steps" in stdout
+    assert "member 1 of 3 (seed 0, every step)" in stdout
+    assert "member 2 of 3 (seed 1, means of 2 steps)" in stdout
+    model = rnnkit.load(tmp_path / "run").model
+    assert [m.config.downsample for m in model.members] == [1, 2, 1]
+    stdout = train_classifier(cli, tmp_path / "long.npz", tmp_path / "given", "--ensemble", "2",
+                              "--downsample", "3")
+    assert "reading means of 3 steps" in stdout and "member 2 of 2 (seed 1)" in stdout
+    status, _, err = cli("classify", "train", tmp_path / "long.npz", "--out", tmp_path / "zero",
+                         *QUICK, "--downsample", "0")
+    assert status == 2 and one_error_line(err) == \
+        "rnnkit: error: --downsample must be at least 1 (1: every step), got 0"
+
+
 def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_csv):
     run = tmp_path / "run"
     train_forecaster(cli, series_csv, run)

@@ -69,6 +69,43 @@ def test_convolutional_branch_ignores_padding(pool):
         torch.testing.assert_close(batch[i], alone[0], atol=1e-5, rtol=1e-5)
 
 
+def test_block_means_average_the_real_steps_of_each_block():
+    from rnnkit.tasks import block_means
+
+    x, lengths = ragged(n=5, T=11)
+    garbage = x + 100 * (torch.arange(x.shape[1])[None, :, None] >= lengths[:, None, None])
+    means, shorter = block_means(garbage, lengths, 3)
+    assert means.shape == (5, 4, 3) and shorter.tolist() == [-(-n // 3) for n in lengths.tolist()]
+    for i, n in enumerate(lengths.tolist()):
+        for b in range(-(-n // 3)):
+            real = x[i, 3 * b:min(3 * b + 3, n)]  # the last block may be shorter
+            torch.testing.assert_close(means[i, b], real.mean(0))
+    whole, none = block_means(x[:1, :10], None, 4)  # every step real: blocks of 4, 4, 2
+    assert none is None
+    torch.testing.assert_close(whole[0], torch.stack([x[0, :4].mean(0), x[0, 4:8].mean(0),
+                                                      x[0, 8:10].mean(0)]))
+
+
+def test_a_downsampled_model_is_the_model_reading_block_means():
+    from rnnkit.tasks import block_means
+
+    torch.manual_seed(0)
+    every = SequenceModel(SequenceConfig(3, 4, hidden=8, conv=6)).eval()
+    blocks = SequenceModel(SequenceConfig(3, 4, hidden=8, conv=6, downsample=3)).eval()
+    blocks.load_state_dict(every.state_dict())
+    x, lengths = ragged(n=8, T=12)
+    means, shorter = block_means(x, lengths, 3)
+    torch.testing.assert_close(blocks(x, lengths=lengths)[0], every(means, lengths=shorter)[0])
+    for i, n in enumerate(lengths.tolist()):  # and padding changes nothing
+        alone, _ = blocks(x[i:i + 1, :n])
+        torch.testing.assert_close(blocks(x, lengths=lengths)[0][i], alone[0], atol=1e-5,
+                                   rtol=1e-5)
+    with pytest.raises(RnnkitError, match="downsample must be at least 1, and 1 with tail"):
+        SequenceConfig(3, 4, head="regress", tail=2, downsample=2)
+    with pytest.raises(RnnkitError, match="must give each of the 2 members"):
+        SequenceConfig(3, 4, members=2, scales=[1])
+
+
 def test_batch_norm_equals_torch_in_training_and_eval():
     from rnnkit.tasks import BatchNorm
 

@@ -231,9 +231,14 @@ def add_task_commands(sub) -> None:
     split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
                        "training set that picks the best epoch (default 0.1; 0: keep the last)")
     add_data_options(t)
-    add_model_options(t, fitted=True).add_argument(
-        "--conv", type=int, metavar="C", help="width of a convolutional branch beside the "
-        "recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none (default 128)")
+    shape = add_model_options(t, fitted=True)
+    shape.add_argument("--conv", type=int, metavar="C", help="width of a convolutional branch "
+                       "beside the recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none "
+                       "(default 128)")
+    shape.add_argument("--downsample", type=int, metavar="K", help="the layers read the mean "
+                       "of each block of K steps (default: one model reads every step; an "
+                       "ensemble's members read blocks of 1, 8, 4, 2... steps, the largest "
+                       "leaving the median sequence at least 16)")
     t.add_argument("--ensemble", type=int, metavar="N", help="train N classifiers, each on its "
                    "own seed and validation part, and average their probabilities (default: "
                    "with --max-time, as many as give each about 1000 steps, at most 5; else 1)")

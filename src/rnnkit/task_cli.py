@@ -60,10 +60,11 @@ def fit_config(args) -> tuple[FitConfig, set[str]]:
     return from_dict(FitConfig, values, "options"), set(values)
 
 
-def model_config(args, input_size: int, output_size: int, head: str,
-                 conv: int = 0) -> SequenceConfig:
+def model_config(args, input_size: int, output_size: int, head: str, conv: int = 0,
+                 downsample: int = 1) -> SequenceConfig:
     return SequenceConfig(input_size, output_size, head, args.cell, args.hidden, args.layers,
-                          args.dropout, args.bidirectional, args.pool, conv=conv)
+                          args.dropout, args.bidirectional, args.pool, conv=conv,
+                          downsample=downsample)
 
 
 # Defaults a classifier's run fits to its data (set only where the command line leaves them).
@@ -72,6 +73,8 @@ STEPS = 1000  # without --max-time, the epochs default to about this many optimi
 EPOCHS = (30, 1000)  # within these bounds
 # An ensemble (`--ensemble`): with --max-time, as many members as the budget gives STEPS steps
 AUTO_MEMBERS = 5  # at most this many
+MIN_BLOCK_STEPS = 16  # an ensemble's coarsest member reads at least this many steps of the
+#                      median training sequence
 PROBE_STEPS = 5  # optimizer steps timed to see how many steps the budget holds
 MEMBERS = "members"  # DIR/members/K: member K's checkpoints and metrics
 MEMBER_DONE = "member.json"  # in a member's folder once its training ended: its summary
@@ -90,6 +93,19 @@ def fitted_defaults(fit_cfg: FitConfig, given: set[str], n_train: int) -> FitCon
         values["epochs"] = 0 if fit_cfg.max_time else \
             min(EPOCHS[1], max(EPOCHS[0], math.ceil(STEPS / per_epoch)))
     return FitConfig(**values)
+
+
+def member_scales(seqs: list[np.ndarray], members: int) -> list[int]:
+    """Without --downsample, an ensemble's members read the sequences at different time scales
+    (`SequenceConfig.scales`): every step (1), then blocks of the most steps, a power of 2, that
+    leave the median training sequence MIN_BLOCK_STEPS steps or more, then each smaller power
+    of 2 in turn, round again: 1, 8, 4, 2, 1 for five members on 136 steps. Short sequences and
+    one model read every step (an empty list)."""
+    top, median = 1, float(np.median([len(q) for q in seqs]))
+    while median / (2 * top) >= MIN_BLOCK_STEPS:
+        top *= 2
+    ladder = [1] + [top >> j for j in range(top.bit_length() - 1)]  # 1, top, top / 2, ..., 2
+    return [ladder[k % len(ladder)] for k in range(members)] if members > 1 < top else []
 
 
 def audio_config(args) -> AudioConfig:
@@ -197,10 +213,13 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     F = seqs[0].shape[1]
     fit_cfg = fitted_defaults(fit_cfg, given, len(seqs) - n_val)
     conv = CONV_WIDTH if args.conv is None else args.conv
-    one = model_config(args, F, len(classes), "classify", conv)
+    if args.downsample is not None and args.downsample < 1:
+        raise RnnkitError(f"--downsample must be at least 1 (1: every step), got {args.downsample}")
+    one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1)
     data["labels"] = classes
     members, why = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y), started, resuming, out)
-    config = replace(one, members=members)
+    scales = member_scales(seqs, members) if args.downsample is None else []
+    config = replace(one, members=members, scales=scales)
     if resuming:
         fit_cfg = resumed_config(out, CLASSIFIER, config, fit_cfg, given, data)
     elif main:
@@ -208,17 +227,19 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     n_params = sum(p.numel() for p in SequenceModel(one).parameters())
     say(f"model: {one.layers} x {one.hidden} {one.cell}"
         f"{' bidirectional' if one.bidirectional else ''}, pool {one.pool}"
-        f"{f', convolutional branch {one.conv}' if one.conv else ''}, "
+        f"{f', convolutional branch {one.conv}' if one.conv else ''}"
+        f"{f', reading means of {one.downsample} steps' if one.downsample > 1 else ''}, "
         f"{n_params:,} parameters{f' x {members} members' if members > 1 else ''}; batch "
         f"{fit_cfg.batch_size}, "
         f"{f'{fit_cfg.epochs} epochs' if fit_cfg.epochs else 'epochs until the time is up'}")
     if members > 1:
-        say(f"ensemble: {members} members, {why}")
+        say(f"ensemble: {members} members, {why}"
+            f"{'; the means of blocks of ' + ', '.join(map(str, scales)) + ' steps' if scales else ''}")
     fitted = time.monotonic()
     # Under torchrun the members train in one process group, joined once for all of them.
     world, _ = distributed.setup(fit_cfg.device) if members > 1 else (None, None)
     try:
-        trained, summaries = train_members(args, seqs, y, fit_cfg, one, members, resuming, main,
+        trained, summaries = train_members(args, seqs, y, fit_cfg, config, resuming, main,
                                            len(test_seqs), started, say)
     finally:
         if world is not None:
@@ -252,20 +273,24 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
 
 
 def train_members(args, seqs: list[np.ndarray], y: list[int], fit_cfg: FitConfig,
-                  one: SequenceConfig, members: int, resuming: bool, main: bool, n_test: int,
+                  config: SequenceConfig, resuming: bool, main: bool, n_test: int,
                   started: float, say) -> tuple[list[SequenceModel], list[dict]]:
-    """Train the members one by one, member k from seed --seed + k, each with an equal share of
-    what is left of the budget; stops after a member that SIGINT or SIGTERM stopped."""
-    trained, summaries = [], []
+    """Train the members one by one, member k from seed --seed + k at its own scale, each with
+    an equal share of what is left of the budget; stops after a member that SIGINT or SIGTERM
+    stopped."""
+    trained, summaries, members = [], [], config.members
     for k in range(members):
         cfg_k = replace(fit_cfg, seed=fit_cfg.seed + k)  # its own weights, validation, order
         if members > 1 and fit_cfg.max_time:  # an equal share of what is left
             left = fit_cfg.max_time - (time.monotonic() - started)
             cfg_k = replace(cfg_k, max_time=max(left, 1e-3) / (members - k))
         if members > 1:
-            say(f"member {k + 1} of {members} (seed {cfg_k.seed})")
+            block = config.member(k).downsample
+            scale = "" if not config.scales else ", every step" if block == 1 else \
+                f", means of {block} steps"
+            say(f"member {k + 1} of {members} (seed {cfg_k.seed}{scale})")
         model, summary = train_member(
-            seqs, y, args.val_fraction, cfg_k, one,
+            seqs, y, args.val_fraction, cfg_k, config.member(k),
             Path(args.out) / MEMBERS / str(k) if members > 1 else Path(args.out), members > 1,
             resuming, main, test_rows=n_test * members * (k + 1 == members),
             started=None if members > 1 and fit_cfg.max_time else started)

@@ -112,6 +112,10 @@ class SequenceConfig(TaggerConfig):
     #                Conv1d blocks C, 2C, C wide, kernels 8, 5, 3, averaged over time
     members: int = 1  # > 1: an ensemble of that many models of this shape, trained apart,
     #                   their class probabilities averaged (`Ensemble`)
+    downsample: int = 1  # > 1: the layers read the mean of each block of this many steps
+    #                      (`block_means`), a sequence 1/downsample as long
+    scales: list[int] = field(default_factory=list)  # an ensemble's: each member's downsample
+    #                                                  (empty: `downsample` for every member)
 
     def __post_init__(self):
         super().__post_init__()
@@ -130,12 +134,23 @@ class SequenceConfig(TaggerConfig):
         if self.conv < 0:
             raise RnnkitError(f"conv must be 0 (no convolutional branch) or its width, got "
                               f"{self.conv}")
+        if self.downsample < 1 or (self.downsample > 1 and self.tail):
+            raise RnnkitError(f"downsample must be at least 1, and 1 with tail; got "
+                              f"{self.downsample}")
+        if self.scales and (len(self.scales) != self.members or min(self.scales) < 1):
+            raise RnnkitError(f"scales {self.scales} must give each of the {self.members} "
+                              "members a downsample of at least 1")
         if self.conv and self.tail:
             raise RnnkitError("a convolutional branch (conv) reads a whole sequence for one "
                               "summary; it does not go with tail")
         if not 1 <= self.members <= MAX_MEMBERS or (self.members > 1 and self.head != "classify"):
             raise RnnkitError(f"members must be 1 to {MAX_MEMBERS} (more than 1: an ensemble of "
                               f"classifiers), got {self.members} with a {self.head} head")
+
+    def member(self, k: int) -> SequenceConfig:
+        """Member k's own config: one model, at its scale."""
+        return replace(self, members=1, scales=[],
+                       downsample=self.scales[k] if self.scales else self.downsample)
 
 
 def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -169,6 +184,17 @@ def time_mask(lengths: Tensor | None, B: int, T: int, device) -> Tensor:
     if lengths is None:
         return torch.ones(B, T, dtype=torch.bool, device=device)
     return torch.arange(T, device=device)[None, :] < lengths.to(device)[:, None]
+
+
+def block_means(x: Tensor, lengths: Tensor | None, k: int) -> tuple[Tensor, Tensor | None]:
+    """Each block of k steps replaced by the mean of its real steps (a row's last block may be
+    shorter): x (B, T, F), lengths (B,) or None -> (B, ceil(T / k), F), ceil(lengths / k).
+    A ratio of two average pools, so that its divisor cancels out and it exports to ONNX."""
+    keep = time_mask(lengths, *x.shape[:2], x.device)[:, None, :].to(x.dtype)  # (B, 1, T)
+    sums = F.avg_pool1d(x.transpose(1, 2) * keep, k, ceil_mode=True)  # (B, F, T')
+    counts = F.avg_pool1d(keep, k, ceil_mode=True)  # (B, 1, T'): 0 past a row's end
+    means = (sums / counts.clamp_min(torch.finfo(x.dtype).tiny)).transpose(1, 2)
+    return means, None if lengths is None else (lengths + k - 1) // k
 
 
 def last_hidden(state, directions: int) -> Tensor:
@@ -269,7 +295,8 @@ class SequenceModel(nn.Module):
     steps it forecasts): y_k = W_out dropout(states_T-K+k) + b_out, (B, K, C / K) -> (B, C).
 
     Inputs are standardised first, `(x - input_mean) / input_std`; those buffers are set from the
-    training data (`set_standardization`) and saved with the weights.
+    training data (`set_standardization`) and saved with the weights. With `downsample` k the
+    layers then read the mean of each block of k steps (`block_means`).
     """
 
     def __init__(self, config: SequenceConfig):
@@ -292,6 +319,8 @@ class SequenceModel(nn.Module):
                 lengths: Tensor | None = None, state=None):
         """inputs (B, T, F), lengths (B,) -> (outputs (B, C), loss)."""
         x = (inputs - self.input_mean) / self.input_std  # (B, T, F)
+        if self.config.downsample > 1:
+            x, lengths = block_means(x, lengths, self.config.downsample)  # (B, T / k, F)
         states, final = self.rnn(x, state, lengths)  # (B, T, D*H)
         pool, K = self.config.pool, self.config.tail
         if K:  # the states of each row's last K real steps, one output each: (B, K * C / K)
@@ -320,8 +349,9 @@ class SequenceModel(nn.Module):
 
 
 class Ensemble(nn.Module):
-    """Classifiers of one shape trained apart (each from its own seed and validation part),
-    read as one: the mean of their class probabilities,
+    """Classifiers of one shape trained apart (each from its own seed and validation part,
+    each reading the sequences at its own time scale: `SequenceConfig.scales`), read as one:
+    the mean of their class probabilities,
 
         p = mean_k softmax(SequenceModel_k(x))        outputs log p (B, C)
 
@@ -334,8 +364,8 @@ class Ensemble(nn.Module):
         super().__init__()
         check_config(config, SequenceConfig, "Ensemble")
         self.config = config
-        one = replace(config, members=1)
-        self.members = nn.ModuleList(SequenceModel(one) for _ in range(config.members))
+        self.members = nn.ModuleList(SequenceModel(config.member(k))
+                                     for k in range(config.members))
 
     def forward(self, inputs: Tensor, targets: Tensor | None = None,
                 lengths: Tensor | None = None):
