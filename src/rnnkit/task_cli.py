@@ -10,7 +10,8 @@ prints one line per epoch (its seconds and the time left), then the test accurac
 confusion matrix (also DIR/confusion.png), a `done:` line saying how the time was spent, and
 last `test_accuracy <fraction>`. --max-time is the whole command's budget. With --ensemble N
 (by default, with --max-time, as many as the budget affords) N classifiers train one after the
-other and the run averages their probabilities (`tasks.Ensemble`). The predict commands
+other, each reading the sequences at its own time scale (`member_scales`), and the run averages
+their probabilities (`tasks.Ensemble`). The predict commands
 print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
 go through the same objects. Their options are defined in `cli`, with every other command's.
 """
