@@ -218,7 +218,9 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         raise RnnkitError(f"--downsample must be at least 1 (1: every step), got {args.downsample}")
     one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1)
     data["labels"] = classes
-    members, why = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y), started, resuming, out)
+    ladder = member_scales(seqs, AUTO_MEMBERS) if args.downsample is None else []
+    members, why, paces = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y), started,
+                                        resuming, out, ladder)
     scales = member_scales(seqs, members) if args.downsample is None else []
     config = replace(one, members=members, scales=scales)
     if resuming:
@@ -241,7 +243,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     world, _ = distributed.setup(fit_cfg.device) if members > 1 else (None, None)
     try:
         trained, summaries = train_members(args, seqs, y, fit_cfg, config, resuming, main,
-                                           len(test_seqs), started, say)
+                                           len(test_seqs), started, say, paces)
     finally:
         if world is not None:
             distributed.teardown(world)
@@ -275,16 +277,19 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
 
 def train_members(args, seqs: list[np.ndarray], y: list[int], fit_cfg: FitConfig,
                   config: SequenceConfig, resuming: bool, main: bool, n_test: int,
-                  started: float, say) -> tuple[list[SequenceModel], list[dict]]:
+                  started: float, say, paces: list[float] | None = None,
+                  ) -> tuple[list[SequenceModel], list[dict]]:
     """Train the members one by one, member k from seed --seed + k at its own scale, each with
-    an equal share of what is left of the budget; stops after a member that SIGINT or SIGTERM
-    stopped."""
+    a share of what is left of the budget: in proportion to its measured seconds a step
+    (`paces`, from `ensemble_size`), so that each makes about as many steps, else an equal
+    share; stops after a member that SIGINT or SIGTERM stopped."""
     trained, summaries, members = [], [], config.members
     for k in range(members):
         cfg_k = replace(fit_cfg, seed=fit_cfg.seed + k)  # its own weights, validation, order
-        if members > 1 and fit_cfg.max_time:  # an equal share of what is left
+        if members > 1 and fit_cfg.max_time:  # its share of what is left
             left = fit_cfg.max_time - (time.monotonic() - started)
-            cfg_k = replace(cfg_k, max_time=max(left, 1e-3) / (members - k))
+            share = paces[k] / sum(paces[k:members]) if paces else 1 / (members - k)
+            cfg_k = replace(cfg_k, max_time=max(left, 1e-3) * share)
         if members > 1:
             block = config.member(k).downsample
             scale = "" if not config.scales else ", every step" if block == 1 else \
@@ -334,27 +339,35 @@ def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg:
 
 
 def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, started: float,
-                  resuming: bool, out: Path) -> tuple[int, str]:
-    """How many classifiers to train (`--ensemble`), and why: the number given; a resumed
-    run's own; else, with --max-time and one process, as many (at most AUTO_MEMBERS) as the
-    budget affords each the STEPS optimizer steps a run without one takes, at the pace of
-    PROBE_STEPS steps timed on a copy of the model; else 1."""
+                  resuming: bool, out: Path, ladder: list[int],
+                  ) -> tuple[int, str, list[float] | None]:
+    """How many classifiers to train (`--ensemble`), why, and each one's seconds a step where
+    they were measured: the number given; a resumed run's own; else, with --max-time and one
+    process, as many (at most AUTO_MEMBERS) as the budget affords each the STEPS optimizer steps
+    a run without one takes, at the pace of PROBE_STEPS steps timed on a copy of the model at
+    each scale of `ladder` (`member_scales`; a coarser member steps faster); else 1."""
     if args.ensemble is not None:
         if not 1 <= args.ensemble <= MAX_MEMBERS:
             raise RnnkitError(f"--ensemble must be 1 to {MAX_MEMBERS}, got {args.ensemble}")
-        return args.ensemble, "given by --ensemble"
+        return args.ensemble, "given by --ensemble", None
     if resuming:
         _, saved = read_format(out, CLASSIFIER)
         members = (saved.get("model") or {}).get("members", 1)
-        return members, "the resumed run's"
+        return members, "the resumed run's", None
     if not cfg.max_time or distributed.launched_size() > 1:
-        return 1, "no --max-time to share" if not cfg.max_time else "under torchrun"
-    step = step_seconds(SequenceModel(config), train, cfg, PROBE_STEPS)
+        return 1, "no --max-time to share" if not cfg.max_time else "under torchrun", None
+    ladder = ladder or [config.downsample] * AUTO_MEMBERS
+    pace = {k: step_seconds(SequenceModel(replace(config, downsample=k)), train, cfg,
+                            PROBE_STEPS) for k in sorted(set(ladder))}
     left = cfg.max_time - (time.monotonic() - started)
-    steps = left * (1 - EVAL_SHARE) / step
-    members = max(1, min(AUTO_MEMBERS, int(steps // STEPS)))
-    return members, (f"as many as {left:.0f}s affords each {STEPS} steps at {step * 1e3:.0f} "
-                     f"ms a step (at most {AUTO_MEMBERS})")
+    members = 1
+    while members < AUTO_MEMBERS and \
+            STEPS * sum(pace[k] for k in ladder[:members + 1]) <= left * (1 - EVAL_SHARE):
+        members += 1
+    paces = [pace[k] for k in ladder[:members]]
+    return members, (f"as many as {left:.0f}s affords each {STEPS} steps at "
+                     f"{', '.join(f'{p * 1e3:.0f}' for p in paces)} ms a step (at most "
+                     f"{AUTO_MEMBERS})"), paces
 
 
 def done(summaries: list[dict], cfg: FitConfig, reading: float, testing: float,
