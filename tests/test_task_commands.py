@@ -324,13 +324,17 @@ def test_an_ensemble_averages_its_members_and_resumes_member_by_member(cli, tmp_
 
 def test_an_ensembles_members_read_at_their_own_time_scales(cli, tmp_path):
     import rnnkit
-    from rnnkit.task_cli import member_scales
+    from rnnkit.task_cli import affordable, member_scales
 
     rng = np.random.default_rng(0)
     assert member_scales([np.zeros((136, 1))] * 3, 5) == [1, 8, 4, 2, 1]
     assert member_scales([np.zeros((427, 1))] * 3, 3) == [1, 16, 8]
     assert member_scales([np.zeros((136, 1))] * 3, 1) == []  # one model reads every step
     assert member_scales([np.zeros((24, 1))] * 3, 5) == []  # too short for coarser blocks
+    # Members of blocks of 1, 8, 4, 2, 1 steps at their own seconds a step: 1000 steps each
+    # of the first four fit in 270 s (210 s), the fifth would not; at one pace, two fit.
+    assert affordable([0.1, 0.02, 0.03, 0.06, 0.1], 270) == 4
+    assert affordable([0.1] * 5, 270) == 2 and affordable([0.1] * 5, 50) == 1
     N, T = 40, 48  # a median of 48 steps: blocks of 2 leave 24, of 4 only 12
     y = np.arange(N) % 2
     x = rng.normal(0, 1, (N, T, 1)).astype(np.float32) + np.where(y, 0.5, -0.5)[:, None, None]

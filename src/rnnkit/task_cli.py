@@ -360,14 +360,20 @@ def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, sta
     pace = {k: step_seconds(SequenceModel(replace(config, downsample=k)), train, cfg,
                             PROBE_STEPS) for k in sorted(set(ladder))}
     left = cfg.max_time - (time.monotonic() - started)
-    members = 1
-    while members < AUTO_MEMBERS and \
-            STEPS * sum(pace[k] for k in ladder[:members + 1]) <= left * (1 - EVAL_SHARE):
-        members += 1
+    members = affordable([pace[k] for k in ladder], left * (1 - EVAL_SHARE))
     paces = [pace[k] for k in ladder[:members]]
     return members, (f"as many as {left:.0f}s affords each {STEPS} steps at "
                      f"{', '.join(f'{p * 1e3:.0f}' for p in paces)} ms a step (at most "
                      f"{AUTO_MEMBERS})"), paces
+
+
+def affordable(paces: list[float], seconds: float) -> int:
+    """How many members, taken in order (at least one), can each make STEPS steps at their
+    seconds a step (`paces`) in `seconds`."""
+    members = 1
+    while members < len(paces) and STEPS * sum(paces[:members + 1]) <= seconds:
+        members += 1
+    return members
 
 
 def done(summaries: list[dict], cfg: FitConfig, reading: float, testing: float,
