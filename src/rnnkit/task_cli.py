@@ -218,10 +218,10 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         raise RnnkitError(f"--downsample must be at least 1 (1: every step), got {args.downsample}")
     one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1)
     data["labels"] = classes
-    ladder = member_scales(seqs, AUTO_MEMBERS) if args.downsample is None else []
+    ladder = member_scales(seqs, MAX_MEMBERS) if args.downsample is None else []
     members, why, paces = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y), started,
-                                        resuming, out, ladder)
-    scales = member_scales(seqs, members) if args.downsample is None else []
+                                        resuming, out, ladder[:AUTO_MEMBERS])
+    scales = ladder[:members] if members > 1 else []
     config = replace(one, members=members, scales=scales)
     if resuming:
         fit_cfg = resumed_config(out, CLASSIFIER, config, fit_cfg, given, data)
@@ -290,13 +290,13 @@ def train_members(args, seqs: list[np.ndarray], y: list[int], fit_cfg: FitConfig
             left = fit_cfg.max_time - (time.monotonic() - started)
             share = paces[k] / sum(paces[k:members]) if paces else 1 / (members - k)
             cfg_k = replace(cfg_k, max_time=max(left, 1e-3) * share)
+        member = config.member(k)
         if members > 1:
-            block = config.member(k).downsample
-            scale = "" if not config.scales else ", every step" if block == 1 else \
-                f", means of {block} steps"
+            scale = "" if not config.scales else ", every step" if member.downsample == 1 else \
+                f", means of {member.downsample} steps"
             say(f"member {k + 1} of {members} (seed {cfg_k.seed}{scale})")
         model, summary = train_member(
-            seqs, y, args.val_fraction, cfg_k, config.member(k),
+            seqs, y, args.val_fraction, cfg_k, member,
             Path(args.out) / MEMBERS / str(k) if members > 1 else Path(args.out), members > 1,
             resuming, main, test_rows=n_test * members * (k + 1 == members),
             started=None if members > 1 and fit_cfg.max_time else started)
