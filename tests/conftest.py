@@ -1,6 +1,10 @@
 """Shared fixtures: small corpora written to temporary files, and a runner for the CLI."""
 
 import os
+import re
+import shutil
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,3 +59,39 @@ def one_error_line(err: str) -> str:
 
 
 PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(*argv: str, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m torch.distributed.run` with two processes on this machine, running `argv`
+    (what follows the interpreter: "-m", "rnnkit", ...), which writes the run directory `out`;
+    the output is captured.
+
+    On a loaded machine a rank has been seen to end by SIGABRT (twice in this suite's CI runs,
+    the ranks' own lines lost), which is how gloo's TCP transport ends a process when a socket
+    call fails in its own thread (pytorch/gloo#514 is one such case). A launch that ends so is
+    launched once more, on a fresh port and from the run directory as it was before it, and its
+    output is printed (pytest shows it with a failure). Any other failure counts at once."""
+    def launch() -> subprocess.CompletedProcess:
+        return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+                               *map(str, argv)], capture_output=True, text=True, timeout=timeout)
+
+    before = out.with_name(f"{out.name}.before-torchrun")
+    shutil.rmtree(before, ignore_errors=True)
+    if out.exists():
+        shutil.copytree(out, before)
+    run = launch()
+    if run.returncode and re.search(r"exitcode\s*: -6\b", run.stderr):
+        print(f"torchrun: a rank ended by SIGABRT; launched again. The first launch's output:\n"
+              f"{run.stdout}\n{run.stderr}")
+        shutil.rmtree(out, ignore_errors=True)
+        if before.exists():
+            shutil.copytree(before, out)
+        run = launch()
+    return run

@@ -1,11 +1,10 @@
 """torchrun's process group: which backend serves each collective, one-process groups, errors."""
 
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import one_error_line
+from conftest import free_port, one_error_line
 from torch.distributed.distributed_c10d import BackendConfig
 
 import rnnkit
@@ -82,12 +81,6 @@ def test_every_collective_has_a_backend_for_its_tensors_on_gpus(monkeypatch):
     done = [name for name, _ in group.calls[2:]]
     assert done == ["all_reduce", "broadcast", "all_gather", "all_gather", "all_gather",
                     "barrier"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_one_process_under_torchrun_joins_the_group_and_trains_the_same(corpus, tmp_path,

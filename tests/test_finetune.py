@@ -4,12 +4,11 @@ contradict the base refused."""
 
 import json
 import re
-import subprocess
 
 import pytest
 import torch
-from conftest import PANGRAM, PYTHON, TINY, one_error_line
-from test_scale import assert_same_run, free_port
+from conftest import PANGRAM, TINY, one_error_line, torchrun
+from test_scale import assert_same_run
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab, checkpoint, finetune
@@ -212,10 +211,7 @@ def test_finetuning_under_torchrun_matches_one_process(cli, base_run, tmp_path):
     args = ["train", str(text), "--init-from", str(base_run), "--max-steps", "10",
             *map(str, TINY), "--batch-size", "8"]
     assert cli(*args, "--out", tmp_path / "one")[0] == 0
-    two = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                          "-m", "rnnkit", *args, "--out", str(tmp_path / "two")],
-                         capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
+    two = torchrun("-m", "rnnkit", *args, "--out", tmp_path / "two", out=tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-8000:]
     assert two.stdout.count("vocabulary grew by 5 symbols") == 1  # rank 0 alone sets up
     assert_same_run(tmp_path / "one", tmp_path / "two", atol=1e-4)

@@ -1,12 +1,11 @@
 """Scale: prepared token files, gradient accumulation, autocast, and two processes under torchrun."""
 
 import json
-import socket
 import subprocess
 
 import pytest
 import torch
-from conftest import PYTHON, TINY
+from conftest import PYTHON, TINY, torchrun
 from kinds import CLASSIFIER, write_npz
 from safetensors.torch import load_file
 
@@ -60,26 +59,18 @@ def test_bf16_autocast_trains_on_cpu(corpus, tmp_path):
     assert last < first < 3.5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
     args = ["train", str(corpus), "--max-steps", "20", *map(str, TINY), "--batch-size", "8",
             "--layers", "2"]
     one = subprocess.run([PYTHON, "-m", "rnnkit", *args, "--out", str(tmp_path / "one")],
                          capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
-    def torchrun(*more):
-        return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                               "-m", "rnnkit", *args, "--out", str(tmp_path / "two"), *more],
-                              capture_output=True, text=True, timeout=300)
+    def two_processes(*more):
+        return torchrun("-m", "rnnkit", *args, "--out", tmp_path / "two", *more,
+                        out=tmp_path / "two")
 
-    two = torchrun()
-    assert two.returncode == 0, two.stderr[-2000:]
+    two = two_processes()
+    assert two.returncode == 0, two.stderr[-8000:]
     assert "batch 8 x 16 (2 processes x 4 streams)" in two.stdout
     assert two.stdout.count("done: 20 steps") == 1  # rank 0 alone reports
     # Same global batch, same data, same seed: gradients averaged over ranks equal the
@@ -93,8 +84,8 @@ def test_two_processes_match_one_with_the_same_global_batch(corpus, tmp_path):
         assert x["val_loss"] == pytest.approx(y["val_loss"], abs=1e-4)
 
     # Resuming under torchrun continues the run (each rank takes its rows of the saved state).
-    resumed = torchrun("--resume", "--max-steps", "30")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = two_processes("--resume", "--max-steps", "30")
+    assert resumed.returncode == 0, resumed.stderr[-8000:]
     assert "done: 30 steps" in resumed.stdout
     progress = json.loads(checkpoint.read_safetensors(tmp_path / "two" / "last.safetensors")[1]
                           ["progress"])
@@ -110,14 +101,12 @@ def test_a_classifier_under_torchrun_matches_one_process_with_the_same_global_ba
                          text=True, timeout=300)
     assert one.returncode == 0, one.stderr
 
-    def torchrun(*more, out="two"):
-        return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
-                               *CLASSIFIER.argv(data, tmp_path / out, *options, *more)[1:]],
-                              capture_output=True, text=True, timeout=300)
+    def two_processes(*more, out="two"):
+        return torchrun(*CLASSIFIER.argv(data, tmp_path / out, *options, *more)[1:],
+                        out=tmp_path / out)
 
-    two = torchrun()
-    assert two.returncode == 0, two.stderr[-2000:]
+    two = two_processes()
+    assert two.returncode == 0, two.stderr[-8000:]
     assert two.stdout.count("test_accuracy") == 1  # rank 0 alone tests and reports
     # Each process trains on its half of every batch of 8; the gradients, weighted by the rows
     # each half holds, average to the single process's.
@@ -128,15 +117,15 @@ def test_a_classifier_under_torchrun_matches_one_process_with_the_same_global_ba
     for x, y in zip(a, b, strict=True):
         assert x["val_loss"] == pytest.approx(y["val_loss"], abs=1e-4)
 
-    resumed = torchrun("--resume", "--epochs", "4")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    resumed = two_processes("--resume", "--epochs", "4")
+    assert resumed.returncode == 0, resumed.stderr[-8000:]
     history = json.loads(checkpoint.read_safetensors(tmp_path / "two" / "last.safetensors")[1]
                          ["progress"])["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
 
     # An ensemble's members train one after the other in the one process group.
-    ensemble = torchrun("--ensemble", "2", out="ensemble-two")
-    assert ensemble.returncode == 0, ensemble.stderr[-2000:]
+    ensemble = two_processes("--ensemble", "2", out="ensemble-two")
+    assert ensemble.returncode == 0, ensemble.stderr[-8000:]
     one = subprocess.run(CLASSIFIER.argv(data, tmp_path / "ensemble-one", *options, "--ensemble",
                                          "2"), capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr
