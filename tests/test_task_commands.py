@@ -345,6 +345,11 @@ def test_an_ensembles_members_read_at_their_own_time_scales(cli, tmp_path):
     assert "member 2 of 3 (seed 1, means of 2 steps)" in stdout
     model = rnnkit.load(tmp_path / "run").model
     assert [m.config.downsample for m in model.members] == [1, 2, 1]
+    # With a budget, members of several scales share it by their pace, measured first.
+    stdout = train_classifier(cli, tmp_path / "long.npz", tmp_path / "timed", "--ensemble", "2",
+                              "--max-time", "120s")
+    assert re.search(r"^ensemble: 2 members, given by --ensemble, the budget shared at \d+, \d+ "
+                     r"ms a step; the means of blocks of 1, 2 steps$", stdout, re.M), stdout
     stdout = train_classifier(cli, tmp_path / "long.npz", tmp_path / "given", "--ensemble", "2",
                               "--downsample", "3")
     assert "reading means of 3 steps" in stdout and "member 2 of 2 (seed 1)" in stdout

@@ -219,9 +219,8 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1)
     data["labels"] = classes
     ladder = member_scales(seqs, MAX_MEMBERS) if args.downsample is None else []
-    members, why, paces = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y), started,
-                                        resuming, out, ladder[:AUTO_MEMBERS])
-    scales = ladder[:members] if members > 1 else []
+    members, why, scales, paces = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y),
+                                                started, resuming, out, ladder)
     config = replace(one, members=members, scales=scales)
     if resuming:
         fit_cfg = resumed_config(out, CLASSIFIER, config, fit_cfg, given, data)
@@ -340,31 +339,48 @@ def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg:
 
 def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, started: float,
                   resuming: bool, out: Path, ladder: list[int],
-                  ) -> tuple[int, str, list[float] | None]:
-    """How many classifiers to train (`--ensemble`), why, and each one's seconds a step where
-    they were measured: the number given; a resumed run's own; else, with --max-time and one
+                  ) -> tuple[int, str, list[int], list[float] | None]:
+    """How many classifiers to train (`--ensemble`), why, the scales they read (the first of
+    `ladder`; [] for one model) and each one's seconds a step where they were measured: the
+    number given; a resumed run's own; else, with --max-time and one
     process, as many (at most AUTO_MEMBERS) as the budget affords each the STEPS optimizer steps
-    a run without one takes, at the pace of PROBE_STEPS steps timed on a copy of the model at
-    each scale of `ladder` (`member_scales`; a coarser member steps faster); else 1."""
+    a run without one takes; else 1. The pace of each scale of `ladder` (`member_scales`; a
+    coarser member steps faster) is PROBE_STEPS steps timed on a copy of the model, wherever
+    members of several scales share a budget in one process (`train_members` shares it by
+    pace)."""
+    one_process = distributed.launched_size() == 1
     if args.ensemble is not None:
         if not 1 <= args.ensemble <= MAX_MEMBERS:
             raise RnnkitError(f"--ensemble must be 1 to {MAX_MEMBERS}, got {args.ensemble}")
-        return args.ensemble, "given by --ensemble", None
-    if resuming:
+        members, why = args.ensemble, "given by --ensemble"
+    elif resuming:
         _, saved = read_format(out, CLASSIFIER)
-        members = (saved.get("model") or {}).get("members", 1)
-        return members, "the resumed run's", None
-    if not cfg.max_time or distributed.launched_size() > 1:
-        return 1, "no --max-time to share" if not cfg.max_time else "under torchrun", None
-    ladder = ladder or [config.downsample] * AUTO_MEMBERS
-    pace = {k: step_seconds(SequenceModel(replace(config, downsample=k)), train, cfg,
-                            PROBE_STEPS) for k in sorted(set(ladder))}
-    left = cfg.max_time - (time.monotonic() - started)
-    members = affordable([pace[k] for k in ladder], left * (1 - EVAL_SHARE))
-    paces = [pace[k] for k in ladder[:members]]
-    return members, (f"as many as {left:.0f}s affords each {STEPS} steps at "
-                     f"{', '.join(f'{p * 1e3:.0f}' for p in paces)} ms a step (at most "
-                     f"{AUTO_MEMBERS})"), paces
+        members, why = (saved.get("model") or {}).get("members", 1), "the resumed run's"
+    elif not cfg.max_time or not one_process:
+        return 1, "no --max-time to share" if not cfg.max_time else "under torchrun", [], None
+    else:
+        probed = ladder[:AUTO_MEMBERS] or [config.downsample] * AUTO_MEMBERS
+        pace = paces_of(config, cfg, train, probed)
+        left = cfg.max_time - (time.monotonic() - started)
+        members = affordable([pace[k] for k in probed], left * (1 - EVAL_SHARE))
+        paces = [pace[k] for k in probed[:members]]
+        return members, (f"as many as {left:.0f}s affords each {STEPS} steps at "
+                         f"{', '.join(f'{p * 1e3:.0f}' for p in paces)} ms a step (at most "
+                         f"{AUTO_MEMBERS})"), ladder[:members] if members > 1 else [], paces
+    scales = ladder[:members] if members > 1 else []
+    if not (cfg.max_time and one_process and len(set(scales)) > 1):
+        return members, why, scales, None  # equal shares
+    pace = paces_of(config, cfg, train, scales)
+    paces = [pace[k] for k in scales]
+    return members, (f"{why}, the budget shared at {', '.join(f'{p * 1e3:.0f}' for p in paces)} "
+                     "ms a step"), scales, paces
+
+
+def paces_of(config: SequenceConfig, cfg: FitConfig, train: dict, scales: list[int],
+             ) -> dict[int, float]:
+    """Seconds an optimizer step takes at each of `scales` (PROBE_STEPS timed on a new model)."""
+    return {k: step_seconds(SequenceModel(replace(config, downsample=k)), train, cfg,
+                            PROBE_STEPS) for k in sorted(set(scales))}
 
 
 def affordable(paces: list[float], seconds: float) -> int:
