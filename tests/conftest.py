@@ -72,11 +72,11 @@ def torchrun(*argv: str, out: Path, timeout: float = 300) -> subprocess.Complete
     (what follows the interpreter: "-m", "rnnkit", ...), which writes the run directory `out`;
     the output is captured.
 
-    On a loaded machine a rank has been seen to end by SIGABRT (twice in this suite's CI runs,
-    the ranks' own lines lost), which is how gloo's TCP transport ends a process when a socket
-    call fails in its own thread (pytorch/gloo#514 is one such case). A launch that ends so is
-    launched once more, on a fresh port and from the run directory as it was before it, and its
-    output is printed (pytest shows it with a failure). Any other failure counts at once."""
+    On a loaded machine a rank has twice been seen to end by SIGABRT in this suite (its own
+    lines lost), which is how gloo's TCP transport ends a process when a socket call fails in
+    its own thread (pytorch/gloo#514 is one such case). A launch that ends so is launched once
+    more, on a fresh port and from the run directory as it was before it, and its output is
+    printed (pytest shows it with a failure). Any other failure counts at once."""
     def launch() -> subprocess.CompletedProcess:
         return subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                                "--master_addr", "127.0.0.1", "--master_port", str(free_port()),

@@ -101,9 +101,8 @@ def launched_size() -> int:
 
 def teardown(world: World) -> None:
     """Leave the group this process made (call it from a `finally`). After a normal end the
-    ranks leave together, so that none closes its connections while another still uses them
-    (the likely cause of one SIGABRT seen in a resumed 2-process run on a loaded machine). With
-    an exception in flight the other ranks may never come, so it leaves at once."""
+    ranks leave together, so that none closes its connections while another still uses them.
+    With an exception in flight the other ranks may never come, so it leaves at once."""
     if world.joined and world.owner and dist.is_initialized():
         if sys.exc_info()[0] is None:
             dist.barrier()
