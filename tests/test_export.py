@@ -75,6 +75,36 @@ def test_classifier_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path, members, T):
     assert labels == ["0", "1", "2"]
 
 
+def test_a_classifier_that_pads_short_sequences_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
+    # Sequences of 12 to 40 steps: the model reads the shorter ones padded to 40 steps (both
+    # members, at two time scales); the file reads rows of at least 40, padded by the user.
+    rng = np.random.default_rng(0)
+    y, lengths = np.arange(60) % 3, rng.integers(12, 41, 60)
+    lengths[0] = 40
+    x = rng.normal(0, 1, (60, 40, 2)).astype(np.float32) + y[:, None, None]
+    np.savez(tmp_path / "d.npz", x=x, lengths=lengths, y=y)
+    run = tmp_path / "run"
+    status, _, err = cli("classify", "train", tmp_path / "d.npz", "--out", run, *QUICK,
+                         "--ensemble", "2")
+    assert status == 0, err
+    status, out, err = cli("export", run, "--out", tmp_path / "c.onnx")
+    assert status == 0 and "T at least 40 (pad shorter rows with rnnkit.pad_value)" in out, err
+    model, _ = load_task(run)
+    assert model.config.pad_to == 40 and model.config.scales == [1, 2]
+    s = session(tmp_path / "c.onnx")
+    meta = s.get_modelmeta().custom_metadata_map
+    assert meta["rnnkit.pad_to"] == "40"
+    pad = np.asarray(json.loads(meta["rnnkit.pad_value"]), np.float32)  # (F,)
+    long = torch.randn(3, 45, 2)
+    short = torch.randn(3, 12, 2)
+    with torch.no_grad():
+        want_long, want_short = model(long)[0].numpy(), model(short)[0].numpy()
+    np.testing.assert_allclose(s.run(None, {"inputs": long.numpy()})[0], want_long, atol=1e-5,
+                               rtol=0)
+    padded = np.concatenate([short.numpy(), np.broadcast_to(pad, (3, 28, 2))], axis=1)
+    np.testing.assert_allclose(s.run(None, {"inputs": padded})[0], want_short, atol=1e-5, rtol=0)
+
+
 def test_forecaster_runs_in_onnxruntime_as_in_rnnkit(cli, tmp_path):
     t = np.arange(300)
     rows = [f"{i},{np.sin(i / 5):.5f},{np.cos(i / 7) + i / 100:.5f}" for i in t]

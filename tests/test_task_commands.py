@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 from conftest import TINY, one_error_line
+from kinds import write_npz
 from safetensors.torch import load_file
 
 from rnnkit.cli import build_parser
@@ -20,15 +21,7 @@ QUICK = ["--hidden", "8", "--batch-size", "16", "--epochs", "2", "--device", "cp
 @pytest.fixture
 def npz(tmp_path):
     """Two classes of variable-length sequences (the sign of their mean), as an .npz."""
-    rng = np.random.default_rng(0)
-    N, T = 60, 10
-    lengths = rng.integers(2, T + 1, N)
-    y = np.arange(N) % 2
-    x = rng.normal(0, 1, (N, T, 2)).astype(np.float32) + np.where(y, 1.0, -1.0)[:, None, None]
-    x *= (np.arange(T)[None, :] < lengths[:, None])[..., None]
-    path = tmp_path / "d.npz"
-    np.savez(path, x=x, lengths=lengths, y=y)
-    return path
+    return write_npz(tmp_path / "d.npz")
 
 
 @pytest.fixture
@@ -327,10 +320,10 @@ def test_an_ensembles_members_read_at_their_own_time_scales(cli, tmp_path):
     from rnnkit.task_cli import affordable, member_scales
 
     rng = np.random.default_rng(0)
-    assert member_scales([np.zeros((136, 1))] * 3, 5) == [1, 8, 4, 2, 1]
-    assert member_scales([np.zeros((427, 1))] * 3, 3) == [1, 16, 8]
-    assert member_scales([np.zeros((136, 1))] * 3, 1) == []  # one model reads every step
-    assert member_scales([np.zeros((24, 1))] * 3, 5) == []  # too short for coarser blocks
+    assert member_scales([136] * 3, 5) == [1, 8, 4, 2, 1]
+    assert member_scales([427] * 3, 3) == [1, 16, 8]
+    assert member_scales([136] * 3, 1) == []  # one model reads every step
+    assert member_scales([24] * 3, 5) == []  # too short for coarser blocks
     # Members of blocks of 1, 8, 4, 2, 1 steps at their own seconds a step: 1000 steps each
     # of the first four fit in 270 s (210 s), the fifth would not; at one pace, two fit.
     assert affordable([0.1, 0.02, 0.03, 0.06, 0.1], 270) == 4
@@ -341,6 +334,7 @@ def test_an_ensembles_members_read_at_their_own_time_scales(cli, tmp_path):
     np.savez(tmp_path / "long.npz", x=x, lengths=np.full(N, T), y=y)
     stdout = train_classifier(cli, tmp_path / "long.npz", tmp_path / "run", "--ensemble", "3")
     assert "ensemble: 3 members, given by --ensemble; the means of blocks of 1, 2, 1 steps" in stdout
+    assert "padded" not in stdout  # sequences of one length: nothing to pad
     assert "member 1 of 3 (seed 0, every step)" in stdout
     assert "member 2 of 3 (seed 1, means of 2 steps)" in stdout
     model = rnnkit.load(tmp_path / "run").model
@@ -357,6 +351,27 @@ def test_an_ensembles_members_read_at_their_own_time_scales(cli, tmp_path):
                          *QUICK, "--downsample", "0")
     assert status == 2 and one_error_line(err) == \
         "rnnkit: error: --downsample must be at least 1 (1: every step), got 0"
+
+
+def test_ragged_sequences_are_read_padded_to_the_longest_by_default(cli, tmp_path, npz):
+    import rnnkit
+
+    lengths = np.load(npz)["lengths"]
+    stdout = train_classifier(cli, npz, tmp_path / "run")
+    assert f"shorter sequences padded to {lengths.max()} steps at the training mean" in stdout
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["pad_to"] == lengths.max()
+    assert saved["fit"]["bucket"] is False  # one length read: batches drawn regardless of it
+    model = rnnkit.load(tmp_path / "run").model
+    assert model.pad_value.shape == (2,) and np.isfinite(model.pad_value.numpy()).all()
+    stdout = train_classifier(cli, npz, tmp_path / "masked", "--pad-to", "0")
+    assert "padded" not in stdout
+    saved = json.loads((tmp_path / "masked" / "config.json").read_text())
+    assert saved["model"]["pad_to"] == 0 and saved["fit"]["bucket"] is True
+    status, _, err = cli("classify", "train", npz, "--out", tmp_path / "bad", *QUICK,
+                         "--pad-to", "-1")
+    assert status == 2 and one_error_line(err) == \
+        "rnnkit: error: --pad-to must be 0 (the padding is not read) or a length, got -1"
 
 
 def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_csv):

@@ -106,6 +106,32 @@ def test_a_downsampled_model_is_the_model_reading_block_means():
         SequenceConfig(3, 4, members=2, scales=[1])
 
 
+def test_a_padded_model_reads_short_sequences_padded_at_its_pad_value():
+    torch.manual_seed(0)
+    n = 10
+    plain = SequenceModel(SequenceConfig(3, 4, hidden=8, conv=6)).eval()
+    padded = SequenceModel(SequenceConfig(3, 4, hidden=8, conv=6, pad_to=n)).eval()
+    plain.set_standardization(torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 1.0, 3.0]))
+    padded.load_state_dict({**plain.state_dict(), "pad_value": torch.zeros(3)})
+    padded.set_standardization(plain.input_mean, plain.input_std, torch.tensor([3.0, 0.0, -1.0]))
+    x, lengths = ragged(n=8, T=14)  # rows of 1 to 14 steps, garbage past their ends:
+    x = torch.where(torch.arange(14)[None, :, None] < lengths[:, None, None], x, 7.0)
+    assert min(lengths) < n < max(lengths)
+    out, _ = padded(x, lengths=lengths)
+    for i, steps in enumerate(lengths.tolist()):
+        row = x[i, :steps]
+        if steps < n:  # what the model reads: the row, then the pad value up to n steps
+            row = torch.cat([row, padded.pad_value.expand(n - steps, -1)])
+        torch.testing.assert_close(out[i], plain(row[None])[0][0], atol=1e-5, rtol=1e-5)
+        # alone, in a batch of its own length: the same (a batch shorter than n is padded too)
+        alone, _ = padded(x[i:i + 1, :steps])
+        torch.testing.assert_close(alone[0], out[i], atol=1e-5, rtol=1e-5)
+    with pytest.raises(RnnkitError, match="pad_to must be 0"):
+        SequenceConfig(3, 4, pad_to=-1)
+    with pytest.raises(RnnkitError, match="and 0 with tail"):
+        SequenceConfig(3, 4, head="regress", tail=2, pad_to=5)
+
+
 def test_batch_norm_equals_torch_in_training_and_eval():
     from rnnkit.tasks import BatchNorm
 

@@ -239,6 +239,9 @@ def add_task_commands(sub) -> None:
                        "of each block of K steps (default: one model reads every step; an "
                        "ensemble's members read blocks of 1, 8, 4, 2... steps, the largest "
                        "leaving the median sequence at least 16)")
+    shape.add_argument("--pad-to", type=int, metavar="N", help="read a sequence shorter than N "
+                       "steps as N steps, padded at the training mean; 0: the padding is not "
+                       "read (default: the longest training sequence where lengths vary, else 0)")
     t.add_argument("--ensemble", type=int, metavar="N", help="train N classifiers, each on its "
                    "own seed and validation part, and average their probabilities (default: "
                    "with --max-time, as many as give each about 1000 steps, at most 5; else 1)")
@@ -375,7 +378,9 @@ CHOICES = {"device": DEVICES, "precision": PRECISIONS, "on_nan": ON_NAN}
 
 # The defaults `classify train` fits to its data (`task_cli.fitted_defaults`), as its help says.
 FITTED = {"epochs": "until --max-time ends, else about 1000 steps",
-          "batch_size": "an eighth of the training set, 16 to 64"}
+          "batch_size": "an eighth of the training set, 16 to 64",
+          "bucket": "off where sequences of different lengths are all read padded to one "
+                    "length (--pad-to), else on"}
 
 
 def add_model_options(t, fitted: bool = False):
@@ -410,9 +415,10 @@ def add_model_options(t, fitted: bool = False):
             o.add_argument(flag, choices=CHOICES[f.name], help=f"{FIT_HELP[f.name]} (default "
                            f"{f.default})")
         elif isinstance(f.default, bool):  # --bucket / --no-bucket (type=bool takes any text)
+            default = FITTED[f.name] if fitted and f.name in FITTED else \
+                "on" if f.default else "off"
             o.add_argument(flag, action=argparse.BooleanOptionalAction,
-                           help="batch sequences of similar length together (default "
-                           f"{'on' if f.default else 'off'})")
+                           help=f"batch sequences of similar length together (default {default})")
         else:
             default = FITTED[f.name] if fitted and f.name in FITTED else f.default
             o.add_argument(flag, type=type(f.default), help=f"{FIT_HELP[f.name]} (default "

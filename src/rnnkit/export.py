@@ -15,7 +15,10 @@ What the file computes depends on the run (its inputs and outputs are named):
 
 B is free, and T for classifiers. The file's metadata holds what a user needs around it: the vocabulary
 (`rnnkit.vocab`, as vocab.json) or the class names (`rnnkit.labels`), and the run's config
-(`rnnkit.config`). A classifier's rows must all be T steps long (no padding).
+(`rnnkit.config`). A classifier's rows must all be T steps long (no padding); a classifier that
+reads short sequences padded (`pad_to`) takes T of at least `rnnkit.pad_to` steps, a shorter
+sequence padded at its end with `rnnkit.pad_value` (the training mean of each feature), as the
+model pads it itself.
 
 Needs the `export` extra (`pip install 'rnnkit[export]'`: onnx, and onnxruntime to run the file).
 The file is written to a temporary name and renamed, so a failed export leaves no partial file.
@@ -168,12 +171,19 @@ def language_model(model: CharLM):
 
 
 def classifier(run: Classifier):
-    """The classifier's module, example input (B, T, F), names, free axes, metadata and line."""
-    F = run.model.config.input_size
-    args = (torch.zeros(2, 5, F),)  # (B, T, F): the example input that fixes the graph
+    """The classifier's module, example input (B, T, F), names, free axes, metadata and line.
+    A model that reads short sequences padded (`pad_to` n) is exported for rows of at least n
+    steps; the metadata says n and the value to pad with (the training mean)."""
+    config = run.model.config
+    F, n = config.input_size, config.pad_to
+    args = (torch.zeros(2, max(5, n), F),)  # (B, T, F): the example input that fixes the graph
     axes = {"inputs": {0: "batch", 1: "time"}, "logits": {0: "batch"}}
     meta = {"rnnkit.labels": json.dumps(run.classes)}
-    shape = f"inputs (B, T, {F}) -> logits (B, {run.model.config.output_size})"
+    shape = f"inputs (B, T, {F}) -> logits (B, {config.output_size})"
+    if n:
+        first = run.model.members[0] if config.members > 1 else run.model  # they share it
+        meta |= {"rnnkit.pad_to": str(n), "rnnkit.pad_value": json.dumps(first.pad_value.tolist())}
+        shape += f", T at least {n} (pad shorter rows with rnnkit.pad_value)"
     return ClassifierModule(run.model), args, (["inputs"], ["logits"]), axes, meta, shape
 
 

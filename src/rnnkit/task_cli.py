@@ -11,7 +11,8 @@ confusion matrix (also DIR/confusion.png), a `done:` line saying how the time wa
 last `test_accuracy <fraction>`. --max-time is the whole command's budget. With --ensemble N
 (by default, with --max-time, as many as the budget affords) N classifiers train one after the
 other, each reading the sequences at its own time scale (`member_scales`), and the run averages
-their probabilities (`tasks.Ensemble`). The predict commands
+their probabilities (`tasks.Ensemble`). Sequences of different lengths are read padded to the
+longest training one at the training mean (`SequenceConfig.pad_to`). The predict commands
 print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
 go through the same objects. Their options are defined in `cli`, with every other command's.
 """
@@ -62,10 +63,10 @@ def fit_config(args) -> tuple[FitConfig, set[str]]:
 
 
 def model_config(args, input_size: int, output_size: int, head: str, conv: int = 0,
-                 downsample: int = 1) -> SequenceConfig:
+                 downsample: int = 1, pad_to: int = 0) -> SequenceConfig:
     return SequenceConfig(input_size, output_size, head, args.cell, args.hidden, args.layers,
                           args.dropout, args.bidirectional, args.pool, conv=conv,
-                          downsample=downsample)
+                          downsample=downsample, pad_to=pad_to)
 
 
 # Defaults a classifier's run fits to its data (set only where the command line leaves them).
@@ -81,12 +82,18 @@ MEMBERS = "members"  # DIR/members/K: member K's checkpoints and metrics
 MEMBER_DONE = "member.json"  # in a member's folder once its training ended: its summary
 
 
-def fitted_defaults(fit_cfg: FitConfig, given: set[str], n_train: int) -> FitConfig:
-    """The training options a classifier takes from its training set's size where they were
-    not given: a batch of about an eighth of the set (16 to 64 examples), so that tens of
-    sequences still make several steps an epoch; and, with --max-time, epochs until the time is
-    up (the schedule fitted to it), else about STEPS steps."""
+def fitted_defaults(fit_cfg: FitConfig, given: set[str], n_train: int, padded: bool,
+                    ) -> FitConfig:
+    """The training options a classifier takes from its training set where they were not
+    given: a batch of about an eighth of the set (16 to 64 examples), so that tens of sequences
+    still make several steps an epoch; with --max-time, epochs until the time is up (the
+    schedule fitted to it), else about STEPS steps; and where sequences of different lengths
+    are all read `padded` to one length, batches drawn without regard to length (grouping them
+    by length saves no steps then, and where length goes with the class it makes batches of a
+    few classes)."""
     values = asdict(fit_cfg)
+    if padded and "bucket" not in given:
+        values["bucket"] = False
     if "batch_size" not in given:
         values["batch_size"] = min(64, max(16, n_train // 8))
     if "epochs" not in given:
@@ -96,13 +103,13 @@ def fitted_defaults(fit_cfg: FitConfig, given: set[str], n_train: int) -> FitCon
     return FitConfig(**values)
 
 
-def member_scales(seqs: list[np.ndarray], members: int) -> list[int]:
+def member_scales(lengths: list[int], members: int) -> list[int]:
     """Without --downsample, an ensemble's members read the sequences at different time scales
     (`SequenceConfig.scales`): every step (1), then blocks of the most steps, a power of 2, that
-    leave the median training sequence MIN_BLOCK_STEPS steps or more, then each smaller power
-    of 2 in turn, round again: 1, 8, 4, 2, 1 for five members on 136 steps. Short sequences and
-    one model read every step (an empty list)."""
-    top, median = 1, float(np.median([len(q) for q in seqs]))
+    leave the median training sequence (of `lengths`, as the model reads them) MIN_BLOCK_STEPS
+    steps or more, then each smaller power of 2 in turn, round again: 1, 8, 4, 2, 1 for five
+    members on 136 steps. Short sequences and one model read every step (an empty list)."""
+    top, median = 1, float(np.median(lengths))
     while median / (2 * top) >= MIN_BLOCK_STEPS:
         top *= 2
     ladder = [1] + [top >> j for j in range(top.bit_length() - 1)]  # 1, top, top / 2, ..., 2
@@ -212,13 +219,21 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         f"{how}")
 
     F = seqs[0].shape[1]
-    fit_cfg = fitted_defaults(fit_cfg, given, len(seqs) - n_val)
+    if args.pad_to is not None and args.pad_to < 0:
+        raise RnnkitError(f"--pad-to must be 0 (the padding is not read) or a length, got "
+                          f"{args.pad_to}")
+    lengths = [len(q) for q in seqs]
+    ragged = min(lengths) < max(lengths)
+    pad_to = args.pad_to if args.pad_to is not None else max(lengths) if ragged else 0
+    fit_cfg = fitted_defaults(fit_cfg, given, len(seqs) - n_val,
+                              padded=ragged and pad_to >= max(lengths))
     conv = CONV_WIDTH if args.conv is None else args.conv
     if args.downsample is not None and args.downsample < 1:
         raise RnnkitError(f"--downsample must be at least 1 (1: every step), got {args.downsample}")
-    one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1)
+    one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1, pad_to)
     data["labels"] = classes
-    ladder = member_scales(seqs, MAX_MEMBERS) if args.downsample is None else []
+    ladder = member_scales([max(n, pad_to) for n in lengths], MAX_MEMBERS) \
+        if args.downsample is None else []
     members, why, scales, paces = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y),
                                                 started, resuming, out, ladder)
     config = replace(one, members=members, scales=scales)
@@ -230,7 +245,8 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     say(f"model: {one.layers} x {one.hidden} {one.cell}"
         f"{' bidirectional' if one.bidirectional else ''}, pool {one.pool}"
         f"{f', convolutional branch {one.conv}' if one.conv else ''}"
-        f"{f', reading means of {one.downsample} steps' if one.downsample > 1 else ''}, "
+        f"{f', reading means of {one.downsample} steps' if one.downsample > 1 else ''}"
+        f"{f', shorter sequences padded to {pad_to} steps at the training mean' if pad_to else ''}, "
         f"{n_params:,} parameters{f' x {members} members' if members > 1 else ''}; batch "
         f"{fit_cfg.batch_size}, "
         f"{f'{fit_cfg.epochs} epochs' if fit_cfg.epochs else 'epochs until the time is up'}")
@@ -320,6 +336,7 @@ def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg:
     if member and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(run_dir)  # the run lock is held (`training_run`)
+    pad = torch.from_numpy(np.concatenate(seqs).mean(0))  # every member's: before its split
     val_seqs, val_y = [], []
     if val_fraction:
         keep, held = stratified(y, val_fraction, cfg.seed, "validation")
@@ -328,7 +345,8 @@ def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg:
     torch.manual_seed(cfg.seed)
     model = SequenceModel(config)
     frames = np.concatenate(seqs)  # (sum of T, F)
-    model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)))
+    model.set_standardization(torch.from_numpy(frames.mean(0)), torch.from_numpy(frames.std(0)),
+                              pad)
     val = to_dataset(val_seqs, val_y) if val_seqs else None
     summary = fit(model, to_dataset(seqs, y), val, cfg, run_dir, metric=accuracy,
                   started=started, test_rows=test_rows, resume=resuming)

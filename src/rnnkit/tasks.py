@@ -116,6 +116,8 @@ class SequenceConfig(TaggerConfig):
     #                      (`block_means`), a sequence 1/downsample as long
     scales: list[int] = field(default_factory=list)  # an ensemble's: each member's downsample
     #                                                  (empty: `downsample` for every member)
+    pad_to: int = 0  # > 0: a sequence shorter than this many steps is read as this long, the
+    #                  steps past its end at the training mean (`padded_to`); 0: not read
 
     def __post_init__(self):
         super().__post_init__()
@@ -140,6 +142,9 @@ class SequenceConfig(TaggerConfig):
         if self.scales and (len(self.scales) != self.members or min(self.scales) < 1):
             raise RnnkitError(f"scales {self.scales} must give each of the {self.members} "
                               "members a downsample of at least 1")
+        if self.pad_to < 0 or (self.pad_to and self.tail):
+            raise RnnkitError(f"pad_to must be 0 (the padding is not read) or a length, and 0 "
+                              f"with tail; got {self.pad_to}")
         if self.conv and self.tail:
             raise RnnkitError("a convolutional branch (conv) reads a whole sequence for one "
                               "summary; it does not go with tail")
@@ -184,6 +189,22 @@ def time_mask(lengths: Tensor | None, B: int, T: int, device) -> Tensor:
     if lengths is None:
         return torch.ones(B, T, dtype=torch.bool, device=device)
     return torch.arange(T, device=device)[None, :] < lengths.to(device)[:, None]
+
+
+def padded_to(x: Tensor, lengths: Tensor | None, n: int, value: Tensor,
+              ) -> tuple[Tensor, Tensor | None]:
+    """Rows shorter than n steps read as n steps long, every step past a row's end set to
+    `value` (F,): x (B, T, F), lengths (B,) or None (every row T steps) -> (B, max(T, n), F),
+    max(lengths, n) or None. A row's result does not depend on its batch. Rows of n steps or
+    more are left as they are, so an exported model that reads rows of at least n steps has no
+    branch on T."""
+    B, T, _ = x.shape
+    if lengths is not None:
+        x = torch.where(time_mask(lengths, B, T, x.device)[..., None], x, value)
+        lengths = lengths.to(x.device).clamp_min(n)
+    if n > T:
+        x = torch.cat([x, value.expand(B, n - T, -1)], dim=1)
+    return x, lengths
 
 
 def block_means(x: Tensor, lengths: Tensor | None, k: int) -> tuple[Tensor, Tensor | None]:
@@ -296,7 +317,9 @@ class SequenceModel(nn.Module):
 
     Inputs are standardised first, `(x - input_mean) / input_std`; those buffers are set from the
     training data (`set_standardization`) and saved with the weights. With `downsample` k the
-    layers then read the mean of each block of k steps (`block_means`).
+    layers then read the mean of each block of k steps (`block_means`); with `pad_to` n, a
+    sequence shorter than n steps is first padded to n steps with the training mean
+    (`pad_value`), and the padding is read.
     """
 
     def __init__(self, config: SequenceConfig):
@@ -310,14 +333,22 @@ class SequenceModel(nn.Module):
                              c.output_size // max(1, c.tail))
         self.register_buffer("input_mean", torch.zeros(c.input_size))
         self.register_buffer("input_std", torch.ones(c.input_size))
+        if c.pad_to:  # what a short sequence is padded with, in the input's units
+            self.register_buffer("pad_value", torch.zeros(c.input_size))
 
-    def set_standardization(self, mean: Tensor, std: Tensor) -> None:
+    def set_standardization(self, mean: Tensor, std: Tensor, pad: Tensor | None = None) -> None:
+        """Standardise inputs with the training data's mean and std; pad short sequences
+        (`pad_to`) with `pad` (default: the mean; an ensemble's members share one)."""
         self.input_mean.copy_(mean)
         self.input_std.copy_(std.clamp_min(1e-6))
+        if self.config.pad_to:
+            self.pad_value.copy_(mean if pad is None else pad)
 
     def forward(self, inputs: Tensor, targets: Tensor | None = None,
                 lengths: Tensor | None = None, state=None):
         """inputs (B, T, F), lengths (B,) -> (outputs (B, C), loss)."""
+        if self.config.pad_to:  # (B, max(T, pad_to), F)
+            inputs, lengths = padded_to(inputs, lengths, self.config.pad_to, self.pad_value)
         x = (inputs - self.input_mean) / self.input_std  # (B, T, F)
         if self.config.downsample > 1:
             x, lengths = block_means(x, lengths, self.config.downsample)  # (B, T / k, F)
