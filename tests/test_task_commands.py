@@ -368,6 +368,17 @@ def test_ragged_sequences_are_read_padded_to_the_longest_by_default(cli, tmp_pat
     assert "padded" not in stdout
     saved = json.loads((tmp_path / "masked" / "config.json").read_text())
     assert saved["model"]["pad_to"] == 0 and saved["fit"]["bucket"] is True
+    # A few sequences far longer than the rest: padding them all to the longest would read
+    # 10 to 60 times their steps, so the padding is not read (and the run says why).
+    x, lengths, y = np.zeros((60, 300, 2), np.float32), np.full(60, 3), np.arange(60) % 2
+    x[:, :3] = np.where(y, 1.0, -1.0)[:, None, None]
+    lengths[:4] = 300  # 1 to 4 of them in the training part
+    np.savez(tmp_path / "outlier.npz", x=x, lengths=lengths, y=y)
+    stdout = train_classifier(cli, tmp_path / "outlier.npz", tmp_path / "outlier")
+    assert re.search(r"^sequences of 3 to 300 steps: the padding is not read \(padded to the "
+                     r"longest they would be (\d+) times their steps; --pad-to N reads them "
+                     r"padded to N\)$", stdout, re.M), stdout
+    assert json.loads((tmp_path / "outlier" / "config.json").read_text())["model"]["pad_to"] == 0
     status, _, err = cli("classify", "train", npz, "--out", tmp_path / "bad", *QUICK,
                          "--pad-to", "-1")
     assert status == 2 and one_error_line(err) == \

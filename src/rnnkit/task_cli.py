@@ -78,6 +78,8 @@ AUTO_MEMBERS = 5  # at most this many
 MIN_BLOCK_STEPS = 16  # an ensemble's coarsest member reads at least this many steps of the
 #                      median training sequence
 PROBE_STEPS = 5  # optimizer steps timed to see how many steps the budget holds
+PAD_COST = 8  # sequences of different lengths are read padded to the longest unless that reads
+#               more than this many times their real steps (a few very long ones)
 MEMBERS = "members"  # DIR/members/K: member K's checkpoints and metrics
 MEMBER_DONE = "member.json"  # in a member's folder once its training ended: its summary
 
@@ -224,7 +226,13 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
                           f"{args.pad_to}")
     lengths = [len(q) for q in seqs]
     ragged = min(lengths) < max(lengths)
-    pad_to = args.pad_to if args.pad_to is not None else max(lengths) if ragged else 0
+    cost = max(lengths) * len(lengths) / sum(lengths)  # steps read padded / real steps
+    pad_to = args.pad_to if args.pad_to is not None else \
+        max(lengths) if ragged and cost <= PAD_COST else 0
+    if ragged and args.pad_to is None and not pad_to:
+        say(f"sequences of {min(lengths)} to {max(lengths)} steps: the padding is not read "
+            f"(padded to the longest they would be {cost:.0f} times their steps; --pad-to N "
+            "reads them padded to N)")
     fit_cfg = fitted_defaults(fit_cfg, given, len(seqs) - n_val,
                               padded=ragged and pad_to >= max(lengths))
     conv = CONV_WIDTH if args.conv is None else args.conv
