@@ -344,7 +344,9 @@ def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg:
     if member and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(run_dir)  # the run lock is held (`training_run`)
-    pad = torch.from_numpy(np.concatenate(seqs).mean(0))  # every member's: before its split
+    # What a short sequence is padded with (`pad_to`): the same for every member, so taken
+    # before its own validation part is drawn.
+    pad = torch.from_numpy(np.concatenate(seqs).mean(0)) if config.pad_to else None
     val_seqs, val_y = [], []
     if val_fraction:
         keep, held = stratified(y, val_fraction, cfg.seed, "validation")
@@ -368,13 +370,12 @@ def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, sta
                   ) -> tuple[int, str, list[int], list[float] | None]:
     """How many classifiers to train (`--ensemble`), why, the scales they read (the first of
     `ladder`; [] for one model) and each one's seconds a step where they were measured: the
-    number given; a resumed run's own; else, with --max-time and one
-    process, as many (at most AUTO_MEMBERS) as the budget affords each the STEPS optimizer steps
-    a run without one takes; else 1. The pace of each scale of `ladder` (`member_scales`; a
-    coarser member steps faster) is PROBE_STEPS steps timed on a copy of the model, wherever
-    members of several scales share a budget in one process (`train_members` shares it by
-    pace)."""
-    one_process = distributed.launched_size() == 1
+    number given; a resumed run's own; else, with --max-time and one process, as many (at most
+    AUTO_MEMBERS) as the budget affords each the STEPS optimizer steps a run without one takes;
+    else 1. The pace of each scale of `ladder` (`member_scales`; a coarser member steps faster)
+    is PROBE_STEPS steps timed on a copy of the model, wherever members of several scales share
+    a budget in one process (`train_members` shares it by pace)."""
+    one_process, paces = distributed.launched_size() == 1, None
     if args.ensemble is not None:
         if not 1 <= args.ensemble <= MAX_MEMBERS:
             raise RnnkitError(f"--ensemble must be 1 to {MAX_MEMBERS}, got {args.ensemble}")
@@ -390,16 +391,14 @@ def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, sta
         left = cfg.max_time - (time.monotonic() - started)
         members = affordable([pace[k] for k in probed], left * (1 - EVAL_SHARE))
         paces = [pace[k] for k in probed[:members]]
-        return members, (f"as many as {left:.0f}s affords each {STEPS} steps at "
-                         f"{', '.join(f'{p * 1e3:.0f}' for p in paces)} ms a step (at most "
-                         f"{AUTO_MEMBERS})"), ladder[:members] if members > 1 else [], paces
+        why = (f"as many as {left:.0f}s affords each {STEPS} steps at "
+               f"{', '.join(f'{p * 1e3:.0f}' for p in paces)} ms a step (at most {AUTO_MEMBERS})")
     scales = ladder[:members] if members > 1 else []
-    if not (cfg.max_time and one_process and len(set(scales)) > 1):
-        return members, why, scales, None  # equal shares
-    pace = paces_of(config, cfg, train, scales)
-    paces = [pace[k] for k in scales]
-    return members, (f"{why}, the budget shared at {', '.join(f'{p * 1e3:.0f}' for p in paces)} "
-                     "ms a step"), scales, paces
+    if paces is None and cfg.max_time and one_process and len(set(scales)) > 1:
+        pace = paces_of(config, cfg, train, scales)
+        paces = [pace[k] for k in scales]
+        why += f", the budget shared at {', '.join(f'{p * 1e3:.0f}' for p in paces)} ms a step"
+    return members, why, scales, paces
 
 
 def paces_of(config: SequenceConfig, cfg: FitConfig, train: dict, scales: list[int],
