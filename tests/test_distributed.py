@@ -1,6 +1,5 @@
 """torchrun's process group: which backend serves each collective, one-process groups, errors."""
 
-
 import pytest
 import torch
 import torch.distributed as dist

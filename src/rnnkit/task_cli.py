@@ -307,6 +307,9 @@ def train_members(args, seqs: list[np.ndarray], y: list[int], fit_cfg: FitConfig
     (`paces`, from `ensemble_size`), so that each makes about as many steps, else an equal
     share; stops after a member that SIGINT or SIGTERM stopped."""
     trained, summaries, members = [], [], config.members
+    # What a short sequence is padded with (`pad_to`): one value for the run, taken before each
+    # member draws its own validation part.
+    pad = torch.from_numpy(np.concatenate(seqs).mean(0)) if config.pad_to else None
     for k in range(members):
         cfg_k = replace(fit_cfg, seed=fit_cfg.seed + k)  # its own weights, validation, order
         if members > 1 and fit_cfg.max_time:  # its share of what is left
@@ -319,7 +322,7 @@ def train_members(args, seqs: list[np.ndarray], y: list[int], fit_cfg: FitConfig
                 f", means of {member.downsample} steps"
             say(f"member {k + 1} of {members} (seed {cfg_k.seed}{scale})")
         model, summary = train_member(
-            seqs, y, args.val_fraction, cfg_k, member,
+            seqs, y, args.val_fraction, cfg_k, member, pad,
             Path(args.out) / MEMBERS / str(k) if members > 1 else Path(args.out), members > 1,
             resuming, main, test_rows=n_test * members * (k + 1 == members),
             started=None if members > 1 and fit_cfg.max_time else started)
@@ -333,20 +336,19 @@ def train_members(args, seqs: list[np.ndarray], y: list[int], fit_cfg: FitConfig
 
 
 def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg: FitConfig,
-                 config: SequenceConfig, run_dir: Path, member: bool, resuming: bool, main: bool,
-                 test_rows: int, started: float | None) -> tuple[SequenceModel, dict]:
+                 config: SequenceConfig, pad: torch.Tensor | None, run_dir: Path, member: bool,
+                 resuming: bool, main: bool, test_rows: int, started: float | None,
+                 ) -> tuple[SequenceModel, dict]:
     """Train one classifier on `seqs` less a stratified validation part drawn with its seed
     (the weights are drawn from it too, so that --seed repeats the run), checkpoints in
-    `run_dir`. An ensemble's `member` whose training ended before is read back, not trained."""
+    `run_dir`; short sequences padded with `pad` (`pad_to`). An ensemble's `member` whose
+    training ended before is read back, not trained."""
     if member and (run_dir / MEMBER_DONE).exists():
         summary = read_json(run_dir / MEMBER_DONE, "JSON")
         return load_weights(run_dir / BEST, lambda: SequenceModel(config)), summary
     if member and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         remove_temp_files(run_dir)  # the run lock is held (`training_run`)
-    # What a short sequence is padded with (`pad_to`): the same for every member, so taken
-    # before its own validation part is drawn.
-    pad = torch.from_numpy(np.concatenate(seqs).mean(0)) if config.pad_to else None
     val_seqs, val_y = [], []
     if val_fraction:
         keep, held = stratified(y, val_fraction, cfg.seed, "validation")
