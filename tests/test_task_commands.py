@@ -254,9 +254,14 @@ def test_the_budget_is_the_commands_and_done_says_how_it_was_spent(cli, tmp_path
     begun = time.monotonic()
     stdout = train(cli, data, tmp_path / "budget", "--epochs", "100000", "--max-time", "2")
     elapsed = time.monotonic() - begun
-    assert re.search(r"^done: \d+ of 100000 planned epochs \(the --max-time budget of 2s cut "
-                     r"them short\) in [\d.]+s", stdout, re.M), stdout
+    found = re.search(r"^done: (\d+) of 100000 planned epochs \(the --max-time budget of 2s "
+                      r"cut them short\)(?:, (\d+) evaluations)? in [\d.]+s", stdout, re.M)
+    assert found, stdout
     assert elapsed < 2.5  # the whole command, test and confusion matrix included
+    # the epochs trained, not the evaluations (the last epoch line printed is the last evaluation)
+    last = int(re.findall(r"^epoch (\d+)/100000", stdout, re.M)[-1])
+    assert int(found.group(1)) >= last >= 1
+    assert int(found.group(2) or found.group(1)) == len(re.findall(r"^epoch ", stdout, re.M))
 
 
 def test_accumulated_micro_batches_equal_the_whole_batch(cli, tmp_path, npz):

@@ -196,7 +196,8 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
     command's start; default now), no step starts that would leave too little time for the
     evaluation that ends it and for the `test_rows` the caller runs afterwards. Under torchrun
     each process trains on its share of every batch. Returns a summary: history (one dict per
-    epoch), best, best_epoch, steps, seconds (all of fit), train_seconds (steps), eval_seconds
+    evaluation: every epoch, or every few, `MAX_EVALS`), best, best_epoch, epochs (reached, the
+    last perhaps cut short), steps, seconds (all of fit), train_seconds (steps), eval_seconds
     (validating and saving), stopped (None, "time", "SIGINT" or "SIGTERM").
     """
     t0 = time.monotonic()
@@ -224,7 +225,8 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
     model.eval()
     return {"history": summary["history"], "best": summary["best_score"],
             "best_epoch": math.ceil(summary["best_step"] / feeder.per_epoch),
-            "steps": summary["steps"], "seconds": time.monotonic() - t0,
+            "epochs": math.ceil(summary["steps"] / feeder.per_epoch), "steps": summary["steps"],
+            "seconds": time.monotonic() - t0,
             "train_seconds": summary["train_seconds"], "eval_seconds": summary["eval_seconds"],
             "stopped": summary["stopped"]}
 

@@ -290,7 +290,8 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     write_json_atomic(out / "metrics.json", {
         "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
         "labels": classes, "ensemble": {"members": members, "why": why}, "members": [
-            {"seed": fit_cfg.seed + k, "epochs": len(s["history"]), "best_epoch": s["best_epoch"],
+            {"seed": fit_cfg.seed + k, "epochs": s["epochs"], "evaluations": len(s["history"]),
+             "best_epoch": s["best_epoch"],
              "best_val_accuracy": s["best"], "train_seconds": s["seconds"],
              "history": s["history"]} for k, s in enumerate(summaries)]})
     print(done(summaries, fit_cfg, fitted - started, time.monotonic() - tested, out))
@@ -424,18 +425,19 @@ def done(summaries: list[dict], cfg: FitConfig, reading: float, testing: float,
     """The line that ends training: the epochs (and whether the time budget cut them short) and
     how the command's time was spent; an ensemble's sums over its members."""
     first = summaries[0]
-    epochs = "+".join(str(len(s["history"])) for s in summaries)
+    epochs = "+".join(str(s["epochs"]) for s in summaries)
+    evals = "+".join(str(len(s["history"])) for s in summaries)
     if first["stopped"] == "time" and not cfg.epochs:
-        what = f"{epochs} evaluations (until the --max-time budget of {cfg.max_time:g}s)"
+        what = f"{epochs} epochs (until the --max-time budget of {cfg.max_time:g}s)"
     elif first["stopped"] == "time":
         what = (f"{epochs} of {cfg.epochs} planned epochs (the --max-time budget of "
                 f"{cfg.max_time:g}s cut them short)")
     elif first["stopped"]:
         what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {first['stopped']})"
-    elif all(len(s["history"]) == cfg.epochs for s in summaries):
+    else:
         what = f"{epochs} epochs"
-    else:  # evaluated every few epochs (`fitting.MAX_EVALS`)
-        what = f"{cfg.epochs} epochs, {epochs} evaluations"
+    if evals != epochs:  # evaluated every few epochs (`fitting.MAX_EVALS`)
+        what += f", {evals} evaluations"
     if len(summaries) > 1:
         what += f" in {len(summaries)} members"
     seconds = {k: sum(s[k] for s in summaries) for k in ("seconds", "train_seconds",
