@@ -124,8 +124,8 @@ def run_rnnkit_all(runs: list[tuple[str, Path, list[str]]], tmp: Path, budget: f
 
 def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int) -> dict:
     """`rnnkit classify train DATA ... --max-time BUDGET --seed S` in its own process: test
-    accuracy (its last line), wall-clock seconds, epochs, and its `done:` line (how the time
-    went, and whether the budget cut the planned epochs short)."""
+    accuracy (its last line), wall-clock seconds, each member's epochs, and its `done:` line
+    (how the time went, and whether the budget cut the planned epochs short)."""
     cmd = [sys.executable, "-m", "rnnkit", "classify", "train", str(data), *test, "--out", str(out),
            "--max-time", f"{budget:g}s", "--seed", str(seed)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
@@ -140,12 +140,11 @@ def run_rnnkit(data: Path, test: list[str], out: Path, budget: float, seed: int)
     if proc.returncode != 0 or not found:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
         return {"seed": seed, "error": f"exit {proc.returncode}: {lines[-1] if lines else ''}"}
-    epochs = re.findall(r"^epoch (\d+)\b", proc.stdout, re.MULTILINE)
     # the run directory is a temporary one, gone after the benchmark: not kept
     done = re.search(r"^done: (.*?)(?:; run directory .*)?$", proc.stdout, re.MULTILINE)
     metrics = json.loads((out / "metrics.json").read_text())  # exact, not the printed 4 digits
     return {"seed": seed, "accuracy": metrics["test_accuracy"], "seconds": round(seconds, 1),
-            "epochs": int(epochs[-1]) if epochs else None, "done": done and done.group(1),
+            "epochs": [m["epochs"] for m in metrics["members"]], "done": done and done.group(1),
             "members": metrics["ensemble"]["members"]}
 
 

@@ -42,17 +42,15 @@ def rnnkit(*args: str) -> str:
     return done.stdout
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--minutes", type=float, default=2.0)
-    args, extra = p.parse_known_args()
-    files = [str(require(LICENCES / name)) for name in FILES]
-    budget = ["--max-time", f"{args.minutes * 60:.0f}s", "--sample-length", "0", *extra]
+def compare(files: list[str], minutes: float, extra: list[str]) -> dict:
+    """The two runs on `files`, each given `minutes` and the `rnnkit train` options `extra`:
+    their validation losses, steps and samples, and the gain."""
+    budget = ["--max-time", f"{minutes * 60:.0f}s", "--sample-length", "0", *extra]
     ways = {"scratch": ["--tokenizer", "byte", "--layers", "2", "--hidden", "384",
                         "--dropout", "0.1"],
             "finetune": ["--init-from", "builtin"]}
     result = {"corpus": [str(f) for f in files],
-              "bytes": sum(Path(f).stat().st_size for f in files), "minutes": args.minutes,
+              "bytes": sum(Path(f).stat().st_size for f in files), "minutes": minutes,
               "options": extra}
     with tempfile.TemporaryDirectory() as tmp:
         for name, options in ways.items():
@@ -65,8 +63,16 @@ def main() -> None:
             result[name] = {"val_loss": round(val, 4), "steps": steps, "sample": sample}
             print(f"{name}: val_loss {val:.4f} nats/byte after {steps} steps\n{sample}\n",
                   flush=True)
-    gain = result["scratch"]["val_loss"] - result["finetune"]["val_loss"]
-    result["gain"] = round(gain, 4)
+    result["gain"] = round(result["scratch"]["val_loss"] - result["finetune"]["val_loss"], 4)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--minutes", type=float, default=2.0)
+    args, extra = p.parse_known_args()
+    result = compare([str(require(LICENCES / name)) for name in FILES], args.minutes, extra)
+    gain = result["gain"]
     print(f"fine-tuning is {gain:.3f} nats/byte lower than training from scratch; target >= 0.3: "
           f"{'met' if gain >= 0.3 else 'NOT met'}")
     save("finetune", result)

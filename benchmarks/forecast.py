@@ -23,9 +23,10 @@ from common import save  # noqa: E402
 from rnnkit.cli import main  # noqa: E402
 
 
-def run() -> dict:
-    torch.set_num_threads(2)
-    t = np.arange(8000)
+def run(length: int = 8000, epochs: int = 10) -> dict:
+    """Train and test on the first `length` steps of the series for `epochs` epochs; the figures
+    of the result."""
+    t = np.arange(length)
     y = (0.002 * t + np.sin(2 * np.pi * t / 24) + 0.6 * np.sin(2 * np.pi * t / 96)
          + np.random.default_rng(0).normal(0, 0.2, len(t)))
     with tempfile.TemporaryDirectory() as tmp:
@@ -35,7 +36,7 @@ def run() -> dict:
         # --test-fraction: the last 20% is the test set, a forecast from every step of it
         args = ["forecast", "train", str(csv), "--columns", "y", "--horizon", "12", "--window",
                 "96", "--test-fraction", "0.2", "--out", str(out), "--cell", "gru", "--hidden",
-                "64", "--epochs", "10", "--batch-size", "64", "--lr", "3e-3", "--seed", "0",
+                "64", "--epochs", str(epochs), "--batch-size", "64", "--lr", "3e-3", "--seed", "0",
                 "--device", "cpu"]
         status = main(args)
         if status != 0:
@@ -50,6 +51,7 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(2)
     result = run()
     print(result)
     save("forecast", result)

@@ -133,7 +133,7 @@ def run_rnnkit(csv: Path, H: int, m: int, K: int, max_time: float, seed: int) ->
     metrics = json.loads((out / "metrics.json").read_text())
     return {"mase": metrics["test"]["mase"], "smape": metrics["test"]["smape"],
             "coverage_80": metrics["coverage"]["80%"]["coverage"], "seconds": seconds,
-            "epochs": len(metrics["history"]),
+            "epochs": metrics["epochs"],
             "seed": seed, "command": "rnnkit forecast train SERIES.csv " + " ".join(args[3:-4])}
 
 

@@ -29,9 +29,9 @@ TRAINING = ["--epochs", "12", "--batch-size", "64", "--lr", "3e-3", "--val-fract
             "--max-time", "280s", "--seed", "0", "--device", "cpu"]
 
 
-def run() -> dict:
-    recordings = require(DATA / "fsdd" / "recordings")
-    torch.set_num_threads(2)
+def run(recordings: Path) -> dict:
+    """Train and test on `recordings` (FSDD's layout: DIGIT_SPEAKER_INDEX.wav) with the flags
+    above; the figures of the result."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "run"
         args = ["classify", "train", str(recordings), "--out", str(out), "--label-pattern",
@@ -51,6 +51,7 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
-    result = run()
+    torch.set_num_threads(2)
+    result = run(require(DATA / "fsdd" / "recordings"))
     print(result)
     save("fsdd_digits", result)
