@@ -19,11 +19,11 @@ import fsdd_digits  # noqa: E402
 
 def test_classify_vs_field_reads_a_classifier_run(tmp_path):
     train, test = write_npz(tmp_path / "train.npz"), write_npz(tmp_path / "test.npz", 20, seed=1)
-    run = classify_vs_field.run_rnnkit(train, ["--test", str(test)], tmp_path / "run", 8, 0)
+    run = classify_vs_field.run_rnnkit(train, ["--test", str(test)], tmp_path / "run", 5, 0)
     assert "error" not in run, run
     assert 0 <= run["accuracy"] <= 1 and run["members"] >= 1
     assert len(run["epochs"]) == run["members"] and all(e >= 1 for e in run["epochs"])
-    assert "until the --max-time budget of 8s" in run["done"]
+    assert "until the --max-time budget of 5s" in run["done"]
 
 
 def test_forecast_vs_field_reads_a_many_series_run(tmp_path):
@@ -31,7 +31,7 @@ def test_forecast_vs_field_reads_a_many_series_run(tmp_path):
     series = [10 + np.sin(np.arange(48 + 4 * k) * np.pi / 2) + rng.normal(0, 0.1, 48 + 4 * k)
               for k in range(3)]
     csv = forecast_vs_field.write_csv(series, tmp_path / "series.csv")
-    run = forecast_vs_field.run_rnnkit(csv, H=4, m=4, K=1, max_time=6, seed=0)
+    run = forecast_vs_field.run_rnnkit(csv, H=4, m=4, K=1, max_time=4, seed=0)
     assert run["mase"] > 0 and run["smape"] > 0 and 0 <= run["coverage_80"] <= 1
     assert run["epochs"] >= 1
 
