@@ -349,6 +349,11 @@ def test_an_ensembles_members_read_at_their_own_time_scales(cli, tmp_path):
                               "--max-time", "120s")
     assert re.search(r"^ensemble: 2 members, given by --ensemble, the budget shared at \d+, \d+ "
                      r"ms a step; the means of blocks of 1, 2 steps$", stdout, re.M), stdout
+    # Resumed without --max-time: the run's own budget, shared by pace as before.
+    (tmp_path / "timed" / "members" / "1" / "member.json").unlink()
+    stdout = train_classifier(cli, tmp_path / "long.npz", tmp_path / "timed", "--resume")
+    assert re.search(r"^ensemble: 2 members, the resumed run's, the budget shared at \d+, \d+ "
+                     r"ms a step;", stdout, re.M), stdout
     stdout = train_classifier(cli, tmp_path / "long.npz", tmp_path / "given", "--ensemble", "2",
                               "--downsample", "3")
     assert "reading means of 3 steps" in stdout and "member 2 of 2 (seed 1)" in stdout
@@ -381,7 +386,7 @@ def test_ragged_sequences_are_read_padded_to_the_longest_by_default(cli, tmp_pat
     np.savez(tmp_path / "outlier.npz", x=x, lengths=lengths, y=y)
     stdout = train_classifier(cli, tmp_path / "outlier.npz", tmp_path / "outlier")
     assert re.search(r"^sequences of 3 to 300 steps: the padding is not read \(padded to the "
-                     r"longest they would be (\d+) times their steps; --pad-to N reads them "
+                     r"longest they would be ([\d.]+) times their steps; --pad-to N reads them "
                      r"padded to N\)$", stdout, re.M), stdout
     assert json.loads((tmp_path / "outlier" / "config.json").read_text())["model"]["pad_to"] == 0
     status, _, err = cli("classify", "train", npz, "--out", tmp_path / "bad", *QUICK,
@@ -390,12 +395,40 @@ def test_ragged_sequences_are_read_padded_to_the_longest_by_default(cli, tmp_pat
         "rnnkit: error: --pad-to must be 0 (the padding is not read) or a length, got -1"
 
 
+def test_a_run_made_before_a_model_option_existed_resumes(cli, tmp_path, npz, series_csv):
+    # config.json without `pad_to`, member.json without `epochs`: as an earlier version wrote
+    # them. The option missing from the run takes its default, which is what the run did.
+    def as_before(run):
+        config = json.loads((run / "config.json").read_text())
+        del config["model"]["pad_to"]
+        (run / "config.json").write_text(json.dumps(config))
+        for done in run.glob("members/*/member.json"):
+            summary = json.loads(done.read_text())
+            del summary["epochs"]
+            done.write_text(json.dumps(summary))
+
+    run = tmp_path / "forecaster"
+    train_forecaster(cli, series_csv, run)
+    as_before(run)
+    assert "has finished its" in train_forecaster(cli, series_csv, run, "--resume")
+    run = tmp_path / "classifier"
+    train_classifier(cli, npz, run, "--ensemble", "2", "--pad-to", "0")
+    as_before(run)
+    (run / "members" / "1" / "member.json").unlink()  # the second member continues
+    # the sequences differ in length: the default now reads them padded, which this run did not
+    status, _, err = cli("classify", "train", npz, "--out", run, *QUICK, "--resume")
+    assert status == 2 and "(pad_to 0 there, 10 now)" in one_error_line(err), err
+    stdout = train_classifier(cli, npz, run, "--pad-to", "0", "--resume")
+    assert re.search(r"^done: 2\+2 epochs in 2 members", stdout, re.M), stdout
+
+
 def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_csv):
     run = tmp_path / "run"
     train_forecaster(cli, series_csv, run)
     checks = [
         ([], "already holds a forecaster run; add --resume to continue it"),
         (["--resume", "--hidden", "16"], "the model options differ from those"),
+        (["--resume", "--hidden", "16"], "(hidden 8 there, 16 now)"),
         (["--resume", "--batch-size", "4"], "--batch-size 4 differs from the run's 16"),
         (["--resume", "--seed", "5"], "--seed 5 differs from the run's 0"),
     ]

@@ -238,10 +238,11 @@ def add_task_commands(sub) -> None:
     shape.add_argument("--downsample", type=int, metavar="K", help="the layers read the mean "
                        "of each block of K steps (default: one model reads every step; an "
                        "ensemble's members read blocks of 1, 8, 4, 2... steps, the largest "
-                       "leaving the median sequence at least 16)")
+                       "leaving the median sequence, as it is read (--pad-to), at least 16)")
     shape.add_argument("--pad-to", type=int, metavar="N", help="read a sequence shorter than N "
                        "steps as N steps, padded at the training mean; 0: the padding is not "
-                       "read (default: the longest training sequence where lengths vary, else 0)")
+                       "read (default: the longest training sequence where lengths vary, unless that "
+                       "reads more than 8 times the real steps; else 0)")
     t.add_argument("--ensemble", type=int, metavar="N", help="train N classifiers, each on its "
                    "own seed and validation part, and average their probabilities (default: "
                    "with --max-time, as many as give each about 1000 steps, at most 5; else 1)")

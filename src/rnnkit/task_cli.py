@@ -12,7 +12,8 @@ last `test_accuracy <fraction>`. --max-time is the whole command's budget. With 
 (by default, with --max-time, as many as the budget affords) N classifiers train one after the
 other, each reading the sequences at its own time scale (`member_scales`), and the run averages
 their probabilities (`tasks.Ensemble`). Sequences of different lengths are read padded to the
-longest training one at the training mean (`SequenceConfig.pad_to`). The predict commands
+longest training one at the training mean (`SequenceConfig.pad_to`), unless that would read more
+than PAD_COST times their steps. The predict commands
 print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
 go through the same objects. Their options are defined in `cli`, with every other command's.
 """
@@ -231,7 +232,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         max(lengths) if ragged and cost <= PAD_COST else 0
     if ragged and args.pad_to is None and not pad_to:
         say(f"sequences of {min(lengths)} to {max(lengths)} steps: the padding is not read "
-            f"(padded to the longest they would be {cost:.0f} times their steps; --pad-to N "
+            f"(padded to the longest they would be {cost:.1f} times their steps; --pad-to N "
             "reads them padded to N)")
     fit_cfg = fitted_defaults(fit_cfg, given, len(seqs) - n_val,
                               padded=ragged and pad_to >= max(lengths))
@@ -346,6 +347,8 @@ def train_member(seqs: list[np.ndarray], y: list[int], val_fraction: float, cfg:
     training ended before is read back, not trained."""
     if member and (run_dir / MEMBER_DONE).exists():
         summary = read_json(run_dir / MEMBER_DONE, "JSON")
+        # finished before fit's summary gave its epochs: the last evaluation's, at the end
+        summary.setdefault("epochs", summary["history"][-1]["epoch"] if summary["history"] else 0)
         return load_weights(run_dir / BEST, lambda: SequenceModel(config)), summary
     if member and main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -386,6 +389,8 @@ def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, sta
     elif resuming:
         _, saved = read_format(out, CLASSIFIER)
         members, why = (saved.get("model") or {}).get("members", 1), "the resumed run's"
+        # the run's own budget where none is given now (`resumed_config` keeps it)
+        cfg = replace(cfg, max_time=cfg.max_time or (saved.get("fit") or {}).get("max_time") or 0.0)
     elif not cfg.max_time or not one_process:
         return 1, "no --max-time to share" if not cfg.max_time else "under torchrun", [], None
     else:

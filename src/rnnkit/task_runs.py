@@ -27,7 +27,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -194,10 +194,15 @@ def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConf
     options that decide which examples meet in a batch."""
     _, config = read_format(run_dir, kind)
     saved = from_dict(FitConfig, config.get("fit"), "config.json fit")
-    if config.get("model") != asdict(model):
+    # a field added since the run was made takes its default, which is what the run did
+    trained = from_dict(type(model), config.get("model"), "config.json model")
+    if trained != model:
+        differ = ", ".join(f"{f.name} {getattr(trained, f.name)!r} there, {getattr(model, f.name)!r} "
+                           "now" for f in fields(model)
+                           if getattr(trained, f.name) != getattr(model, f.name))
         raise RnnkitError(f"the model options differ from those {run_dir} was trained with "
-                          f"({config.get('model')}); give the same command plus --resume, or "
-                          "train a new --out")
+                          f"({differ}); give the same command plus --resume, or train a new "
+                          "--out")
     if check_data(kind, config.get("data") or {}, model) != check_data(kind, data, model):
         raise RnnkitError(f"the data or its options differ from those {run_dir} was trained on; "
                           "give the same command plus --resume, or train a new --out")
