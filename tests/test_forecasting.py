@@ -96,6 +96,15 @@ def test_calendar_and_future_times():
     assert [str(v)[:10] for v in future_times(months, 2, "x")] == ["2024-01-15", "2024-02-15"]
     assert infer_season(months) == 12 and infer_season(t[:1]) == 1
     assert infer_season(np.array(["2024-01-01", "2024-01-08"], dtype="datetime64[s]")) == 52
+    # month ends, as pandas dates monthly and quarterly data
+    ends = np.array(["2023-12-31", "2024-01-31", "2024-02-29"], dtype="datetime64[s]")
+    assert infer_season(ends) == 12
+    assert [str(v)[:10] for v in future_times(ends, 2, "x")] == ["2024-03-31", "2024-04-30"]
+    quarters = np.array(["2023-09-30", "2023-12-31", "2024-03-31"], dtype="datetime64[s]")
+    assert infer_season(quarters) == 4
+    assert [str(v)[:10] for v in future_times(quarters, 2, "x")] == ["2024-06-30", "2024-09-30"]
+    mixed = np.array(["2024-01-15", "2024-02-29", "2024-03-31"], dtype="datetime64[s]")
+    assert infer_season(mixed) == 1  # neither one day of the month nor month ends
 
 
 def test_many_series_with_covariates_and_quantiles(cli, tmp_path):
@@ -202,6 +211,9 @@ BAD = [
      "shorter than the horizon 80 plus one observed step; lower --horizon"),
     (["--time-column", "time", "--horizon", "30", "--origins", "2"], "too few to hold out the "
      "test and validation of horizon 30 and still train; lower --horizon, --origins"),
+    (["--time-column", "time", "--horizon", "20", "--origins", "4"], "series 's0': the series has "
+     "80 steps, shorter than the horizon 20 times --origins 4 plus one observed step; lower "
+     "--horizon or --origins or drop the series"),
     (["--columns", "time"], "line 2, column 'time' is not a number ('2024-03-01T00:00')"),
 ]
 
@@ -227,6 +239,19 @@ def test_bad_inputs_are_one_line(cli, tmp_path):
                          "shop", "--time-column", "time", *QUICK)
     assert status == 2 and "gap.csv: line 91, column 'sales' is missing; fill it in" \
         in one_error_line(err)
+    # an empty time cell would sort last; two rows of one series at one time, both stop
+    for name, change, message in (
+            ("empty", lambda cells: cells[:1] + [""] + cells[2:], "empty.csv, line 91: the time "
+             "cell is empty; give every row its time"),
+            ("twice", lambda cells: cells[:1] + [rows[89].split(",")[1]] + cells[2:],
+             "twice.csv, series 's1': lines 90 and 91 have the same time 2024-03-01T08:00:00; "
+             "give one row per time step")):
+        edited = rows[:90] + [",".join(change(rows[90].split(",")))] + rows[91:]
+        (tmp_path / f"{name}.csv").write_text("\n".join(edited) + "\n")
+        status, _, err = cli("forecast", "train", tmp_path / f"{name}.csv", "--out",
+                             tmp_path / "r", "--id-column", "shop", "--time-column", "time",
+                             *QUICK)
+        assert status == 2 and message in one_error_line(err), err
 
 
 def test_known_covariates_need_the_future_rows(cli, tmp_path):
@@ -267,6 +292,30 @@ def test_a_model_that_writes_zeros_is_the_seasonal_naive_forecast():
     forecasts = decode(np.zeros((4, 5 * 2)), enc, 5, [])[..., 0]  # (n, H, F)
     for k, (i, o) in enumerate(zip(enc["series"], enc["origin"], strict=True)):
         np.testing.assert_array_equal(forecasts[k], seasonal_naive(values[i][:o], 5, 7))
+
+
+def test_the_base_is_the_last_value_where_the_window_holds_no_season():
+    # an exported model reads the window alone: with a season as long as the window, the base
+    # it can add is the last value, and training and predict use the same
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=(40, 1)).astype(np.float32)]
+    empty = [np.zeros((40, 0), np.float32)]
+    panel = Panel(["a"], values, empty, empty)
+    for W, m in ((12, 12), (8, 12), (13, 12)):
+        data = {"columns": ["u"], "window": W, "horizon": 3, "scale": "window", "season": m}
+        enc = encode(panel, [np.array([30])], data)
+        expect = values[0][[18, 19, 20]] if m < W else values[0][[29, 29, 29]]
+        np.testing.assert_array_equal(enc["base"][0], expect)
+
+
+def test_a_feature_constant_in_training_is_centred_not_scaled():
+    import torch
+
+    from rnnkit.tasks import SequenceConfig, SequenceModel
+
+    model = SequenceModel(SequenceConfig(input_size=2, output_size=1, head="regress"))
+    model.set_standardization(torch.tensor([3.0, 0.0]), torch.tensor([2.0, 0.0]))
+    assert model.input_std.tolist() == [2.0, 1.0]  # a flag never set in training: 1, not 1e-6
 
 
 def test_conformal_widening_makes_intervals_cover_their_share():
@@ -311,3 +360,9 @@ def test_rolling_widening_uses_the_errors_known_at_each_origin():
     second = conformal_widening(raw[[0, 1, 2, 4, 5]], y[[0, 1, 2, 4, 5]], levels)
     np.testing.assert_allclose(per_window, [first, second, first, second])
     assert after == conformal_widening(raw, y, levels) and after[2] > second[2] > first[2] > 0
+    # no validation part: the first test horizons know no error yet and stay as made
+    test = np.flatnonzero(is_test)
+    per_window, _ = rolling_widening(raw[test], y[test], {k: v[test] for k, v in enc.items()},
+                                     lengths, np.ones(4, bool), H, levels)
+    known = conformal_widening(raw[[2, 5]], y[[2, 5]], levels)
+    np.testing.assert_allclose(per_window, [[0, 0, 0], known, [0, 0, 0], known])

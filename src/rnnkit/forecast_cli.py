@@ -100,11 +100,15 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
                   "past": args.past or [], "known": args.known or [],
                   "calendar": args.calendar or [], "quantiles": args.quantiles or []}
     panel, data["columns"] = read_panel(args.series, data)
+    # the test's first origin needs a step before it (with --origins K, the last K horizons)
+    tested = H * (args.origins if args.test_fraction is None else 1)
     for i, values in enumerate(panel.values):
-        if len(values) < H + 1:
+        if len(values) < tested + 1:
             raise RnnkitError(f"{described(panel, i, args.series)}: the series has "
-                              f"{len(values)} steps, shorter than the horizon {H} plus one "
-                              "observed step; lower --horizon or drop the series")
+                              f"{len(values)} steps, shorter than the horizon {H}"
+                              f"{f' times --origins {args.origins}' if tested > H else ''} plus "
+                              "one observed step; lower --horizon"
+                              f"{' or --origins' if tested > H else ''} or drop the series")
     m = args.season or infer_season(panel.times[0])
     W = args.window or max(48, 2 * m)
     data.update(window=W, season=m, scale="run" if len(panel) == 1 else "window")
@@ -156,7 +160,9 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         return stopped
     tested = time.monotonic()
     forecaster = Forecaster(model, data)
-    if forecaster.levels and n_val:  # each test origin calibrated on the errors known there
+    # each test origin calibrated on the errors known there: the validation horizons' and the
+    # earlier test horizons' (with --val-origins 0, the first origin's intervals stay as made)
+    if forecaster.levels and (n_val or n_test > len(panel)):
         held = [np.concatenate([v, t]) for v, t in zip(val_o, test_o, strict=True)]
         raw, enc = forecaster.outputs(panel, held)
         is_test = np.concatenate([np.arange(len(v) + len(t)) >= len(v)

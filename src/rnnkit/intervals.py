@@ -89,5 +89,6 @@ def rolling_widening(outputs: np.ndarray, targets: np.ndarray, enc: dict[str, np
     out = np.zeros((int(tested.sum()), len(levels)), np.float32)
     for s in np.unique(ahead[tested]):
         use = known >= s
-        out[ahead[tested] == s] = conformal_widening(outputs[use], targets[use], levels)
+        if use.any():  # else nothing is known yet there (no validation part): left as made
+            out[ahead[tested] == s] = conformal_widening(outputs[use], targets[use], levels)
     return out, conformal_widening(outputs, targets, levels)

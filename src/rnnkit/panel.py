@@ -69,26 +69,43 @@ def input_size(data: dict) -> int:
 # --- reading ----------------------------------------------------------------------------------
 
 def parse_times(cells: list[str], where: str) -> np.ndarray:
-    """Time cells as datetime64[s] (ISO dates) or float64 (numbers)."""
+    """Time cells (the rows of a CSV after its header) as datetime64[s] (ISO dates) or float64
+    (numbers); an empty cell is an error, not a time that sorts last."""
     try:
-        return np.array([float(c) for c in cells])
+        times = np.array([float(c) for c in cells])
     except ValueError:
-        pass
-    try:
-        return np.array([np.datetime64(c.strip().replace(" ", "T")[:19], "s") for c in cells])
-    except ValueError as e:
-        raise RnnkitError(f"{where}: the time column holds {e.args[0].split(':')[-1].strip()}; "
-                          "give ISO dates (2024-01-31 or 2024-01-31T12:30) or numbers") from None
+        try:
+            times = np.array([np.datetime64(c.strip().replace(" ", "T")[:19], "s") for c in cells])
+        except ValueError as e:
+            raise RnnkitError(f"{where}: the time column holds "
+                              f"{e.args[0].split(':')[-1].strip()}; give ISO dates (2024-01-31 "
+                              "or 2024-01-31T12:30) or numbers") from None
+    missing = np.flatnonzero(np.isnat(times) if times.dtype.kind == "M" else np.isnan(times))
+    if missing.size:
+        raise RnnkitError(f"{where}, line {missing[0] + 2}: the time cell is empty; give every "
+                          "row its time")
+    return times
+
+
+def month_place(times: np.ndarray) -> tuple[str, np.timedelta64] | None:
+    """Where in its month every one of the datetimes lies: ("start", the time since the month's
+    start) for the same day of every month, ("end", the time to the next month's start) for
+    month ends (01-31, 02-29, 03-31, as pandas dates them); None where neither holds."""
+    months = times.astype("datetime64[M]")
+    since = times - months.astype(times.dtype)
+    if (since == since[0]).all():
+        return "start", since[0]
+    until = (months + 1).astype(times.dtype) - times
+    return ("end", until[0]) if (until == until[0]).all() else None
 
 
 def month_steps(times: np.ndarray) -> int | None:
-    """The step in months of times at the same day of the month (monthly, yearly data), or None."""
-    months = times.astype("datetime64[M]")
-    day = times - months.astype(times.dtype)
-    steps = np.diff(months.astype(np.int64))
-    if len(times) < 2 or (day != day[0]).any() or (steps != steps[0]).any() or steps[0] < 1:
+    """The step in months of datetimes at one place in their months (`month_place`): monthly,
+    quarterly and yearly data; or None."""
+    if len(times) < 2 or month_place(times) is None:
         return None
-    return int(steps[0])
+    steps = np.diff(times.astype("datetime64[M]").astype(np.int64))
+    return int(steps[0]) if (steps == steps[0]).all() and steps[0] >= 1 else None
 
 
 def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
@@ -99,8 +116,10 @@ def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
     if times.dtype.kind == "M":
         months = month_steps(times)
         if months is not None:
-            day = times[-1] - times[-1].astype("datetime64[M]").astype(times.dtype)
-            return (times[-1].astype("datetime64[M]") + k * months).astype(times.dtype) + day
+            place, offset = month_place(times)
+            ahead = times[-1].astype("datetime64[M]") + k * months  # (H,) months
+            return ahead.astype(times.dtype) + offset if place == "start" else \
+                (ahead + 1).astype(times.dtype) - offset
     step = np.diff(times)
     if (step != step[0]).any() or not step[0] > np.zeros_like(step[0]):
         raise RnnkitError(f"{where}: the times are not evenly spaced, so the next ones are "
@@ -204,6 +223,11 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
         where = f"{path}, series {key!r}" if id_column else str(path)
         if times is not None:
             index = index[np.argsort(times[index], kind="stable")]
+            twice = np.flatnonzero(times[index][1:] == times[index][:-1])
+            if twice.size:
+                a, b = sorted(index[twice[0]:twice[0] + 2] + 2)
+                raise RnnkitError(f"{where}: lines {a} and {b} have the same time "
+                                  f"{times[index[twice[0]]]}; give one row per time step")
         observed = ~np.isnan(y[index]).all(1)
         n_future = len(index) - (np.flatnonzero(observed)[-1] + 1 if observed.any() else 0)
         gaps = np.flatnonzero(np.isnan(y[index[:len(index) - n_future]]).any(1))
@@ -336,8 +360,10 @@ def encode(panel: Panel, origins: list[np.ndarray], data: dict,
         out["lengths"].append(c + (H if future else 0))
         out["last"].append(last)
         out["scale"].append(np.asarray(scale, np.float32))
-        h = np.arange(H)[None, :]  # the seasonal naive forecast, as `forecast_scores` makes it
-        base = np.where(o[:, None] > m, o[:, None] - m + h % m, o[:, None] - 1)  # (n, H)
+        # The seasonal naive forecast, as `forecast_scores` makes it, where the window holds a
+        # season (an exported model reads the window alone); else the last value.
+        h = np.arange(H)[None, :]
+        base = np.where((o[:, None] > m) & (m < W), o[:, None] - m + h % m, o[:, None] - 1)
         out["base"].append(V[base])  # (n, H, F)
         out["series"].append(np.full(len(o), i))
         out["origin"].append(o)
@@ -378,10 +404,11 @@ def split_origins(lengths: list[int], H: int, origins: int = 1, val_origins: int
     validation the `val_origins` horizons before them; with `test_fraction`, the last fraction
     of each series is the test part and the `val_fraction` before it the validation part, with
     an origin at every step (rolling). Training windows' targets end where validation begins,
-    so nothing held out is ever a target in training; every window reads at least one step, and
-    every training window two: a window's scale is its mean step change (`window_scale`), which
-    one step cannot measure, and the floor it would take instead made such windows' targets
-    thousands of units and their loss most of the training loss (M1: 181 of 1,279 windows).
+    so nothing held out is ever a target in training; every test window reads at least one
+    step, and every training and validation window two: a window's scale is its mean step
+    change (`window_scale`), which one step cannot measure, and the floor it would take instead
+    made such windows' targets thousands of units and their loss most of the training loss (M1:
+    181 of 1,279 windows).
     """
     train, val, test = [], [], []
     for T in lengths:
@@ -391,7 +418,7 @@ def split_origins(lengths: list[int], H: int, origins: int = 1, val_origins: int
             n_test, n_val, stride = int(T * test_fraction), int(T * val_fraction), 1
         end = T - n_test  # the first test target
         test.append(np.arange(end, T - H + 1, stride))
-        val.append(np.arange(max(1, end - n_val), end - H + 1, stride) if n_val else
+        val.append(np.arange(max(2, end - n_val), end - H + 1, stride) if n_val else
                    np.zeros(0, np.int64))
         train.append(np.arange(2, end - n_val - H + 1))
     return train, val, test

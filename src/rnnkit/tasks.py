@@ -37,6 +37,8 @@ from .errors import RnnkitError, require_positive
 from .recurrent import Recurrent
 from .sample import pick
 
+STD_FLOOR = 1e-6  # a feature whose training std is at most this is centred, not scaled
+
 
 def check_head(head: str) -> None:
     if head not in HEADS:
@@ -338,9 +340,12 @@ class SequenceModel(nn.Module):
 
     def set_standardization(self, mean: Tensor, std: Tensor, pad: Tensor | None = None) -> None:
         """Standardise inputs with the training data's mean and std; pad short sequences
-        (`pad_to`) with `pad` (default: the mean; an ensemble's members share one)."""
+        (`pad_to`) with `pad` (default: the mean; an ensemble's members share one). A feature
+        that does not vary in training (std at most STD_FLOOR) is only centred, as scikit-learn's
+        StandardScaler does: divided by its tiny std, a value it takes later (a promotion flag
+        first set in the forecast's future) would reach the model a million times too large."""
         self.input_mean.copy_(mean)
-        self.input_std.copy_(std.clamp_min(1e-6))
+        self.input_std.copy_(torch.where(std > STD_FLOOR, std, torch.ones_like(std)))
         if self.config.pad_to:
             self.pad_value.copy_(mean if pad is None else pad)
 
