@@ -111,6 +111,7 @@ def test_the_python_api_takes_init_from(corpus, base_run, tmp_path):
     (["--layers", "2"], "--layers 2 differs from"),
     (["--cell", "gru"], "--cell gru differs from"),
     (["--tokenizer", "byte"], "--tokenizer byte differs from"),
+    (["--embed", "16"], "--embed 16 differs from"),
 ])
 def test_options_that_contradict_the_base_are_refused(cli, corpus, base_run, tmp_path, options,
                                                       words):
@@ -120,6 +121,13 @@ def test_options_that_contradict_the_base_are_refused(cli, corpus, base_run, tmp
     line = one_error_line(err)
     assert status == 2 and words in line and "--init-from" in line
     assert not (run / "config.json").exists()
+
+
+@pytest.mark.parametrize("embed", ["32", "0"])
+def test_an_embedding_size_that_is_the_bases_is_accepted(cli, corpus, base_run, tmp_path, embed):
+    # the base's 32 (its hidden size, as embed 0 says), given either way, without --hidden
+    assert cli("train", corpus, "--init-from", base_run, "--out", tmp_path / "tuned",
+               "--max-steps", 2, "--seq-len", 16, "--batch-size", 4, "--embed", embed)[0] == 0
 
 
 def test_dropout_may_change_and_is_recorded(cli, corpus, base_run, tmp_path):

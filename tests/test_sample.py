@@ -143,11 +143,32 @@ def test_num_samples_runs_streams_in_one_batch():
     ({"beam": 0}, "beam width must be in"),
     ({"beam": 2, "top_k": 3}, "beam search keeps the most likely"),
     ({"beam": 2, "num_samples": 3}, "widen the beam"),
+    ({"beam": 2, "repetition_penalty": 1.2}, "drop the penalty, or drop the beam"),
     ({"precision": "fp8"}, "unknown precision 'fp8'"),
 ])
 def test_bad_sampling_options_are_refused(options, message):
     with pytest.raises(rnnkit.RnnkitError, match=message):
         model_for().generate("ab", 5, **options)
+
+
+def test_without_a_prime_the_penalty_counts_nothing_as_written():
+    # the model starts as after a newline, which is not in the text: the penalty leaves it be
+    model = model_for()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[model.vocab.index("\n")] = 5.0
+        model.head.bias[model.vocab.index("a")] = 4.0
+    assert model.generate("", 2, greedy=True, repetition_penalty=2.0) == "\na"
+    assert model.generate("\n", 1, greedy=True, repetition_penalty=2.0) == "\na"  # primed
+
+
+def test_a_beam_cannot_return_more_texts_than_exist():
+    model = model_for()
+    V = len(model.vocab)
+    assert len(set(model.generate("ab", 1, beam=V, num_samples=V))) == V  # every next symbol
+    with pytest.raises(rnnkit.RnnkitError, match=f"only {V} different texts of 1 symbols exist"):
+        model.generate("ab", 1, beam=V + 1, num_samples=V + 1)
 
 
 def test_sample_cli_flags(cli, corpus, tmp_path):

@@ -40,6 +40,9 @@ def test_prepare_then_train_on_the_token_file(cli, corpus, tmp_path):
     other.write_text("ZZZ" * 30)
     status, _, err = cli("prepare", other, "--out", tmp_path / "data3", "--vocab", run)
     assert status == 2 and "'Z'" in err and "not in the vocabulary" in err
+    # the built-in model's 256 bytes, for a corpus to fine-tune it on
+    status, out, err = cli("prepare", other, "--out", tmp_path / "data4", "--vocab", "builtin")
+    assert status == 0 and "byte vocabulary of 256" in out, err
 
 
 def test_accumulation_equals_the_whole_batch(cli, corpus, tmp_path):

@@ -46,10 +46,13 @@ def configs(base: CharLM, init_from: str, model_cfg: ModelConfig, train_cfg,
             given: set[str]) -> tuple[ModelConfig, object]:
     """The new run's model config (RUN's, with --dropout if given) and train config (its own,
     with RUN's tokenizer); options that contradict RUN's weights are refused by name."""
+    # embed 0 is the hidden size (RUN's, unless --hidden is given): compare the weights' sizes
+    mine = model_cfg if "hidden" in given else replace(model_cfg, hidden=base.config.hidden)
     for name in SHAPE:
-        if name in given and getattr(model_cfg, name) != getattr(base.config, name):
+        size = "embed_size" if name == "embed" else name
+        if name in given and getattr(mine, size) != getattr(base.config, size):
             raise RnnkitError(f"--{name} {getattr(model_cfg, name)} differs from "
-                              f"{init_from}'s {getattr(base.config, name)}, and --init-from "
+                              f"{init_from}'s {getattr(base.config, size)}, and --init-from "
                               f"starts from its weights; drop --{name}, or train from scratch")
     kind = base.vocab.kind
     if "tokenizer" in given and train_cfg.tokenizer != kind:

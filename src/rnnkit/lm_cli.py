@@ -12,6 +12,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
+from . import builtin
 from .checkpoint import data_dir, load, read_json, read_run_config
 from .config import from_dict
 from .errors import RnnkitError, require_seed
@@ -125,7 +126,7 @@ def cmd_eval(args) -> int:
 def cmd_prepare(args) -> int:
     vocab = None
     if args.vocab:
-        path = Path(args.vocab)
+        path = builtin.resolve(args.vocab)  # a run directory, its vocab.json, or "builtin"
         vocab = Vocab.from_json(read_json(path / "vocab.json" if path.is_dir() else path,
                                           "vocabulary JSON"))
     files = check_corpus_files(args.texts)

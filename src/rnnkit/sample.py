@@ -379,6 +379,9 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
         if (num_samples or 1) > beam:
             raise RnnkitError(f"{num_samples} samples asked from a beam of {beam}; a beam returns "
                               "at most its width, so widen the beam")
+        if repetition_penalty != 1.0:
+            raise RnnkitError("the repetition penalty reshapes the draws of sampling, and beam "
+                              "search draws nothing; drop the penalty, or drop the beam")
 
 
 def check_prime(prime: str) -> None:
@@ -416,6 +419,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
         shown = "".join(unknown[:20]) + ("..." if len(unknown) > 20 else "")
         warnings.warn(f"prime text contains {shown!r}, not in the vocabulary of {len(vocab)} "
                       "symbols; skipped", RnnkitWarning, stacklevel=2)
+    in_text = list(ids)  # what the repetition penalty counts as already written
     if not ids:
         try:
             ids = [vocab.index("\n")]
@@ -423,16 +427,18 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
             ids = [0]
     seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
     rows = produce(model, ids, length, temperature, top_k, greedy, seed, top_p, repetition_penalty,
-                   num_samples or 1, beam, precision)
+                   num_samples or 1, beam, precision, in_text)
     return rows if num_samples is not None else (pieces[0] for pieces in rows)
 
 
 def produce(model, ids: list[int], length: int, temperature: float, top_k: int | None,
             greedy: bool, seed: int, top_p: float | None = None, repetition_penalty: float = 1.0,
             num_samples: int = 1, beam: int | None = None,
-            precision: str = "fp32") -> Iterator[list[str]]:
+            precision: str = "fp32", in_text: list[int] | None = None) -> Iterator[list[str]]:
     """The generator behind `generate`, which has already checked the options: the text of
-    `num_samples` streams, one list of pieces per symbol."""
+    `num_samples` streams, one list of pieces per symbol, after the prime `ids`; `in_text`, the
+    ids the repetition penalty counts as written before (default `ids`; none when the model
+    starts as after a newline that is not in the text)."""
     vocab = model.vocab
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
@@ -449,7 +455,7 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
         seen = None
         if repetition_penalty != 1.0:
             seen = torch.zeros(N, len(vocab), dtype=torch.bool)  # (N, V) tokens in each text
-            seen[:, ids] = True
+            seen[:, ids if in_text is None else in_text] = True
         decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(N)] \
             if vocab.kind == "byte" else None
         symbols = [vocab.decode([t]) for t in range(len(vocab))]  # id -> text (bytes)
@@ -482,4 +488,7 @@ def best_beams(stepper: Stepper, logits: Tensor, width: int, length: int,
         return stepper.feed(tokens)
 
     found = beam_search(advance, logits, width, length)[:n]
+    if len(found) < n:  # fewer texts of this length exist than were asked for
+        raise RnnkitError(f"{n} samples asked, but only {len(found)} different texts of "
+                          f"{length} symbols exist; ask for fewer samples or longer ones")
     return iter(torch.tensor([seq for seq, _ in found]).T.reshape(length, n))
