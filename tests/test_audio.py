@@ -174,3 +174,8 @@ def test_prediction_reports_resampling_once_without_a_flag_it_rejects(cli, tones
     assert status == 2
     assert one_error_line(err) == ("rnnkit: error: unrecognized arguments: --sample-rate 8000 "
                                    "(see: rnnkit classify predict --help)")
+
+
+def test_more_mfccs_than_mel_bands_is_refused():
+    with pytest.raises(RnnkitError, match="--n-mfcc 40 is more than the --n-mels 20 bands"):
+        AudioConfig(n_mfcc=40, n_mels=20)

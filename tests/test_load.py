@@ -99,6 +99,31 @@ def test_a_classifier_run_predicts_what_the_command_prints(cli, runs, run, files
         np.testing.assert_allclose(one.probs[0], result.probs[3], rtol=1e-5, atol=1e-6)
 
 
+def test_examples_to_predict_need_no_labels(runs, tmp_path):
+    # an .npz without y, and a folder of recordings without one sub-folder per label
+    classifier = rnnkit.load(runs / "classifier")
+    with np.load(runs / "d.npz") as z:
+        np.savez(tmp_path / "new.npz", x=z["x"], lengths=z["lengths"])
+    np.testing.assert_array_equal(classifier.predict(tmp_path / "new.npz").probs,
+                                  classifier.predict(runs / "d.npz").probs)
+    audio = rnnkit.load(runs / "audio")
+    (tmp_path / "flat").mkdir()
+    files = [runs / "tones" / "high" / "high_2.wav", runs / "tones" / "low" / "low_1.wav"]
+    for f in files:
+        (tmp_path / "flat" / f.name).write_bytes(f.read_bytes())
+    result = audio.predict(tmp_path / "flat")
+    assert result.names == ["high_2.wav", "low_1.wav"]
+    np.testing.assert_allclose(result.probs, audio.predict(files).probs, rtol=1e-6)
+
+
+def test_a_one_series_forecaster_refuses_a_file_of_many(runs, tmp_path):
+    s = np.sin(np.arange(60) / 4)
+    np.savez(tmp_path / "two.npz", x=np.stack([np.stack([s, s * s], 1)] * 2).astype(np.float32),
+             lengths=np.array([60, 60]))
+    with pytest.raises(RnnkitError, match="holds 2 series, and this run forecasts one"):
+        rnnkit.load(runs / "forecaster").predict(tmp_path / "two.npz")
+
+
 def test_a_forecaster_run_predicts_what_the_command_prints(cli, runs):
     forecaster = rnnkit.load(runs / "forecaster")
     assert isinstance(forecaster, Forecaster)

@@ -110,3 +110,10 @@ def test_forecast_bad_inputs_are_one_line(cli, tmp_path):
     assert status == 2 and "gap.csv: line 3, column 'y' is missing" in one_error_line(err)
     status, _, err = cli("forecast", "train", gap, "--columns", "w", "--out", tmp_path / "r")
     assert status == 2 and "no column 'w'" in one_error_line(err)
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("id,label,a\nx,yes,1\nx,yes,2\nz,no,3\n".encode("utf-8-sig"))
+    seqs, labels, ids, columns = read_labelled_csv(path, None, "id", "label")
+    assert ids == ["x", "z"] and labels == ["yes", "no"] and columns == ["a"]

@@ -50,6 +50,9 @@ class AudioConfig:
                          hop_length=self.hop_length, n_mels=self.n_mels)
         if self.features not in FEATURES:
             raise RnnkitError(f"unknown features {self.features!r}; choose mfcc or raw")
+        if self.features == "mfcc" and self.n_mfcc > self.n_mels:  # librosa gives n_mels then
+            raise RnnkitError(f"--n-mfcc {self.n_mfcc} is more than the --n-mels {self.n_mels} "
+                              "bands they are taken from; lower --n-mfcc or raise --n-mels")
 
     @property
     def feature_size(self) -> int:
@@ -116,11 +119,11 @@ def file_features(path: str | os.PathLike, cfg: AudioConfig) -> np.ndarray:
 
 
 def find_audio(folder: str | os.PathLike, label_pattern: str | None = None,
-               ) -> tuple[list[Path], list[str]]:
+               labelled: bool = True) -> tuple[list[Path], list[str]]:
     """Audio files under `folder` (sorted) and their labels.
 
     Labels are the first group of `label_pattern` searched in the file name, or else the name of
-    the file's sub-folder relative to `folder`.
+    the file's sub-folder relative to `folder`; not `labelled` (files to predict), empty ones.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -131,6 +134,8 @@ def find_audio(folder: str | os.PathLike, label_pattern: str | None = None,
         raise RnnkitError(f"{folder}: the folder holds no audio files "
                           f"({', '.join(AUDIO_SUFFIXES)})")
     labels = []
+    if not labelled:
+        return files, [""] * len(files)
     if label_pattern is not None:
         regex = compile_pattern(label_pattern, "--label-pattern")
         for p in files:

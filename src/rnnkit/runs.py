@@ -287,6 +287,10 @@ class Forecaster:
         (T, F) of those columns in order ((T,) for one column) -> (H, F). A run trained on
         many series (an id column or an .npz) returns `Forecasts` for every series of a file."""
         result = self.forecasts(series)
+        if not self.many and len(result.point) > 1:
+            where = series if isinstance(series, (str, os.PathLike)) else "the input"
+            raise RnnkitError(f"{where} holds {len(result.point)} series, and this run "
+                              "forecasts one; give one series, or use forecasts(...) for all")
         return result if self.many else result.point[0]
 
 

@@ -26,7 +26,7 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a CSV file, checked to be rectangular and non-empty."""
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # Excel writes a BOM
             table = list(csv.reader(f))
         while table and not table[-1]:  # trailing blank lines
             table.pop()
@@ -110,16 +110,20 @@ def read_labelled_csv(path: str | os.PathLike, columns: list[str] | None = None,
     return sequences, [labels[k] for k in groups], list(groups), list(columns)
 
 
-def read_npz(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
-    """Sequences and labels of an `.npz` holding x [N, T_max, F], lengths [N] and y [N]."""
+def read_npz(path: str | os.PathLike, labelled: bool = True,
+             ) -> tuple[list[np.ndarray], list[str]]:
+    """Sequences and labels of an `.npz` holding x [N, T_max, F], lengths [N] and y [N]; not
+    `labelled` (sequences to predict), y may be left out (the labels are then empty)."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in ("x", "lengths", "y") if k not in z.files]
+            need = ("x", "lengths", "y") if labelled else ("x", "lengths")
+            missing = [k for k in need if k not in z.files]
             if missing:
                 raise RnnkitError(f"{path}: the .npz lacks {missing}; it needs x [N, T, F], "
-                                  "lengths [N] and y [N]")
-            x, lengths, y = z["x"], z["lengths"], z["y"]
+                                  f"lengths [N]{' and y [N]' if labelled else ''}")
+            x, lengths = z["x"], z["lengths"]
+            y = z["y"] if "y" in z.files else None
     except RnnkitError:
         raise
     except ValueError as e:
@@ -136,7 +140,8 @@ def read_npz(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
     if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer):
         raise RnnkitError(f"{path}: lengths must be {N} integers, got shape {lengths.shape} "
                           f"of {lengths.dtype}")
-    if y.shape != (N,) or not (np.issubdtype(y.dtype, np.integer) or y.dtype.kind == "U"):
+    if y is not None and (y.shape != (N,) or not (np.issubdtype(y.dtype, np.integer)
+                                                  or y.dtype.kind == "U")):
         raise RnnkitError(f"{path}: y must be {N} int or string labels, got shape {y.shape} "
                           f"of {y.dtype}")
     if N and (lengths.min() < 1 or lengths.max() > T):
@@ -145,7 +150,8 @@ def read_npz(path: str | os.PathLike) -> tuple[list[np.ndarray], list[str]]:
     x = x.astype(np.float32)
     if not np.isfinite(x).all():
         raise RnnkitError(f"{path}: x holds NaN or infinite values")
-    return [x[i, :n] for i, n in enumerate(lengths)], [str(v) for v in y]
+    labels = [str(v) for v in y] if y is not None else [""] * N
+    return [x[i, :n] for i, n in enumerate(lengths)], labels
 
 
 def pad(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

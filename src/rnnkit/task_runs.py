@@ -277,13 +277,13 @@ def read_examples(path: str, data: dict, cache_dir: Path | None,
         if data["source"] != "audio":
             raise RnnkitError(f"{p} is a folder, but the run reads {data['source']} data")
         cfg = AudioConfig(**data["audio"])
-        files, labels = find_audio(p, data.get("label_pattern"))
+        files, labels = find_audio(p, data.get("label_pattern"), labelled=training)
         seqs = load_features(files, cfg, cache_dir, progress=True, rate_option=training)
         return seqs, labels, [f.name for f in files]
     if not p.exists():
         raise RnnkitError(f"{p}: no such file or folder")
     if p.suffix.lower() == ".npz":
-        seqs, labels = read_npz(p)
+        seqs, labels = read_npz(p, labelled=training)
         return seqs, labels, [f"{p.name}[{i}]" for i in range(len(seqs))]
     if p.suffix.lower() == ".csv":
         seqs, labels, ids, columns = read_labelled_csv(
