@@ -293,8 +293,9 @@ class EpochFeeder:
         set's epoch is one or two steps: evaluating after each would cost more than them)."""
         if step % self.per_epoch:
             return False
-        if self.cfg.max_time:
-            return self.eval_cost <= EVAL_SHARE * (time.monotonic() - self.eval_began)
+        if self.cfg.max_time:  # rank 0 times its evaluations: its answer, on every rank
+            due = self.eval_cost <= EVAL_SHARE * (time.monotonic() - self.eval_began)
+            return bool(distributed.broadcast(self.world, float(due)))
         return (step // self.per_epoch) % self.eval_epochs == 0
 
     def evaluate(self, train_loss: float) -> tuple[float | None, float | None]:
