@@ -328,6 +328,8 @@ def test_nan_validation_loss_is_handled_like_a_nan_training_loss(cli, data, tmp_
         _, progress = final_weights(run)
         assert progress["step"] == evaluations[-1] and progress["rollbacks"] == 1
         assert [h["step"] for h in progress["history"]] == evaluations
+        # the schedule of the resumed run's length, not of the checkpoint rolled back to
+        assert progress["plan"] == evaluations[-1]
 
 
 @both

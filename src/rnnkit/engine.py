@@ -518,7 +518,8 @@ def roll_back(error: Diverged, run_dir: Path | None, feeder: Feeder,
         raise RnnkitError(f"{error}; stopped{why}, the last good checkpoint is kept; lower "
                           "--lr or --grad-clip and --resume, or train with --on-nan rollback")
     back = load_checkpoint(run_dir, feeder, optimizer)
-    back.lr_scale, back.rollbacks = now.lr_scale / 2, now.rollbacks + 1
+    # the schedule in force, not the checkpoint's: a resumed run may have raised its length
+    back.lr_scale, back.rollbacks, back.plan = now.lr_scale / 2, now.rollbacks + 1, now.plan
     say(f"rnnkit: {error}; rolled back to step {back.step} (the last checkpoint) with the "
         f"learning rate scaled by {back.lr_scale:g} (--on-nan rollback)")
     return back
