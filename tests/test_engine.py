@@ -5,6 +5,7 @@ over processes."""
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import PYTHON
 
@@ -86,3 +87,13 @@ def test_a_last_batch_too_small_to_share_joins_the_one_before():
         assert sorted(map(len, one)) == [1, 8, 8] and sorted(map(len, two)) == [8, 9]
         assert sorted(torch.cat(two).tolist()) == list(range(17))
 
+
+
+def test_a_task_batch_smaller_than_the_processes_is_refused():
+    # under torchrun, a process left without rows would never join DDP's gradient reduction
+    from rnnkit.distributed import World
+    from rnnkit.fitting import EpochFeeder
+
+    with pytest.raises(rnnkit.RnnkitError, match="--batch-size 2 is smaller than the 4 processes"):
+        EpochFeeder(None, {}, None, FitConfig(batch_size=2), None, World(rank=1, size=4),
+                    torch.device("cpu"), 0)

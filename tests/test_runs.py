@@ -297,3 +297,12 @@ def test_a_warning_made_an_error_is_one_error_line(cli, tmp_path):
         warnings.simplefilter("error")
         status, _, err = cli("train", text, "--out", tmp_path / "run", "--max-steps", 2, *TINY)
     assert status == 2 and "the text has 1 distinct symbol" in one_error_line(err)
+
+
+def test_a_metrics_log_that_cannot_be_written_is_one_error(tmp_path):
+    # the engine writes the log beside each checkpoint: a failure is the user's to fix, not a bug
+    log = tmp_path / "metrics.csv"
+    log.mkdir()  # not writable as a file
+    row = {"step": 1, "chars": 10, "lr": 0.1, "train_loss": 2.0, "val_loss": ""}
+    with pytest.raises(runfiles.RnnkitError, match=r"could not write .*metrics\.csv .*--resume"):
+        runfiles.append_metrics(log, [row])

@@ -248,6 +248,10 @@ class EpochFeeder:
                  test_rows: int):
         self.model, self.train, self.val, self.cfg, self.metric = model, train, val, cfg, metric
         self.world, self.device, self.test_rows = world, device, test_rows
+        if cfg.batch_size < world.size:  # a process without rows would miss DDP's collectives
+            raise RnnkitError(f"--batch-size {cfg.batch_size} is smaller than the {world.size} "
+                              f"processes, each of which needs rows of every batch; give at "
+                              f"least {world.size}")
         self.n_val = size(val) if val is not None else 0
         self.cached: tuple[int, list[Tensor]] = (-1, [])
         self.per_epoch = len(self.epoch(0))

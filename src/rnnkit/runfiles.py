@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import RnnkitError
+
 TEMP_SUFFIX = ".rnnkit.tmp"
 TEMP_PATTERN = re.compile(r"\..+\.\d+" + re.escape(TEMP_SUFFIX))
 
@@ -116,12 +118,20 @@ def append_metrics(path: Path, rows: list[dict]) -> None:
         return
     lines = [",".join(cell(row[c]) for c in METRICS_COLUMNS) + "\n" for row in rows]
     new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", encoding="utf-8") as f:
-        if new:
-            f.write(",".join(METRICS_COLUMNS) + "\n")
-        f.writelines(lines)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            if new:
+                f.write(",".join(METRICS_COLUMNS) + "\n")
+            f.writelines(lines)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a half-written row is dropped on resuming (`truncate_metrics`)
+        raise metrics_error(path, e) from None
+
+
+def metrics_error(path: Path, e: OSError) -> RnnkitError:
+    return RnnkitError(f"could not write {path} ({e.strerror or e}); the last checkpoint is "
+                       "intact; free disk space and --resume")
 
 
 def cell(value) -> str:
@@ -143,4 +153,7 @@ def truncate_metrics(path: Path, step: int) -> None:
         if line.endswith("\n") and first.isdigit() and int(first) <= step:
             keep.append(line)
     if len(keep) != len(lines) or (lines and not lines[0].endswith("\n")):
-        write_bytes_atomic(path, "".join(keep if len(keep) > 1 else []).encode("utf-8"))
+        try:
+            write_bytes_atomic(path, "".join(keep if len(keep) > 1 else []).encode("utf-8"))
+        except OSError as e:
+            raise metrics_error(path, e) from None
