@@ -179,3 +179,17 @@ def test_prediction_reports_resampling_once_without_a_flag_it_rejects(cli, tones
 def test_more_mfccs_than_mel_bands_is_refused():
     with pytest.raises(RnnkitError, match="--n-mfcc 40 is more than the --n-mels 20 bands"):
         AudioConfig(n_mfcc=40, n_mels=20)
+
+
+def test_the_feature_cache_is_keyed_by_the_librosa_that_computed_it(tones, monkeypatch):
+    import importlib.metadata
+
+    from rnnkit.audio import cache_key
+
+    files, _ = find_audio(tones)
+    key = cache_key(files, AudioConfig())
+    assert cache_key(files, AudioConfig()) == key
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "0.0" if name == "librosa" else real(name))
+    assert cache_key(files, AudioConfig()) != key

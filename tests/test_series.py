@@ -117,3 +117,11 @@ def test_a_csv_saved_with_a_byte_order_mark_reads_its_first_column(tmp_path):
     path.write_bytes("id,label,a\nx,yes,1\nx,yes,2\nz,no,3\n".encode("utf-8-sig"))
     seqs, labels, ids, columns = read_labelled_csv(path, None, "id", "label")
     assert ids == ["x", "z"] and labels == ["yes", "no"] and columns == ["a"]
+
+
+def test_a_csv_to_predict_without_the_runs_id_column_says_to_add_it(tmp_path):
+    path = tmp_path / "new.csv"
+    path.write_text("a\n1\n2\n")
+    with pytest.raises(RnnkitError, match="no column 'id' naming each row's sequence; the run "
+                                          "reads its sequences from a column 'id'; add it"):
+        read_labelled_csv(path, ["a"], "id", None)  # as `predict` reads it: no label column

@@ -16,6 +16,7 @@ Dataset's `7_jackson_32.wav`). Features are computed once and cached as a pickle
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -162,8 +163,13 @@ def compile_pattern(pattern: str, option: str) -> re.Pattern:
 
 
 def cache_key(files: list[Path], cfg: AudioConfig) -> str:
-    """Changes when a file is added, removed or modified, or when a feature option changes."""
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    """Changes when a file is added, removed or modified, when a feature option changes, or when
+    another librosa computes the features (its defaults have changed between versions)."""
+    try:
+        computed_by = importlib.metadata.version("librosa")
+    except importlib.metadata.PackageNotFoundError:
+        computed_by = ""
+    h = hashlib.sha256(json.dumps({**asdict(cfg), "librosa": computed_by}, sort_keys=True).encode())
     for p in files:
         st = p.stat()
         h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

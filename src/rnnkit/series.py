@@ -88,8 +88,9 @@ def read_labelled_csv(path: str | os.PathLike, columns: list[str] | None = None,
     for name, option, role in ((id_column, "--id-column", "naming each row's sequence"),
                                (label_column, "--label-column", "holding each sequence's class")):
         if name is not None and name not in header:
-            raise RnnkitError(f"{path}: no column {name!r} {role}; give {option} NAME with one "
-                              f"of the columns {header}")
+            fix = f"give {option} NAME with one of the columns {header}" if label_column else \
+                f"the run reads its sequences from a column {name!r}; add it"  # predicting
+            raise RnnkitError(f"{path}: no column {name!r} {role}; {fix}")
     i_id = column_index(path, header, id_column)
     i_label = None if label_column is None else column_index(path, header, label_column)
     columns = columns or [h for h in header if h not in (id_column, label_column)]
