@@ -88,7 +88,6 @@ def test_a_last_batch_too_small_to_share_joins_the_one_before():
         assert sorted(torch.cat(two).tolist()) == list(range(17))
 
 
-
 def test_a_task_batch_smaller_than_the_processes_is_refused():
     # under torchrun, a process left without rows would never join DDP's gradient reduction
     from rnnkit.distributed import World
