@@ -62,6 +62,9 @@ def test_origins_hold_out_the_last_horizons():
     assert test[0].tolist() == [14, 17] and val[0].tolist() == [11] and train[0].tolist() == \
         list(range(2, 9))  # two steps read at least; the last target is 10, before validation's 11
     assert test[1].tolist() == [3, 6] and val[1].tolist() == [] and train[1].tolist() == []
+    # validation windows read two steps too (a one-step window's scale is only the floor)
+    _, val, test = split_origins([12], H=3, origins=2, val_origins=2)
+    assert test[0].tolist() == [6, 9] and val[0].tolist() == [2]
     train, val, test = split_origins([100], H=5, test_fraction=0.2, val_fraction=0.1)
     assert test[0].tolist() == list(range(80, 96)) and val[0].tolist() == list(range(70, 76))
 
