@@ -369,3 +369,16 @@ def test_rolling_widening_uses_the_errors_known_at_each_origin():
                                      lengths, np.ones(4, bool), H, levels)
     known = conformal_widening(raw[[2, 5]], y[[2, 5]], levels)
     np.testing.assert_allclose(per_window, [[0, 0, 0], known, [0, 0, 0], known])
+
+
+def test_without_validation_later_test_origins_are_calibrated(cli, tmp_path):
+    # --val-origins 0: the first test horizon knows no error, the later ones know the first's
+    data = shops_csv(tmp_path / "shops.csv")
+    out = tmp_path / "run"
+    status, _, err = cli("forecast", "train", data, "--id-column", "shop", "--time-column",
+                         "time", "--quantiles", "0.1,0.9", "--horizon", "6", "--window", "24",
+                         "--origins", "3", "--val-origins", "0", "--epochs", "2", "--out", out,
+                         *QUICK)
+    assert status == 0, err
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert len(data.get("widen") or []) == 3  # forecasts after the data: calibrated on all three
