@@ -306,3 +306,13 @@ def test_a_metrics_log_that_cannot_be_written_is_one_error(tmp_path):
     row = {"step": 1, "chars": 10, "lr": 0.1, "train_loss": 2.0, "val_loss": ""}
     with pytest.raises(runfiles.RnnkitError, match=r"could not write .*metrics\.csv .*--resume"):
         runfiles.append_metrics(log, [row])
+
+
+def test_a_refused_new_run_leaves_nothing_so_the_fix_starts_afresh(cli, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(PANGRAM * 20)
+    run = tmp_path / "run"
+    status, _, err = cli("train", text, "--out", run, *TINY, "--seq-len", "100000")
+    assert status == 2 and "--seq-len" in one_error_line(err)
+    assert not run.exists()  # config, vocabulary and tokens were written, then removed
+    assert cli("train", text, "--out", run, *TINY, "--max-steps", "2")[0] == 0

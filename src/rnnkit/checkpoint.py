@@ -25,6 +25,7 @@ or tampered file is refused with a message rather than a crash inside torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -273,6 +274,22 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         if self.file is not None:
             self.file.close()  # closing releases the lock
+
+
+def remove_unstarted_run(run_dir: Path) -> None:
+    """Remove what a new run wrote before it was refused, before its first checkpoint (its
+    config, vocabulary, token files and lock), so that the same command with the fix starts
+    afresh; `check_out_dir` let the run start only where nothing else was. The folder goes too
+    when that leaves it empty."""
+    for name in sorted(RUN_FILES - {"data"}):
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+    for name in DATA_FILES:
+        with contextlib.suppress(OSError):
+            (run_dir / "data" / name).unlink(missing_ok=True)
+    for folder in (run_dir / "data", run_dir):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def data_dir(run_dir: Path, config: dict) -> Path:

@@ -147,6 +147,7 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
     if resume and not (run_dir / "config.json").exists():
         resume = False  # nothing to resume yet (e.g. stopped before its first write): start
     world, device_name = distributed.setup(train_cfg.device)
+    unstarted = False
     try:
         device = pick_device(device_name, train_cfg.precision)
         if world.main:
@@ -179,10 +180,16 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
                 data = PreparedData.open(ckpt.data_dir(run_dir, saved))
             if not world.main:
                 base = None  # DistributedDataParallel copies rank 0's weights to every rank
-            return run(run_dir, data, model_cfg, train_cfg, device, world, resume, quiet, started,
-                       base)
+            try:
+                return run(run_dir, data, model_cfg, train_cfg, device, world, resume, quiet,
+                           started, base)
+            except RnnkitError:  # refused before its first checkpoint: no half-made run left
+                unstarted = world.main and not resume and not (run_dir / ckpt.LAST).exists()
+                raise
     finally:
         distributed.teardown(world)
+        if unstarted:  # the lock released first
+            ckpt.remove_unstarted_run(run_dir)
 
 
 def warn_small_vocabulary(vocab) -> None:
