@@ -189,3 +189,12 @@ def test_export_errors_are_one_line(cli, corpus, tmp_path, monkeypatch):
     status, _, err = cli("export", tmp_path / "run", "--out", tmp_path / "m.onnx")
     assert status == 2 and "pip install 'rnnkit[export]'" in one_error_line(err)
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_an_out_path_through_a_file_is_one_line(cli, corpus, tmp_path):
+    assert cli("train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", "2")[0] == 0
+    (tmp_path / "a.txt").write_text("not a folder")
+    status, _, err = cli("export", tmp_path / "run", "--out", tmp_path / "a.txt" / "m.onnx")
+    assert status == 2 and "cannot write" in one_error_line(err)
+    status, _, err = cli("prepare", corpus, "--out", tmp_path / "a.txt")
+    assert status == 2 and "cannot make the folder" in one_error_line(err)

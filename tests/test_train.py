@@ -137,7 +137,8 @@ def bad_utf8(tmp_path):
     ("empty", ["EMPTY"], "is empty"),
     ("directory", ["DIR"], "is a directory"),
     ("short", ["SHORT"], "shorter than one training sequence"),
-    ("utf8", ["LATIN1"], "is not valid UTF-8 (byte 3); use --tokenizer byte"),
+    ("utf8", ["LATIN1"], "is not valid UTF-8 (byte 3); a character model reads text; convert "
+     "the file to UTF-8, or train a byte model (--tokenizer byte)"),
     ("cell", ["CORPUS", "--cell", "transformer"], "argument --cell: invalid choice"),
     ("zero", ["CORPUS", "--hidden", "0"], "hidden must be positive, got 0"),
     ("negative", ["CORPUS", "--layers", "-2"], "layers must be positive, got -2"),

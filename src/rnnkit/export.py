@@ -26,6 +26,7 @@ The file is written to a temporary name and renamed, so a failed export leaves n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -148,7 +149,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         raise RnnkitError(f"cannot write {out}: {e.strerror or e}; check the path and free "
                           "space") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a folder that is not one: the error above says so
+            tmp.unlink(missing_ok=True)
     return shape
 
 

@@ -194,8 +194,9 @@ def chunk_codes(path: Path, kind: str) -> Iterator[np.ndarray]:
                 except UnicodeDecodeError as e:
                     at = offset - pending + e.start
                     raise RnnkitError(
-                        f"{str(path)!r} is not valid UTF-8 (byte {at}); "
-                        "use --tokenizer byte to train on raw bytes") from None
+                        f"{str(path)!r} is not valid UTF-8 (byte {at}); a character model reads "
+                        "text; convert the file to UTF-8, or train a byte model (--tokenizer "
+                        "byte) on raw bytes") from None
                 if text:
                     yield np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
                 if final:
@@ -225,7 +226,11 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
     vocab = vocab or build_vocab(files, kind)
     table = vocab.lookup()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file of that name, or a file on the way to it
+        raise RnnkitError(f"cannot make the folder {out} ({e.strerror or e}); choose another "
+                          "--out") from None
     count, skipped = 0, {}
     with atomic_write(out / "tokens.bin") as w:
         for f in files:
