@@ -191,3 +191,6 @@ def test_sample_cli_flags(cli, corpus, tmp_path):
     assert status == 2 and "beam search keeps the most likely" in one_error_line(err)
     status, _, err = cli("sample", run, "--top-p", "2")
     assert status == 2 and "top-p must be in (0, 1], got 2.0" in one_error_line(err)
+    # N samples are printed whole, so held in memory: bounded as generate's strings are
+    status, _, err = cli("sample", run, "--num-samples", "2", "--length", "6000000")
+    assert status == 2 and "held to print them" in one_error_line(err)

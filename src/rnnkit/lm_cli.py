@@ -18,6 +18,7 @@ from .config import from_dict
 from .errors import RnnkitError, require_seed
 from .export import export
 from .lm import ModelConfig
+from .sample import MAX_STRING
 from .text import PreparedData, Vocab, check_corpus_files, prepare
 from .training import TrainConfig, pick_device, text_loss, train
 
@@ -60,6 +61,11 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     if args.seed is not None:
         require_seed(args.seed)
+    if args.num_samples is not None and args.length * args.num_samples > MAX_STRING:
+        # each of N samples is printed whole once all are done: they are held in memory
+        raise RnnkitError(f"--length {args.length:,} x --num-samples {args.num_samples} is more "
+                          f"than the {MAX_STRING:,} characters that are held to print them; "
+                          "lower either, or stream one sample (no --num-samples)")
     model = load(args.run_dir, device=pick_device(args.device))
     start = time.perf_counter()
     pieces = model.stream(args.prime, args.length, args.temperature, args.top_k, args.greedy,
