@@ -112,7 +112,7 @@ def viz_page(tmp_path_factory):
 def test_viz_writes_one_self_contained_page(viz_page, cli):
     run, source, html = viz_page
     status, out, _ = cli("viz", run, source, "--out", html, "--max-chars", "250")
-    assert status == 0 and "reading the first 250 of 301 characters" in out
+    assert status == 0 and "reading the first 250 characters" in out
     assert "skipped 'Ж'" in out and f"wrote {html}" in out
     text = html.read_text(encoding="utf-8")
     assert "src=" not in text and "href=" not in text and "http" not in text.replace(
@@ -162,3 +162,12 @@ def test_viz_page_in_chromium(viz_page, cli, tmp_path):
         print(f"screenshot: {tmp_path / 'viz.png'}")
     finally:
         driver.quit()
+
+
+def test_viz_reads_no_more_than_max_chars(viz_page, cli, tmp_path):
+    # an endless file: only --max-chars of it are read (here none is in the vocabulary)
+    run, _, _ = viz_page
+    status, out, err = cli("viz", run, "/dev/zero", "--out", tmp_path / "p.html",
+                           "--max-chars", "100")
+    assert "reading the first 100 characters" in out
+    assert status == 2 and "no symbol of this model's vocabulary" in one_error_line(err)

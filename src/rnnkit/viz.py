@@ -200,13 +200,14 @@ def cmd_viz(args) -> int:
     require_positive(max_chars=args.max_chars)
     model = load(args.run_dir)
     path = Path(args.text)
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+    try:  # at most --max-chars characters are read (one more, to know whether there are more)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(args.max_chars + 1)
     except OSError as e:
         raise RnnkitError(f"cannot read text file {str(path)!r} ({e.strerror or e}); check the "
                           "path") from None
     if len(text) > args.max_chars:
-        print(f"reading the first {args.max_chars} of {len(text)} characters (see --max-chars)")
+        print(f"reading the first {args.max_chars} characters (see --max-chars)")
         text = text[:args.max_chars]
     tr = trace(model, text)
     if tr.skipped:
