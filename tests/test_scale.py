@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import PYTHON, TINY, torchrun
+from conftest import PYTHON, TINY, one_error_line, torchrun
 from kinds import CLASSIFIER, write_npz
 from safetensors.torch import load_file
 
@@ -40,6 +40,20 @@ def test_prepare_then_train_on_the_token_file(cli, corpus, tmp_path):
     other.write_text("ZZZ" * 30)
     status, _, err = cli("prepare", other, "--out", tmp_path / "data3", "--vocab", run)
     assert status == 2 and "'Z'" in err and "not in the vocabulary" in err
+    # the vocabulary decides the tokenizer: a contradicting --tokenizer is refused, not ignored
+    status, _, err = cli("prepare", other, "--out", tmp_path / "d5", "--vocab", run,
+                         "--tokenizer", "byte")
+    assert status == 2 and "--tokenizer byte differs from the char vocabulary" in one_error_line(err)
+    status, _, err = cli("train", tmp_path / "data", "--out", tmp_path / "r2", *TINY,
+                         "--tokenizer", "byte")
+    assert status == 2 and "--tokenizer byte differs from the char vocabulary" in one_error_line(err)
+    status, _, err = cli("eval", run, "--batch-size", "-1")
+    assert status == 2 and "--batch-size must be at least 1, got -1" in one_error_line(err)
+    assert cli("prepare", corpus, "--out", tmp_path / "bytes", "--tokenizer", "byte")[0] == 0
+    assert cli("train", tmp_path / "bytes", "--out", tmp_path / "r3", *TINY, "--max-steps",
+               "2")[0] == 0  # no --tokenizer: the data's, recorded as such
+    assert json.loads((tmp_path / "r3" / "config.json").read_text())["train"]["tokenizer"] == \
+        "byte"
     # the built-in model's 256 bytes, for a corpus to fine-tune it on
     status, out, err = cli("prepare", other, "--out", tmp_path / "data4", "--vocab", "builtin")
     assert status == 0 and "byte vocabulary of 256" in out, err

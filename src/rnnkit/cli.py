@@ -189,8 +189,8 @@ def build_parser() -> Parser:
     r.set_defaults(run="lm_cli.cmd_prepare")
     r.add_argument("texts", nargs="+", metavar="TEXT_FILE", help="text files to encode, in order")
     r.add_argument("--out", required=True, metavar="DATA", help="directory to write")
-    r.add_argument("--tokenizer", choices=TOKENIZERS, default="char", help="char (Unicode) or "
-                   "byte (default char)")
+    r.add_argument("--tokenizer", choices=TOKENIZERS, help="char (Unicode) or byte (default "
+                   "char; with --vocab, the vocabulary's)")
     r.add_argument("--vocab", metavar="FILE", help="use this vocab.json (or run directory's) "
                    "instead of building one from the text (default: built from the text)")
 

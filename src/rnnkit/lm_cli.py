@@ -101,6 +101,8 @@ def cmd_eval(args) -> int:
     device = pick_device(args.device)
     model = load(args.run_dir, device=device)
     train_cfg = from_dict(TrainConfig, config.get("train"), "config.json train")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise RnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
     batch_size = args.batch_size or train_cfg.batch_size
     seq_len = train_cfg.seq_len
     if args.text:
@@ -135,10 +137,14 @@ def cmd_prepare(args) -> int:
         path = builtin.resolve(args.vocab)  # a run directory, its vocab.json, or "builtin"
         vocab = Vocab.from_json(read_json(path / "vocab.json" if path.is_dir() else path,
                                           "vocabulary JSON"))
+        if args.tokenizer and args.tokenizer != vocab.kind:
+            raise RnnkitError(f"--tokenizer {args.tokenizer} differs from the {vocab.kind} "
+                              f"vocabulary of --vocab {args.vocab}; drop --tokenizer, or "
+                              "--vocab to build a vocabulary from the text")
     files = check_corpus_files(args.texts)
     size = sum(f.stat().st_size for f in files)
     start = time.monotonic()
-    data = prepare(files, args.out, vocab.kind if vocab else args.tokenizer, vocab=vocab)
+    data = prepare(files, args.out, vocab.kind if vocab else args.tokenizer or "char", vocab=vocab)
     seconds = time.monotonic() - start
     print(f"prepared {len(data.tokens):,} tokens ({data.vocab.kind} vocabulary of "
           f"{len(data.vocab)}) from {len(files)} file(s), {size / 1e6:,.1f} MB in {seconds:.1f}s "

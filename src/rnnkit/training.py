@@ -171,6 +171,13 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
                         (lambda *a: None) if quiet else tqdm.write)
                 else:
                     data = open_data(run_dir, texts, train_cfg.tokenizer)
+                    if data.vocab.kind != train_cfg.tokenizer:  # a prepared DATA decides
+                        if "tokenizer" in given:
+                            raise RnnkitError(f"--tokenizer {train_cfg.tokenizer} differs from "
+                                              f"the {data.vocab.kind} vocabulary {texts[0]} was "
+                                              "prepared with; drop --tokenizer, or prepare it "
+                                              "again")
+                        train_cfg = replace(train_cfg, tokenizer=data.vocab.kind)
                 warn_small_vocabulary(data.vocab)
                 model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
                 ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
