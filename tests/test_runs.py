@@ -316,3 +316,18 @@ def test_a_refused_new_run_leaves_nothing_so_the_fix_starts_afresh(cli, tmp_path
     assert status == 2 and "--seq-len" in one_error_line(err)
     assert not run.exists()  # config, vocabulary and tokens were written, then removed
     assert cli("train", text, "--out", run, *TINY, "--max-steps", "2")[0] == 0
+
+
+def test_resuming_keeps_the_sample_length_and_a_damaged_vocabulary_names_its_file(cli, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(PANGRAM * 20)
+    run = tmp_path / "run"
+    assert cli("train", text, "--out", run, *TINY, "--max-steps", "2", "--sample-length",
+               "0")[0] == 0
+    # resumed without --sample-length: the run's 0, so no sample at the end
+    status, out, _ = cli("train", text, "--out", run, *TINY, "--max-steps", "4", "--resume")
+    assert status == 0 and "--- sample" not in out
+    (run / "vocab.json").write_text('{"kind": "word", "codes": [97, 98]}')
+    status, _, err = cli("sample", run)
+    line = one_error_line(err)
+    assert status == 2 and str(run / "vocab.json") in line and "damaged" in line

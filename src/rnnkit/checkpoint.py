@@ -133,7 +133,13 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
                           f'(expected "format": "{FORMAT}")')
     check_version(run_dir, config)
     model_config = from_dict(ModelConfig, config.get("model"), "config.json model")
-    vocab = Vocab.from_json(read_json(run_dir / "vocab.json", "vocabulary JSON"))
+    try:
+        vocab = Vocab.from_json(read_json(run_dir / "vocab.json", "vocabulary JSON"))
+    except RnnkitError as e:  # say which file, and that it is the run that is damaged
+        if str(run_dir / "vocab.json") in str(e):
+            raise
+        raise RnnkitError(f"{run_dir / 'vocab.json'}: {e}; the run directory is damaged") \
+            from None
     if len(vocab) != model_config.vocab_size:
         raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
                           f"vocab_size {model_config.vocab_size}; the files do not belong together")

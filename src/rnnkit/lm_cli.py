@@ -43,7 +43,11 @@ def cmd_train(args) -> int:
     summary = train(args.texts, args.out, model_cfg, train_cfg, resume=args.resume, given=given)
     if summary.get("rank", 0):
         return 0
-    length = train_cfg.sample_length if "sample_length" in given else TrainConfig.sample_length
+    if "sample_length" in given or not args.resume:
+        length = train_cfg.sample_length
+    else:  # the run's own setting, as the rest of a resumed run's options
+        length = read_run_config(args.out)[0].get("train", {}).get("sample_length",
+                                                                    TrainConfig.sample_length)
     if length > 0 and summary["steps_now"] and summary["stopped"] not in ("SIGINT", "SIGTERM"):
         model = load(args.out)
         print("--- sample (temperature 0.8) ---")
