@@ -117,6 +117,15 @@ def read_json(path: Path, what: str):
                           "damaged") from None
 
 
+def read_vocab(path: Path) -> Vocab:
+    """A vocab.json, read and checked; an error names the file."""
+    raw = read_json(path, "vocabulary JSON")
+    try:
+        return Vocab.from_json(raw)
+    except RnnkitError as e:
+        raise RnnkitError(f"{path}: {e}; the run directory is damaged") from None
+
+
 def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Vocab]:
     """config.json (raw), its model section checked, and the vocabulary matched to it."""
     run_dir = builtin.resolve(run_dir)
@@ -133,13 +142,7 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
                           f'(expected "format": "{FORMAT}")')
     check_version(run_dir, config)
     model_config = from_dict(ModelConfig, config.get("model"), "config.json model")
-    try:
-        vocab = Vocab.from_json(read_json(run_dir / "vocab.json", "vocabulary JSON"))
-    except RnnkitError as e:  # say which file, and that it is the run that is damaged
-        if str(run_dir / "vocab.json") in str(e):
-            raise
-        raise RnnkitError(f"{run_dir / 'vocab.json'}: {e}; the run directory is damaged") \
-            from None
+    vocab = read_vocab(run_dir / "vocab.json")
     if len(vocab) != model_config.vocab_size:
         raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
                           f"vocab_size {model_config.vocab_size}; the files do not belong together")

@@ -101,14 +101,14 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
                   "calendar": args.calendar or [], "quantiles": args.quantiles or []}
     panel, data["columns"] = read_panel(args.series, data)
     # the test's first origin needs a step before it (with --origins K, the last K horizons)
-    tested = H * (args.origins if args.test_fraction is None else 1)
+    held_steps = H * (args.origins if args.test_fraction is None else 1)
     for i, values in enumerate(panel.values):
-        if len(values) < tested + 1:
+        if len(values) < held_steps + 1:
             raise RnnkitError(f"{described(panel, i, args.series)}: the series has "
                               f"{len(values)} steps, shorter than the horizon {H}"
-                              f"{f' times --origins {args.origins}' if tested > H else ''} plus "
-                              "one observed step; lower --horizon"
-                              f"{' or --origins' if tested > H else ''} or drop the series")
+                              f"{f' times --origins {args.origins}' if held_steps > H else ''} "
+                              "plus one observed step; lower --horizon"
+                              f"{' or --origins' if held_steps > H else ''} or drop the series")
     m = args.season or infer_season(panel.times[0])
     W = args.window or max(48, 2 * m)
     data.update(window=W, season=m, scale="run" if len(panel) == 1 else "window")

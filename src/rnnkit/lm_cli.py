@@ -13,13 +13,13 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import builtin
-from .checkpoint import data_dir, load, read_json, read_run_config
+from .checkpoint import data_dir, load, read_json, read_run_config, read_vocab
 from .config import from_dict
 from .errors import RnnkitError, require_seed
 from .export import export
 from .lm import ModelConfig
 from .sample import MAX_STRING
-from .text import PreparedData, Vocab, check_corpus_files, prepare
+from .text import PreparedData, check_corpus_files, prepare
 from .training import TrainConfig, pick_device, text_loss, train
 
 
@@ -46,8 +46,8 @@ def cmd_train(args) -> int:
     if "sample_length" in given or not args.resume:
         length = train_cfg.sample_length
     else:  # the run's own setting, as the rest of a resumed run's options
-        length = read_run_config(args.out)[0].get("train", {}).get("sample_length",
-                                                                    TrainConfig.sample_length)
+        saved = read_json(Path(args.out) / "config.json", "JSON").get("train", {})
+        length = saved.get("sample_length", TrainConfig.sample_length)
     if length > 0 and summary["steps_now"] and summary["stopped"] not in ("SIGINT", "SIGTERM"):
         model = load(args.out)
         print("--- sample (temperature 0.8) ---")
@@ -139,8 +139,7 @@ def cmd_prepare(args) -> int:
     vocab = None
     if args.vocab:
         path = builtin.resolve(args.vocab)  # a run directory, its vocab.json, or "builtin"
-        vocab = Vocab.from_json(read_json(path / "vocab.json" if path.is_dir() else path,
-                                          "vocabulary JSON"))
+        vocab = read_vocab(path / "vocab.json" if path.is_dir() else path)
         if args.tokenizer and args.tokenizer != vocab.kind:
             raise RnnkitError(f"--tokenizer {args.tokenizer} differs from the {vocab.kind} "
                               f"vocabulary of --vocab {args.vocab}; drop --tokenizer, or "

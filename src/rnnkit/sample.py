@@ -419,7 +419,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
         shown = "".join(unknown[:20]) + ("..." if len(unknown) > 20 else "")
         warnings.warn(f"prime text contains {shown!r}, not in the vocabulary of {len(vocab)} "
                       "symbols; skipped", RnnkitWarning, stacklevel=2)
-    in_text = list(ids)  # what the repetition penalty counts as already written
+    in_text = tuple(ids)  # what the repetition penalty counts as already written
     if not ids:
         try:
             ids = [vocab.index("\n")]
@@ -434,10 +434,10 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
 def produce(model, ids: list[int], length: int, temperature: float, top_k: int | None,
             greedy: bool, seed: int, top_p: float | None = None, repetition_penalty: float = 1.0,
             num_samples: int = 1, beam: int | None = None,
-            precision: str = "fp32", in_text: list[int] | None = None) -> Iterator[list[str]]:
+            precision: str = "fp32", in_text: tuple[int, ...] = ()) -> Iterator[list[str]]:
     """The generator behind `generate`, which has already checked the options: the text of
     `num_samples` streams, one list of pieces per symbol, after the prime `ids`; `in_text`, the
-    ids the repetition penalty counts as written before (default `ids`; none when the model
+    ids the repetition penalty counts as written before (the prime's; none when the model
     starts as after a newline that is not in the text)."""
     vocab = model.vocab
     generator = torch.Generator().manual_seed(seed)
@@ -455,7 +455,7 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
         seen = None
         if repetition_penalty != 1.0:
             seen = torch.zeros(N, len(vocab), dtype=torch.bool)  # (N, V) tokens in each text
-            seen[:, ids if in_text is None else in_text] = True
+            seen[:, list(in_text)] = True
         decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(N)] \
             if vocab.kind == "byte" else None
         symbols = [vocab.decode([t]) for t in range(len(vocab))]  # id -> text (bytes)
