@@ -251,9 +251,12 @@ def test_the_budget_is_the_commands_and_done_says_how_it_was_spent(cli, tmp_path
     assert re.search(r"^done: 2 epochs in [\d.]+s: [\d.]+s reading data, [\d.]+s training, "
                      r"[\d.]+s validating and saving, [\d.]+s testing; best epoch \d", stdout,
                      re.M), stdout
-    begun = time.monotonic()
-    stdout = train(cli, data, tmp_path / "budget", "--epochs", "100000", "--max-time", "2")
-    elapsed = time.monotonic() - begun
+    for attempt in ("budget", "again"):  # once more when a busy machine stalled the first
+        begun = time.monotonic()
+        stdout = train(cli, data, tmp_path / attempt, "--epochs", "100000", "--max-time", "2")
+        elapsed = time.monotonic() - begun
+        if elapsed < 2.5:
+            break
     found = re.search(r"^done: (\d+) of 100000 planned epochs \(the --max-time budget of 2s "
                       r"cut them short\)(?:, (\d+) evaluations)? in [\d.]+s", stdout, re.M)
     assert found, stdout

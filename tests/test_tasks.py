@@ -3,6 +3,7 @@ a small synthetic task that it can only solve by doing its job."""
 
 import json
 import time
+import types
 
 import pytest
 import torch
@@ -467,3 +468,37 @@ def test_schedule_and_config_errors():
     assert FitConfig(epochs=0, max_time=5).epochs == 0
     with pytest.raises(RnnkitError, match="conv"):
         SequenceConfig(3, 2, conv=-1)
+
+
+
+class Priced(SequenceModel):
+    """Each call costs what `costs` says (a training step, an evaluation batch) on a clock of
+    its own, and nothing else costs anything: the budget's arithmetic, free of the machine's."""
+
+    clock = [0.0]
+    costs = (0.3, 0.3)
+
+    def forward(self, *args, **kwargs):
+        Priced.clock[0] += self.costs[0] if self.training else self.costs[1]
+        return super().forward(*args, **kwargs)
+
+
+@pytest.mark.parametrize("costs", [(0.3, 0.3), (0.3, 0.1), (0.2, 0.05), (0.1, 0.3)])
+def test_time_budget_holds_after_each_evaluation(monkeypatch, costs):
+    # After an evaluation two steps are taken before the next check: they and the last
+    # evaluation must fit (with steps as slow as evaluations, 2.5 s became 3.0 s).
+    from rnnkit import engine, fitting
+
+    clock = types.SimpleNamespace(monotonic=lambda: Priced.clock[0])
+    monkeypatch.setattr(engine, "time", clock)
+    monkeypatch.setattr(fitting, "time", clock)
+    monkeypatch.setattr(Priced, "costs", costs)
+    g = torch.Generator().manual_seed(6)
+    data = {"inputs": torch.randn(64, 4, 2, generator=g), "targets": torch.randint(0, 2, (64,))}
+    val = {k: v[:16] for k, v in data.items()}
+    for budget in (2.0, 2.5, 3.0, 4.0, 7.0):
+        Priced.clock[0] = 0.0
+        summary = fit(Priced(SequenceConfig(2, 2, hidden=8)), data, val,
+                      FitConfig(epochs=10**6, batch_size=16, max_time=budget, **QUICK),
+                      quiet=True, started=0.0)
+        assert summary["stopped"] == "time" and Priced.clock[0] <= budget, (budget, summary)

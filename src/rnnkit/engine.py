@@ -302,6 +302,10 @@ def run(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distributed
                         clock.eval_seconds += eval_cost
                         if cfg.max_time:  # the decay must end with the budget
                             progress.plan = replan(progress, clock, eval_cost, feeder, world)
+                            if not final and stopped is None \
+                                    and not room_after_evaluation(clock, step_seconds,
+                                                                  eval_cost, feeder, world):
+                                stopped = "time"  # this evaluation is the last
                     if final or stopped is not None:
                         break
                 except Diverged as e:
@@ -399,6 +403,15 @@ def check(pending: Pending, feeder: Feeder, progress: Progress, rows: list[dict]
     if numbers[-1] > 0:
         return signal or "time"
     return None
+
+
+def room_after_evaluation(clock: Clock, step_seconds: float, eval_cost: float, feeder: Feeder,
+                          world: distributed.World) -> bool:
+    """Whether training may go on after an evaluation (rank 0's answer, on every rank). The
+    first check after it comes with the second step queued, so two steps and the last
+    evaluation must fit, with an evaluation's cost as just measured."""
+    room = time.monotonic() + 2 * step_seconds + eval_cost + feeder.extra < clock.deadline
+    return bool(distributed.broadcast(world, float(room)))
 
 
 def replan(progress: Progress, clock: Clock, eval_cost: float, feeder: Feeder,
