@@ -31,10 +31,12 @@ def beam_search(advance: Callable[[Tensor, Tensor], Tensor], logits: Tensor, wid
     """Up to `width` sequences with their log-probabilities, most likely first (see the module)."""
     if length == 0:
         return [([], 0.0)]
-    seqs: list[list[int]] = [[]]
+    # Each step's tokens and the rows of the prefixes they extend (backpointers): a prefix is
+    # read back once, at the end, so the search's time grows with length, not its square.
+    steps: list[tuple[list[int], list[int]]] = []
     scores = torch.zeros(1, dtype=torch.float64)  # (K,) log-probability of each live prefix
     logits = logits.reshape(1, -1)  # (K, V)
-    finished: list[tuple[list[int], float]] = []
+    finished: list[tuple[float, int, int, int]] = []  # (score, step, row, end): the best `width`
     for t in range(length):
         logp = torch.log_softmax(logits.double().cpu(), -1) + scores[:, None]  # (K, V)
         V = logp.shape[1]
@@ -43,18 +45,31 @@ def beam_search(advance: Callable[[Tensor, Tensor], Tensor], logits: Tensor, wid
         for score, i in zip(top.tolist(), flat.tolist(), strict=True):
             row, token = divmod(i, V)
             if token == end:
-                finished.append((seqs[row] + [token], score))
+                finished.append((score, t, row, token))
             elif len(live) < width:
                 live.append((row, token, score))
-        seqs = [seqs[row] + [token] for row, token, _ in live]
+        finished = sorted(finished, reverse=True)[:width]
+        steps.append(([token for _, token, _ in live], [row for row, _, _ in live]))
         scores = torch.tensor([score for _, _, score in live], dtype=torch.float64)
-        best_finished = max((score for _, score in finished), default=-float("inf"))
+        best_finished = finished[0][0] if finished else -float("inf")
         if not live or best_finished >= float(scores.max()) or t + 1 == length:
             break
         rows = torch.tensor([row for row, _, _ in live])
         tokens = torch.tensor([token for _, token, _ in live])
         logits = advance(tokens, rows)
-    found = finished + list(zip(seqs, scores.tolist(), strict=True))
+
+    def prefix(t: int, row: int) -> list[int]:
+        """The tokens of live row `row` after step t, read back along the backpointers."""
+        seq = []
+        for tokens, rows in reversed(steps[:t + 1]):
+            seq.append(tokens[row])
+            row = rows[row]
+        return seq[::-1]
+
+    last = len(steps) - 1
+    found = [((prefix(t - 1, row) if t else []) + [token], score)
+             for score, t, row, token in finished]
+    found += [(prefix(last, k), score) for k, score in enumerate(scores.tolist())]
     return sorted(found, key=lambda f: -f[1])[:width]
 
 
