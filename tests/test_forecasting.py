@@ -2,6 +2,7 @@
 hand computations, the pinball loss against its definition, and the forecast commands."""
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -108,6 +109,34 @@ def test_calendar_and_future_times():
     assert [str(v)[:10] for v in future_times(quarters, 2, "x")] == ["2024-06-30", "2024-09-30"]
     mixed = np.array(["2024-01-15", "2024-02-29", "2024-03-31"], dtype="datetime64[s]")
     assert infer_season(mixed) == 1  # neither one day of the month nor month ends
+
+
+def test_uneven_times_are_named_in_one_warning_and_the_season_is_the_usual_steps(cli, tmp_path):
+    # A missing day early on: the season is the usual step's (it was the first step's: 1)
+    days = np.arange("2024-01-01", "2024-04-01", dtype="datetime64[D]")
+    days = np.delete(days, 1)
+    y = np.sin(2 * np.pi * np.arange(len(days)) / 7)
+    path = tmp_path / "gap.csv"
+    path.write_text("t,y\n" + "".join(f"{d},{v:.4f}\n" for d, v in zip(days, y, strict=True)))
+    with pytest.warns(UserWarning) as caught:
+        panel, _ = read_panel(path, {"time_column": "t"})
+    assert [str(w.message) for w in caught] == [
+        f"{path}: lines 2 and 3 are 2 days apart (2024-01-01T00:00:00 to 2024-01-03T00:00:00), "
+        "most steps 1 day; each row is read as one step, so fill in any missing rows"]
+    assert infer_season(panel.times[0]) == 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # shown, as outside the tests, not raised
+        status, stdout, err = cli("forecast", "train", path, "--time-column", "t", "--horizon",
+                                  "7", "--window", "14", "--out", tmp_path / "run", "--epochs",
+                                  "1", *QUICK)
+    assert status == 0 and "season 7" in stdout, err
+    assert err.count("rnnkit: warning: ") == 1 and "lines 2 and 3 are 2 days apart" in err
+    # evenly spaced times, month ends among them, warn of nothing
+    ends = tmp_path / "ends.csv"
+    ends.write_text("t,y\n2023-12-31,1\n2024-01-31,2\n2024-02-29,3\n2024-03-31,4\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_panel(ends, {"time_column": "t"})
 
 
 def test_many_series_with_covariates_and_quantiles(cli, tmp_path):

@@ -28,6 +28,7 @@ H x F x Q quantiles, in the same units, which `decode` turns back into the serie
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,12 +101,13 @@ def month_place(times: np.ndarray) -> tuple[str, np.timedelta64] | None:
 
 
 def month_steps(times: np.ndarray) -> int | None:
-    """The step in months of datetimes at one place in their months (`month_place`): monthly,
-    quarterly and yearly data; or None."""
-    if len(times) < 2 or month_place(times) is None:
+    """The step in months of evenly spaced datetimes at one place in their months
+    (`month_place`): monthly, quarterly and yearly data; or None."""
+    if len(times) < 2:
         return None
-    steps = np.diff(times.astype("datetime64[M]").astype(np.int64))
-    return int(steps[0]) if (steps == steps[0]).all() and steps[0] >= 1 else None
+    steps, unit = steps_between(times)
+    return int(steps[0]) if unit == "months" and (steps == steps[0]).all() and steps[0] >= 1 \
+        else None
 
 
 def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
@@ -127,15 +129,44 @@ def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
     return times[-1] + k * step[0]
 
 
+def steps_between(times: np.ndarray) -> tuple[np.ndarray, str]:
+    """The steps between consecutive times (at least two): in months for datetimes at one place
+    in their months (`month_place`), else in seconds for datetimes, else as numbers."""
+    if times.dtype.kind != "M":
+        return np.diff(times), ""
+    if month_place(times) is not None:
+        return np.diff(times.astype("datetime64[M]").astype(np.int64)), "months"
+    return np.diff(times) / np.timedelta64(1, "s"), "seconds"
+
+
+def usual_step(times: np.ndarray) -> tuple[float, int | None]:
+    """The most common step between consecutive times (at least two), in `steps_between`'s
+    unit, and the index of the first step that differs from it (None when evenly spaced)."""
+    steps = steps_between(times)[0]
+    values, counts = np.unique(steps, return_counts=True)
+    usual = values[counts.argmax()]
+    off = np.flatnonzero(steps != usual)
+    return float(usual), int(off[0]) if off.size else None
+
+
+def step_words(step: float, unit: str) -> str:
+    """'3 months', '2 days', '30 minutes', '1.5': a step in `steps_between`'s unit, for people."""
+    if unit == "seconds":
+        for size, name in ((86400, "days"), (3600, "hours"), (60, "minutes"), (1, "seconds")):
+            if step % size == 0 or size == 1:
+                step, unit = step / size, name
+                break
+    return f"{step:g} {unit[:-1] if step == 1 else unit}".strip()
+
+
 def infer_season(times: np.ndarray | None) -> int:
-    """A season length from the spacing of datetimes: 24 hourly, 48 half-hourly, 7 daily, 52
-    weekly, 12 monthly, 4 quarterly; 1 otherwise."""
+    """A season length from the usual spacing of datetimes (`usual_step`): 24 hourly, 48
+    half-hourly, 7 daily, 52 weekly, 12 monthly, 4 quarterly; 1 otherwise."""
     if times is None or times.dtype.kind != "M" or len(times) < 2:
         return 1
-    months = month_steps(times)
-    if months is not None:
-        return {1: 12, 3: 4}.get(months, 1)
-    return SEASONS.get(int((times[1] - times[0]) / np.timedelta64(1, "s")), 1)
+    step = int(usual_step(times)[0])
+    return {1: 12, 3: 4}.get(step, 1) if steps_between(times)[1] == "months" else \
+        SEASONS.get(step, 1)
 
 
 def calendar_features(times: np.ndarray, names: list[str]) -> np.ndarray:
@@ -218,6 +249,7 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
     if calendar and (times is None or times.dtype.kind != "M"):
         raise RnnkitError(f"{path}: --calendar needs --time-column naming a column of dates")
     panel = Panel([], [], [], [], [])
+    uneven = None  # the first series whose times are not evenly spaced: (where, its rows)
     for key, index in groups.items():
         index = np.array(index)
         where = f"{path}, series {key!r}" if id_column else str(path)
@@ -228,6 +260,8 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
                 a, b = sorted(index[twice[0]:twice[0] + 2] + 2)
                 raise RnnkitError(f"{where}: lines {a} and {b} have the same time "
                                   f"{times[index[twice[0]]]}; give one row per time step")
+            if uneven is None and len(index) > 2 and usual_step(times[index])[1] is not None:
+                uneven = where, index
         observed = ~np.isnan(y[index]).all(1)
         n_future = len(index) - (np.flatnonzero(observed)[-1] + 1 if observed.any() else 0)
         gaps = np.flatnonzero(np.isnan(y[index[:len(index) - n_future]]).any(1))
@@ -262,7 +296,20 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
         panel.past.append(p[index[:T]].astype(np.float32))
         panel.known.append(known_rows)
         panel.times.append(None if times is None else times[index[:T]])
+    if uneven:
+        warn_uneven(*uneven, times)
     return panel, columns
+
+
+def warn_uneven(where: str, index: np.ndarray, times: np.ndarray) -> None:
+    """One line on a series whose times skip or bunch: its rows are still read as one step
+    apart, which is right for trading days and wrong for a missing row."""
+    usual, i = usual_step(times[index])
+    steps, unit = steps_between(times[index])
+    a, b = index[i], index[i + 1]
+    warnings.warn(f"{where}: lines {a + 2} and {b + 2} are {step_words(steps[i], unit)} apart "
+                  f"({times[a]} to {times[b]}), most steps {step_words(usual, unit)}; each row "
+                  "is read as one step, so fill in any missing rows", stacklevel=2)
 
 
 def read_panel_npz(path: Path, data: dict) -> tuple[Panel, list[str]]:
