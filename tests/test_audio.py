@@ -123,7 +123,22 @@ def test_bad_inputs_are_one_line(cli, tones, tmp_path):
 
     (tmp_path / "empty").mkdir()
     assert "holds no audio files" in error(tmp_path / "empty")
-    assert "needs at least two classes" in error(tones, "--label-pattern", r"^()")
+    assert "needs at least two classes" in error(tones, "--label-pattern", r"(\.wav)$")
+    assert "high_0.wav: --label-pattern '^(x?)' matches the file name but its first group is " \
+        "empty" in error(tones, "--label-pattern", "^(x?)")
+    assert "high_0.wav: --label-pattern '^(l)|^(h)' matches the file name but its first group " \
+        "is empty" in error(tones, "--label-pattern", "^(l)|^(h)")  # was an internal error
+    # the test pattern took every 'low' example: said so, not that the data has one label
+    assert "every example left for training by --test-pattern '^low' has the label 'high'" \
+        in error(tones, "--test-pattern", "^low")
+    assert "the rarest class has 1; give --val-fraction 0 (no validation part)" in error(
+        tones, "--test-pattern", "^low_[1-7]", "--val-fraction", "0.1")
+    # refused after its config was written: no run is left to refuse the fixed command
+    assert not (tmp_path / "r" / "config.json").exists()
+    assert "--test-fraction must be above 0 and below 1" in error(tones, "--test-fraction", "0")
+    assert "--columns applies to a CSV file, and " in error(tones, "--columns", "a")
+    assert "--deltas applies to MFCC features, not to --features raw" in error(
+        tones, "--features", "raw", "--deltas")
     (tones / "low" / "low_3.wav").write_bytes(b"RIFF....garbage")
     assert "low_3.wav: not a readable audio file" in error(tones)
     sf.write(tones / "low" / "low_3.wav", np.zeros(0, dtype=np.float32), 8000)
@@ -193,3 +208,29 @@ def test_the_feature_cache_is_keyed_by_the_librosa_that_computed_it(tones, monke
     monkeypatch.setattr(importlib.metadata, "version",
                         lambda name: "0.0" if name == "librosa" else real(name))
     assert cache_key(files, AudioConfig()) != key
+
+
+def test_linked_folders_are_read_and_nested_files_are_named_by_their_path(cli, tones, tmp_path):
+    # A class whose folder is a link: it was left out without a word (Path.rglob skips links)
+    root = tmp_path / "linked"
+    root.mkdir()
+    (root / "low").symlink_to(tones / "low", target_is_directory=True)
+    (root / "high").symlink_to(tones / "high", target_is_directory=True)
+    (root / "again").symlink_to(root, target_is_directory=True)  # a cycle: walked once
+    files, labels = find_audio(root)
+    assert len(files) == 16 and sorted(set(labels)) == ["high", "low"]
+    out = tmp_path / "run"
+    status, _, err = cli("classify", "train", root, "--out", out, *SMALL, "--epochs", "1")
+    assert status == 0, err
+    assert "features" not in err  # no progress bar where stderr is not a terminal
+    # Two files of one name in two sub-folders are told apart by their paths in the folder
+    status, stdout, err = cli("classify", "predict", out, tones)
+    assert status == 0, err
+    names = [line.split("\t")[0] for line in stdout.strip().splitlines()]
+    assert "low/low_0.wav" in names and len(set(names)) == 16
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "notes.wav").write_text("not audio")
+    status, _, err = cli("classify", "predict", out, bad)
+    assert status == 2 and "notes.wav: not a readable audio file" in one_error_line(err)
+    assert "features" not in err

@@ -129,8 +129,7 @@ def find_audio(folder: str | os.PathLike, label_pattern: str | None = None,
     folder = Path(folder)
     if not folder.is_dir():
         raise RnnkitError(f"{folder}: no such folder")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
-                   and p.is_file())
+    files = sorted(p for p in walk(folder) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
     if not files:
         raise RnnkitError(f"{folder}: the folder holds no audio files "
                           f"({', '.join(AUDIO_SUFFIXES)})")
@@ -144,7 +143,11 @@ def find_audio(folder: str | os.PathLike, label_pattern: str | None = None,
             if not m:
                 raise RnnkitError(f"{p}: the file name does not match --label-pattern "
                                   f"{label_pattern!r}")
-            labels.append(m.group(1) if regex.groups else m.group(0))
+            label = m.group(1) if regex.groups else m.group(0)
+            if not label:
+                raise RnnkitError(f"{p}: --label-pattern {label_pattern!r} matches the file name "
+                                  "but its first group is empty; make the group match the label")
+            labels.append(label)
     else:
         for p in files:
             parent = p.parent.relative_to(folder)
@@ -153,6 +156,19 @@ def find_audio(folder: str | os.PathLike, label_pattern: str | None = None,
                                   "give --label-pattern REGEX (its first group is the label)")
             labels.append(parent.as_posix())
     return files, labels
+
+
+def walk(folder: Path) -> list[Path]:
+    """Every file under `folder`, through linked sub-folders too (each real folder once)."""
+    seen, found = set(), []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree: walked already
+            dirs[:] = []
+            continue
+        seen.add(real)
+        found += [Path(root) / n for n in names]
+    return found
 
 
 def compile_pattern(pattern: str, option: str) -> re.Pattern:
@@ -198,7 +214,9 @@ def load_features(files: list[Path], cfg: AudioConfig, cache_dir: str | os.PathL
                 pass  # a damaged cache is recomputed
     from tqdm import tqdm
 
-    bar = tqdm(files, disable=not progress, unit="file", leave=False, desc="features")
+    # shown on a terminal only (None: tqdm's own test), so logs and error lines stay clean
+    bar = tqdm(files, disable=None if progress else True, unit="file", leave=False,
+               desc="features")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")  # every one is recorded, then shown once below

@@ -252,7 +252,7 @@ def add_task_commands(sub) -> None:
                         "example, its label and probability, tab-separated.")
     p.set_defaults(run="task_cli.cmd_classify_predict")
     p.add_argument("run_dir", metavar="DIR", help="run directory made by rnnkit classify train")
-    p.add_argument("files", nargs="+", metavar="FILE", help="audio files, CSV or .npz")
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files or folders, CSV or .npz")
     p.add_argument("--device", choices=devices, default="cpu", help="default cpu")
 
     f = sub.add_parser("forecast", help="forecast series: one or many, with covariates and "

@@ -125,6 +125,32 @@ def audio_config(args) -> AudioConfig:
     return AudioConfig(features=args.features, deltas=args.deltas, **values)
 
 
+def refuse_inapplicable(args, source: str) -> None:
+    """An input option that the data cannot use is refused, not saved with the run to be used
+    on other data at prediction: audio options on a CSV, CSV columns on audio, MFCC settings
+    with raw samples."""
+    given = {"--label-pattern": args.label_pattern is not None,
+             "--features": args.features != "mfcc", "--deltas": args.deltas,
+             **{f"--{k.replace('_', '-')}": getattr(args, k) is not None
+                for k in ("sample_rate", "n_mfcc", "n_fft", "hop_length", "n_mels")},
+             "--columns": args.columns is not None, "--id-column": args.id_column != "id",
+             "--label-column": args.label_column != "label"}
+    audio = {"--label-pattern", "--features", "--deltas", "--sample-rate", "--n-mfcc", "--n-fft",
+             "--hop-length", "--n-mels"}
+    needs = {**dict.fromkeys(audio, ("audio", "an audio folder")),
+             **dict.fromkeys(("--columns", "--id-column", "--label-column"), ("csv", "a CSV file"))}
+    kind = "an audio folder" if source == "audio" else f"a .{source} file"
+    for option, (wanted, what) in needs.items():
+        if given[option] and source != wanted:
+            raise RnnkitError(f"{option} applies to {what}, and {args.data} is {kind}; leave it "
+                              "out")
+    if source == "audio" and args.features == "raw":
+        for option in ("--deltas", "--n-mfcc", "--n-fft", "--hop-length", "--n-mels"):
+            if given[option]:
+                raise RnnkitError(f"{option} applies to MFCC features, not to --features raw "
+                                  "(raw samples); leave it out")
+
+
 # --- classification ---------------------------------------------------------------------------
 
 def held_out(n: int, fraction: float, classes: int) -> int:
@@ -139,10 +165,16 @@ def stratified(labels: list[int], fraction: float, seed: int, what: str) -> tupl
     index = np.arange(len(labels))
     counts = Counter(labels)
     held = held_out(len(labels), fraction, len(counts))
-    if min(counts.values()) < 2 or held >= len(labels):
-        raise RnnkitError(f"a stratified {what} split needs at least 2 examples of every class; "
-                          f"the rarest has {min(counts.values())}; give --test PATH or lower "
-                          "the fraction")
+    option = "--test-fraction" if what == "test" else "--val-fraction"
+    if min(counts.values()) < 2:
+        fix = "give --test PATH or --test-pattern REGEX" if what == "test" else \
+            "give --val-fraction 0 (no validation part)"
+        raise RnnkitError(f"a stratified {what} split holds out an example of every class and "
+                          f"needs another to train on; the rarest class has "
+                          f"{min(counts.values())}; {fix}")
+    if held >= len(labels):
+        raise RnnkitError(f"{option} {fraction} holds out {held} of {len(labels)} examples and "
+                          "leaves none to train on; lower it")
     keep, out = train_test_split(index, test_size=held, stratify=labels, random_state=seed)
     return sorted(keep.tolist()), sorted(out.tolist())
 
@@ -154,10 +186,12 @@ def cmd_classify_train(args) -> int:
     # Imported now, not after training: its import time stays out of the budget's test share,
     # and a missing matplotlib fails before any work.
     need("matplotlib.figure", "tasks")
-    for name in ("test_fraction", "val_fraction"):
-        if not 0.0 <= getattr(args, name) < 1.0:
-            raise RnnkitError(f"--{name.replace('_', '-')} must be in [0, 1), got "
-                              f"{getattr(args, name)}")
+    if not 0.0 <= args.test_fraction < 1.0 or not (args.test_fraction or args.test
+                                                   or args.test_pattern):
+        raise RnnkitError(f"--test-fraction must be above 0 and below 1 (a test part is always "
+                          f"held out; --test PATH gives your own), got {args.test_fraction}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise RnnkitError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.test and args.test_pattern:
         raise RnnkitError("give --test PATH or --test-pattern REGEX, not both")
     if args.label_pattern:
@@ -176,6 +210,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
                   Path(args.data).suffix[1:].lower(),
                   "label_pattern": args.label_pattern, "columns": args.columns,
                   "id_column": args.id_column, "label_column": args.label_column}
+    refuse_inapplicable(args, data["source"])
     if data["source"] == "audio":
         data["audio"] = asdict(audio_config(args))
     cache = out / "features"
@@ -201,7 +236,8 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         test_seqs, test_labels, how = [], [], ""
     classes = sorted(set(labels), key=natural_key)
     if len(classes) < 2:
-        raise RnnkitError(f"{args.data}: every example has the label {classes[0]!r}; a "
+        left = f" left for training by {how}" if args.test_pattern else ""
+        raise RnnkitError(f"{args.data}: every example{left} has the label {classes[0]!r}; a "
                           "classifier needs at least two classes")
     index = {c: i for i, c in enumerate(classes)}
     y = [index[c] for c in labels]

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .audio import AudioConfig, compile_pattern, find_audio, load_features
-from .checkpoint import BEST, VERSION, RunLock, check_version, load_weights, read_json
+from .checkpoint import BEST, LAST, VERSION, RunLock, check_version, load_weights, read_json
 from .checkpoint import FORMAT as LANGUAGE_MODEL
 from .config import from_dict
 from .configs import CALENDAR, FitConfig
@@ -184,7 +184,25 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
                 raise RnnkitError(f"{run_dir} already holds a {KINDS[kind][0]} run; add --resume "
                                   "to continue it, or choose another --out")
         remove_temp_files(run_dir)
-        yield there
+        try:
+            yield there
+        except RnnkitError:
+            if not there:
+                remove_unstarted_task_run(run_dir)
+            raise
+
+
+def remove_unstarted_task_run(run_dir: Path) -> None:
+    """A new run refused before its first checkpoint (a split or an option found wrong after
+    the data was read) leaves no run behind, so that the same command with the fix starts
+    afresh: its config.json and empty member folders go. The feature cache stays (the fixed
+    command reads it instead of computing it again)."""
+    if next(run_dir.rglob(LAST), None) is not None:
+        return  # a member trained: the run is resumable
+    (run_dir / "config.json").unlink(missing_ok=True)
+    for folder in (p for p in run_dir.iterdir() if p.is_dir()):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
 
 
 def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConfig,
@@ -279,7 +297,8 @@ def read_examples(path: str, data: dict, cache_dir: Path | None,
         cfg = AudioConfig(**data["audio"])
         files, labels = find_audio(p, data.get("label_pattern"), labelled=training)
         seqs = load_features(files, cfg, cache_dir, progress=True, rate_option=training)
-        return seqs, labels, [f.name for f in files]
+        # file names (what --test-pattern reads); predictions name the path in the folder
+        return seqs, labels, [f.name if training else f.relative_to(p).as_posix() for f in files]
     if not p.exists():
         raise RnnkitError(f"{p}: no such file or folder")
     if p.suffix.lower() == ".npz":
