@@ -198,3 +198,35 @@ def test_an_out_path_through_a_file_is_one_line(cli, corpus, tmp_path):
     assert status == 2 and "cannot write" in one_error_line(err)
     status, _, err = cli("prepare", corpus, "--out", tmp_path / "a.txt")
     assert status == 2 and "cannot make the folder" in one_error_line(err)
+
+
+def test_export_writes_through_links_and_pipes_and_never_over_the_run(cli, corpus, tmp_path):
+    import os
+    import threading
+
+    run = tmp_path / "run"
+    status, _, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", "4")
+    assert status == 0, err
+    # --out naming the run's own weights: refused, the run intact (it was replaced by the export)
+    weights = (run / "model.safetensors").read_bytes()
+    status, _, err = cli("export", run, "--out", run / "model.safetensors")
+    assert status == 2 and "is the run's own model.safetensors, which writing would destroy" \
+        in one_error_line(err)
+    assert (run / "model.safetensors").read_bytes() == weights
+    # a link is written through, not replaced by a file
+    target, link = tmp_path / "target.onnx", tmp_path / "link.onnx"
+    target.write_bytes(b"")
+    link.symlink_to(target)
+    status, _, err = cli("export", run, "--out", link)
+    assert status == 0, err
+    assert link.is_symlink() and session(target).get_inputs()[0].name == "token"
+    # a pipe gets the file's bytes (a rename would have put a file in its place)
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    status, _, err = cli("export", run, "--out", pipe)
+    reader.join(timeout=30)
+    assert status == 0 and got and got[0] == target.read_bytes(), err
+    assert pipe.is_fifo()

@@ -137,6 +137,15 @@ def test_viz_errors_are_one_line(viz_page, cli, args, message):
     assert status == 2 and message in one_error_line(err)
 
 
+def test_viz_never_writes_over_what_it_reads(viz_page, cli):
+    run, source, _ = viz_page
+    for out, message in ((source, f"--out {source} is {source}, which the command reads"),
+                         (run / "model.safetensors", "is the run's own model.safetensors")):
+        before = out.read_bytes()
+        status, _, err = cli("viz", run, source, "--out", out)
+        assert status == 2 and message in one_error_line(err) and out.read_bytes() == before
+
+
 @needs_chromium
 def test_viz_page_in_chromium(viz_page, cli, tmp_path):
     run, source, html = viz_page

@@ -50,9 +50,29 @@ METRICS, LOCK = "metrics.csv", "train.lock"
 RUN_FILES = {"config.json", "vocab.json", BEST, LAST, METRICS, LOCK, "loss.png", "samples.txt",
              "data"}
 DATA_FILES = {"tokens.bin", "data.json"}
+# What runs of every kind keep in their folders (and their members'): never an output's place
+OWN_FILES = RUN_FILES | DATA_FILES | {"metrics.json", "member.json", "confusion.png",
+                                      "forecast.png", "features"}
 # Run directories of the other commands: what they are, and the command that uses them.
 OTHER_KINDS = {"rnnkit-classifier": ("a classifier", "rnnkit classify predict {dir} FILE..."),
                "rnnkit-forecaster": ("a forecaster", "rnnkit forecast predict {dir} SERIES.csv")}
+
+
+def output_file(out: str | os.PathLike, run_dir: str | os.PathLike,
+                reads: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Where a command that reads `run_dir` (and the files `reads`) may write its --out: the
+    file a link points to, written through the link; refused where it is one of the run's own
+    files or a file the command reads, which writing would destroy."""
+    target = Path(os.path.realpath(out))
+    run = Path(os.path.realpath(builtin.resolve(run_dir)))
+    if target.name in OWN_FILES and (target.parent == run or run in target.parents):
+        raise RnnkitError(f"--out {out} is the run's own {target.name}, which writing would "
+                          f"destroy; choose a path outside {run_dir} or another name")
+    for path in reads:
+        if target == Path(os.path.realpath(path)):
+            raise RnnkitError(f"--out {out} is {path}, which the command reads; choose "
+                              "another --out")
+    return target
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],

@@ -36,13 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from . import builtin
-from .checkpoint import read_json
+from .checkpoint import output_file, read_json
 from .errors import RnnkitError
 from .intervals import WIDTH_FLOOR, interval_ends
 from .lm import CharLM
 from .optional import need
 from .panel import has_future
-from .runfiles import temp_name
+from .runfiles import move_into, temp_name
 from .runs import Classifier, load
 
 FORMATS = ("onnx",)
@@ -126,8 +126,8 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
     if fmt not in FORMATS:
         raise RnnkitError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     need("onnx", "export")
-    out = Path(out)
     run = load(run_dir)  # any run, or one line saying what the directory lacks
+    out = output_file(out, run_dir)
     config = read_json(builtin.resolve(run_dir) / "config.json", "JSON")
     if isinstance(run, CharLM):
         parts = language_model(run)
@@ -144,7 +144,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
             torch.onnx.export(module.eval(), args, str(tmp), dynamo=False, opset_version=OPSET,
                               input_names=names[0], output_names=names[1], dynamic_axes=axes)
         add_metadata(tmp, meta)
-        os.replace(tmp, out)
+        move_into(tmp, out)
     except OSError as e:
         raise RnnkitError(f"cannot write {out}: {e.strerror or e}; check the path and free "
                           "space") from None

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .checkpoint import output_file
 from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
@@ -220,6 +221,8 @@ def report(metrics: dict, where: str) -> str:
 
 def predict(args) -> int:
     forecaster = load(args.run_dir, pick_device(args.device), kind=FORECASTER)
+    path = output_file(args.plot, args.run_dir, reads=(args.series,)) if args.plot else \
+        Path(args.run_dir) / "forecast.png"
     panel = forecaster.series(args.series)
     H, m = forecaster.horizon, forecaster.data.get("season", 1)
     long = [np.array([len(v) - H]) if len(v) > H else np.zeros(0, np.int64)
@@ -241,9 +244,8 @@ def predict(args) -> int:
     if unknown:
         raise RnnkitError(f"--show names series {unknown[:3]} that {args.series} lacks; it has "
                           f"{result.ids[:5]}{'...' if len(result.ids) > 5 else ''}")
-    path = Path(args.plot) if args.plot else Path(args.run_dir) / "forecast.png"
     plot_forecast(panel, result, shown, 4 * H, path)
-    print(f"wrote {path}", file=sys.stderr)  # stdout stays the report and the CSV
+    print(f"wrote {args.plot or path}", file=sys.stderr)  # stdout stays the report and the CSV
     return 0
 
 

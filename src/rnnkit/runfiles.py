@@ -86,12 +86,25 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        move_into(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def move_into(tmp: Path, path: Path) -> None:
+    """Put the finished temporary file `tmp` in place of `path`: renamed over a file, copied
+    into anything else that exists there (a device such as /dev/stdout, a pipe), which a
+    rename would replace."""
+    if not path.exists() or path.is_file() or path.is_dir():
+        os.replace(tmp, path)
+        return
+    with open(tmp, "rb") as src, open(path, "wb") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
+    tmp.unlink()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

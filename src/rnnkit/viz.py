@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import load
+from .checkpoint import load, output_file
 from .errors import RnnkitError, require_positive
 from .runfiles import write_bytes_atomic
 from .sample import Stepper
@@ -200,6 +200,7 @@ def cmd_viz(args) -> int:
     require_positive(max_chars=args.max_chars)
     model = load(args.run_dir)
     path = Path(args.text)
+    out = output_file(args.out, args.run_dir, reads=(path,))
     try:  # at most --max-chars characters are read (one more, to know whether there are more)
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read(args.max_chars + 1)
@@ -215,12 +216,11 @@ def cmd_viz(args) -> int:
               "symbols")
     data = {"run": run_info(Path(args.run_dir).resolve().name, model), "source": path.name,
             "trace": trace_data(tr)}
-    out = Path(args.out)
     try:
         write_bytes_atomic(out, page(data).encode("utf-8"))  # a failed write leaves no half page
     except OSError as e:
         raise RnnkitError(f"cannot write {str(out)!r} ({e.strerror or e}); choose another "
                           "--out") from None
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {len(tr.symbols)} symbols); open it "
+    print(f"wrote {args.out} ({out.stat().st_size / 1e6:.1f} MB, {len(tr.symbols)} symbols); open it "
           "in a browser")
     return 0
