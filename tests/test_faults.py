@@ -365,3 +365,18 @@ def test_nan_training_loss_stops_or_rolls_back(cli, data, tmp_path, monkeypatch,
         assert f"rolled back to step {saved_step}" in out
         _, progress = final_weights(run)
         assert progress["step"] == evaluations[-1] and progress["rollbacks"] == 1
+
+
+def test_a_run_without_its_first_checkpoint_yet_says_a_training_is_writing_it(tmp_path):
+    run = tmp_path / "run"
+    status = subprocess.run(LM.argv(LM.write_data(tmp_path), run, "--max-steps", "2"),
+                            capture_output=True, timeout=300).returncode
+    assert status == 0
+    for name in ("model.safetensors", "last.safetensors"):  # as before a first evaluation
+        (run / name).unlink()
+    with checkpoint.RunLock(run):  # held, as by that training
+        with pytest.raises(rnnkit.RnnkitError, match=r"model.safetensors is not written yet: a "
+                           rf"training \(pid {os.getpid()}\) is writing to .*run and saves it"):
+            rnnkit.load(run)
+    with pytest.raises(rnnkit.RnnkitError, match="is missing; the run directory is incomplete"):
+        rnnkit.load(run)

@@ -95,6 +95,12 @@ def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
     those shapes; other prefixes are returned untouched.
     """
     if not path.is_file():
+        for folder in list(path.parents)[:3]:  # the run's, or an ensemble's around a member's
+            holder = training_holder(folder)
+            if holder:
+                raise RnnkitError(f"{path} is not written yet: a training (pid {holder}) is "
+                                  f"writing to {folder} and saves it at its first evaluation; "
+                                  "try again then")
         raise RnnkitError(f"{path} is missing; the run directory is incomplete")
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
@@ -303,6 +309,23 @@ class RunLock:
     def __exit__(self, *exc) -> None:
         if self.file is not None:
             self.file.close()  # closing releases the lock
+
+
+def training_holder(run_dir: Path) -> str | None:
+    """The pid of the training that holds `run_dir`'s lock (`RunLock`) now, else None."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        with open(Path(run_dir) / LOCK) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when f closes
+            except OSError:
+                return f.read().strip() or "unknown"
+    except OSError:
+        return None
+    return None
 
 
 def remove_unstarted_run(run_dir: Path) -> None:
