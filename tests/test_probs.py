@@ -64,3 +64,23 @@ def test_sample_command_with_a_prime_that_is_not_utf8_is_one_line(cli, corpus, t
     assert done.returncode == 2 and done.stdout == b"", err
     assert "the prime text contains '\\udcff' at character 1, a lone surrogate" in \
         one_error_line(err)
+
+
+def test_output_the_terminal_cannot_encode_is_replaced_and_debug_0_is_off(cli, tmp_path):
+    import os
+
+    corpus = tmp_path / "accents.txt"
+    corpus.write_text("café crème brûlée à la carte. " * 40, encoding="utf-8")
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 3)[0] == 0
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}  # a console without those letters
+    done = subprocess.run([PYTHON, "-m", "rnnkit", "sample", str(run), "--prime", "café",
+                           "--length", "200", "--seed", "1"], capture_output=True, timeout=120,
+                          env=env)
+    assert done.returncode == 0, done.stderr  # was an internal error part-way through
+    assert done.stdout.startswith(b"caf?")
+    for value, traceback in (("0", False), ("1", True)):
+        done = subprocess.run([PYTHON, "-m", "rnnkit", "sample", str(tmp_path / "none")],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "RNNKIT_DEBUG": value})
+        assert ("Traceback" in done.stderr) is traceback, done.stderr

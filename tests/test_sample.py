@@ -128,8 +128,6 @@ def test_num_samples_runs_streams_in_one_batch():
     assert texts == model.generate("ab", 40, seed=3, num_samples=5)  # seeded: repeats
     assert len(texts) == 5 and len(set(texts)) == 5 and all(t.startswith("ab") for t in texts)
     assert all(len(t) == 42 for t in texts)
-    one = model.generate("ab", 40, greedy=True)
-    assert model.generate("ab", 40, greedy=True, num_samples=3) == [one] * 3
     pieces = list(model.stream("ab", 4, seed=0, num_samples=2))
     assert len(pieces) == 4 and all(len(p) == 2 for p in pieces)
 
@@ -145,10 +143,30 @@ def test_num_samples_runs_streams_in_one_batch():
     ({"beam": 2, "num_samples": 3}, "widen the beam"),
     ({"beam": 2, "repetition_penalty": 1.2}, "drop the penalty, or drop the beam"),
     ({"precision": "fp8"}, "unknown precision 'fp8'"),
+    # options greedy decoding has no use for: ignored before (the same text whatever they were)
+    ({"greedy": True, "temperature": 5.0}, "drop temperature, top-k and top-p, or drop greedy"),
+    ({"greedy": True, "top_p": 0.1}, "drop temperature, top-k and top-p, or drop greedy"),
+    ({"greedy": True, "num_samples": 3}, "3 samples would be copies"),
+    ({"beam": 64, "length": 200_000}, "a beam of 64 over 200,000 symbols holds more than"),
 ])
 def test_bad_sampling_options_are_refused(options, message):
     with pytest.raises(rnnkit.RnnkitError, match=message):
-        model_for().generate("ab", 5, **options)
+        model_for().generate("ab", **{"length": 5, **options})
+
+
+def test_an_extreme_repetition_penalty_still_draws_the_likeliest_unseen_symbol():
+    # 1e-300 is 0 in float32: seen logits became inf (and 0 x inf NaN), and every draw symbol 0
+    model = model_for()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[model.vocab.index("b")] = 2.0
+        model.head.bias[model.vocab.index("a")] = 1.0
+    for seed in range(3):  # drawn: the seen 'a', boosted past float32, wins every draw
+        assert model.generate("a", 1, seed=seed, repetition_penalty=1e-300) == "aa"
+    with torch.no_grad():
+        model.head.bias[model.vocab.index("a")] = 0.0  # 0 x inf: NaN, which argmax took
+    assert model.generate("a", 1, greedy=True, repetition_penalty=1e300) == "ab"
 
 
 def test_without_a_prime_the_penalty_counts_nothing_as_written():

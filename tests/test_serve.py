@@ -329,6 +329,8 @@ def test_serve_command_errors_are_one_line(cli, tmp_path):
     assert status == 2 and "is not a directory" in one_error_line(err)
     status, _, err = cli("serve", tmp_path, "--port", "70000")
     assert status == 2 and "--port must be from 0 to 65535" in one_error_line(err)
+    status, _, err = cli("serve", tmp_path, "--host", "")  # it bound every address
+    assert status == 2 and "--host is empty; give an address" in one_error_line(err)
     for name in ("a*b.example", "*example.org", "box.example:8000", ""):
         status, _, err = cli("serve", tmp_path, "--allow-host", name)
         assert status == 2 and f"--allow-host {name!r} is not a host name" in one_error_line(err)

@@ -464,8 +464,11 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    debug = bool(os.environ.get("RNNKIT_DEBUG"))
+    debug = os.environ.get("RNNKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     warnings.showwarning = show_warning
+    for stream in (sys.stdout, sys.stderr):  # text the terminal's encoding lacks: shown as "?"
+        if hasattr(stream, "reconfigure") and (stream.errors or "strict") == "strict":
+            stream.reconfigure(errors="replace")
     try:
         args = build_parser().parse_args(argv)
         module, function = args.run.split(".")

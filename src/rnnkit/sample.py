@@ -322,7 +322,9 @@ def pick(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, gre
     logits = logits.float().cpu()
     if repetition_penalty != 1.0 and seen is not None:
         penalised = torch.where(logits > 0, logits / repetition_penalty, logits * repetition_penalty)
-        logits = torch.where(seen, penalised, logits)
+        # an extreme penalty overflows float32 (and 0 x inf is NaN): kept finite, its order kept
+        big = torch.finfo(torch.float32).max
+        logits = torch.where(seen, penalised.nan_to_num(0.0, big, -big), logits)
     if greedy:
         return logits.argmax(-1)
     # Shift the largest logit to 0 before dividing: a tiny temperature then sends the others to
@@ -370,6 +372,12 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
                           "none, 1.2 a usual choice")
     if num_samples is not None and not 1 <= num_samples <= MAX_SAMPLES:
         raise RnnkitError(f"the number of samples must be in [1, {MAX_SAMPLES:,}], got {num_samples}")
+    if greedy and (temperature != 1.0 or top_k is not None or top_p is not None):
+        raise RnnkitError("greedy decoding takes the most likely symbol and draws nothing; drop "
+                          "temperature, top-k and top-p, or drop greedy")
+    if greedy and (num_samples or 1) > 1:
+        raise RnnkitError(f"greedy decoding writes the same text every time, so {num_samples} "
+                          "samples would be copies; drop the number of samples, or drop greedy")
     if beam is not None:
         if not 1 <= beam <= MAX_SAMPLES:
             raise RnnkitError(f"the beam width must be in [1, {MAX_SAMPLES:,}], got {beam}")
@@ -382,6 +390,10 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
         if repetition_penalty != 1.0:
             raise RnnkitError("the repetition penalty reshapes the draws of sampling, and beam "
                               "search draws nothing; drop the penalty, or drop the beam")
+        if length * beam > MAX_STRING:  # every beam's every step is kept until the end
+            raise RnnkitError(f"a beam of {beam} over {length:,} symbols holds more than "
+                              f"{MAX_STRING:,} of them until the search ends; shorten the "
+                              "length or narrow the beam")
 
 
 def check_prime(prime: str) -> None:
@@ -417,7 +429,9 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
     ids, unknown = vocab.encode(prime, "the prime text")
     if unknown:
         shown = "".join(unknown[:20]) + ("..." if len(unknown) > 20 else "")
-        warnings.warn(f"prime text contains {shown!r}, not in the vocabulary of {len(vocab)} "
+        # a byte vocabulary names its unknown bytes as \xNN already: not escaped again
+        shown = f"'{shown}'" if vocab.kind == "byte" else repr(shown)
+        warnings.warn(f"prime text contains {shown}, not in the vocabulary of {len(vocab)} "
                       "symbols; skipped", RnnkitWarning, stacklevel=2)
     in_text = tuple(ids)  # what the repetition penalty counts as already written
     if not ids:

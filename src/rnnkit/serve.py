@@ -353,6 +353,9 @@ def cmd_serve(args) -> int:
         raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install 'rnnkit[serve]'")
     if not 0 <= args.port <= 65535:
         raise RnnkitError(f"--port must be from 0 to 65535, got {args.port}")
+    if not args.host.strip():  # an empty address binds every one, unannounced
+        raise RnnkitError("--host is empty; give an address: 127.0.0.1 for this machine alone, "
+                          "0.0.0.0 for every address")
     if args.workers < 1 or args.max_busy < 1:
         raise RnnkitError(f"--workers and --max-busy must be at least 1, got {args.workers} and "
                           f"{args.max_busy}")
