@@ -154,14 +154,20 @@ def test_bad_sampling_options_are_refused(options, message):
         model_for().generate("ab", **{"length": 5, **options})
 
 
-def test_an_extreme_repetition_penalty_still_draws_the_likeliest_unseen_symbol():
-    # 1e-300 is 0 in float32: seen logits became inf (and 0 x inf NaN), and every draw symbol 0
+def biased(logits: dict[str, float]):
+    """A model whose next-symbol logits are these, whatever it has read (0 for the others)."""
     model = model_for()
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
-        model.head.bias[model.vocab.index("b")] = 2.0
-        model.head.bias[model.vocab.index("a")] = 1.0
+        for symbol, value in logits.items():
+            model.head.bias[model.vocab.index(symbol)] = value
+    return model
+
+
+def test_an_extreme_repetition_penalty_still_draws_the_likeliest_unseen_symbol():
+    # 1e-300 is 0 in float32: seen logits became inf (and 0 x inf NaN), and every draw symbol 0
+    model = biased({"b": 2.0, "a": 1.0})
     for seed in range(3):  # drawn: the seen 'a', boosted past float32, wins every draw
         assert model.generate("a", 1, seed=seed, repetition_penalty=1e-300) == "aa"
     with torch.no_grad():
@@ -171,12 +177,7 @@ def test_an_extreme_repetition_penalty_still_draws_the_likeliest_unseen_symbol()
 
 def test_without_a_prime_the_penalty_counts_nothing_as_written():
     # the model starts as after a newline, which is not in the text: the penalty leaves it be
-    model = model_for()
-    with torch.no_grad():
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-        model.head.bias[model.vocab.index("\n")] = 5.0
-        model.head.bias[model.vocab.index("a")] = 4.0
+    model = biased({"\n": 5.0, "a": 4.0})
     assert model.generate("", 2, greedy=True, repetition_penalty=2.0) == "\na"
     assert model.generate("\n", 1, greedy=True, repetition_penalty=2.0) == "\na"  # primed
 
