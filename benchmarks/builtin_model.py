@@ -4,7 +4,7 @@
 
 The shipped model was trained on one GPU (see recipe.json for the exact command and machine):
 
-    python benchmarks/builtin_model.py --minutes 4 --corpus-mb 12 --batch-size 128 --dropout 0.1
+    python benchmarks/builtin_model.py --minutes 3.5 --corpus-mb 12 --batch-size 128 --dropout 0.1
 
 Corpus (freely licensed, on every machine rnnkit runs on, nothing downloaded): this Python's
 reference documentation as English prose (the standard library's `pydoc_data/topics.py`, PSF

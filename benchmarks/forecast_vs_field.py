@@ -202,8 +202,8 @@ def main_bench() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="rnnkit runs per data set, seeds 0 "
                         "to N-1 (default 3); the anchors are deterministic")
     parser.add_argument("--merge", action="store_true", help="keep the other data sets' results "
-                        "from the last run's results file (to re-run some data sets, or to run "
-                        "them as separate processes)")
+                        "from the results file as it is when this run ends (to re-run some data "
+                        "sets, or to run them as processes side by side)")
     parser.add_argument("--reuse-anchors", action="store_true", help="take a data set's anchors "
                         "from the last run's results file when its horizon, season, origins, "
                         "series and statsforecast version are the same (the anchors are "
@@ -229,8 +229,8 @@ def main_bench() -> None:
                              "anchors": before["anchors"] if reuse else
                              run_anchors(series, H, m, K), "anchors_reused": reuse, **setting}
         print(json.dumps(results[name]), flush=True)
-    if args.merge:
-        kept = last.get("results", {})
+    if args.merge:  # read again now: a process run beside this one may have written since
+        kept = json.loads(path.read_text()).get("results", {}) if path.exists() else {}
         results = {n: results.get(n, kept.get(n)) for n in DATA_SETS if n in results or n in kept}
     table = ["| data set | horizon x origins | rnnkit MASE (mean ± sd) / sMAPE % | rnnkit 80% "
              "coverage (mean, seeds' range) | "
