@@ -31,6 +31,7 @@ from playground import (
 )
 
 from rnnkit import CharLM, ModelConfig, Vocab, load
+from rnnkit.sample import generate
 from rnnkit.serve import MAX_BODY, load_runs, make_app
 
 uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'rnnkit[serve]'")
@@ -124,6 +125,28 @@ def test_generation_streams_the_same_text_as_the_model(server, runs, run):
     assert len(pieces) >= 300 // 64  # sent in chunks as it is generated, not at the end
     expected = runs[run].generate("def ", 300, temperature=0.7, top_k=5, seed=7)
     assert "def " + "".join(pieces) == expected
+
+
+def test_a_byte_models_generation_is_analysed_as_the_bytes_it_wrote(server, runs):
+    # An untrained byte model writes invalid UTF-8, shown as U+FFFD: the analysis read the
+    # shown text's bytes (EF BF BD for each), not the model's
+    request = {"run": "bytes", "prime": "café", "length": 200, "temperature": 3.0, "seed": 2}
+    status, _, body = call(server[0], "/api/generate", request)
+    msgs = lines(body)
+    written = bytes.fromhex(msgs[-1]["bytes"])
+    assert status == 200 and msgs[-1]["done"] and len(written) == len("café".encode()) + 200
+    assert written == "café".encode() + b"".join(generate(runs["bytes"], "café", 200, 3.0,
+                                                          seed=2, raw=True))
+    text = msgs[0]["prime"] + "".join(m.get("text", "") for m in msgs[1:-1])
+    assert text == written.decode("utf-8", errors="replace") and "\ufffd" in text
+    status, _, body = call(server[0], "/api/analyze", {"run": "bytes", "text": text,
+                                                        "bytes": msgs[-1]["bytes"]})
+    assert status == 200 and len(json.loads(body)["symbols"]) == len(written)
+    for bad, message in ((("bytes", "zz"), "bytes must be hex digits"),
+                         (("run", "lstm"), "bytes is for byte models")):
+        status, _, body = call(server[0], "/api/analyze", {"run": "bytes", "text": "a",
+                                                            "bytes": "61", bad[0]: bad[1]})
+        assert status == 400 and message in json.loads(body)["error"]
 
 
 def test_unknown_prime_symbols_are_reported_not_fatal(server, runs):

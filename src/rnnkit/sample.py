@@ -406,7 +406,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
              top_k: int | None = None, greedy: bool = False, seed: int | None = None, *,
              top_p: float | None = None, repetition_penalty: float = 1.0,
              num_samples: int | None = None, beam: int | None = None,
-             precision: str = "fp32") -> Iterator[str] | Iterator[list[str]]:
+             precision: str = "fp32", raw: bool = False) -> Iterator[str] | Iterator[list[str]]:
     """Yield `length` generated symbols as text, one piece per symbol, after priming with `prime`.
 
     Sampling follows Hugging Face's `generate`: `repetition_penalty`, then `temperature`,
@@ -418,7 +418,8 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
 
     Prime characters outside the vocabulary are skipped with an RnnkitWarning naming them. With
     no usable prime the model starts as after a newline (or its first symbol, if it has no
-    newline). A byte model's output is decoded as UTF-8, invalid sequences shown as U+FFFD.
+    newline). A byte model's output is decoded as UTF-8, invalid sequences shown as U+FFFD;
+    with `raw`, its pieces are the bytes generated, undecoded.
     """
     check_options(length, temperature, top_k, top_p, repetition_penalty, num_samples, beam, greedy)
     check_precision(precision, next(model.parameters()).device)
@@ -441,18 +442,19 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
             ids = [0]
     seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
     rows = produce(model, ids, length, temperature, top_k, greedy, seed, top_p, repetition_penalty,
-                   num_samples or 1, beam, precision, in_text)
+                   num_samples or 1, beam, precision, in_text, raw)
     return rows if num_samples is not None else (pieces[0] for pieces in rows)
 
 
 def produce(model, ids: list[int], length: int, temperature: float, top_k: int | None,
             greedy: bool, seed: int, top_p: float | None = None, repetition_penalty: float = 1.0,
             num_samples: int = 1, beam: int | None = None,
-            precision: str = "fp32", in_text: tuple[int, ...] = ()) -> Iterator[list[str]]:
+            precision: str = "fp32", in_text: tuple[int, ...] = (),
+            raw: bool = False) -> Iterator[list[str]]:
     """The generator behind `generate`, which has already checked the options: the text of
     `num_samples` streams, one list of pieces per symbol, after the prime `ids`; `in_text`, the
     ids the repetition penalty counts as written before (the prime's; none when the model
-    starts as after a newline that is not in the text)."""
+    starts as after a newline that is not in the text); `raw`: a byte model's bytes."""
     vocab = model.vocab
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
@@ -471,7 +473,7 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
             seen = torch.zeros(N, len(vocab), dtype=torch.bool)  # (N, V) tokens in each text
             seen[:, list(in_text)] = True
         decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(N)] \
-            if vocab.kind == "byte" else None
+            if vocab.kind == "byte" and not raw else None
         symbols = [vocab.decode([t]) for t in range(len(vocab))]  # id -> text (bytes)
         for i in range(length):
             if beam is not None:

@@ -9,9 +9,11 @@ HTML file with its script inlined; nothing from the internet) talks to a small J
     GET  /api/runs       the loaded runs
     POST /api/generate   {run, prime, length, temperature, top_k, seed} -> NDJSON lines streamed:
                          {"prime", "skipped"}, then {"text": ...} pieces, then {"done": true}
-    POST /api/analyze    {run, text, state} -> per-symbol top-5 next symbols, the activations of
-                         `state` ("h0", "c1", ...; default h of the last layer) and the units
-                         most correlated with text features (see viz.trace_data)
+                         (a byte model's with "bytes": the hex of every byte, prime included)
+    POST /api/analyze    {run, text, state[, bytes]} -> per-symbol top-5 next symbols, the
+                         activations of `state` ("h0", "c1", ...; default h of the last layer)
+                         and the units most correlated with text features (see
+                         viz.trace_data); a byte model reads `bytes` (hex) instead of `text`
 
 Model work runs in a pool of `--workers` threads, a generation a chunk of characters at a time,
 so a long generation does not hold up the others; at most `--max-busy` generations and analyses
@@ -27,6 +29,7 @@ asking first) from no page or this server's own page (the Origin header).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import errno
 import json
@@ -41,6 +44,7 @@ import torch
 from .checkpoint import load
 from .config import brief, parse_json
 from .errors import RnnkitError
+from .sample import generate
 from .text import check_unicode
 from .viz import page, run_info, trace, trace_data
 
@@ -142,6 +146,17 @@ def string(data: dict, name: str, limit: int) -> str:
     return value
 
 
+def hex_bytes(data: dict, model) -> bytes:
+    """The `bytes` field: a byte model's text as hex digits, at most MAX_ANALYZE bytes."""
+    if model.vocab.kind != "byte":
+        raise BadRequest("bytes is for byte models; give this run text")
+    value = string(data, "bytes", 2 * MAX_ANALYZE)
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        raise BadRequest("bytes must be hex digits, two per byte") from None
+
+
 class Playground:
     """The loaded runs, the model thread pool, and the request handlers."""
 
@@ -199,33 +214,45 @@ class Playground:
         # Unknown prime symbols are reported to the page rather than warned about on the server.
         ids, skipped = model.vocab.encode(prime)
         known = model.vocab.decode(ids)  # bytes for a byte model
-        shown = known.decode("utf-8", errors="replace") if isinstance(known, bytes) else known
-        pieces = model.stream(known, length, temperature, top_k, seed=seed)  # runs nothing yet
+        # A byte model's pieces are its bytes (`raw`), decoded here for the page, and sent whole
+        # at the end, so that the analysis reads what was generated, not its U+FFFD stand-ins.
+        pieces = generate(model, known, length, temperature, top_k, seed=seed,
+                          raw=model.vocab.kind == "byte")  # runs nothing yet
         refused = self.admit()
         if refused:
             return refused
-        return Stream(self.stream(pieces, shown, skipped), self.release)
+        return Stream(self.stream(pieces, known, skipped), self.release)
 
-    async def stream(self, pieces, prime: str, skipped: list[str]):
-        """NDJSON lines of a generation, the model stepping a chunk at a time on the pool."""
-        yield line({"prime": prime, "skipped": skipped})
+    async def stream(self, pieces, prime: str | bytes, skipped: list[str]):
+        """NDJSON lines of a generation, the model stepping a chunk at a time on the pool; a
+        byte model's text decoded as it comes, and its bytes (hex) with the last line."""
+        raw = isinstance(prime, bytes)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace") if raw else None
+        written = [prime]
+        yield line({"prime": decoder.decode(prime) if raw else prime, "skipped": skipped})
         while True:
             try:
-                text, done = await self.work(take, pieces)
+                piece, done = await self.work(take, pieces)
             except RnnkitError as e:
                 yield line({"error": str(e)})
                 return
+            piece = piece or (b"" if raw else "")  # nothing came: "" whatever the model
+            written.append(piece)
+            text = decoder.decode(piece, final=done) if raw else piece
             if text:
                 yield line({"text": text})
             if done:
                 break
-        yield line({"done": True})
+        yield line({"done": True, **({"bytes": b"".join(written).hex()} if raw else {})})
 
     async def analyze(self, request: Request):
         try:
-            data = await read_json(request, {"run": None, "text": "", "state": None})
+            data = await read_json(request, {"run": None, "text": "", "state": None,
+                                             "bytes": None})
             model = self.model(data)
             text = string(data, "text", MAX_ANALYZE)
+            if data["bytes"] is not None:  # a byte model's text exactly as it was generated
+                text = hex_bytes(data, model)
             keys = run_info("", model)["states"]
             state = data["state"] if data["state"] is not None else f"h{model.config.layers - 1}"
             if state not in keys:
@@ -263,17 +290,19 @@ class Stream(StreamingResponse if Starlette else object):
             self.release()
 
 
-def take(pieces) -> tuple[str, bool]:
-    """Up to CHUNK_PIECES pieces of a generator, or what CHUNK_SECONDS gives; and whether it ended."""
-    out, start = [], time.monotonic()
+def take(pieces) -> tuple[str | bytes, bool]:
+    """Up to CHUNK_PIECES pieces of a generator (text, or a byte model's bytes), or what
+    CHUNK_SECONDS gives, joined; and whether it ended."""
+    out, start, done = [], time.monotonic(), False
     for _ in range(CHUNK_PIECES):
         try:
             out.append(next(pieces))
         except StopIteration:
-            return "".join(out), True
+            done = True
+            break
         if time.monotonic() - start > CHUNK_SECONDS:
             break
-    return "".join(out), False
+    return (b"" if out and isinstance(out[0], bytes) else "").join(out), done
 
 
 def analyze(model, text: str, state: str) -> dict:

@@ -166,10 +166,14 @@ function numberOrNull(id) {
   return text === "" ? null : Number(text);
 }
 
-async function analyze(text) {
+// bytes: a byte model's generated text exactly (hex), which `text` shows decoded
+async function analyze(text, bytes = null) {
   setStatus("Analyzing…", "analyzing");
   view.text = text;
-  const response = await post("api/analyze", { run: view.run.name, text, state: view.state });
+  view.bytes = bytes;
+  const body = { run: view.run.name, text, state: view.state };
+  if (bytes !== null) body.bytes = bytes;
+  const response = await post("api/analyze", body);
   showTrace(await response.json());
   if (!view.trace.skipped.length) {
     setStatus(`${view.trace.symbols.length} symbols. Hover a character; pick a unit.`, "ready");
@@ -189,7 +193,7 @@ async function generate() {
       temperature: numberOrNull("temperature"), top_k: numberOrNull("topk"), seed: numberOrNull("seed"),
     });
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "", pending = "", done = false;
+    let text = "", pending = "", done = false, bytes = null;
     while (!done) {
       const chunk = await reader.read();
       if (chunk.done) break;
@@ -205,11 +209,11 @@ async function generate() {
           if (msg.skipped.length) setStatus(`Prime symbols not in the vocabulary were left out: ${msg.skipped.join(" ")}`, "generating");
         }
         if (msg.text) { text += msg.text; box.textContent = text; box.scrollTop = box.scrollHeight; }
-        if (msg.done) done = true;
+        if (msg.done) { done = true; bytes = msg.bytes ?? null; }
       }
     }
     if (!done) throw new Error("the generation stopped before its end");
-    await analyze(text);
+    await analyze(text, bytes);
   } catch (e) {
     setStatus(e.message, "error", true);
   } finally {
@@ -245,7 +249,7 @@ async function startLive() {
   // Another state needs the server to run the model again over the text.
   $("state").addEventListener("change", () => {
     view.state = $("state").value;
-    if (view.trace) analyze(view.text).catch((e) => setStatus(e.message, "error", true));
+    if (view.trace) analyze(view.text, view.bytes).catch((e) => setStatus(e.message, "error", true));
   });
 }
 
