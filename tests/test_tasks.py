@@ -5,9 +5,11 @@ import json
 import time
 import types
 
+import numpy as np
 import pytest
 import torch
 
+import rnnkit
 from rnnkit import RnnkitError
 from rnnkit.config import from_dict, to_dict
 from rnnkit.fitting import FitConfig, accuracy, dataset_loss, fit, lr_at, predict
@@ -502,3 +504,60 @@ def test_time_budget_holds_after_each_evaluation(monkeypatch, costs):
                       FitConfig(epochs=10**6, batch_size=16, max_time=budget, **QUICK),
                       quiet=True, started=0.0)
         assert summary["stopped"] == "time" and Priced.clock[0] <= budget, (budget, summary)
+
+
+def test_fit_reads_arrays_and_refuses_bad_ones_in_one_line(tmp_path):
+    # NumPy arrays, as the README's example passes them (they ended in an AttributeError)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 6, 3))  # float64
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int64)
+    lengths = np.full(24, 6)
+    model = SequenceModel(SequenceConfig(3, 2, hidden=8))
+    run = tmp_path / "absent" / "run"  # made by fit (the first checkpoint's write failed)
+    summary = fit(model, {"inputs": x, "lengths": lengths, "targets": y.astype(float)}, None,
+                  FitConfig(epochs=1, batch_size=8, **QUICK), run_dir=run, quiet=True)
+    assert summary["epochs"] == 1 and (run / "model.safetensors").is_file()
+    cfg = FitConfig(epochs=1, batch_size=8, **QUICK)
+    for data, message in (
+            ({"inputs": x, "labels": y}, r"train has \['labels'\], which SequenceModel does not "
+             r"take; its keys are \['inputs', 'targets', 'lengths', 'state'\]"),
+            ({"inputs": x}, "train has no 'targets'"),
+            ({"inputs": x, "targets": y, "lengths": lengths + 1},
+             r"train\['lengths'\] must be from 1 to the inputs' 6 steps, got 7 to 7"),
+            ({"inputs": np.where(x > 2, np.nan, x), "targets": y}, "holds NaN or infinite"),
+            ({"inputs": x, "targets": y + 1}, "must be class ids from 0 to 1, got 2"),
+            ({"inputs": x, "targets": y * 0.5}, "must be class ids from 0 to 1, got a fraction"),
+            ({"inputs": x, "targets": ["a"] * 24}, r"train\['targets'\] is not an array of "
+             "numbers"),
+            ((x, y), "train must be a dict of arrays")):
+        with pytest.raises(RnnkitError, match=message):
+            fit(model, data, None, cfg, quiet=True)
+
+
+def test_fit_cuts_only_per_step_targets_and_gives_back_the_random_generator():
+    # A regression of 6 values from sequences of 6 steps: its targets were cut to the longest
+    # sequence of the batch, as if they were one per step
+    g = torch.Generator().manual_seed(1)
+    x, lengths = ragged(n=16, T=6, F=2)
+    data = {"inputs": x, "lengths": lengths, "targets": torch.randn(16, 6, generator=g)}
+    model = SequenceModel(SequenceConfig(2, 6, hidden=8, head="regress"))
+    torch.manual_seed(123)
+    fit(model, data, None, FitConfig(epochs=2, batch_size=4, **QUICK), quiet=True)
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    assert torch.equal(torch.rand(3), after)  # fit left it where it was, not reseeded
+    # A tagger's padding may hold any target (-1 here): only the real steps count
+    tags = torch.randint(0, 3, (16, 6), generator=g)
+    tags[torch.arange(6)[None, :] >= lengths[:, None]] = -1
+    tagger = Tagger(TaggerConfig(2, 3, hidden=8))
+    fit(tagger, {"inputs": x, "lengths": lengths, "targets": tags}, None,
+        FitConfig(epochs=1, batch_size=4, **QUICK), quiet=True)
+
+
+def test_load_names_an_unknown_device_or_kind(tmp_path):
+    for device, message in (("gpu", "unknown device 'gpu'; give cpu, cuda, cuda:N or auto"),
+                            ("meta", "rnnkit runs on cpu or cuda, not 'meta'")):
+        with pytest.raises(RnnkitError, match=message):
+            rnnkit.load(tmp_path, device=device)
+    with pytest.raises(RnnkitError, match="kind must be one of 'rnnkit-run'"):
+        rnnkit.load(tmp_path, kind="classifier")

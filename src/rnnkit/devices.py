@@ -18,11 +18,19 @@ from .errors import RnnkitError
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision -> dtype
 
 
-def pick_device(name: str, precision: str = "fp32") -> torch.device:
+def pick_device(name: str | torch.device, precision: str = "fp32") -> torch.device:
     """The device for --device NAME ("auto": cuda when available); `precision` is refused where
     that device cannot train in it (fp16 on a CPU: oneDNN has no fp16 LSTM)."""
+    name = str(name)  # a torch.device too
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        raise RnnkitError(f"unknown device {name!r}; give cpu, cuda, cuda:N or auto") from None
+    if kind not in ("cpu", "cuda"):
+        raise RnnkitError(f"rnnkit runs on cpu or cuda, not {name!r}; give cpu, cuda, cuda:N "
+                          "or auto")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RnnkitError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
     if precision == "fp16" and not name.startswith("cuda"):

@@ -223,8 +223,18 @@ def run(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distributed
     `run_dir` None (a task model trained in memory) writes nothing and keeps the best weights
     in memory. `started` (a time.monotonic() reading) is when the caller's time budget began.
     Returns a summary: the progress, how this call spent its time, why it stopped, and (in
-    memory) the best weights.
+    memory) the best weights. Each step seeds PyTorch's random generator (`step_seed`); the
+    caller's is given back as it was, so that models made after a run do not all start alike.
     """
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        return train(feeder, cfg, run_dir, world, device, resume, say, started, quiet)
+
+
+def train(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distributed.World,
+          device: torch.device, resume: bool, say, started: float, quiet: bool) -> dict:
+    """`run`'s loop, on PyTorch's random generator as the steps seed it."""
     model = feeder.model
     optimizer = make_optimizer(model, cfg)
     progress = Progress(plan=feeder.plan)

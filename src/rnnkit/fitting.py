@@ -16,6 +16,7 @@ evaluation that ends it and the caller's test afterwards (`test_rows`, at the me
 
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
 import sys
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -33,6 +35,7 @@ from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
 from .schedule import lr_at, order_seed
+from .tasks import time_mask
 
 __all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
            "fit", "lr_at", "predict", "step_seconds"]
@@ -45,6 +48,56 @@ TEST_MARGIN = 1.5  # the test is reserved this many times its measured time
 TEST_FIXED = 0.02  # and this share of the budget, for the report after it
 
 
+def as_dataset(model: nn.Module, data, name: str) -> Dataset:
+    """`fit`'s `train` or `val`, checked, as tensors: arrays and lists converted (floats to
+    float32, the rest to int64), the keys the model's forward takes, targets present, lengths
+    within the sequences, no NaN or infinity, and class ids within the model's classes (on
+    the real steps of a per-step model)."""
+    if not isinstance(data, dict):
+        raise RnnkitError(f"{name} must be a dict of arrays such as {{'inputs': x, 'targets': "
+                          f"y}}, got {type(data).__name__}")
+    parameters = inspect.signature(model.forward).parameters.values()
+    takes = [p.name for p in parameters if p.kind is not p.VAR_KEYWORD]
+    anything = any(p.kind is p.VAR_KEYWORD for p in parameters)  # forward(**kwargs) takes all
+    unknown = [] if anything else sorted(set(data) - set(takes))
+    if unknown:
+        raise RnnkitError(f"{name} has {unknown}, which {type(model).__name__} does not take; "
+                          f"its keys are {takes}")
+    if "targets" not in data:
+        raise RnnkitError(f"{name} has no 'targets'; fit learns to give them")
+    out = {}
+    for key, value in data.items():
+        try:
+            t = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+        except (TypeError, ValueError, RuntimeError):
+            raise RnnkitError(f"{name}[{key!r}] is not an array of numbers") from None
+        t = t.float() if t.is_floating_point() else t.long()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise RnnkitError(f"{name}[{key!r}] holds NaN or infinite values; give numbers "
+                              "(pad with zeros)")
+        out[key] = t
+    size(out)
+    x, lengths = out.get("inputs"), out.get("lengths")
+    if lengths is not None and x is not None and x.dim() >= 2 and len(lengths) and (
+            int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
+        raise RnnkitError(f"{name}['lengths'] must be from 1 to the inputs' {x.shape[1]} steps, "
+                          f"got {int(lengths.min())} to {int(lengths.max())}")
+    config = getattr(model, "config", None)
+    y = out["targets"]
+    if getattr(config, "head", None) == "classify" and len(y):
+        classes = config.output_size
+        if y.is_floating_point() and bool((y == y.round()).all()):  # 0.0, 1.0: ids as floats
+            y = out["targets"] = y.long()
+        real = time_mask(lengths, *y.shape[:2], y.device) if synced(model) and \
+            lengths is not None and y.dim() >= 2 else torch.ones_like(y, dtype=torch.bool)
+        bad = real & ((y < 0) | (y >= classes))
+        if y.is_floating_point() or bool(bad.any()):
+            shown = y[bad][0].item() if bool(bad.any()) else "a fraction"
+            raise RnnkitError(f"{name}['targets'] must be class ids from 0 to {classes - 1}, got "
+                              f"{shown}")
+    return out
+
+
 def size(data: Dataset) -> int:
     sizes = {len(v) for v in data.values()}
     if len(sizes) != 1:
@@ -52,11 +105,12 @@ def size(data: Dataset) -> int:
     return sizes.pop()
 
 
-def rows(data: Dataset, index: Tensor, device: torch.device) -> Dataset:
+def rows(data: Dataset, index: Tensor, device: torch.device, synced: bool = False) -> Dataset:
     """The rows `index` of every tensor, padding cut to the longest sequence among them.
 
-    Synced targets (as long as the inputs) are cut with the inputs; a decoder's targets, which
-    come with their own `target_lengths`, are left whole.
+    A `synced` model's targets (one per input step: `Tagger.synced`) are cut with the inputs;
+    any other model's are left whole, whatever their shape (a regression's C values, a
+    decoder's targets).
     """
     batch = {k: v[index] for k, v in data.items()}
     x = batch.get("inputs")
@@ -66,11 +120,15 @@ def rows(data: Dataset, index: Tensor, device: torch.device) -> Dataset:
     if "lengths" in batch and sequence and len(index):
         T = int(batch["lengths"].max())
         y = batch.get("targets")
-        if y is not None and "target_lengths" not in batch and y.dim() >= 2 \
-                and y.shape[1] == x.shape[1]:
+        if y is not None and synced:
             batch["targets"] = y[:, :T]
         batch["inputs"] = x[:, :T]
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def synced(model: nn.Module) -> bool:
+    """Whether the model's targets are one per input step (its class says so: `Tagger`)."""
+    return getattr(model, "synced", False)
 
 
 def batches(data: Dataset, batch_size: int, generator: torch.Generator,
@@ -136,7 +194,7 @@ def dataset_loss(model: nn.Module, data: Dataset, batch_size: int, device: torch
     n = size(data)
     total, terms, right, count = 0.0, 0, 0.0, 0
     for i in range(0, n, batch_size):
-        batch = rows(data, torch.arange(i, min(n, i + batch_size)), device)
+        batch = rows(data, torch.arange(i, min(n, i + batch_size)), device, synced(model))
         outputs, loss = model(**batch)
         k = int(counted(outputs, batch).sum())
         total, terms = total + float(loss) * k, terms + k
@@ -175,7 +233,7 @@ def step_seconds(model: nn.Module, train: Dataset, cfg: FitConfig, steps: int) -
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        model(**rows(train, order[i % len(order)], device))[1].backward()
+        model(**rows(train, order[i % len(order)], device, synced(model)))[1].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t)
@@ -202,6 +260,10 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
     """
     t0 = time.monotonic()
     started = t0 if started is None else started
+    if not isinstance(cfg, FitConfig):
+        raise RnnkitError(f"cfg must be a FitConfig, got {type(cfg).__name__}")
+    train = as_dataset(model, train, "train")
+    val = None if val is None else as_dataset(model, val, "val")
     if size(train) == 0:
         raise RnnkitError("the training set is empty")
     if cfg.max_time and t0 >= started + cfg.max_time:
@@ -209,6 +271,12 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                           f"({t0 - started:.1f}s went to reading the data); give a longer "
                           "--max-time")
     run_dir = None if run_dir is None else Path(run_dir)
+    if run_dir is not None:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RnnkitError(f"cannot make the run directory {run_dir} ({e.strerror or e}); "
+                              "give a writable run_dir") from None
     world, device_name = distributed.setup(cfg.device)
     try:
         device = pick_device(device_name, cfg.precision)
@@ -278,7 +346,7 @@ class EpochFeeder:
 
     def batch(self, step: int) -> list[Dataset]:
         mine = self.global_batch(step).tensor_split(self.world.size)[self.world.rank]
-        return [rows(self.train, part, self.device)
+        return [rows(self.train, part, self.device, synced(self.model))
                 for part in mine.tensor_split(self.cfg.accumulate) if len(part)]
 
     def forward(self, net: nn.Module, micro: Dataset) -> tuple[Tensor, Tensor]:

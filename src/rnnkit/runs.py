@@ -33,6 +33,7 @@ from . import builtin
 from .audio import AUDIO_SUFFIXES, AudioConfig, load_features
 from .checkpoint import BEST
 from .checkpoint import load as load_language_model
+from .devices import pick_device
 from .errors import RnnkitError
 from .fitting import predict as model_outputs
 from .lm import CharLM
@@ -300,6 +301,10 @@ def load(run_dir: PathLike, device: str | torch.device = "cpu", checkpoint: str 
     `Classifier` or a `Forecaster`. `kind` ("rnnkit-run", "rnnkit-classifier",
     "rnnkit-forecaster") refuses runs of any other kind; `checkpoint` picks a language model's
     "last.safetensors" (a task run keeps one checkpoint). "builtin" is the built-in model."""
+    kinds = (LANGUAGE_MODEL, *DATA)
+    if kind is not None and kind not in kinds:
+        raise RnnkitError(f"kind must be one of {', '.join(map(repr, kinds))}, got {kind!r}")
+    device = pick_device(device)  # "auto", and one line where torch has no such device
     run_dir = builtin.resolve(run_dir)
     fmt, _ = read_format(run_dir, kind)
     if kind is not None and fmt != kind:

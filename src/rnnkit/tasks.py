@@ -163,8 +163,13 @@ class SequenceConfig(TaggerConfig):
 def head_loss(head: str, outputs: Tensor, targets: Tensor, mask: Tensor | None = None) -> Tensor:
     """Cross-entropy of logits (..., C) against class ids (...), or MSE of values against values.
 
-    `mask` (...) marks the positions that count (1) and the padding (0).
+    `mask` (...) marks the positions that count (1) and the padding (0), whose targets may be
+    anything (-1, NaN): they are read as 0, so that no value there reaches the loss.
     """
+    if mask is not None:
+        real = mask.bool().reshape(*mask.shape, *[1] * (targets.dim() - mask.dim()))
+        targets = torch.where(real, targets, torch.zeros((), dtype=targets.dtype,
+                                                         device=targets.device))
     if head == "classify":
         per = F.cross_entropy(outputs.flatten(0, -2), targets.flatten().long(),
                               reduction="none")  # (N,)
@@ -426,6 +431,8 @@ class Tagger(nn.Module):
     A forward-only tagger (not bidirectional) is causal, so it is also a next-step forecaster:
     train it with targets x_{t+1}, then `stream` pieces of a series, carrying the state.
     """
+
+    synced = True  # one target per input step: `fitting.rows` cuts them with the inputs
 
     def __init__(self, config: TaggerConfig):
         super().__init__()
