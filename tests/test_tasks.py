@@ -561,3 +561,20 @@ def test_load_names_an_unknown_device_or_kind(tmp_path):
             rnnkit.load(tmp_path, device=device)
     with pytest.raises(RnnkitError, match="kind must be one of 'rnnkit-run'"):
         rnnkit.load(tmp_path, kind="classifier")
+
+
+def test_configs_built_in_python_check_their_types():
+    # "false" made a bidirectional model; 2.5 epochs and 16.0 units failed deep in torch
+    for build, message in (
+            (lambda: SequenceConfig(3, 2, bidirectional="false"),
+             "SequenceConfig.bidirectional must be bool, got 'false'"),
+            (lambda: FitConfig(bucket="no"), "FitConfig.bucket must be bool"),
+            (lambda: FitConfig(epochs=2.5), "FitConfig.epochs must be int, got 2.5"),
+            (lambda: FitConfig(max_time=float("nan")), "max_time must be a finite number"),
+            (lambda: rnnkit.ModelConfig(hidden=16.0), "ModelConfig.hidden must be int"),
+            (lambda: SequenceConfig(3, 2, hidden=10**6), "model sizes must stay below 65536")):
+        with pytest.raises(RnnkitError, match=message):
+            build()
+    # NumPy's numbers (a length read from an array) are numbers, stored as Python's
+    config = SequenceConfig(np.int64(3), 2, pad_to=np.int64(5), dropout=np.float32(0.25))
+    assert type(config.pad_to) is int and config.dropout == 0.25 and type(config.dropout) is float

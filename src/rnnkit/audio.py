@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import check_fields
 from .errors import RnnkitError, require_positive
 from .optional import need
 from .runfiles import atomic_write
@@ -47,6 +48,7 @@ class AudioConfig:
     deltas: bool = False  # append first and second time derivatives (F = 3 * n_mfcc)
 
     def __post_init__(self):
+        check_fields(self)
         require_positive(sample_rate=self.sample_rate, n_mfcc=self.n_mfcc, n_fft=self.n_fft,
                          hop_length=self.hop_length, n_mels=self.n_mels)
         if self.features not in FEATURES:

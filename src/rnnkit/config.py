@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import sys
 import types
 import typing
@@ -66,6 +68,18 @@ def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
         raise RnnkitError(f"{where} is incomplete: {e}") from None
 
 
+def check_fields(config) -> None:
+    """Every field of a config dataclass checked against its type hint, as `from_dict` checks
+    a saved one (floats made floats): a config built in Python gets the same one-line errors,
+    not a wrong model or a deep TypeError. A nested config is its owner's to check."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value, hint = getattr(config, f.name), hints[f.name]
+        if not dataclasses.is_dataclass(hint):
+            object.__setattr__(config, f.name,
+                               check_type(value, hint, f"{type(config).__name__}.{f.name}"))
+
+
 def check_type(value: Any, hint: Any, where: str) -> Any:
     """`value` if it fits the type hint (int, float, str, bool, X | None, list[X], a nested
     config dataclass), else an error."""
@@ -85,20 +99,25 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, hint):
             raise RnnkitError(f"{where} must be a {hint.__name__}, got {brief(repr(value))}")
         return value
-    ok = {
+    ok = {  # NumPy's integers and floats (a length from an array) count as numbers
         bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
+        float: isinstance(value, numbers.Real) and not isinstance(value, bool),
         str: isinstance(value, str),
     }.get(hint)
     if ok is None:
         raise TypeError(f"unsupported config type {hint} for {where}")
     if not ok:
         raise RnnkitError(f"{where} must be {hint.__name__}, got {brief(repr(value))}")
+    if hint is int:
+        return int(value)
     if hint is not float:
         return value
     try:
-        return float(value)
+        number = float(value)
     except OverflowError:  # an integer beyond the largest float, about 1.8e308
         raise RnnkitError(f"{where} must be a float, got {brief(repr(value))}, too large for "
                           "one") from None
+    if not math.isfinite(number):
+        raise RnnkitError(f"{where} must be a finite number, got {value}")
+    return number

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .config import check_fields
 from .errors import RnnkitError, require_positive, require_seed
 
 CELL_TYPES = ("lstm", "gru", "rnn")
@@ -59,6 +60,7 @@ class RunConfig:
     #                       with the learning rate halved (at most engine.MAX_ROLLBACKS times)
 
     def __post_init__(self):
+        check_fields(self)
         require_positive(batch_size=self.batch_size, lr=self.lr, accumulate=self.accumulate)
         for name in ("warmup", "max_time", "grad_clip", "weight_decay"):
             if getattr(self, name) < 0:
@@ -142,6 +144,7 @@ class ModelConfig:
     dropout: float = 0.0  # between layers and before the output layer, during training only
 
     def __post_init__(self):
+        check_fields(self)
         check_cell(self.cell)
         require_positive(layers=self.layers, hidden=self.hidden)
         if self.vocab_size < 0 or self.embed < 0:

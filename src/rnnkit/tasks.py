@@ -32,7 +32,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .beam import decode_beam
-from .configs import HEADS, MAX_MEMBERS, POOLS, check_cell
+from .config import check_fields
+from .configs import HEADS, MAX_LAYERS, MAX_MEMBERS, MAX_SIZE, POOLS, check_cell
 from .errors import RnnkitError, require_positive
 from .recurrent import Recurrent
 from .sample import pick
@@ -48,6 +49,13 @@ def check_head(head: str) -> None:
 def check_dropout(dropout: float) -> None:
     if not 0.0 <= dropout < 1.0:
         raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
+
+
+def check_sizes(hidden: int, layers: int) -> None:
+    """The language model's guard against a typo's size (hidden 10**6 would ask for terabytes)."""
+    if hidden > MAX_SIZE or layers > MAX_LAYERS:
+        raise RnnkitError(f"model sizes must stay below {MAX_SIZE} units and {MAX_LAYERS} layers, "
+                          f"got hidden {hidden}, layers {layers}")
 
 
 def check_config(config, cls: type, model: str) -> None:
@@ -69,8 +77,10 @@ class MLPConfig:
     head: str = "classify"  # "classify" (cross-entropy on logits) or "regress" (mean squared error)
 
     def __post_init__(self):
+        check_fields(self)
         require_positive(input_size=self.input_size, output_size=self.output_size,
                          hidden=self.hidden, layers=self.layers)
+        check_sizes(self.hidden, self.layers)
         check_head(self.head)
         check_dropout(self.dropout)
 
@@ -92,8 +102,10 @@ class TaggerConfig:
     bidirectional: bool = False  # also read the sequence backwards (D = 2)
 
     def __post_init__(self):
+        check_fields(self)
         require_positive(input_size=self.input_size, output_size=self.output_size,
                          hidden=self.hidden, layers=self.layers)
+        check_sizes(self.hidden, self.layers)
         check_cell(self.cell)
         check_head(self.head)
         check_dropout(self.dropout)
@@ -474,8 +486,10 @@ class DecoderConfig:
     end: int = 1  # id that ends a generated sequence
 
     def __post_init__(self):
+        check_fields(self)
         require_positive(vocab_size=self.vocab_size, hidden=self.hidden, layers=self.layers,
                          embed=self.embed)
+        check_sizes(max(self.hidden, self.embed), self.layers)
         check_cell(self.cell)
         check_dropout(self.dropout)
         for name in ("start", "end"):
@@ -553,6 +567,7 @@ class GeneratorConfig:
     classes: bool = True  # conditions are class ids (B,), one-hot inside; False: vectors (B, K)
 
     def __post_init__(self):
+        check_fields(self)
         require_positive(condition_size=self.condition_size)
         check_decoder(self.decoder)
 
@@ -608,6 +623,7 @@ class Seq2SeqConfig:
     bidirectional: bool = False  # the encoder also reads backwards; both final states are joined
 
     def __post_init__(self):
+        check_fields(self)
         require_positive(input_vocab=self.input_vocab)
         check_decoder(self.decoder)
 
