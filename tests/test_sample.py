@@ -148,10 +148,20 @@ def test_num_samples_runs_streams_in_one_batch():
     ({"greedy": True, "top_p": 0.1}, "drop temperature, top-k and top-p, or drop greedy"),
     ({"greedy": True, "num_samples": 3}, "3 samples would be copies"),
     ({"beam": 64, "length": 200_000}, "a beam of 64 over 200,000 symbols holds more than"),
+    # types, named before they are used (a str length failed in a multiplication)
+    ({"length": "10"}, "length must be an integer, got '10'"),
+    ({"temperature": "0.8"}, "temperature must be a number, got '0.8'"),
+    ({"top_k": 2.5}, "top_k must be an integer, got 2.5"),
+    ({"num_samples": True}, "num_samples must be an integer, got True"),
 ])
 def test_bad_sampling_options_are_refused(options, message):
     with pytest.raises(rnnkit.RnnkitError, match=message):
         model_for().generate("ab", **{"length": 5, **options})
+
+
+def test_a_prime_must_be_text():
+    with pytest.raises(rnnkit.RnnkitError, match="the prime must be text"):
+        model_for().generate(None, 5)
 
 
 def biased(logits: dict[str, float]):

@@ -578,3 +578,15 @@ def test_configs_built_in_python_check_their_types():
     # NumPy's numbers (a length read from an array) are numbers, stored as Python's
     config = SequenceConfig(np.int64(3), 2, pad_to=np.int64(5), dropout=np.float32(0.25))
     assert type(config.pad_to) is int and config.dropout == 0.25 and type(config.dropout) is float
+
+
+def test_a_fit_in_memory_that_diverges_leaves_the_model_as_it_was():
+    x, lengths = ragged(n=16, T=6, F=2)
+    data = {"inputs": x, "lengths": lengths, "targets": torch.randn(16, 2) * 1e30}  # inf loss
+    model = SequenceModel(SequenceConfig(2, 2, hidden=8, head="regress"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RnnkitError, match="stopped, and the model keeps the weights it had"):
+        fit(model, data, None, FitConfig(epochs=3, batch_size=4, **QUICK), quiet=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not NaN
+    with pytest.raises(RnnkitError, match="on_nan='rollback' goes back to the last checkpoint"):
+        fit(model, data, None, FitConfig(on_nan="rollback", **QUICK), quiet=True)

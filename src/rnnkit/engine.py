@@ -536,6 +536,9 @@ def roll_back(error: Diverged, run_dir: Path | None, feeder: Feeder,
     """Back to the last checkpoint with half the learning rate, or stop (--on-nan)."""
     can = cfg.on_nan == "rollback" and now.rollbacks < MAX_ROLLBACKS \
         and run_dir is not None and (run_dir / ckpt.LAST).exists()
+    if not can and run_dir is None:  # trained in memory (`fitting.fit`): no checkpoint
+        raise RnnkitError(f"{error}; stopped, and the model keeps the weights it had before "
+                          "training; lower lr or grad_clip, and check the data for extreme values")
     if not can:
         why = f" after {now.rollbacks} rollbacks" if cfg.on_nan == "rollback" else ""
         raise RnnkitError(f"{error}; stopped{why}, the last good checkpoint is kept; lower "

@@ -277,6 +277,12 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         except OSError as e:
             raise RnnkitError(f"cannot make the run directory {run_dir} ({e.strerror or e}); "
                               "give a writable run_dir") from None
+    if cfg.on_nan == "rollback" and run_dir is None:
+        raise RnnkitError("on_nan='rollback' goes back to the last checkpoint, which needs a "
+                          "run_dir; give one, or leave on_nan as 'stop'")
+    # In memory, a run that fails leaves the model as it found it, not half-trained or NaN.
+    before = None if run_dir is not None else \
+        {k: v.detach().clone() for k, v in model.state_dict().items()}
     world, device_name = distributed.setup(cfg.device)
     try:
         device = pick_device(device_name, cfg.precision)
@@ -284,6 +290,11 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         feeder = EpochFeeder(model, train, val, cfg, metric, world, device, test_rows)
         say = tqdm.write if world.main and not quiet else (lambda *a: None)
         summary = engine.run(feeder, cfg, run_dir, world, device, resume, say, started, quiet)
+    except RnnkitError:
+        if before is not None:
+            model.load_state_dict(before)
+            model.eval()
+        raise
     finally:
         distributed.teardown(world)
     if summary["best_weights"] is not None:

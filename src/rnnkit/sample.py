@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import numbers
 import os
 import warnings
 from collections.abc import Iterator, Mapping
@@ -357,6 +358,14 @@ def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
 def check_options(length: int, temperature: float, top_k: int | None, top_p: float | None = None,
                   repetition_penalty: float = 1.0, num_samples: int | None = None,
                   beam: int | None = None, greedy: bool = False) -> None:
+    for name, value, kind in (("length", length, int), ("temperature", temperature, float),
+                              ("top_k", top_k, int), ("top_p", top_p, float),
+                              ("repetition_penalty", repetition_penalty, float),
+                              ("num_samples", num_samples, int), ("beam", beam, int)):
+        number = numbers.Integral if kind is int else numbers.Real
+        if value is not None and (isinstance(value, bool) or not isinstance(value, number)):
+            raise RnnkitError(f"{name} must be {'an integer' if kind is int else 'a number'}, "
+                              f"got {value!r}")
     if length < 0:
         raise RnnkitError(f"length must be 0 or more, got {length}")
     if not temperature > 0:
@@ -396,7 +405,9 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
                               "length or narrow the beam")
 
 
-def check_prime(prime: str) -> None:
+def check_prime(prime: str | bytes) -> None:
+    if not isinstance(prime, (str, bytes)):  # bytes: a byte model's prime, exactly
+        raise RnnkitError(f"the prime must be text (a str), got {type(prime).__name__}")
     if len(prime) > MAX_PRIME:
         raise RnnkitError(f"the prime text has {len(prime):,} characters; the limit is "
                           f"{MAX_PRIME:,}; give a shorter prime (its end matters most)")
