@@ -70,7 +70,8 @@ def test_each_step_is_checked_after_the_next_one_is_queued(corpus, tmp_path, mon
         return check(pending, feeder, progress, *args)
 
     monkeypatch.setattr(engine, "check", spy)
-    rnnkit.train([corpus], tmp_path / "run", rnnkit.ModelConfig(hidden=16, layers=1),
+    # one file given as itself, not in a list (it was read as its characters: "'/' is a folder")
+    rnnkit.train(str(corpus), tmp_path / "run", rnnkit.ModelConfig(hidden=16, layers=1),
                  rnnkit.TrainConfig(seq_len=16, batch_size=4, max_steps=12, eval_every=5,
                                     sample_length=0, device="cpu"), quiet=True)
     assert [step for step, _ in checked] == list(range(12))  # each step once, in order

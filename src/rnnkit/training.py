@@ -127,7 +127,7 @@ def check_resume_data(run_dir: Path, data: PreparedData, texts: list[str]) -> No
                       f"--init-from {run_dir} to begin from this run's weights")
 
 
-def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
+def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None,
           train_cfg: TrainConfig | None = None, resume: bool = False,
           given: set[str] = frozenset(), quiet: bool = False,
           init_from: str | None = None) -> dict:
@@ -140,6 +140,8 @@ def train(texts: list[str], out: str, model_cfg: ModelConfig | None = None,
     steps (of the run, and of this call), best validation loss, seconds, speed, history.
     """
     started = time.monotonic()  # the time budget counts from here
+    if isinstance(texts, (str, os.PathLike)):  # one file given as itself, not in a list
+        texts = [texts]
     run_dir = Path(out)
     model_cfg, train_cfg = model_cfg or ModelConfig(), train_cfg or TrainConfig()
     if init_from is not None:
