@@ -590,3 +590,21 @@ def test_a_fit_in_memory_that_diverges_leaves_the_model_as_it_was():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # not NaN
     with pytest.raises(RnnkitError, match="on_nan='rollback' goes back to the last checkpoint"):
         fit(model, data, None, FitConfig(on_nan="rollback", **QUICK), quiet=True)
+
+
+def test_generate_checks_its_inputs_in_one_line():
+    # each was accepted with a wrong result (1.7 read as 1; one 1-D sequence as three) or
+    # failed deep in torch
+    generator = ConditionedGenerator(GeneratorConfig(3, DecoderConfig(6, hidden=8)))
+    s2s = Seq2Seq(Seq2SeqConfig(5, DecoderConfig(6, hidden=8)))
+    assert len(generator.generate([0, 2], max_length=3)) == 2  # a list of class ids reads
+    for call, message in (
+            (lambda: generator.generate(torch.tensor([5])), "class ids from 0 to 2, got 5 to 5"),
+            (lambda: generator.generate(torch.tensor([1.7])), "whole numbers, got fractions"),
+            (lambda: generator.generate(torch.zeros(2, 3)), r"of shape \(B,\), got shape"),
+            (lambda: s2s.generate(torch.tensor([1, 2, 3])), r"of shape \(B, S\), got shape \(3,\)"),
+            (lambda: s2s.generate([[1, 2, 9]]), "token ids from 0 to 4, got 1 to 9"),
+            (lambda: s2s.generate([[1, 2, 3]], lengths=[5]), "from 1 to the inputs' 3 steps"),
+            (lambda: s2s.generate([[1, 2, 3]], max_length="5"), "max_length must be a positive")):
+        with pytest.raises(RnnkitError, match=message):
+            call()

@@ -25,8 +25,10 @@ Letters: B batch, T time, F features, H hidden, D directions, C classes or outpu
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -56,6 +58,29 @@ def check_sizes(hidden: int, layers: int) -> None:
     if hidden > MAX_SIZE or layers > MAX_LAYERS:
         raise RnnkitError(f"model sizes must stay below {MAX_SIZE} units and {MAX_LAYERS} layers, "
                           f"got hidden {hidden}, layers {layers}")
+
+
+def token_ids(values, size: int, name: str, what: str, dims: int) -> Tensor:
+    """`values` (a tensor, array or list) as int64 ids in [0, size) of `dims` dimensions, at
+    least one row; else one line naming the problem."""
+    t = values if isinstance(values, Tensor) else torch.as_tensor(np.asarray(values))
+    if t.is_floating_point() and not bool((t == t.round()).all()):
+        raise RnnkitError(f"{name} must be {what}, whole numbers, got fractions")
+    if t.dim() != dims or not len(t):
+        shape = "(B,)" if dims == 1 else "(B, S)"
+        raise RnnkitError(f"{name} must be {what} of shape {shape}, got shape {tuple(t.shape)}")
+    t = t.long()
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= size):
+        raise RnnkitError(f"{name} must be {what} from 0 to {size - 1}, got {int(t.min())} to "
+                          f"{int(t.max())}")
+    return t
+
+
+def check_decoding(max_length: int, beam: int | None) -> None:
+    for name, value in (("max_length", max_length), ("beam", beam)):
+        if value is not None and (isinstance(value, bool)
+                                  or not isinstance(value, numbers.Integral) or value < 1):
+            raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
 
 
 def check_config(config, cls: type, model: str) -> None:
@@ -610,6 +635,16 @@ class ConditionedGenerator(nn.Module):
     def generate(self, condition: Tensor, max_length: int = 50, greedy: bool = True,
                  temperature: float = 1.0, seed: int | None = None,
                  beam: int | None = None) -> list[list[int]]:
+        K = self.config.condition_size
+        if self.config.classes:
+            condition = token_ids(condition, K, "condition", "class ids", dims=1)
+        else:
+            condition = torch.as_tensor(np.asarray(condition), dtype=torch.float32) \
+                if not isinstance(condition, Tensor) else condition.float()
+            if condition.dim() != 2 or condition.shape[1] != K or not len(condition):
+                raise RnnkitError(f"condition must be vectors (B, {K}), got shape "
+                                  f"{tuple(condition.shape)}")
+        check_decoding(max_length, beam)
         return self.decoder.decode(self.initial_state(condition), condition.shape[0], max_length,
                                    greedy, temperature, seed, beam)
 
@@ -671,6 +706,15 @@ class Seq2Seq(nn.Module):
     def generate(self, inputs: Tensor, lengths: Tensor | None = None, max_length: int = 50,
                  greedy: bool = True, temperature: float = 1.0,
                  seed: int | None = None, beam: int | None = None) -> list[list[int]]:
+        inputs = token_ids(inputs, self.config.input_vocab, "inputs", "token ids", dims=2)
+        if lengths is not None:
+            lengths = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, Tensor)
+                                      else lengths).long()
+            if lengths.shape != inputs.shape[:1] or int(lengths.min()) < 1 \
+                    or int(lengths.max()) > inputs.shape[1]:
+                raise RnnkitError(f"lengths must be one per sequence, from 1 to the inputs' "
+                                  f"{inputs.shape[1]} steps, got {lengths.tolist()[:8]}")
+        check_decoding(max_length, beam)
         state = self.encode(inputs, lengths)
         return self.decoder.decode(state, inputs.shape[0], max_length, greedy, temperature, seed,
                                    beam)
