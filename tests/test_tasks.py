@@ -608,3 +608,24 @@ def test_generate_checks_its_inputs_in_one_line():
             (lambda: s2s.generate([[1, 2, 3]], max_length="5"), "max_length must be a positive")):
         with pytest.raises(RnnkitError, match=message):
             call()
+
+
+def test_fit_resumes_only_the_run_it_continues(tmp_path):
+    # Other batch settings or other data continued the run silently, with other batches
+    x, lengths = ragged(n=16, T=6, F=2)
+    data = {"inputs": x, "lengths": lengths, "targets": torch.randint(0, 2, (16,))}
+    model = SequenceModel(SequenceConfig(2, 2, hidden=8))
+    fit(model, data, None, FitConfig(epochs=2, batch_size=8, **QUICK), run_dir=tmp_path,
+        quiet=True)
+    for changed, message in (({"batch_size": 4}, "batch_size 8 \\(4 now\\)"),
+                             ({"seed": 9}, "seed 0 \\(9 now\\)")):
+        with pytest.raises(RnnkitError, match=f"was trained with {message}; resume with the"):
+            fit(model, data, None, FitConfig(**{"epochs": 4, "batch_size": 8, **changed},
+                                             **QUICK), run_dir=tmp_path, resume=True, quiet=True)
+    fewer = {k: v[:12] for k, v in data.items()}
+    with pytest.raises(RnnkitError, match="rows 16 \\(12 now\\)"):
+        fit(model, fewer, None, FitConfig(epochs=4, batch_size=8, **QUICK), run_dir=tmp_path,
+            resume=True, quiet=True)
+    summary = fit(model, data, None, FitConfig(epochs=4, batch_size=8, **QUICK), run_dir=tmp_path,
+                  resume=True, quiet=True)
+    assert summary["epochs"] == 4

@@ -71,13 +71,18 @@ def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
 def check_fields(config) -> None:
     """Every field of a config dataclass checked against its type hint, as `from_dict` checks
     a saved one (floats made floats): a config built in Python gets the same one-line errors,
-    not a wrong model or a deep TypeError. A nested config is its owner's to check."""
+    not a wrong model or a deep TypeError; and no float is NaN or infinite. A nested config is
+    its owner's to check."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value, hint = getattr(config, f.name), hints[f.name]
-        if not dataclasses.is_dataclass(hint):
-            object.__setattr__(config, f.name,
-                               check_type(value, hint, f"{type(config).__name__}.{f.name}"))
+        if dataclasses.is_dataclass(hint):
+            continue
+        where = f"{type(config).__name__}.{f.name}"
+        value = check_type(value, hint, where)
+        if isinstance(value, float) and not math.isfinite(value):  # no setting is NaN or inf
+            raise RnnkitError(f"{where} must be a finite number, got {value}")
+        object.__setattr__(config, f.name, value)
 
 
 def check_type(value: Any, hint: Any, where: str) -> Any:
@@ -118,6 +123,4 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
     except OverflowError:  # an integer beyond the largest float, about 1.8e308
         raise RnnkitError(f"{where} must be a float, got {brief(repr(value))}, too large for "
                           "one") from None
-    if not math.isfinite(number):
-        raise RnnkitError(f"{where} must be a finite number, got {value}")
     return number

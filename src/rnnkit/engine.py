@@ -70,6 +70,7 @@ class Feeder(Protocol):
     end: int  # the last step of the run
     plan: int  # the steps the schedule spans, 0: keep the checkpoint's (fitted to the time)
     state_shape: tuple | None  # (L, B, H) of the state carried between steps, if any
+    layout: dict  # what decides each step's batch; a resumed run must have the same ({}: none)
     equal_parts: bool  # micro-batches of equal size: the step's loss is their plain mean
     loss_limit: float  # a training loss above this is an explosion
     unit: str  # what `items` counts, for the log: "chars", "examples"
@@ -106,6 +107,7 @@ class Progress:
     history: list = field(default_factory=list)  # one dict per evaluation
     lr_scale: float = 1.0  # halved by each rollback after a divergence
     rollbacks: int = 0
+    layout: dict = field(default_factory=dict)  # the feeder's `layout`, checked on resuming
 
     def __post_init__(self):
         # Read back from a checkpoint: the counters must make sense before the loop trusts them.
@@ -237,9 +239,16 @@ def train(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distribut
     """`run`'s loop, on PyTorch's random generator as the steps seed it."""
     model = feeder.model
     optimizer = make_optimizer(model, cfg)
-    progress = Progress(plan=feeder.plan)
+    progress = Progress(plan=feeder.plan, layout=feeder.layout)
     if resume and run_dir is not None and (run_dir / ckpt.LAST).exists():
         progress = load_checkpoint(run_dir, feeder, optimizer)
+        differ = {k: (v, feeder.layout.get(k)) for k, v in progress.layout.items()
+                  if feeder.layout.get(k) != v}
+        if differ:  # other batches would follow: not the run it continues
+            raise RnnkitError(f"{run_dir} was trained with " + ", ".join(
+                f"{k} {a!r} ({b!r} now)" for k, (a, b) in differ.items()) + "; resume with the "
+                "same data and batch settings, or train a new run")
+        progress.layout = feeder.layout
         if feeder.plan:
             progress.plan = feeder.plan
     if run_dir is not None and world.main:

@@ -332,6 +332,8 @@ class EpochFeeder:
                               f"processes, each of which needs rows of every batch; give at "
                               f"least {world.size}")
         self.n_val = size(val) if val is not None else 0
+        # what decides which rows meet in which batch: a resumed run must keep it
+        self.layout = {**{k: getattr(cfg, k) for k in FitConfig.layout}, "rows": size(train)}
         self.cached: tuple[int, list[Tensor]] = (-1, [])
         self.per_epoch = len(self.epoch(0))
         # epochs 0: until the time budget ends, the schedule fitted to it (`engine.replan`)

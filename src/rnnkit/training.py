@@ -251,6 +251,7 @@ class StreamFeeder:
     each stream's recurrent state into step i + 1."""
 
     equal_parts = True  # every micro-batch holds the same number of streams and characters
+    layout: dict = {}  # none to check here: `train` checks a resumed run's options itself
     unit = "chars"
     more = "raise --max-steps to train it further"
 
