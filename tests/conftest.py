@@ -16,6 +16,9 @@ from rnnkit.cli import main
 # The test models are tiny: one thread runs them fastest and keeps parallel jobs from thrashing.
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# A process's first optimizer imports torch._dynamo (over a second on these machines): made
+# here, once, so that no in-process test's time budget depends on being its process's first.
+torch.optim.AdamW([torch.zeros(1, requires_grad=True)])
 
 DATA = Path(os.environ.get("RNNKIT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PANGRAM = "the quick brown fox jumps over the lazy dog.\n"

@@ -154,3 +154,51 @@ def test_vanilla_relu_rnn_and_starting_state():
     torch.testing.assert_close(rnn.h, h_T, atol=1e-6, rtol=0)
     with pytest.raises(rnnkit.RnnkitError, match="unknown nonlinearity 'sigmoid'"):
         rnnkit.RNN(3, 4, 2, nonlinearity="sigmoid")
+
+
+def test_the_step_api_checks_its_input_and_its_state():
+    rnn = rnnkit.RNN(4, 3, 4)
+    # the notes' one-of-k input as integers reads (it failed on the dtype)
+    y = rnn.step(torch.nn.functional.one_hot(torch.tensor(2), 4))
+    assert y.shape == (4,)
+    for x, message in ((torch.zeros(5), r"one vector x \(4,\) or a batch \(B, 4\), got shape \(5,\)"),
+                       (torch.zeros(2, 5, 4), r"got shape \(2, 5, 4\)"),
+                       (torch.zeros(2, 4), r"hidden state is of shape \(3,\) from the steps before")):
+        with pytest.raises(rnnkit.RnnkitError, match=message):
+            rnn.step(x)
+    rnn.reset()
+    assert rnn.step(torch.zeros(2, 4)).shape == (2, 4)  # a batch after a reset
+    # trained step by step: detach() keeps the state and cuts the graph (backward failed twice)
+    rnn.reset()
+    optimizer = torch.optim.SGD(rnn.parameters(), lr=0.1)
+    for _ in range(2):
+        loss = rnn.step(torch.randn(4)).pow(2).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        rnn.detach()
+    # h0 of the wrong size is refused, not reshaped into other rows
+    with pytest.raises(rnnkit.RnnkitError, match=r"h0 must be \(3,\), \(2, 3\) or \(1, 2, 3\)"):
+        rnn(torch.randn(2, 5, 4), torch.arange(6.0).reshape(3, 2))
+    ys, _ = rnn(torch.randn(2, 5, 4), torch.ones(3))  # one state for every row, as step takes it
+    assert ys.shape == (2, 5, 4)
+    # a model without biases keeps them at zero whatever it loads (a load gave it biases)
+    plain = rnnkit.RNN(4, 3, 4, bias=False)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        plain.load_state_dict(rnnkit.RNN(4, 3, 4).state_dict())
+    assert not plain.b_h.any() and "b_h" not in plain.state_dict()
+
+
+def test_stacks_and_cells_check_their_state_and_lengths():
+    # one tensor given as an LSTM's state was split along its first axis (h, c = state)
+    with pytest.raises(rnnkit.RnnkitError, match=r"an LSTM's state is the pair \(h, c\)"):
+        Cell("lstm", 4, 3)(torch.randn(2, 4), torch.randn(2, 3))
+    with pytest.raises(rnnkit.RnnkitError, match=r"an LSTM's state is the pair \(h, c\)"):
+        Recurrent("lstm", 4, 3, num_layers=2).step(torch.randn(2, 4), torch.zeros(2, 2, 3))
+    with pytest.raises(rnnkit.RnnkitError, match=r"a step reads x of shape \(B, 4\), got \(4,\)"):
+        Recurrent("gru", 4, 3).step(torch.randn(4))
+    stack, xs = Recurrent("gru", 4, 3), torch.randn(2, 5, 4)
+    assert stack(xs, lengths=[5, 3])[0].shape == (2, 5, 3)  # a list, as torch's packing takes
+    for lengths in ([5, 0], [6, 3], [5, 3, 2]):
+        with pytest.raises(rnnkit.RnnkitError, match="lengths must be one per row of x"):
+            stack(xs, lengths=torch.tensor(lengths))

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .configs import CELL_TYPES, check_cell  # noqa: F401 (the choices live without torch)
-from .errors import require_positive
+from .errors import RnnkitError, require_positive
 
 # Number of stacked gate blocks in each cell's weight matrices.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -113,6 +113,7 @@ class Cell(nn.Module):
             nn.init.uniform_(p, -bound, bound)
 
     def forward(self, x: Tensor, state=None):
+        check_step_input(x, self.input_size)
         B = x.shape[0]
         if state is None:
             zeros = x.new_zeros(B, self.hidden_size)
@@ -120,9 +121,27 @@ class Cell(nn.Module):
         return step(self.cell, x, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
+def check_step_input(x: Tensor, input_size: int) -> None:
+    """A step reads a batch x (B, I): one vector (I,) would be read as I rows of one feature."""
+    if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != input_size:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise RnnkitError(f"a step reads x of shape (B, {input_size}), got {shape}; one vector "
+                          "is x[None], a batch of one")
+
+
+def check_state(cell: str, state) -> None:
+    """An LSTM's state is the pair (h, c); one tensor would be split along its first axis."""
+    pair = isinstance(state, (tuple, list)) and len(state) == 2
+    if (cell == "lstm") != pair:
+        raise RnnkitError(f"an LSTM's state is the pair (h, c), got {type(state).__name__}"
+                          if cell == "lstm" else
+                          f"a {cell.upper()}'s state is one tensor h, got a pair")
+
+
 def step(cell: str, x: Tensor, state, weight_ih: Tensor, weight_hh: Tensor,
          bias_ih: Tensor, bias_hh: Tensor):
     """Dispatch one step of `cell` ("rnn", "lstm" or "gru") with the given weights."""
+    check_state(cell, state)
     if cell == "lstm":
         h, c = state
         return lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh)

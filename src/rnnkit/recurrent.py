@@ -64,10 +64,17 @@ class Recurrent(nn.Module):
         so padding never reaches the recurrence, the returned state is each row's state at its own
         last step, and outputs past a row's length are zeros.
         """
+        if state is not None:
+            cells.check_state(self.cell, state)
         if lengths is None:
             return self.rnn(x, state)
         T = x.shape[1]
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        lengths = torch.as_tensor(lengths).cpu()  # a list too, as torch's packing takes
+        if lengths.shape != x.shape[:1] or len(lengths) and (int(lengths.min()) < 1
+                                                           or int(lengths.max()) > T):
+            raise RnnkitError(f"lengths must be one per row of x, each from 1 to its {T} steps; "
+                              f"got {lengths.tolist()[:8]} for {x.shape[0]} rows")
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, state = self.rnn(packed, state)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*H)
         return out, state
@@ -93,8 +100,10 @@ class Recurrent(nn.Module):
         """
         if self.bidirectional:
             raise RnnkitError("a bidirectional stack reads the whole sequence; it cannot step")
+        cells.check_step_input(x, self.rnn.input_size)
         if state is None:
             state = self.zero_state(x.shape[0], x.device, x.dtype)
+        cells.check_state(self.cell, state)
         lstm = self.cell == "lstm"
         h_all, c_all = state if lstm else (state, None)
         h_next, c_next = [], []

@@ -3,7 +3,8 @@
     rnn = rnnkit.RNN(input_size=4, hidden_size=3, output_size=4)
     y = rnn.step(x)          # x: (4,) one-hot, y: (4,) confidences for the next character
 
-Inside, the hidden state `h` starts at zeros and every step computes
+Inside, the hidden state `h` (None until the first step, which starts from zeros) is kept, and
+every step computes
 
     h = tanh(W_hh h + W_xh x + b_h)
     y = W_hy h + b_y
@@ -11,6 +12,10 @@ Inside, the hidden state `h` starts at zeros and every step computes
 with the matrices reachable as `rnn.W_xh` (H, I), `rnn.W_hh` (H, H), `rnn.W_hy` (O, H) and biases
 `rnn.b_h` (H,), `rnn.b_y` (O,). `rnn(xs)` runs a whole sequence through torch's fused tanh-RNN kernel
 with the very same tensors; the two paths give the same outputs (the tests check it).
+
+Trained step by step, the state carries the graph of every step since the last `reset()`;
+`rnn.detach()` keeps the state and cuts that graph (truncated backpropagation through time),
+so that the next `backward()` reaches only the steps after it.
 """
 
 from __future__ import annotations
@@ -56,9 +61,9 @@ class RNN(nn.Module):
         self.W_hy = param(output_size, hidden_size)
         if bias:
             self.b_h, self.b_y = param(hidden_size), param(output_size)
-        else:
-            self.register_buffer("b_h", torch.zeros(hidden_size))
-            self.register_buffer("b_y", torch.zeros(output_size))
+        else:  # not in the state dict: no load can make them other than zeros
+            self.register_buffer("b_h", torch.zeros(hidden_size), persistent=False)
+            self.register_buffer("b_y", torch.zeros(output_size), persistent=False)
         self.h: Tensor | None = None  # the hidden state; None until the first step, then a tensor
         # torch's fused kernel, built on the meta device: it holds no weights of its own and runs
         # with ours (functional_call), so there is one set of parameters for both paths.
@@ -69,9 +74,23 @@ class RNN(nn.Module):
         """Forget the history: the next step starts from `h`, zeros by default."""
         self.h = h
 
+    def detach(self) -> None:
+        """Keep the hidden state, cut the graph of the steps that made it (see the module)."""
+        if self.h is not None:
+            self.h = self.h.detach()
+
     def step(self, x: Tensor) -> Tensor:
         """Feed one input vector, update the hidden state, return the output vector."""
-        h = self.h if self.h is not None else x.new_zeros(*x.shape[:-1], self.W_hh.shape[0])
+        size = self.W_xh.shape[1]
+        x = torch.as_tensor(x).to(self.W_xh)  # a one-hot of integers, or an array, reads too
+        if x.dim() not in (1, 2) or x.shape[-1] != size:
+            raise RnnkitError(f"step reads one vector x ({size},) or a batch (B, {size}), got "
+                              f"shape {tuple(x.shape)}")
+        if self.h is not None and self.h.shape[:-1] != x.shape[:-1]:
+            raise RnnkitError(f"the hidden state is of shape {tuple(self.h.shape)} from the steps "
+                              f"before, and x is {tuple(x.shape)}; call rnn.reset() to start a "
+                              "sequence of another batch size")
+        h = self.h.to(x) if self.h is not None else x.new_zeros(*x.shape[:-1], self.W_hh.shape[0])
         # Row-vector form of the same equations (v @ W.T == W @ v), so a batch (B, I) also works.
         self.h = self.f(h @ self.W_hh.T + x @ self.W_xh.T + self.b_h)  # f is tanh unless relu
         y = self.h @ self.W_hy.T + self.b_y
@@ -87,7 +106,11 @@ class RNN(nn.Module):
         if not batched:
             xs = xs.unsqueeze(0)  # (1, T, I)
         if h0 is not None:
-            h0 = h0.reshape(1, xs.shape[0], -1)  # (layers=1, B, H)
+            B, H = xs.shape[0], self.W_hh.shape[0]
+            if h0.shape[-1] != H or h0.numel() not in (H, B * H):
+                raise RnnkitError(f"h0 must be ({H},), ({B}, {H}) or (1, {B}, {H}), got "
+                                  f"{tuple(h0.shape)}")
+            h0 = h0.reshape(1, -1, H).expand(1, B, H).contiguous()  # (layers=1, B, H)
         weights = {"weight_ih_l0": self.W_xh, "weight_hh_l0": self.W_hh,
                    "bias_ih_l0": self.b_h, "bias_hh_l0": torch.zeros_like(self.b_h)}
         hs, h_T = functional_call(self._kernel[0], weights, (xs, h0))  # (B, T, H), (1, B, H)
