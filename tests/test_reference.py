@@ -200,3 +200,11 @@ def test_cli_trains_on_utf8_text(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("step 0: loss ")
     assert "step 18: loss " in result.stdout  # logged every steps // 10 = 2 steps
+
+
+def test_cli_steps_below_1_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "text.txt"
+    path.write_text("hello world " * 5)
+    result = run_cli(str(path), "--steps", "0")  # it printed nothing and exited 0
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "steps must be at least 1, got 0" in result.stderr

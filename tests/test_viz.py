@@ -137,6 +137,16 @@ def test_viz_errors_are_one_line(viz_page, cli, args, message):
     assert status == 2 and message in one_error_line(err)
 
 
+def test_viz_reads_a_byte_models_file_as_its_bytes(cli, tmp_path):
+    # Latin-1 "café": the built-in byte model read U+FFFD's bytes (EF BF BD) for the é
+    text = tmp_path / "latin1.txt"
+    text.write_bytes(b"caf\xe9 au lait\n")
+    status, out, err = cli("viz", "builtin", text, "--out", tmp_path / "page.html")
+    assert status == 0, err
+    data = inlined((tmp_path / "page.html").read_text(encoding="utf-8"))
+    assert data["trace"]["symbols"][:5] == ["c", "a", "f", "\\xe9", " "]
+
+
 def test_viz_never_writes_over_what_it_reads(viz_page, cli):
     run, source, _ = viz_page
     for out, message in ((source, f"--out {source} is {source}, which the command reads"),

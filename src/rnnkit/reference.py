@@ -256,7 +256,8 @@ def train(
         raise ValueError(
             f"need a text of at least 2 characters to predict one from another, got {len(text)}"
         )
-    for name, value in (("hidden", hidden), ("seq_len", seq_len), ("log_every", log_every)):
+    for name, value in (("hidden", hidden), ("seq_len", seq_len), ("log_every", log_every),
+                        ("steps", steps)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
     if lr <= 0:

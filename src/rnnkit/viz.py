@@ -201,8 +201,11 @@ def cmd_viz(args) -> int:
     model = load(args.run_dir)
     path = Path(args.text)
     out = output_file(args.out, args.run_dir, reads=(path,))
-    try:  # at most --max-chars characters are read (one more, to know whether there are more)
-        with open(path, encoding="utf-8", errors="replace") as f:
+    # At most --max-chars symbols are read (one more, to know whether there are more): a byte
+    # model's are the file's bytes as they are, not U+FFFD's where they are not UTF-8.
+    byte = model.vocab.kind == "byte"
+    try:
+        with open(path, "rb") if byte else open(path, encoding="utf-8", errors="replace") as f:
             text = f.read(args.max_chars + 1)
     except OSError as e:
         raise RnnkitError(f"cannot read text file {str(path)!r} ({e.strerror or e}); check the "
