@@ -91,9 +91,9 @@ def test_packed_lengths_ignore_padding():
 def test_bad_cell_and_sizes_are_clear_errors():
     with pytest.raises(rnnkit.RnnkitError, match="unknown cell type 'lstmm'"):
         Recurrent("lstmm", 3, 4)
-    with pytest.raises(rnnkit.RnnkitError, match="hidden_size must be positive, got 0"):
+    with pytest.raises(rnnkit.RnnkitError, match="hidden_size must be a whole number above 0, got 0"):
         Cell("gru", 3, 0)
-    with pytest.raises(rnnkit.RnnkitError, match="num_layers must be positive, got -1"):
+    with pytest.raises(rnnkit.RnnkitError, match="num_layers must be a whole number above 0, got -1"):
         Recurrent("rnn", 3, 4, num_layers=-1)
 
 
@@ -202,3 +202,13 @@ def test_stacks_and_cells_check_their_state_and_lengths():
     for lengths in ([5, 0], [6, 3], [5, 3, 2]):
         with pytest.raises(rnnkit.RnnkitError, match="lengths must be one per row of x"):
             stack(xs, lengths=torch.tensor(lengths))
+
+
+def test_sizes_are_whole_numbers():
+    # 3.0 failed deep in torch; True built a one-unit layer
+    for build in (lambda: rnnkit.RNN(4, 3.0, 2), lambda: rnnkit.RNN(True, 3, 2),
+                  lambda: Cell("gru", 4, 3.0), lambda: Recurrent("gru", 4, 3.0)):
+        with pytest.raises(rnnkit.RnnkitError, match="must be a whole number above 0"):
+            build()
+    with pytest.raises(rnnkit.RnnkitError, match="dropout must be in"):
+        Recurrent("gru", 4, 3, 2, dropout="0.1")

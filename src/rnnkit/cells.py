@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .configs import CELL_TYPES, check_cell  # noqa: F401 (the choices live without torch)
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, require_size
 
 # Number of stacked gate blocks in each cell's weight matrices.
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -101,7 +101,7 @@ class Cell(nn.Module):
     def __init__(self, cell: str, input_size: int, hidden_size: int):
         super().__init__()
         check_cell(cell)
-        require_positive(input_size=input_size, hidden_size=hidden_size)
+        require_size(input_size=input_size, hidden_size=hidden_size)
         self.cell, self.input_size, self.hidden_size = cell, input_size, hidden_size
         G = GATES[cell]
         self.weight_ih = nn.Parameter(torch.empty(G * hidden_size, input_size))

@@ -4,6 +4,8 @@ Every message names the offending value and says how to fix it; the command line
 single line on stderr and exits with status 2.
 """
 
+import numbers
+
 
 class RnnkitError(ValueError):
     """Bad input to rnnkit: a file, an option, a run directory. The message says what to do."""
@@ -14,6 +16,14 @@ def require_positive(**values: int | float) -> None:
     for name, value in values.items():
         if not value > 0:
             raise RnnkitError(f"{name} must be positive, got {value}")
+
+
+def require_size(**values: int) -> None:
+    """Raise RnnkitError unless every named value is a whole number above 0: a size (3.0, or
+    True, would build a model of the wrong shape or fail deep in torch)."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise RnnkitError(f"{name} must be a whole number above 0, got {value!r}")
 
 
 MAX_SEED = (1 << 63) - 1

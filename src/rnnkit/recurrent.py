@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from . import cells
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, require_size
 
 FUSED = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -44,8 +44,9 @@ class Recurrent(nn.Module):
                  dropout: float = 0.0, bidirectional: bool = False):
         super().__init__()
         cells.check_cell(cell)
-        require_positive(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        if not 0.0 <= dropout < 1.0:
+        require_size(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0.0 <= dropout < 1.0:
             raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
         self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers
         self.bidirectional = bidirectional

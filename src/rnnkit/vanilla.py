@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, require_size
 
 
 class RNN(nn.Module):
@@ -46,7 +46,7 @@ class RNN(nn.Module):
     def __init__(self, input_size: int, hidden_size: int, output_size: int, bias: bool = True,
                  nonlinearity: str = "tanh"):
         super().__init__()
-        require_positive(input_size=input_size, hidden_size=hidden_size, output_size=output_size)
+        require_size(input_size=input_size, hidden_size=hidden_size, output_size=output_size)
         if nonlinearity not in ("tanh", "relu"):
             raise RnnkitError(f"unknown nonlinearity {nonlinearity!r}; choose tanh or relu")
         self.nonlinearity = nonlinearity
