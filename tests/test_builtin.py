@@ -80,6 +80,12 @@ def test_a_directory_named_builtin_comes_first(cli, corpus, tmp_path, monkeypatc
     assert cli("train", corpus, "--out", "builtin", "--max-steps", 2, "--hidden", 16,
                "--layers", 1, "--seq-len", 8, "--batch-size", 2, "--sample-length", 0)[0] == 0
     assert rnnkit.load("builtin").config.hidden == 16
+    # given no run directory, the commands use the built-in model all the same (they read the
+    # folder, and an empty one named builtin was "not a run directory")
+    (tmp_path / "builtin" / "config.json").unlink()
+    status, out, err = cli("sample", "--prime", "def ", "--length", 10, "--seed", 3)
+    assert status == 0 and out.startswith("def "), err
+    assert list(load_runs([])) == ["builtin"]
 
 
 @pytest.fixture

@@ -183,7 +183,7 @@ def test_export_errors_are_one_line(cli, corpus, tmp_path, monkeypatch):
     assert status == 2 and "missing" in one_error_line(err)
     status, _, err = cli("train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", "5")
     status, _, err = cli("export", tmp_path / "run", "--out", tmp_path / "no" / "dir" / "m.onnx")
-    assert status == 2 and "cannot write" in one_error_line(err)
+    assert status == 2 and "dir does not exist; make it, or choose another" in one_error_line(err)
     assert not (tmp_path / "no").exists()
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
     status, _, err = cli("export", tmp_path / "run", "--out", tmp_path / "m.onnx")
@@ -195,7 +195,7 @@ def test_an_out_path_through_a_file_is_one_line(cli, corpus, tmp_path):
     assert cli("train", corpus, "--out", tmp_path / "run", *TINY, "--max-steps", "2")[0] == 0
     (tmp_path / "a.txt").write_text("not a folder")
     status, _, err = cli("export", tmp_path / "run", "--out", tmp_path / "a.txt" / "m.onnx")
-    assert status == 2 and "cannot write" in one_error_line(err)
+    assert status == 2 and "a.txt is a file, not a folder; choose another" in one_error_line(err)
     status, _, err = cli("prepare", corpus, "--out", tmp_path / "a.txt")
     assert status == 2 and "cannot make the folder" in one_error_line(err)
 

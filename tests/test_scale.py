@@ -1,6 +1,7 @@
 """Scale: prepared token files, gradient accumulation, autocast, and two processes under torchrun."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -156,3 +157,22 @@ def test_a_classifier_under_torchrun_matches_one_process_with_the_same_global_ba
     assert a.keys() == b.keys() and any(k.startswith("members.1.") for k in a)
     for name in a:
         torch.testing.assert_close(a[name], b[name], atol=1e-4, rtol=0)
+
+
+def test_prepared_data_is_never_rewritten_under_a_run(cli, corpus, tmp_path):
+    # prepare wrote over any folder, and a run trained on the old data then read the new one:
+    # eval gave another loss without a word, or an internal error (ids beyond its vocabulary)
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert cli("prepare", corpus, "--out", data)[0] == 0
+    assert cli("train", data, "--out", run, *TINY, "--max-steps", 3)[0] == 0
+    other = tmp_path / "other.txt"
+    other.write_text("0123456789 ABCDEFGHIJ " * 50)
+    status, _, err = cli("prepare", other, "--out", data)
+    assert status == 2 and f"{data} is not empty; prepare into a new or empty folder" in \
+        one_error_line(err)
+    shutil.rmtree(data)  # prepared again all the same, by hand
+    assert cli("prepare", other, "--out", data)[0] == 0
+    for args in (("eval", run), ("train", data, "--out", run, *TINY, "--max-steps", 6,
+                                 "--resume")):
+        status, _, err = cli(*args)
+        assert status == 2 and "was prepared again since" in one_error_line(err)

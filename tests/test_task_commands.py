@@ -236,6 +236,20 @@ def test_forecast_predict_takes_a_device(cli, tmp_path, series_csv):
     status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--device",
                               "cpu")
     assert status == 0 and stdout.splitlines()[1] == "step,y,z", err
+    # a --plot into a folder that is not there: one line, before any work (an internal error
+    # after the forecasts were printed)
+    status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--plot",
+                              tmp_path / "nowhere" / "f.png")
+    assert status == 2 and stdout == "" and "--plot " in one_error_line(err) \
+        and "nowhere does not exist; make it, or choose" in err
+
+
+@pytest.mark.parametrize("command", [("train",), ("classify", "train"), ("forecast", "train")])
+def test_a_run_refused_for_its_data_leaves_no_folder(cli, tmp_path, command):
+    # a missing data file left a folder holding only train.lock
+    status, _, err = cli(*command, tmp_path / "missing.csv", "--out", tmp_path / "run")
+    assert status == 2 and "missing.csv" in one_error_line(err)
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("command", ["classify", "forecast"])

@@ -30,6 +30,12 @@ def resolve(run_dir: str | os.PathLike) -> Path:
     of that name is here), else `run_dir` itself."""
     if os.fspath(run_dir) != NAME or Path(run_dir).exists():
         return Path(run_dir)
+    return location()
+
+
+def location() -> Path:
+    """The built-in model's directory: what a command given no run directory uses, whatever
+    folders are where it runs."""
     if not (DIR / "config.json").is_file():
         raise RnnkitError(f"the built-in model is not installed with this rnnkit (no "
                           f"{DIR / 'config.json'}); reinstall rnnkit, or give a run directory")

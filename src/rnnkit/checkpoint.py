@@ -59,19 +59,23 @@ OTHER_KINDS = {"rnnkit-classifier": ("a classifier", "rnnkit classify predict {d
 
 
 def output_file(out: str | os.PathLike, run_dir: str | os.PathLike,
-                reads: tuple[str | os.PathLike, ...] = ()) -> Path:
+                reads: tuple[str | os.PathLike, ...] = (), option: str = "--out") -> Path:
     """Where a command that reads `run_dir` (and the files `reads`) may write its --out: the
     file a link points to, written through the link; refused where it is one of the run's own
     files or a file the command reads, which writing would destroy."""
     target = Path(os.path.realpath(out))
+    if not target.parent.is_dir():
+        what = "is a file, not a folder; choose" if target.parent.exists() else \
+            "does not exist; make it, or choose"
+        raise RnnkitError(f"{option} {out}: {target.parent} {what} another path")
     run = Path(os.path.realpath(builtin.resolve(run_dir)))
     if target.name in OWN_FILES and (target.parent == run or run in target.parents):
-        raise RnnkitError(f"--out {out} is the run's own {target.name}, which writing would "
+        raise RnnkitError(f"{option} {out} is the run's own {target.name}, which writing would "
                           f"destroy; choose a path outside {run_dir} or another name")
     for path in reads:
         if target == Path(os.path.realpath(path)):
-            raise RnnkitError(f"--out {out} is {path}, which the command reads; choose "
-                              "another --out")
+            raise RnnkitError(f"{option} {out} is {path}, which the command reads; choose "
+                              f"another {option}")
     return target
 
 

@@ -146,8 +146,8 @@ def build_parser() -> Parser:
     s = sub.add_parser("sample", help="generate text from a trained run",
                        description="Generate text from a trained run, streamed to stdout.")
     s.set_defaults(run="lm_cli.cmd_sample")
-    s.add_argument("run_dir", metavar="DIR", nargs="?", default="builtin", help="run directory "
-                   "made by rnnkit train (default: the built-in model)")
+    s.add_argument("run_dir", metavar="DIR", nargs="?", help="run directory made by rnnkit "
+                   "train (default: the built-in model)")
     s.add_argument("--prime", default="", help="text to start from (default: none, as after a "
                    "newline)")
     s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
@@ -433,8 +433,8 @@ def add_serve_commands(sub) -> None:
                        description="Serve the playground: streaming generation, next-character "
                        "probabilities, hidden-unit heat maps. Needs: pip install 'rnnkit[serve]'.")
     s.set_defaults(run="serve.cmd_serve")
-    s.add_argument("run_dirs", nargs="*", metavar="DIR", default=["builtin"], help="run "
-                   "directories to offer (default: the built-in model)")
+    s.add_argument("run_dirs", nargs="*", metavar="DIR", help="run directories to offer "
+                   "(default: the built-in model)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: "
                    "this machine only)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one)")

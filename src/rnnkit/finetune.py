@@ -73,7 +73,8 @@ def open_data(run_dir: Path, texts: list[str], vocab: Vocab, init_from: str) -> 
             raise RnnkitError(f"{texts[0]} was prepared with a {data.vocab.kind} vocabulary "
                               f"that lacks {len(missing)} of {init_from}'s {len(vocab)} "
                               f"{vocab.kind} symbols; give the text files instead, and the "
-                              "vocabulary grows to cover them")
+                              "vocabulary grows to cover them, or prepare them again with "
+                              f"--vocab {init_from}")
         return data
     files = check_corpus_files(texts) if texts else default_corpus()
     try:

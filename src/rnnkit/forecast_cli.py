@@ -221,7 +221,7 @@ def report(metrics: dict, where: str) -> str:
 
 def predict(args) -> int:
     forecaster = load(args.run_dir, pick_device(args.device), kind=FORECASTER)
-    path = output_file(args.plot, args.run_dir, reads=(args.series,)) if args.plot else \
+    path = output_file(args.plot, args.run_dir, (args.series,), "--plot") if args.plot else \
         Path(args.run_dir) / "forecast.png"
     panel = forecaster.series(args.series)
     H, m = forecaster.horizon, forecaster.data.get("season", 1)
@@ -236,7 +236,7 @@ def predict(args) -> int:
             metrics["coverage"] = coverage(metrics["truth"], forecasts, forecaster.levels)
         metrics["season"] = m
         print(report(metrics, f"{args.series} (its last {H} steps, {len(enc['origin'])} series)"))
-    result = forecaster.forecasts(panel)
+    result = forecaster.forecasts(panel, where=args.series)
     print_forecasts(result, forecaster.many)
     need("matplotlib", "tasks")
     shown = args.show or result.ids[:4]

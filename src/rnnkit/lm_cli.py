@@ -13,14 +13,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import builtin
-from .checkpoint import data_dir, load, read_json, read_run_config, read_vocab
+from .checkpoint import load, read_json, read_run_config, read_vocab
 from .config import from_dict
 from .errors import RnnkitError, require_seed
 from .export import export
 from .lm import ModelConfig
 from .sample import MAX_STRING
-from .text import PreparedData, check_corpus_files, prepare
-from .training import TrainConfig, pick_device, text_loss, train
+from .text import check_corpus_files, prepare
+from .training import TrainConfig, open_run_data, pick_device, text_loss, train
 
 
 def configs_from_args(args) -> tuple[ModelConfig, TrainConfig, set[str]]:
@@ -70,7 +70,7 @@ def cmd_sample(args) -> int:
         raise RnnkitError(f"--length {args.length:,} x --num-samples {args.num_samples} is more "
                           f"than the {MAX_STRING:,} characters that are held to print them; "
                           "lower either, or stream one sample (no --num-samples)")
-    model = load(args.run_dir, device=pick_device(args.device))
+    model = load(args.run_dir or builtin.location(), device=pick_device(args.device))
     start = time.perf_counter()
     pieces = model.stream(args.prime, args.length, args.temperature, args.top_k, args.greedy,
                           args.seed, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
@@ -127,7 +127,7 @@ def cmd_eval(args) -> int:
         if not fraction:
             raise RnnkitError(f"{args.run_dir} was trained with no held-out text "
                               "(--val-fraction 0); give a TEXT_FILE to evaluate on")
-        _, val = PreparedData.open(data_dir(Path(args.run_dir), config)).split(fraction)
+        _, val = open_run_data(Path(args.run_dir), config).split(fraction)
         loss = text_loss(model, val, batch_size, seq_len, device)
         source = f"the held-out {fraction:.0%} of the training text ({len(val):,} tokens)"
     print(f"evaluated on {source}")
@@ -145,6 +145,10 @@ def cmd_prepare(args) -> int:
                               f"vocabulary of --vocab {args.vocab}; drop --tokenizer, or "
                               "--vocab to build a vocabulary from the text")
     files = check_corpus_files(args.texts)
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):  # runs trained on a DATA folder read it as it was
+        raise RnnkitError(f"{out} is not empty; prepare into a new or empty folder (a run "
+                          "trained on prepared data reads that folder, so it is never rewritten)")
     size = sum(f.stat().st_size for f in files)
     start = time.monotonic()
     data = prepare(files, args.out, vocab.kind if vocab else args.tokenizer or "char", vocab=vocab)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import RnnkitError
 from .runfiles import atomic_write
 
 
@@ -20,10 +21,14 @@ def new_figure(width: float, height: float):
 
 
 def save(fig, path: Path) -> None:
-    """Write `fig` to `path` as a PNG, atomically."""
+    """Write `fig` to `path` as a PNG, atomically; a path that cannot be written is one line."""
     fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png")
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png")
+    except OSError as e:
+        raise RnnkitError(f"cannot write {path} ({e.strerror or e}); check the folder and free "
+                          "space") from None
 
 
 def plot_losses(history: list[dict], path: Path, unit: str = "chars") -> None:

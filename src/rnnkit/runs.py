@@ -247,13 +247,14 @@ class Forecaster:
         origins = [np.array([windows.shape[1]])] * len(windows)
         return self.point(self.run(panel, origins, batch_size)[0])
 
-    def forecasts(self, source) -> Forecasts:
+    def forecasts(self, source, where: str | None = None) -> Forecasts:
         """The H steps after the end of every series in `source`: a CSV or .npz file (`series`),
-        a `Panel`, or one array (T, F) of the run's columns ((T,) for one column)."""
+        a `Panel` (read from the file `where` names, for the errors), or one array (T, F) of
+        the run's columns ((T,) for one column)."""
         if isinstance(source, (str, os.PathLike)):
             where, panel = str(source), self.series(source)
         elif isinstance(source, Panel):
-            where, panel = "series", source
+            where, panel = where or "series", source
         else:
             where, values = "series", as_array(source, "series")
             if values.ndim == 1 and len(self.columns) == 1:
@@ -270,7 +271,8 @@ class Forecaster:
             if len(values) < need:
                 at = where if len(panel) == 1 else f"{where}, series {name!r}"
                 raise RnnkitError(f"{at}: the series has {len(values)} steps; the model reads "
-                                  f"the last {self.window}")
+                                  f"the last {self.window} (a file to forecast from holds each "
+                                  "series' history, then any rows to forecast)")
         q, _ = self.run(panel, [np.array([len(v)]) for v in panel.values])
         times = [self.next_times(t, where) for t in panel.times or [None] * len(panel)]
         return Forecasts(panel.ids, self.columns, self.point(q),

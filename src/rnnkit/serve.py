@@ -41,6 +41,7 @@ from pathlib import Path
 
 import torch
 
+from . import builtin
 from .checkpoint import load
 from .config import brief, parse_json
 from .errors import RnnkitError
@@ -344,10 +345,11 @@ def make_app(runs: dict[str, object], workers: int = 2, max_busy: int = 32,
     return app
 
 
-def load_runs(dirs: list[str]) -> dict[str, object]:
-    """Load each run directory, named by its last path component (made unique with -2, -3...)."""
+def load_runs(dirs: list[str] | None) -> dict[str, object]:
+    """Load each run directory, named by its last path component (made unique with -2, -3...);
+    none: the built-in model, whatever folders are where it runs."""
     runs = {}
-    for d in dirs:
+    for d in dirs or [builtin.location()]:
         base = Path(d).resolve().name or "run"
         name, n = base, 1
         while name in runs:

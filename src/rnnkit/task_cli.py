@@ -298,6 +298,8 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     if members > 1:
         say(f"ensemble: {members} members, {why}"
             f"{'; the means of blocks of ' + ', '.join(map(str, scales)) + ' steps' if scales else ''}")
+    elif fit_cfg.max_time:  # the budget chose one model: said as the choice of more is
+        say(f"ensemble: 1 model, {why}")
     fitted = time.monotonic()
     # Under torchrun the members train in one process group, joined once for all of them.
     world, _ = distributed.setup(fit_cfg.device) if members > 1 else (None, None)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .audio import AudioConfig, compile_pattern, find_audio, load_features
-from .checkpoint import BEST, LAST, VERSION, RunLock, check_version, load_weights, read_json
+from .checkpoint import BEST, LAST, LOCK, VERSION, RunLock, check_version, load_weights, read_json
 from .checkpoint import FORMAT as LANGUAGE_MODEL
 from .config import from_dict
 from .configs import CALENDAR, FitConfig
@@ -174,31 +174,38 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
     if not main:
         yield resume and (run_dir / "config.json").exists()
         return
-    with RunLock(run_dir):
-        there = (run_dir / "config.json").exists()
-        if there:
-            fmt, _ = read_format(run_dir, kind)
-            if fmt != kind:
-                raise wrong_kind(run_dir, fmt, kind)
-            if not resume:
-                raise RnnkitError(f"{run_dir} already holds a {KINDS[kind][0]} run; add --resume "
-                                  "to continue it, or choose another --out")
-        remove_temp_files(run_dir)
-        try:
-            yield there
-        except RnnkitError:
-            if not there:
-                remove_unstarted_task_run(run_dir)
-            raise
+    unstarted = False
+    try:
+        with RunLock(run_dir):
+            there = (run_dir / "config.json").exists()
+            if there:
+                fmt, _ = read_format(run_dir, kind)
+                if fmt != kind:
+                    raise wrong_kind(run_dir, fmt, kind)
+                if not resume:
+                    raise RnnkitError(f"{run_dir} already holds a {KINDS[kind][0]} run; add "
+                                      "--resume to continue it, or choose another --out")
+            remove_temp_files(run_dir)
+            try:
+                yield there
+            except RnnkitError:
+                unstarted = not there and next(run_dir.rglob(LAST), None) is None
+                if unstarted:
+                    remove_unstarted_task_run(run_dir)
+                raise
+    finally:
+        if unstarted:  # the lock released: its file goes, and the folder if that empties it
+            (run_dir / LOCK).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
 
 
 def remove_unstarted_task_run(run_dir: Path) -> None:
-    """A new run refused before its first checkpoint (a split or an option found wrong after
-    the data was read) leaves no run behind, so that the same command with the fix starts
-    afresh: its config.json and empty member folders go. The feature cache stays (the fixed
-    command reads it instead of computing it again)."""
-    if next(run_dir.rglob(LAST), None) is not None:
-        return  # a member trained: the run is resumable
+    """A new run refused before its first checkpoint (the data, a split or an option found
+    wrong) leaves no run behind, so that the same command with the fix starts afresh: its
+    config.json and empty member folders go, and (`training_run`) its lock and the folder
+    when nothing else is left. The feature cache stays (the fixed command reads it instead of
+    computing it again)."""
     (run_dir / "config.json").unlink(missing_ok=True)
     for folder in (p for p in run_dir.iterdir() if p.is_dir()):
         with contextlib.suppress(OSError):
@@ -310,7 +317,8 @@ def read_examples(path: str, data: dict, cache_dir: Path | None,
         if data.get("columns") is None:
             data["columns"] = columns
         return seqs, labels, ids
-    raise RnnkitError(f"{p}: expected an audio folder, a .csv or an .npz file")
+    audio = "an audio folder" if training else "audio files (or a folder of them)"
+    raise RnnkitError(f"{p}: expected {audio}, a .csv or an .npz file")
 
 
 def check_features(seqs: list[np.ndarray], names: list[str], where: str) -> None:

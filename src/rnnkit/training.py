@@ -105,6 +105,19 @@ def check_resume(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
     return saved, saved_model, TrainConfig(**{**asdict(saved_train), **changes})
 
 
+def open_run_data(run_dir: Path, config: dict) -> PreparedData:
+    """The prepared data a run trained on (its own DIR/data, or the DATA folder it was given),
+    which must still hold the run's vocabulary: prepared again with another, its ids would
+    mean other symbols (or none), so it is refused."""
+    path = ckpt.data_dir(run_dir, config)
+    data = PreparedData.open(path)
+    if data.vocab != ckpt.read_vocab(run_dir / "vocab.json"):
+        raise RnnkitError(f"{path} was prepared again since {run_dir} trained on it (its "
+                          "vocabulary is no longer the run's); prepare text into a new folder, "
+                          "and train a new run on it")
+    return data
+
+
 def check_resume_data(run_dir: Path, data: PreparedData, texts: list[str]) -> None:
     """--resume continues a run on the data it started with: text files given with it must be
     exactly that data (the same command plus --resume), never new text, silently ignored."""
@@ -155,46 +168,48 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
         if world.main:
             ckpt.check_out_dir(run_dir, resume)  # before the lock writes train.lock there
         lock = ckpt.RunLock(run_dir) if world.main else contextlib.nullcontext()
-        with lock:
-            if resume:
-                saved, model_cfg, train_cfg = check_resume(run_dir, model_cfg, train_cfg, given)
-                base = finetune.base_for_resume(run_dir, saved, train_cfg, given)
-                data = PreparedData.open(ckpt.data_dir(run_dir, saved))
-                check_resume_data(run_dir, data, texts)
-                if world.main:
+        fresh = False  # a new run's folder, checked empty under the lock: ours to clear
+        try:
+            with lock:
+                if resume:
+                    saved, model_cfg, train_cfg = check_resume(run_dir, model_cfg, train_cfg, given)
+                    base = finetune.base_for_resume(run_dir, saved, train_cfg, given)
+                    data = open_run_data(run_dir, saved)
+                    check_resume_data(run_dir, data, texts)
+                    if world.main:
+                        remove_partial_files(run_dir)
+                elif world.main:
+                    ckpt.check_out_dir(run_dir, resume)  # again, now that no one else can write
+                    fresh = True
                     remove_partial_files(run_dir)
-            elif world.main:
-                ckpt.check_out_dir(run_dir, resume)  # again, now that no one else can write
-                remove_partial_files(run_dir)
-                base = None
-                if train_cfg.init_from:
-                    data, model_cfg, train_cfg, base = finetune.start(
-                        run_dir, texts, model_cfg, train_cfg, given,
-                        (lambda *a: None) if quiet else tqdm.write)
-                else:
-                    data = open_data(run_dir, texts, train_cfg.tokenizer)
-                    if data.vocab.kind != train_cfg.tokenizer:  # a prepared DATA decides
-                        if "tokenizer" in given:
-                            raise RnnkitError(f"--tokenizer {train_cfg.tokenizer} differs from "
-                                              f"the {data.vocab.kind} vocabulary {texts[0]} was "
-                                              "prepared with; drop --tokenizer, or prepare it "
-                                              "again")
-                        train_cfg = replace(train_cfg, tokenizer=data.vocab.kind)
-                warn_small_vocabulary(data.vocab)
-                model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
-                ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
-            distributed.barrier(world)  # the other ranks wait for rank 0's files
-            if not world.main and not resume:
-                saved, model_cfg, _ = ckpt.read_run_config(run_dir)
-                data = PreparedData.open(ckpt.data_dir(run_dir, saved))
-            if not world.main:
-                base = None  # DistributedDataParallel copies rank 0's weights to every rank
-            try:
+                    base = None
+                    if train_cfg.init_from:
+                        data, model_cfg, train_cfg, base = finetune.start(
+                            run_dir, texts, model_cfg, train_cfg, given,
+                            (lambda *a: None) if quiet else tqdm.write)
+                    else:
+                        data = open_data(run_dir, texts, train_cfg.tokenizer)
+                        if data.vocab.kind != train_cfg.tokenizer:  # a prepared DATA decides
+                            if "tokenizer" in given:
+                                raise RnnkitError(f"--tokenizer {train_cfg.tokenizer} differs from "
+                                                  f"the {data.vocab.kind} vocabulary {texts[0]} was "
+                                                  "prepared with; drop --tokenizer, or prepare it "
+                                                  "again")
+                            train_cfg = replace(train_cfg, tokenizer=data.vocab.kind)
+                    warn_small_vocabulary(data.vocab)
+                    model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
+                    ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
+                distributed.barrier(world)  # the other ranks wait for rank 0's files
+                if not world.main and not resume:
+                    saved, model_cfg, _ = ckpt.read_run_config(run_dir)
+                    data = open_run_data(run_dir, saved)
+                if not world.main:
+                    base = None  # DistributedDataParallel copies rank 0's weights to every rank
                 return run(run_dir, data, model_cfg, train_cfg, device, world, resume, quiet,
                            started, base)
-            except RnnkitError:  # refused before its first checkpoint: no half-made run left
-                unstarted = world.main and not resume and not (run_dir / ckpt.LAST).exists()
-                raise
+        except RnnkitError:  # refused before its first checkpoint: no half-made run left
+            unstarted = fresh and not (run_dir / ckpt.LAST).exists()
+            raise
     finally:
         distributed.teardown(world)
         if unstarted:  # the lock released first
