@@ -219,6 +219,13 @@ def test_time_budget_holds_the_final_evaluation(cli, tmp_path):
     # (0.26 + 5.66 <= 5.92 prints as 0.3 + 5.7 against 5.9).
     assert evaluation_s > 0.5
     assert training_s + evaluation_s <= total_s + 0.15 + 1e-9 and total_s <= wall + 0.1
+    # A budget that cannot hold the final evaluation (the files written with it take a second)
+    # is refused before training, and the new run leaves nothing (it ran to 2.5 times a 10 s
+    # budget on the default corpus)
+    status, _, err = cli(*args[:-1], "1s", "--out", tmp_path / "short")
+    assert status == 2 and "the time budget of 1s cannot hold the final evaluation" in \
+        one_error_line(err)
+    assert not (tmp_path / "short").exists()
 
 
 def walk(parser: argparse.ArgumentParser, path: str = "rnnkit"):

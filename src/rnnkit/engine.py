@@ -275,6 +275,13 @@ def train(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distribut
     eval_cost, step_seconds = 0.0, 0.0
     if cfg.max_time and world.main:
         eval_cost = feeder.measure_reserve()
+    if cfg.max_time and not distributed.broadcast(  # rank 0's measure decides for every rank
+            world, float(time.monotonic() + eval_cost < clock.deadline)):
+        raise RnnkitError(f"the time budget of {cfg.max_time:g}s cannot hold the final "
+                          f"evaluation and what follows it ({eval_cost:.0f}s measured, "
+                          f"{max(0.0, clock.deadline - time.monotonic()):.0f}s left); give a "
+                          "longer --max-time, or evaluate on less (--eval-tokens for a language "
+                          "model, --val-fraction for a task)")
     rows: list[dict] = []  # metrics.csv rows since the last checkpoint, written with it
     try:
         with StopRequest() as stop:
