@@ -182,6 +182,8 @@ def test_the_step_api_checks_its_input_and_its_state():
         rnn(torch.randn(2, 5, 4), torch.arange(6.0).reshape(3, 2))
     ys, _ = rnn(torch.randn(2, 5, 4), torch.ones(3))  # one state for every row, as step takes it
     assert ys.shape == (2, 5, 4)
+    with pytest.raises(rnnkit.RnnkitError, match=r"a sequence is xs \(T, 4\) or a batch"):
+        rnn(torch.randn(4))  # it returned a scalar state
     # a model without biases keeps them at zero whatever it loads (a load gave it biases)
     plain = rnnkit.RNN(4, 3, 4, bias=False)
     with pytest.raises(RuntimeError, match="Unexpected key"):

@@ -102,6 +102,11 @@ class RNN(nn.Module):
         Returns (ys, h_T): outputs (T, O) or (B, T, O) and the last hidden state. Does not touch
         `self.h`; pass `h0` to start from a state other than zeros.
         """
+        size = self.W_xh.shape[1]
+        xs = torch.as_tensor(xs).to(self.W_xh)
+        if xs.dim() not in (2, 3) or xs.shape[-1] != size:
+            raise RnnkitError(f"a sequence is xs (T, {size}) or a batch of them (B, T, {size}), "
+                              f"got shape {tuple(xs.shape)}")
         batched = xs.dim() == 3
         if not batched:
             xs = xs.unsqueeze(0)  # (1, T, I)
