@@ -518,6 +518,10 @@ def test_fit_reads_arrays_and_refuses_bad_ones_in_one_line(tmp_path):
                   FitConfig(epochs=1, batch_size=8, **QUICK), run_dir=run, quiet=True)
     assert summary["epochs"] == 1 and (run / "model.safetensors").is_file()
     cfg = FitConfig(epochs=1, batch_size=8, **QUICK)
+    pixels = rng.integers(0, 256, (24, 6, 3)).astype(np.uint8)  # features as integers: floats
+    for reader in (Tagger(TaggerConfig(3, 2, hidden=8)), MLP(MLPConfig(18, 2, hidden=8))):
+        targets = np.tile(y[:, None], (1, 6)) if isinstance(reader, Tagger) else y
+        fit(reader, {"inputs": pixels, "targets": targets}, None, cfg, quiet=True)
     for data, message in (
             ({"inputs": x, "labels": y}, r"train has \['labels'\], which SequenceModel does not "
              r"take; its keys are \['inputs', 'targets', 'lengths', 'state'\]"),

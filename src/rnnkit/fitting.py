@@ -49,10 +49,10 @@ TEST_FIXED = 0.02  # and this share of the budget, for the report after it
 
 
 def as_dataset(model: nn.Module, data, name: str) -> Dataset:
-    """`fit`'s `train` or `val`, checked, as tensors: arrays and lists converted (floats to
-    float32, the rest to int64), the keys the model's forward takes, targets present, lengths
-    within the sequences, no NaN or infinity, and class ids within the model's classes (on
-    the real steps of a per-step model)."""
+    """`fit`'s `train` or `val`, checked, as tensors: arrays and lists converted (floats, and
+    the inputs of a model that reads features, to float32; the rest to int64), the keys the
+    model's forward takes, targets present, lengths within the sequences, no NaN or infinity,
+    and class ids within the model's classes (on the real steps of a per-step model)."""
     if not isinstance(data, dict):
         raise RnnkitError(f"{name} must be a dict of arrays such as {{'inputs': x, 'targets': "
                           f"y}}, got {type(data).__name__}")
@@ -71,7 +71,9 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
             t = value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
         except (TypeError, ValueError, RuntimeError):
             raise RnnkitError(f"{name}[{key!r}] is not an array of numbers") from None
-        t = t.float() if t.is_floating_point() else t.long()
+        # features (of every model but those that read ids) are floats, whatever they came as
+        features = key == "inputs" and not getattr(model, "token_inputs", False)
+        t = t.float() if t.is_floating_point() or features else t.long()
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise RnnkitError(f"{name}[{key!r}] holds NaN or infinite values; give numbers "
                               "(pad with zeros)")

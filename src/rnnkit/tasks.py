@@ -613,6 +613,11 @@ class ConditionedGenerator(nn.Module):
         n_state = c.layers * (2 if c.cell == "lstm" else 1)  # h (and c) for each layer
         self.to_state = nn.Linear(config.condition_size, n_state * c.hidden)
 
+    @property
+    def token_inputs(self) -> bool:
+        """Whether its inputs are ids (class ids), not vectors: `fitting.as_dataset` asks."""
+        return self.config.classes
+
     def initial_state(self, condition: Tensor):
         """condition (B,) class ids or (B, condition_size) -> the decoder's state."""
         if self.config.classes:
@@ -670,6 +675,8 @@ class Seq2Seq(nn.Module):
         h_0 = tanh(W_b h_enc + b_b)                  per layer (and for an LSTM's c, per layer)
         y_t = decoder(y_{t-1}, h_{t-1})              teacher forcing in training, greedy or sampled
     """
+
+    token_inputs = True  # token ids: `fitting.as_dataset` keeps them integers
 
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
