@@ -1,5 +1,6 @@
 """Cells against torch.nn cells, stepping against the fused path, the seed's vanilla RNN."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -186,9 +187,12 @@ def test_the_step_api_checks_its_input_and_its_state():
         rnn(torch.randn(4))  # it returned a scalar state
     # a model without biases keeps them at zero whatever it loads (a load gave it biases)
     plain = rnnkit.RNN(4, 3, 4, bias=False)
-    with pytest.raises(RuntimeError, match="Unexpected key"):
+    with pytest.raises(rnnkit.RnnkitError, match="b_h holds biases, and this RNN has none"):
         plain.load_state_dict(rnnkit.RNN(4, 3, 4).state_dict())
     assert not plain.b_h.any() and "b_h" not in plain.state_dict()
+    saved = {**plain.state_dict(), "b_h": torch.zeros(3), "b_y": torch.zeros(4)}  # as saved before
+    plain.load_state_dict(saved)
+    assert Recurrent("lstm", 2, 3, 2, dropout=np.float32(0.25)).dropout == np.float32(0.25)
 
 
 def test_stacks_and_cells_check_their_state_and_lengths():

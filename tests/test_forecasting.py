@@ -131,7 +131,12 @@ def test_uneven_times_are_named_in_one_warning_and_the_season_is_the_usual_steps
                                   "1", *QUICK)
     assert status == 0 and "season 7" in stdout, err
     assert err.count("rnnkit: warning: ") == 1 and "lines 2 and 3 are 2 days apart" in err
-    # evenly spaced times, month ends among them, warn of nothing
+    # evenly spaced times, month ends or tenths among them, warn of nothing
+    tenths = tmp_path / "tenths.csv"
+    tenths.write_text("t,y\n" + "".join(f"{i / 10},{i}\n" for i in range(60)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_panel(tenths, {"time_column": "t"})
     ends = tmp_path / "ends.csv"
     ends.write_text("t,y\n2023-12-31,1\n2024-01-31,2\n2024-02-29,3\n2024-03-31,4\n")
     with warnings.catch_warnings():

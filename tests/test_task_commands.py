@@ -242,6 +242,24 @@ def test_forecast_predict_takes_a_device(cli, tmp_path, series_csv):
                               tmp_path / "nowhere" / "f.png")
     assert status == 2 and stdout == "" and "--plot " in one_error_line(err) \
         and "nowhere does not exist; make it, or choose" in err
+    status, _, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--plot",
+                         tmp_path / "run" / "forecast.png")  # its own default: allowed
+    assert status == 0, err
+
+
+def test_ensemble_members_with_small_shares_train_and_a_refusal_keeps_the_users_folders(
+        cli, tmp_path, npz):
+    # each of 8 members' share is below an evaluation's cost: refused mid-command before
+    status, stdout, err = cli("classify", "train", npz, "--out", tmp_path / "ens", "--ensemble",
+                              "8", "--max-time", "4", "--hidden", "8", "--device", "cpu")
+    assert status == 0 and "test_accuracy" in stdout, err
+    out = tmp_path / "mine"
+    (out / "empty").mkdir(parents=True)
+    one = tmp_path / "one.npz"
+    np.savez(one, x=np.zeros((8, 3, 1), np.float32), lengths=np.full(8, 3), y=np.zeros(8, np.int64))
+    status, _, err = cli("classify", "train", one, "--out", out, *QUICK)
+    assert status == 2 and "needs at least two classes" in one_error_line(err)
+    assert (out / "empty").is_dir()  # the user's; only the run's own files go
 
 
 @pytest.mark.parametrize("command", [("train",), ("classify", "train"), ("forecast", "train")])

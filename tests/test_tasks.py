@@ -560,7 +560,7 @@ def test_fit_cuts_only_per_step_targets_and_gives_back_the_random_generator():
 
 def test_load_names_an_unknown_device_or_kind(tmp_path):
     for device, message in (("gpu", "unknown device 'gpu'; give cpu, cuda, cuda:N or auto"),
-                            ("meta", "rnnkit runs on cpu or cuda, not 'meta'")):
+                            ("meta", "rnnkit runs on a device that holds data, not 'meta'")):
         with pytest.raises(RnnkitError, match=message):
             rnnkit.load(tmp_path, device=device)
     with pytest.raises(RnnkitError, match="kind must be one of 'rnnkit-run'"):
@@ -633,3 +633,22 @@ def test_fit_resumes_only_the_run_it_continues(tmp_path):
     summary = fit(model, data, None, FitConfig(epochs=4, batch_size=8, **QUICK), run_dir=tmp_path,
                   resume=True, quiet=True)
     assert summary["epochs"] == 4
+
+
+def test_what_the_input_checks_must_still_take():
+    # a vector-conditioned generator's lengths are its targets', not its condition's (2 here)
+    g = torch.Generator().manual_seed(2)
+    generator = ConditionedGenerator(GeneratorConfig(2, DecoderConfig(6, hidden=8), classes=False))
+    fit(generator, {"inputs": torch.randn(8, 2, generator=g),
+                    "targets": torch.randint(2, 6, (8, 5), generator=g),
+                    "lengths": torch.tensor([5, 4, 3, 5, 5, 2, 5, 5])}, None,
+        FitConfig(epochs=1, batch_size=4, **QUICK), quiet=True)
+    # NaN in a per-step model's padding: only the real steps count
+    x, lengths = ragged(n=8, T=6, F=2)
+    values = torch.randn(8, 6, 1, generator=g)
+    values[torch.arange(6)[None, :] >= lengths[:, None]] = float("nan")
+    fit(Tagger(TaggerConfig(2, 1, hidden=8, head="regress")),
+        {"inputs": x, "lengths": lengths, "targets": values}, None,
+        FitConfig(epochs=1, batch_size=4, **QUICK), quiet=True)
+    # NumPy's bool and float are a bool and a float
+    assert TaggerConfig(2, 2, bidirectional=np.True_).bidirectional is True

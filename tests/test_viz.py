@@ -3,11 +3,12 @@
 import base64
 import json
 import re
+import subprocess
 
 import numpy as np
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import PYTHON, one_error_line
 from playground import (
     TEXT,
     check_hover,
@@ -145,6 +146,16 @@ def test_viz_reads_a_byte_models_file_as_its_bytes(cli, tmp_path):
     assert status == 0, err
     data = inlined((tmp_path / "page.html").read_text(encoding="utf-8"))
     assert data["trace"]["symbols"][:5] == ["c", "a", "f", "\\xe9", " "]
+
+
+def test_viz_writes_a_page_into_a_pipe(tmp_path):
+    # /dev/stdout into a pipe: the temporary file was made beside the pipe's /proc name
+    text = tmp_path / "t.txt"
+    text.write_text("def f(x):\n    return x\n")
+    done = subprocess.run([PYTHON, "-m", "rnnkit", "viz", "builtin", str(text), "--out",
+                           "/dev/stdout"], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(b"<!DOCTYPE html>") or b"<html" in done.stdout[:200]
 
 
 def test_viz_never_writes_over_what_it_reads(viz_page, cli):

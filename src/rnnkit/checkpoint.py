@@ -52,7 +52,7 @@ RUN_FILES = {"config.json", "vocab.json", BEST, LAST, METRICS, LOCK, "loss.png",
 DATA_FILES = {"tokens.bin", "data.json"}
 # What runs of every kind keep in their folders (and their members'): never an output's place
 OWN_FILES = RUN_FILES | DATA_FILES | {"metrics.json", "member.json", "confusion.png",
-                                      "forecast.png", "features"}
+                                      "features"}
 # Run directories of the other commands: what they are, and the command that uses them.
 OTHER_KINDS = {"rnnkit-classifier": ("a classifier", "rnnkit classify predict {dir} FILE..."),
                "rnnkit-forecaster": ("a forecaster", "rnnkit forecast predict {dir} SERIES.csv")}
@@ -63,7 +63,9 @@ def output_file(out: str | os.PathLike, run_dir: str | os.PathLike,
     """Where a command that reads `run_dir` (and the files `reads`) may write its --out: the
     file a link points to, written through the link; refused where it is one of the run's own
     files or a file the command reads, which writing would destroy."""
-    target = Path(os.path.realpath(out))
+    # a link to a file is written through; a device or a pipe (/dev/stdout) is written as named
+    target = Path(out) if Path(out).exists() and not Path(out).is_file() else \
+        Path(os.path.realpath(out))
     if not target.parent.is_dir():
         what = "is a file, not a folder; choose" if target.parent.exists() else \
             "does not exist; make it, or choose"

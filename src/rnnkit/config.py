@@ -105,7 +105,9 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
             raise RnnkitError(f"{where} must be a {hint.__name__}, got {brief(repr(value))}")
         return value
     ok = {  # NumPy's integers and floats (a length from an array) count as numbers
-        bool: isinstance(value, bool),
+        # NumPy's bool is not a bool; told by its dtype, without importing NumPy here
+        bool: isinstance(value, bool) or (getattr(value, "shape", None) == ()
+                                          and getattr(value, "dtype", None) == "bool"),
         int: isinstance(value, numbers.Integral) and not isinstance(value, bool),
         float: isinstance(value, numbers.Real) and not isinstance(value, bool),
         str: isinstance(value, str),
@@ -116,6 +118,8 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
         raise RnnkitError(f"{where} must be {hint.__name__}, got {brief(repr(value))}")
     if hint is int:
         return int(value)
+    if hint is bool:
+        return bool(value)
     if hint is not float:
         return value
     try:

@@ -28,9 +28,9 @@ def pick_device(name: str | torch.device, precision: str = "fp32") -> torch.devi
         kind = torch.device(name).type
     except RuntimeError:
         raise RnnkitError(f"unknown device {name!r}; give cpu, cuda, cuda:N or auto") from None
-    if kind not in ("cpu", "cuda"):
-        raise RnnkitError(f"rnnkit runs on cpu or cuda, not {name!r}; give cpu, cuda, cuda:N "
-                          "or auto")
+    if kind == "meta":  # shapes without data: nothing could run
+        raise RnnkitError(f"rnnkit runs on a device that holds data, not {name!r}; give cpu, "
+                          "cuda, cuda:N or auto")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RnnkitError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
     if precision == "fp16" and not name.startswith("cuda"):

@@ -71,6 +71,9 @@ class Feeder(Protocol):
     plan: int  # the steps the schedule spans, 0: keep the checkpoint's (fitted to the time)
     state_shape: tuple | None  # (L, B, H) of the state carried between steps, if any
     layout: dict  # what decides each step's batch; a resumed run must have the same ({}: none)
+    # refuse a budget that cannot hold the final evaluation (a language model's run; a task's
+    # ensemble members share one budget, and a small share still trains what it can)
+    short_budget_refused: bool
     equal_parts: bool  # micro-batches of equal size: the step's loss is their plain mean
     loss_limit: float  # a training loss above this is an explosion
     unit: str  # what `items` counts, for the log: "chars", "examples"
@@ -275,13 +278,12 @@ def train(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distribut
     eval_cost, step_seconds = 0.0, 0.0
     if cfg.max_time and world.main:
         eval_cost = feeder.measure_reserve()
-    if cfg.max_time and not distributed.broadcast(  # rank 0's measure decides for every rank
-            world, float(time.monotonic() + eval_cost < clock.deadline)):
+    if cfg.max_time and feeder.short_budget_refused and not distributed.broadcast(
+            world, float(time.monotonic() + eval_cost < clock.deadline)):  # rank 0's measure
         raise RnnkitError(f"the time budget of {cfg.max_time:g}s cannot hold the final "
-                          f"evaluation and what follows it ({eval_cost:.0f}s measured, "
-                          f"{max(0.0, clock.deadline - time.monotonic()):.0f}s left); give a "
-                          "longer --max-time, or evaluate on less (--eval-tokens for a language "
-                          "model, --val-fraction for a task)")
+                          f"evaluation, its checkpoint and sample ({eval_cost:.1f}s measured, "
+                          f"{max(0.0, clock.deadline - time.monotonic()):.1f}s left); give a "
+                          "longer --max-time, or a smaller --eval-tokens")
     rows: list[dict] = []  # metrics.csv rows since the last checkpoint, written with it
     try:
         with StopRequest() as stop:

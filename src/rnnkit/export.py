@@ -42,7 +42,7 @@ from .intervals import WIDTH_FLOOR, interval_ends
 from .lm import CharLM
 from .optional import need
 from .panel import has_future
-from .runfiles import move_into, temp_name
+from .runfiles import move_into, staging_path
 from .runs import Classifier, load
 
 FORMATS = ("onnx",)
@@ -137,7 +137,7 @@ def export(run_dir: str | os.PathLike, out: str | os.PathLike, fmt: str = "onnx"
         parts = forecaster(run, run_dir)
     module, args, names, axes, meta, shape = parts
     meta["rnnkit.config"] = json.dumps(config)
-    tmp = temp_name(out)
+    tmp = staging_path(out)
     try:
         with warnings.catch_warnings():  # the exporter's notes on its own deprecation and on LSTM
             warnings.simplefilter("ignore")  # batch sizes do not concern the user

@@ -74,25 +74,32 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
         # features (of every model but those that read ids) are floats, whatever they came as
         features = key == "inputs" and not getattr(model, "token_inputs", False)
         t = t.float() if t.is_floating_point() or features else t.long()
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise RnnkitError(f"{name}[{key!r}] holds NaN or infinite values; give numbers "
-                              "(pad with zeros)")
         out[key] = t
     size(out)
     x, lengths = out.get("inputs"), out.get("lengths")
-    if lengths is not None and x is not None and x.dim() >= 2 and len(lengths) and (
+    # a sequence's lengths (a generator's condition has no time axis: its lengths are the
+    # targets', which the model checks)
+    sequence = x is not None and (x.dim() >= 3 or (x.dim() == 2 and not x.is_floating_point()))
+    if lengths is not None and sequence and len(lengths) and (
             int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
         raise RnnkitError(f"{name}['lengths'] must be from 1 to the inputs' {x.shape[1]} steps, "
                           f"got {int(lengths.min())} to {int(lengths.max())}")
-    config = getattr(model, "config", None)
     y = out["targets"]
+    # the real steps of per-step targets: their padding may hold anything (-1, NaN)
+    real = time_mask(lengths, *y.shape[:2], y.device) if synced(model) and \
+        lengths is not None and y.dim() >= 2 else torch.ones(y.shape[:1], dtype=torch.bool)
+    for key, t in out.items():
+        values = t[real] if key == "targets" else t
+        if t.is_floating_point() and not bool(torch.isfinite(values).all()):
+            raise RnnkitError(f"{name}[{key!r}] holds NaN or infinite values; give numbers "
+                              "(pad with zeros)")
+    config = getattr(model, "config", None)
     if getattr(config, "head", None) == "classify" and len(y):
         classes = config.output_size
-        if y.is_floating_point() and bool((y == y.round()).all()):  # 0.0, 1.0: ids as floats
-            y = out["targets"] = y.long()
-        real = time_mask(lengths, *y.shape[:2], y.device) if synced(model) and \
-            lengths is not None and y.dim() >= 2 else torch.ones_like(y, dtype=torch.bool)
-        bad = real & ((y < 0) | (y >= classes))
+        inside = real.reshape(*real.shape, *[1] * (y.dim() - real.dim()))  # broadcast over y
+        if y.is_floating_point() and bool((y[real] == y[real].round()).all()):  # ids as floats
+            y = out["targets"] = torch.where(inside, y, 0.0).long()
+        bad = inside & ((y < 0) | (y >= classes))
         if y.is_floating_point() or bool(bad.any()):
             shown = y[bad][0].item() if bool(bad.any()) else "a fraction"
             raise RnnkitError(f"{name}['targets'] must be class ids from 0 to {classes - 1}, got "
@@ -273,12 +280,6 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                           f"({t0 - started:.1f}s went to reading the data); give a longer "
                           "--max-time")
     run_dir = None if run_dir is None else Path(run_dir)
-    if run_dir is not None:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise RnnkitError(f"cannot make the run directory {run_dir} ({e.strerror or e}); "
-                              "give a writable run_dir") from None
     if cfg.on_nan == "rollback" and run_dir is None:
         raise RnnkitError("on_nan='rollback' goes back to the last checkpoint, which needs a "
                           "run_dir; give one, or leave on_nan as 'stop'")
@@ -288,6 +289,12 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
     world, device_name = distributed.setup(cfg.device)
     try:
         device = pick_device(device_name, cfg.precision)
+        if run_dir is not None:  # once the call is known to be sound: a refused one makes none
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise RnnkitError(f"cannot make the run directory {run_dir} "
+                                  f"({e.strerror or e}); give a writable run_dir") from None
         model.to(device)
         feeder = EpochFeeder(model, train, val, cfg, metric, world, device, test_rows)
         say = tqdm.write if world.main and not quiet else (lambda *a: None)
@@ -319,6 +326,7 @@ class EpochFeeder:
     An evaluation on the validation set ends each epoch."""
 
     equal_parts = False  # micro-batches of different sizes: weighted by the terms they average
+    short_budget_refused = False  # an ensemble member's small share trains what it can
     unit = "examples"
     more = "raise --epochs to train it further"
     state_shape = None  # nothing is carried from one minibatch to the next

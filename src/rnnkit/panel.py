@@ -132,8 +132,8 @@ def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
 def steps_between(times: np.ndarray) -> tuple[np.ndarray, str]:
     """The steps between consecutive times (at least two): in months for datetimes at one place
     in their months (`month_place`), else in seconds for datetimes, else as numbers."""
-    if times.dtype.kind != "M":
-        return np.diff(times), ""
+    if times.dtype.kind != "M":  # numbers: equal steps up to float rounding (0.1, 0.2, 0.3)
+        return np.round(np.diff(times), 9), ""
     if month_place(times) is not None:
         return np.diff(times.astype("datetime64[M]").astype(np.int64)), "months"
     return np.diff(times) / np.timedelta64(1, "s"), "seconds"

@@ -11,6 +11,8 @@ State follows torch: `h` is (L*D, B, H) for L layers and D directions; an LSTM's
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -45,7 +47,7 @@ class Recurrent(nn.Module):
         super().__init__()
         cells.check_cell(cell)
         require_size(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
                 or not 0.0 <= dropout < 1.0:
             raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
         self.cell, self.hidden_size, self.num_layers = cell, hidden_size, num_layers

@@ -23,6 +23,7 @@ import contextlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -80,7 +81,7 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
     left as it was, and the error propagates.
     """
     path = Path(path)
-    tmp = temp_name(path)
+    tmp = staging_path(path)
     try:
         with open(tmp, "wb") as f:
             yield f
@@ -92,6 +93,14 @@ def atomic_write(path: Path) -> Iterator[BinaryIO]:
             tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def staging_path(path: Path) -> Path:
+    """Where the bytes for `path` are written first: beside it (`temp_name`), or, for a device
+    or a pipe (nothing to rename over), in the system's temporary folder."""
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return Path(tempfile.gettempdir()) / temp_name(path).name
+    return temp_name(path)
 
 
 def move_into(tmp: Path, path: Path) -> None:

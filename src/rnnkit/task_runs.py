@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -207,9 +208,7 @@ def remove_unstarted_task_run(run_dir: Path) -> None:
     when nothing else is left. The feature cache stays (the fixed command reads it instead of
     computing it again)."""
     (run_dir / "config.json").unlink(missing_ok=True)
-    for folder in (p for p in run_dir.iterdir() if p.is_dir()):
-        with contextlib.suppress(OSError):
-            folder.rmdir()  # only if empty
+    shutil.rmtree(run_dir / "members", ignore_errors=True)  # an ensemble's, none trained yet
 
 
 def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConfig,

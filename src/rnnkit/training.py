@@ -267,6 +267,7 @@ class StreamFeeder:
 
     equal_parts = True  # every micro-batch holds the same number of streams and characters
     layout: dict = {}  # none to check here: `train` checks a resumed run's options itself
+    short_budget_refused = True  # one run, one budget: refused if it cannot hold the last evaluation
     unit = "chars"
     more = "raise --max-steps to train it further"
 

@@ -64,11 +64,23 @@ class RNN(nn.Module):
         else:  # not in the state dict: no load can make them other than zeros
             self.register_buffer("b_h", torch.zeros(hidden_size), persistent=False)
             self.register_buffer("b_y", torch.zeros(output_size), persistent=False)
+        self.bias = bias
         self.h: Tensor | None = None  # the hidden state; None until the first step, then a tensor
         # torch's fused kernel, built on the meta device: it holds no weights of its own and runs
         # with ours (functional_call), so there is one set of parameters for both paths.
         self._kernel = [nn.RNN(input_size, hidden_size, batch_first=True, device="meta",
                                nonlinearity=nonlinearity)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Without biases, saved zeros (as models saved them before) are read and dropped;
+        # biases that are not zeros belong to another model.
+        if not self.bias:
+            for name in ("b_h", "b_y"):
+                value = state_dict.pop(prefix + name, None)
+                if value is not None and bool(torch.as_tensor(value).any()):
+                    raise RnnkitError(f"{prefix}{name} holds biases, and this RNN has none "
+                                      "(bias=False); load it into RNN(..., bias=True)")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset(self, h: Tensor | None = None) -> None:
         """Forget the history: the next step starts from `h`, zeros by default."""
