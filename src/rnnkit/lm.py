@@ -118,17 +118,16 @@ class CharLM(nn.Module):
 
         For very long outputs use `stream`, which yields the text piece by piece.
         """
-        from .sample import MAX_STRING, check_options
+        from .sample import MAX_STRING
 
-        check_options(length, temperature, top_k, top_p, repetition_penalty, num_samples, beam,
-                      greedy)  # their types, before they are multiplied here
+        # `stream` checks the options (their types first) and generates nothing until read
+        pieces = self.stream(prime, length, temperature, top_k, greedy, seed, top_p=top_p,
+                             repetition_penalty=repetition_penalty, num_samples=num_samples,
+                             beam=beam, precision=precision)
         if length * (num_samples or 1) > MAX_STRING:
             raise RnnkitError(f"length {length:,} x {num_samples or 1} samples is more than "
                               f"generate returns as strings ({MAX_STRING:,} characters); use "
                               "model.stream(...) to iterate over the text")
-        pieces = self.stream(prime, length, temperature, top_k, greedy, seed, top_p=top_p,
-                             repetition_penalty=repetition_penalty, num_samples=num_samples,
-                             beam=beam, precision=precision)
         if isinstance(prime, bytes):  # a byte model's prime, given exactly: shown as text
             prime = prime.decode("utf-8", errors="replace")
         if num_samples is None:

@@ -75,8 +75,8 @@ class Recurrent(nn.Module):
         lengths = torch.as_tensor(lengths).cpu()  # a list too, as torch's packing takes
         if lengths.shape != x.shape[:1] or len(lengths) and (int(lengths.min()) < 1
                                                            or int(lengths.max()) > T):
-            raise RnnkitError(f"lengths must be one per row of x, each from 1 to its {T} steps; "
-                              f"got {lengths.tolist()[:8]} for {x.shape[0]} rows")
+            raise RnnkitError(f"lengths must be one per row of x, each from 1 to the inputs' {T} "
+                              f"steps; got {lengths.tolist()[:8]} for {x.shape[0]} rows")
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, state = self.rnn(packed, state)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=T)  # (B, T, D*H)

@@ -43,6 +43,7 @@ from .plots import plot_confusion
 from .runfiles import remove_temp_files, write_json_atomic
 from .runs import Classifier, load
 from .task_runs import (
+    MEMBERS,
     check_features,
     read_examples,
     read_format,
@@ -81,7 +82,6 @@ MIN_BLOCK_STEPS = 16  # an ensemble's coarsest member reads at least this many s
 PROBE_STEPS = 5  # optimizer steps timed to see how many steps the budget holds
 PAD_COST = 8  # sequences of different lengths are read padded to the longest unless that reads
 #               more than this many times their real steps (a few very long ones)
-MEMBERS = "members"  # DIR/members/K: member K's checkpoints and metrics
 MEMBER_DONE = "member.json"  # in a member's folder once its training ended: its summary
 
 

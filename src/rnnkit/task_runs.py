@@ -46,6 +46,7 @@ from .series import pad, read_labelled_csv, read_npz
 from .tasks import Ensemble, SequenceConfig, SequenceModel, sequence_model
 
 SOURCES = ("audio", "csv", "npz")
+MEMBERS = "members"  # DIR/members/K: an ensemble member K's checkpoints and metrics
 
 
 @dataclass
@@ -204,11 +205,11 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
 def remove_unstarted_task_run(run_dir: Path) -> None:
     """A new run refused before its first checkpoint (the data, a split or an option found
     wrong) leaves no run behind, so that the same command with the fix starts afresh: its
-    config.json and empty member folders go, and (`training_run`) its lock and the folder
-    when nothing else is left. The feature cache stays (the fixed command reads it instead of
-    computing it again)."""
+    config.json and its members folder go (no member trained), and (`training_run`) its lock
+    and the folder when nothing else is left. The feature cache stays (the fixed command
+    reads it instead of computing it again)."""
     (run_dir / "config.json").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "members", ignore_errors=True)  # an ensemble's, none trained yet
+    shutil.rmtree(run_dir / MEMBERS, ignore_errors=True)
 
 
 def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConfig,

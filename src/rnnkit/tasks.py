@@ -714,14 +714,7 @@ class Seq2Seq(nn.Module):
                  greedy: bool = True, temperature: float = 1.0,
                  seed: int | None = None, beam: int | None = None) -> list[list[int]]:
         inputs = token_ids(inputs, self.config.input_vocab, "inputs", "token ids", dims=2)
-        if lengths is not None:
-            lengths = torch.as_tensor(np.asarray(lengths) if not isinstance(lengths, Tensor)
-                                      else lengths).long()
-            if lengths.shape != inputs.shape[:1] or int(lengths.min()) < 1 \
-                    or int(lengths.max()) > inputs.shape[1]:
-                raise RnnkitError(f"lengths must be one per sequence, from 1 to the inputs' "
-                                  f"{inputs.shape[1]} steps, got {lengths.tolist()[:8]}")
         check_decoding(max_length, beam)
-        state = self.encode(inputs, lengths)
+        state = self.encode(inputs, lengths)  # the encoder's stack checks the lengths
         return self.decoder.decode(state, inputs.shape[0], max_length, greedy, temperature, seed,
                                    beam)
