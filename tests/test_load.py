@@ -212,3 +212,17 @@ def test_every_public_name_is_listed_once_and_loads_from_its_module():
     for name, module in rnnkit.WHERE.items():
         assert getattr(rnnkit, name) is getattr(importlib.import_module(f"rnnkit.{module}"), name)
     assert callable(rnnkit.fit) and rnnkit.fit.__module__ == "rnnkit.fitting"
+
+
+def test_submodules_load_on_first_use_as_attributes():
+    # `import rnnkit; rnnkit.text.prepare(...)` works without importing rnnkit.text first (a
+    # fresh process, as other tests have imported it here); a misspelt name stays an
+    # AttributeError, and a submodule's own failing import is not hidden as one.
+    import subprocess
+    import sys
+
+    code = ("import rnnkit, sys; assert 'rnnkit.text' not in sys.modules; "
+            "assert callable(rnnkit.text.prepare); assert not hasattr(rnnkit, 'nothing'); "
+            "assert not hasattr(rnnkit, '_private'); print('ok')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr

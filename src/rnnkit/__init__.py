@@ -38,10 +38,16 @@ __all__ = ["MLP", "RNN", "Cell", "CharLM", "Classifier", "ConditionedGenerator",
 
 
 def __getattr__(name: str):
-    if name not in WHERE:
-        raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
     import importlib
 
+    if name not in WHERE:  # a submodule (`rnnkit.text.prepare`), as if imported, or nothing
+        if not name.startswith("_"):
+            try:
+                return importlib.import_module(f".{name}", __name__)
+            except ModuleNotFoundError as e:
+                if e.name != f"{__name__}.{name}":
+                    raise
+        raise AttributeError(f"module 'rnnkit' has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{WHERE[name]}", __name__), name)
     globals()[name] = value  # later look-ups skip this function
     return value
