@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -15,6 +16,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("RNNKIT_DATA", ROOT.parent / "shared" / "data"))
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def no_options(doc: str) -> None:
+    """The command line of a script that takes no options: `--help` prints its docstring, and
+    anything else is refused before a run starts."""
+    argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+                            ).parse_args()
 
 
 def require(path: Path) -> Path:

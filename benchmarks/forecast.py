@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import no_options, save  # noqa: E402
 
 from rnnkit.cli import main  # noqa: E402
 
@@ -51,6 +51,7 @@ def run(length: int = 8000, epochs: int = 10) -> dict:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     torch.set_num_threads(2)
     result = run()
     print(result)

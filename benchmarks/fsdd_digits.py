@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, require, save  # noqa: E402
+from common import DATA, no_options, require, save  # noqa: E402
 
 from rnnkit.cli import main  # noqa: E402
 
@@ -51,6 +51,7 @@ def run(recordings: Path) -> dict:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     torch.set_num_threads(2)
     result = run(require(DATA / "fsdd" / "recordings"))
     print(result)

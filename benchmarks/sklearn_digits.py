@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import save  # noqa: E402
+from common import no_options, save  # noqa: E402
 
 from rnnkit.fitting import FitConfig, accuracy, dataset_loss, fit  # noqa: E402
 from rnnkit.tasks import MLP, MLPConfig, SequenceConfig, SequenceModel  # noqa: E402
@@ -47,4 +47,5 @@ def run() -> dict:
 
 
 if __name__ == "__main__":
+    no_options(__doc__)
     save("sklearn_digits", run())

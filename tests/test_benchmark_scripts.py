@@ -61,3 +61,24 @@ def test_finetune_reads_both_runs(tmp_path):
         assert result[way]["steps"] == 2 and result[way]["val_loss"] > 0
         assert result[way]["sample"].startswith(finetune.PRIME)
     assert result["gain"] == round(result["scratch"]["val_loss"] - result["finetune"]["val_loss"], 4)
+
+
+def test_every_script_answers_help_without_running():
+    # `--help` prints a script's usage and exits; a script without options once ran its whole
+    # benchmark (and wrote its results file) instead. One process for all, torch imported once.
+    import subprocess
+
+    scripts = sorted(p for p in Path(forecast.__file__).parent.glob("*.py") if p.name != "common.py")
+    code = ("import runpy, sys\n"
+            "for path in sys.argv[1:]:\n"
+            "    sys.argv = [path, '--help']\n"
+            "    try:\n"
+            "        runpy.run_path(path, run_name='__main__')\n"
+            "    except SystemExit as e:\n"
+            "        print('exit', e.code, path)\n"
+            "    else:\n"
+            "        print('ran', path)\n")
+    done = subprocess.run([sys.executable, "-c", code, *map(str, scripts)], capture_output=True,
+                          text=True, timeout=120, cwd=scripts[0].parent)
+    exits = [line for line in done.stdout.splitlines() if line.startswith(("exit", "ran"))]
+    assert exits == [f"exit 0 {p}" for p in scripts], done.stderr[-2000:]
