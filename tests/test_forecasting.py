@@ -10,6 +10,7 @@ import torch
 from conftest import one_error_line
 
 import rnnkit
+from rnnkit.errors import RnnkitError
 from rnnkit.forecast_scores import coverage, mase_scale, score, seasonal_naive, smape
 from rnnkit.panel import (
     Panel,
@@ -17,6 +18,7 @@ from rnnkit.panel import (
     encode,
     future_times,
     infer_season,
+    parse_times,
     read_panel,
     split_origins,
 )
@@ -251,7 +253,10 @@ BAD = [
     (["--time-column", "time", "--horizon", "20", "--origins", "4"], "series 's0': the series has "
      "80 steps, shorter than the horizon 20 times --origins 4 plus one observed step; lower "
      "--horizon or --origins or drop the series"),
-    (["--columns", "time"], "line 2, column 'time' is not a number ('2024-03-01T00:00')"),
+    (["--columns", "time"], "line 2, column 'time' is not a number ('2024-03-01T00:00'); if "
+     "it names each row's series or gives its time, say so with --id-column or --time-column"),
+    (["--time-column", "time", "--season", "90"], "a season of 90 steps is longer than the 79 "
+     "steps before the test in the longest series"),
 ]
 
 
@@ -266,7 +271,18 @@ def test_bad_inputs_are_one_line(cli, tmp_path):
     dates.write_text("t,y\n2024-01-01,1\nyesterday,2\n")
     status, _, err = cli("forecast", "train", dates, "--out", tmp_path / "r", "--time-column",
                          "t", *QUICK)
-    assert status == 2 and "dates.csv: the time column holds" in one_error_line(err)
+    assert status == 2 and "dates.csv, line 3: the time 'yesterday' is not an ISO date" \
+        in one_error_line(err)
+    for name, text, message in (
+            ("semi", "a;b\n1;2\n3;4\n", "separate its cells with a character other than a comma"),
+            ("sep", 'y\n"1,234"\n2\n', "write numbers without thousands separators"),
+            ("big", "y\n" + "1e30\n" * 9, "holds 1e30, beyond the 1e+18 that training in float32 "
+             "can hold; rescale the column")):
+        (tmp_path / f"{name}.csv").write_text(text)
+        status, _, err = cli("forecast", "train", tmp_path / f"{name}.csv", "--out",
+                             tmp_path / "r", *QUICK)
+        assert status == 2 and message in one_error_line(err), err
+    assert not (tmp_path / "r").exists()
     rows = data.read_text().splitlines()
     cells = rows[90].split(",")
     rows[90] = ",".join(cells[:2] + [""] + cells[3:])  # a sales cell in the middle of s1
@@ -416,3 +432,69 @@ def test_without_validation_later_test_origins_are_calibrated(cli, tmp_path):
     assert status == 0, err
     data = json.loads((out / "config.json").read_text())["data"]
     assert len(data.get("widen") or []) == 3  # forecasts after the data: calibrated on all three
+
+
+def test_times_with_utc_offsets_and_fractions_of_a_second():
+    # the clocks going back: 02:00+02:00 and 02:00+01:00 are an hour apart, not one time twice
+    times = parse_times(["2024-10-27T01:00:00+02:00", "2024-10-27T02:00:00+02:00",
+                         "2024-10-27T02:00:00+01:00", "2024-10-27T02:00:00Z"], "f.csv")
+    assert (np.diff(times) == np.timedelta64(1, "h")).all()
+    assert str(times[0]) == "2024-10-26T23:00:00"  # read as UTC
+    half = parse_times(["2024-01-01T00:00:00.0", "2024-01-01 00:00:00.5"], "f.csv")
+    assert half[1] - half[0] == np.timedelta64(500, "ms")
+    assert parse_times(["2024-01-01", "2024-01-02"], "f.csv").dtype == "datetime64[s]"
+    with pytest.raises(RnnkitError, match="line 2 gives its time a UTC offset and line 3 does"):
+        parse_times(["2024-01-01T00:00Z", "2024-01-01T01:00"], "f.csv")
+    # numeric steps of 0.1 are even, and the next times follow them
+    tenths = np.arange(1, 61) / 10
+    assert np.allclose(future_times(tenths, 3, "f.csv"), [6.1, 6.2, 6.3])
+
+
+def test_intermittent_series_train_on_a_bounded_loss(cli, tmp_path):
+    # A series of zeros with two sales beside a moving one: a window of zeros has no scale, and
+    # its next sale read in the window's units (3 / 1e-6) made the training loss 1e11.
+    lines = ["id,y"] + [f"z,{3 if t in (20, 70) else 0}" for t in range(80)] + \
+        [f"w,{50 + t % 5 + 0.2 * t:.1f}" for t in range(80)]
+    data = tmp_path / "zeros.csv"
+    data.write_text("\n".join(lines) + "\n")
+    status, out, err = cli("forecast", "train", data, "--out", tmp_path / "r", "--id-column",
+                           "id", "--horizon", "3", "--epochs", "2", "--quantiles", "0.1,0.9",
+                           *QUICK)
+    assert status == 0, err
+    assert "left out 5 train and 0 validation windows whose series stays flat" in out
+    history = json.loads((tmp_path / "r" / "metrics.json").read_text())["history"]
+    assert all(h["train_loss"] < 10 for h in history), history
+    assert all(abs(w) < 10 for w in json.loads((tmp_path / "r" / "config.json").read_text())
+               ["data"]["widen"])
+
+
+def test_predict_reads_short_series_and_checks_before_writing(cli, tmp_path):
+    # a one-series run reads fewer than its window's steps, as its training windows do: its own
+    # 30-step training file could not be forecast from (the window is 48)
+    data = tmp_path / "y30.csv"
+    data.write_text("y\n" + "".join(f"{10 + i % 7 + 0.5 * i}\n" for i in range(30)))
+    run = tmp_path / "r"
+    assert cli("forecast", "train", data, "--out", run, "--horizon", "3", "--epochs", "1",
+               *QUICK)[0] == 0
+    status, out, err = cli("forecast", "predict", run, data, "--plot", tmp_path / "p.png")
+    assert status == 0 and out.splitlines()[1] == "step,y" and len(out.splitlines()) == 5, err
+    forecaster = rnnkit.load(run)
+    assert forecaster.forecast(np.ones((2, 10))).shape == (2, 3, 1)  # (N, W) of one column
+    with pytest.raises(RnnkitError, match=r"windows must be \(N, W, 1\)"):
+        forecaster.forecast(np.ones((2, 10, 2)))
+    status, out, err = cli("forecast", "predict", run, data, "--show", "nowhere")
+    assert status == 2 and out == "" and "--show names series ['nowhere']" in one_error_line(err)
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(data.read_text().replace("y", "revenue", 1))
+    status, _, err = cli("forecast", "predict", run, renamed)
+    assert status == 2 and "no column 'y' (to forecast); the run reads it; add it to the " \
+        "file" in one_error_line(err)
+
+
+def test_undefined_scores_are_null_in_metrics_json(cli, tmp_path):
+    data = tmp_path / "flat.csv"
+    data.write_text("y\n" + "7\n" * 30)
+    assert cli("forecast", "train", data, "--out", tmp_path / "r", "--horizon", "2", "--epochs",
+               "1", *QUICK)[0] == 0
+    text = (tmp_path / "r" / "metrics.json").read_text()
+    assert "NaN" not in text and json.loads(text)["test"]["mase"] is None

@@ -41,6 +41,7 @@ from .panel import (
     has_future,
     infer_season,
     read_panel,
+    scaleless,
     split_origins,
     targets,
     truth,
@@ -80,13 +81,17 @@ def described(panel: Panel, i: int, path: str) -> str:
     return path if len(panel) == 1 else f"{path}, series {panel.ids[i]!r}"
 
 
-def dataset(panel: Panel, origins: list[np.ndarray], data: dict) -> dict[str, torch.Tensor]:
+def dataset(panel: Panel, origins: list[np.ndarray], data: dict,
+            ) -> tuple[dict[str, torch.Tensor], int]:
+    """The windows at `origins` as tensors for `fit`, and how many were left out as
+    `panel.scaleless` (a run of window scales only)."""
     enc = encode(panel, origins, data)
-    out = {"inputs": torch.from_numpy(enc["inputs"]),
-           "targets": torch.from_numpy(targets(panel, enc, data["horizon"]))}
-    if (enc["lengths"] != enc["inputs"].shape[1]).any():
-        out["lengths"] = torch.from_numpy(enc["lengths"])
-    return out
+    y = targets(panel, enc, data["horizon"])
+    keep = ~scaleless(enc, y) if data.get("scale") == "window" else np.ones(len(y), bool)
+    out = {"inputs": torch.from_numpy(enc["inputs"][keep]), "targets": torch.from_numpy(y[keep])}
+    if (enc["lengths"][keep] != enc["inputs"].shape[1]).any():
+        out["lengths"] = torch.from_numpy(enc["lengths"][keep])
+    return out, int((~keep).sum())
 
 
 def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bool,
@@ -111,6 +116,11 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
                               "plus one observed step; lower --horizon"
                               f"{' or --origins' if held_steps > H else ''} or drop the series")
     m = args.season or infer_season(panel.times[0])
+    history = max(len(v) for v in panel.values) - held_steps  # before the test, at the longest
+    if args.season and m > 1 and history <= m:  # (a season from the times falls back to 1)
+        raise RnnkitError(f"{args.series}: a season of {m} steps is longer than the {history} "
+                          "steps before the test in the longest series, so no forecast could "
+                          "repeat a season; give a shorter --season (1: none), or longer series")
     W = args.window or max(48, 2 * m)
     data.update(window=W, season=m, scale="run" if len(panel) == 1 else "window")
     train_o, val_o, test_o = split_origins([len(v) for v in panel.values], H, args.origins,
@@ -128,7 +138,13 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         std = np.diff(seen, axis=0).std(0) * np.sqrt(H) if len(seen) > 1 else np.ones(1)
         data["std"] = (np.broadcast_to(std, (seen.shape[1],)) + 1e-6).tolist()
     F = len(data["columns"])
-    train = dataset(panel, train_o, data)
+    train, left_out = dataset(panel, train_o, data)
+    val, val_left_out = dataset(panel, val_o, data) if n_val else (None, 0)
+    val = val if val is not None and len(val["targets"]) else None
+    if not len(train["targets"]):
+        raise RnnkitError(f"{args.series}: every training window's series stays flat through "
+                          "the window and then changes, which no window's scale can read; give "
+                          "series that move before their changes, or a longer --window")
     torch.manual_seed(fit_cfg.seed)  # the initial weights, so that --seed repeats the run
     cfg = replace(model_config(args, train["inputs"].shape[2],
                                H * F * max(1, len(data["quantiles"])), "regress"),
@@ -152,7 +168,10 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
     say(f"data: {args.series}, {len(panel)} series x {F} columns {data['columns']}, "
         f"{sum(len(v) for v in panel.values)} steps; {n_train} train / {n_val} validation / "
         f"{n_test} test windows (test: {how}); window {W}, horizon {H}, season {m}")
-    val = dataset(panel, val_o, data) if n_val else None
+    if left_out or val_left_out:
+        say(f"left out {left_out} train and {val_left_out} validation windows whose series "
+            "stays flat through the window and then changes: no scale reads them, and they "
+            "forecast the seasonal naive values")
     fitted = time.monotonic()
     summary = fit(model, train, val, fit_cfg, out, started=started, test_rows=n_test,
                   resume=resuming)
@@ -169,9 +188,11 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         is_test = np.concatenate([np.arange(len(v) + len(t)) >= len(v)
                                  for v, t in zip(val_o, test_o, strict=True)])
         data["offsets"] = []  # an earlier version's calibration, if resumed: replaced
+        y = targets(panel, enc, H)
+        readable = ~scaleless(enc, y) if data["scale"] == "window" else None
         widen, data["widen"] = rolling_widening(
-            raw, targets(panel, enc, H), enc, [len(v) for v in panel.values], is_test, H,
-            forecaster.levels)
+            raw, y, enc, [len(v) for v in panel.values], is_test, H, forecaster.levels,
+            readable)
         write_config(out, FORECASTER, model.config, fit_cfg, data)
         enc = {k: v[is_test] for k, v in enc.items()}
         forecasts = decode(raw[is_test], enc, H, forecaster.levels, widen)
@@ -224,6 +245,11 @@ def predict(args) -> int:
     path = output_file(args.plot, args.run_dir, (args.series,), "--plot") if args.plot else \
         Path(args.run_dir) / "forecast.png"
     panel = forecaster.series(args.series)
+    shown = args.show or panel.ids[:4]
+    unknown = [s for s in shown if s not in panel.ids]
+    if unknown:  # before any output
+        raise RnnkitError(f"--show names series {unknown[:3]} that {args.series} lacks; it has "
+                          f"{panel.ids[:5]}{'...' if len(panel.ids) > 5 else ''}")
     H, m = forecaster.horizon, forecaster.data.get("season", 1)
     long = [np.array([len(v) - H]) if len(v) > H else np.zeros(0, np.int64)
             for v in panel.values]
@@ -239,11 +265,6 @@ def predict(args) -> int:
     result = forecaster.forecasts(panel, where=args.series)
     print_forecasts(result, forecaster.many)
     need("matplotlib", "tasks")
-    shown = args.show or result.ids[:4]
-    unknown = [s for s in shown if s not in result.ids]
-    if unknown:
-        raise RnnkitError(f"--show names series {unknown[:3]} that {args.series} lacks; it has "
-                          f"{result.ids[:5]}{'...' if len(result.ids) > 5 else ''}")
     plot_forecast(panel, result, shown, 4 * H, path)
     print(f"wrote {args.plot or path}", file=sys.stderr)  # stdout stays the report and the CSV
     return 0

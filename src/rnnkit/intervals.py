@@ -73,7 +73,7 @@ def conformal_widening(outputs: np.ndarray, targets: np.ndarray, levels: list[fl
 
 def rolling_widening(outputs: np.ndarray, targets: np.ndarray, enc: dict[str, np.ndarray],
                      lengths: list[int], tested: np.ndarray, H: int, levels: list[float],
-                     ) -> tuple[np.ndarray, list[float]]:
+                     readable: np.ndarray | None = None) -> tuple[np.ndarray, list[float]]:
     """Calibration that uses every forecast error known at the origin, as a forecaster that
     recalibrates as the data comes in would.
 
@@ -82,13 +82,17 @@ def rolling_widening(outputs: np.ndarray, targets: np.ndarray, enc: dict[str, np
     before its series' end is calibrated (`conformal_widening`) on the held-out windows whose
     targets end at least s steps before their own series' end (series aligned at their ends):
     the validation windows, and the earlier test horizons. Returns the test windows' factors
-    (n_test, Q) and those for forecasts after the data: every held-out window's.
+    (n_test, Q) and those for forecasts after the data: every held-out window's. `readable`
+    (n,): the windows to calibrate on (`panel.scaleless` leaves some out); None: all.
     """
     ahead = np.asarray(lengths)[enc["series"]] - enc["origin"]  # steps from origin to the end
     known = ahead - H  # steps from the end of the window's targets to its series' end
+    readable = np.ones(len(known), bool) if readable is None else readable
     out = np.zeros((int(tested.sum()), len(levels)), np.float32)
     for s in np.unique(ahead[tested]):
-        use = known >= s
+        use = (known >= s) & readable
         if use.any():  # else nothing is known yet there (no validation part): left as made
             out[ahead[tested] == s] = conformal_widening(outputs[use], targets[use], levels)
-    return out, conformal_widening(outputs, targets, levels)
+    after = conformal_widening(outputs[readable], targets[readable], levels) if readable.any() \
+        else [0.0] * len(levels)
+    return out, after

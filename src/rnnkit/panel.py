@@ -28,6 +28,7 @@ H x F x Q quantiles, in the same units, which `decode` turns back into the serie
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,23 +70,62 @@ def input_size(data: dict) -> int:
 
 # --- reading ----------------------------------------------------------------------------------
 
+# An ISO date and time with its UTC offset apart: 2024-10-27T02:00:00.5+01:00 -> the local time,
+# "+01:00" (or "Z", or nothing)
+ISO_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d(?::\d\d(?::\d\d(?:\.\d+)?)?)?)"
+                        r"(Z|[+-]\d\d:?\d\d)?")
+
+
 def parse_times(cells: list[str], where: str) -> np.ndarray:
-    """Time cells (the rows of a CSV after its header) as datetime64[s] (ISO dates) or float64
-    (numbers); an empty cell is an error, not a time that sorts last."""
+    """Time cells (the rows of a CSV after its header) as float64 (numbers) or datetime64:
+    ISO dates and times, to the second (or to the millisecond or microsecond where a cell has
+    fractions of a second); times with a UTC offset (+01:00, Z) are read as UTC, so that the
+    hour a clock goes back is two hours, not one hour twice. An empty cell is an error, not a
+    time that sorts last."""
     try:
         times = np.array([float(c) for c in cells])
     except ValueError:
-        try:
-            times = np.array([np.datetime64(c.strip().replace(" ", "T")[:19], "s") for c in cells])
-        except ValueError as e:
-            raise RnnkitError(f"{where}: the time column holds "
-                              f"{e.args[0].split(':')[-1].strip()}; give ISO dates (2024-01-31 "
-                              "or 2024-01-31T12:30) or numbers") from None
+        times = iso_times(cells, where)
     missing = np.flatnonzero(np.isnat(times) if times.dtype.kind == "M" else np.isnan(times))
     if missing.size:
         raise RnnkitError(f"{where}, line {missing[0] + 2}: the time cell is empty; give every "
                           "row its time")
     return times
+
+
+def iso_times(cells: list[str], where: str) -> np.ndarray:
+    """ISO time cells as datetime64, to the second where no cell has fractions of one."""
+    parsed = [iso_time(c, where, i) for i, c in enumerate(cells)]
+    times, offsets = np.array([t for t, _ in parsed]), [o for _, o in parsed]
+    if any(offsets) and not all(offsets):
+        i, j = offsets.index(True), offsets.index(False)
+        raise RnnkitError(f"{where}: line {i + 2} gives its time a UTC offset and line {j + 2} "
+                          "does not; give every time with its offset, or none")
+    ticks = (times - times.astype("datetime64[s]")).astype(np.int64)  # microseconds
+    unit = "s" if not ticks.any() else "ms" if not (ticks % 1000).any() else "us"
+    return times.astype(f"datetime64[{unit}]")
+
+
+def iso_time(cell: str, where: str, i: int) -> tuple[np.datetime64, bool]:
+    """One ISO time cell (line i + 2) as datetime64[us], in UTC where it has an offset (NaT if
+    the cell is empty), and whether it had one."""
+    text = cell.strip().replace(" ", "T")
+    if not text:
+        return np.datetime64("NaT", "us"), False
+    match = ISO_OFFSET.fullmatch(text)
+    try:
+        if match is None or not match[2]:
+            return np.datetime64(text).astype("datetime64[us]"), False
+        local, offset = np.datetime64(match[1]).astype("datetime64[us]"), match[2]
+    except ValueError:
+        raise RnnkitError(f"{where}, line {i + 2}: the time {cell.strip()!r} is not an ISO date; "
+                          "give ISO dates (2024-01-31, 2024-01-31T12:30 or "
+                          "2024-01-31T12:30:00+01:00) or numbers") from None
+    if offset == "Z":
+        return local, True
+    digits = offset[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    return local - (1 if offset[0] == "+" else -1) * np.timedelta64(minutes, "m"), True
 
 
 def month_place(times: np.ndarray) -> tuple[str, np.timedelta64] | None:
@@ -122,7 +162,7 @@ def future_times(times: np.ndarray, H: int, where: str) -> np.ndarray:
             ahead = times[-1].astype("datetime64[M]") + k * months  # (H,) months
             return ahead.astype(times.dtype) + offset if place == "start" else \
                 (ahead + 1).astype(times.dtype) - offset
-    step = np.diff(times)
+    step = np.diff(times) if times.dtype.kind == "M" else steps_between(times)[0]  # 0.1 apart
     if (step != step[0]).any() or not step[0] > np.zeros_like(step[0]):
         raise RnnkitError(f"{where}: the times are not evenly spaced, so the next ones are "
                           "unknown; give every step of the series, in order")
@@ -186,13 +226,18 @@ def calendar_features(times: np.ndarray, names: list[str]) -> np.ndarray:
                                                                           np.float32)
 
 
+LARGEST = 1e18  # the largest |value| read: float32 training squares changes of this size
+
+
 def float_cells(path: Path, header: list[str], rows: list[list[str]], name: str,
-                role: str, option: str) -> np.ndarray:
+                role: str, option: str | None) -> np.ndarray:
     """One column as float64, NaN where a cell is empty; a column that is absent or a cell that
-    is not a number is an error."""
+    is not a number is an error. `option`: the training option that names the column, or None
+    for a file read by a trained run (which reads the columns it was trained on)."""
     if name not in header:
-        raise RnnkitError(f"{path}: no column {name!r} ({role}); give {option} with some of the "
-                          f"columns {header}")
+        fix = f"give {option} with some of the columns" if option else \
+            "the run reads it; add it to the file, which has the columns"
+        raise RnnkitError(f"{path}: no column {name!r} ({role}); {fix} {header}")
     k = header.index(name)
     out = np.empty(len(rows))
     for i, row in enumerate(rows):
@@ -200,11 +245,28 @@ def float_cells(path: Path, header: list[str], rows: list[list[str]], name: str,
         try:
             out[i] = float(cell) if cell else np.nan
         except ValueError:
-            raise RnnkitError(f"{path}: line {i + 2}, column {name!r} is not a number "
-                              f"({cell!r})") from None
+            raise RnnkitError(f"{path}: line {i + 2}, column {name!r} is not a number ({cell!r})"
+                              f"{not_a_number_hint(header, cell, option)}") from None
         if cell and not np.isfinite(out[i]):
             raise RnnkitError(f"{path}: line {i + 2}, column {name!r} is not finite ({cell!r})")
+        if abs(out[i]) > LARGEST:
+            raise RnnkitError(f"{path}: line {i + 2}, column {name!r} holds {cell}, beyond the "
+                              f"{LARGEST:.0e} that training in float32 can hold; rescale the "
+                              "column (divide it by a power of ten)")
     return out
+
+
+def not_a_number_hint(header: list[str], cell: str, option: str | None) -> str:
+    """What most often makes a cell not a number, as the end of the error's line."""
+    if len(header) == 1 and any(c in header[0] for c in ";\t|"):
+        return "; the file seems to separate its cells with a character other than a comma; " \
+               "save it as comma-separated values"
+    if "," in cell:
+        return "; write numbers without thousands separators (1234.5, not 1,234.5)"
+    if option == "--columns":  # a column of names or dates read as a target by default
+        return ("; if it names each row's series or gives its time, say so with --id-column or "
+                "--time-column, or name the columns to forecast with --columns")
+    return ""
 
 
 def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Panel, list[str]]:
@@ -219,11 +281,13 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
         return read_panel_npz(path, data)
     header, rows = read_table(path)
     id_column, time_column = data.get("id_column"), data.get("time_column")
+    trained = future > 0  # a file read by a trained run: its columns are the run's
     for name, option, role in ((id_column, "--id-column", "naming each row's series"),
                                (time_column, "--time-column", "holding each row's time")):
         if name is not None and name not in header:
-            raise RnnkitError(f"{path}: no column {name!r} {role}; give {option} NAME with one "
-                              f"of the columns {header}")
+            fix = "the run reads it; add it to the file, which has the columns" \
+                if trained else f"give {option} NAME with one of the columns"
+            raise RnnkitError(f"{path}: no column {name!r} {role}; {fix} {header}")
     past, known = list(data.get("past") or []), list(data.get("known") or [])
     taken = {id_column, time_column, *past, *known}
     columns = data.get("columns") or [h for h in header if h not in taken]
@@ -233,12 +297,14 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
     if clash:
         raise RnnkitError(f"{path}: {clash} cannot be both forecast and an input; each column "
                           "has one role (--columns, --past, --known, --id-column, --time-column)")
-    y = np.stack([float_cells(path, header, rows, c, "to forecast", "--columns")
-                  for c in columns], 1)  # (rows, F)
-    p = np.stack([float_cells(path, header, rows, c, "a past covariate", "--past")
-                  for c in past], 1) if past else np.zeros((len(rows), 0))
-    k = np.stack([float_cells(path, header, rows, c, "a known covariate", "--known")
-                  for c in known], 1) if known else np.zeros((len(rows), 0))
+    def column(name: str, role: str, option: str) -> np.ndarray:
+        return float_cells(path, header, rows, name, role, None if trained else option)
+
+    y = np.stack([column(c, "to forecast", "--columns") for c in columns], 1)  # (rows, F)
+    p = np.stack([column(c, "a past covariate", "--past") for c in past], 1) if past else \
+        np.zeros((len(rows), 0))
+    k = np.stack([column(c, "a known covariate", "--known") for c in known], 1) if known else \
+        np.zeros((len(rows), 0))
     groups: dict[str, list[int]] = {}
     i_id = header.index(id_column) if id_column else None
     for i, row in enumerate(rows):
@@ -344,6 +410,10 @@ def read_panel_npz(path: Path, data: dict) -> tuple[Panel, list[str]]:
         if not np.isfinite(v).all():
             raise RnnkitError(f"{path}: series {i} holds NaN or infinite values within its "
                               "length; fill them in")
+        if len(v) and np.abs(v).max() > LARGEST:
+            raise RnnkitError(f"{path}: series {i} holds values beyond the {LARGEST:.0e} that "
+                              "training in float32 can hold; rescale them (divide by a power "
+                              "of ten)")
     names = [str(v) for v in ids] if ids is not None else [str(i) for i in range(N)]
     F = x.shape[2]
     columns = data.get("columns") or (["y"] if F == 1 else [f"y{j}" for j in range(F)])
@@ -363,6 +433,20 @@ def window_scale(values: np.ndarray, origins: np.ndarray, context: np.ndarray) -
     s = (total[origins - 1] - total[origins - context]) / n  # (n, F)
     floor = np.maximum(1e-3 * np.abs(values[origins - 1]), 1e-6)
     return np.maximum(s, floor).astype(np.float32)
+
+
+def scaleless(enc: dict[str, np.ndarray], targets: np.ndarray) -> np.ndarray:
+    """(n,): the windows no scale can read, for a run of window scales: a column that never
+    moved within its window (its scale is `window_scale`'s floor) and moves after the origin.
+    In its window's units such a change is unbounded (an intermittent series' first sale after
+    48 zeros: 3 / 1e-6), so one such window outweighed every other window's loss (1e11) and its
+    interval's calibration; training, validation and calibration leave them out. A forecast
+    from such a window is the seasonal naive one, as the model's outputs are multiplied by the
+    floor."""
+    n, F = enc["last"].shape
+    flat = (enc["inputs"][..., :F] == 0).all(1)  # (n, F): every step read equals the last
+    moves = (targets.reshape(n, -1, F) != 0).any(1)  # (n, F)
+    return (flat & moves).any(1)
 
 
 def encode(panel: Panel, origins: list[np.ndarray], data: dict,

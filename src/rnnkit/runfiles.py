@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -123,8 +124,22 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_json_atomic(path: Path, data) -> None:
-    """Write JSON (indented, UTF-8, with a final newline) to `path` atomically."""
-    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
+    """Write JSON (indented, UTF-8, with a final newline) to `path` atomically. A number that
+    is not finite (an undefined MASE is NaN) is written as null: Python's NaN is not JSON, and
+    other readers (JavaScript's JSON.parse, jq) refuse or misread it."""
+    text = json.dumps(finite(data), indent=2, allow_nan=False)
+    write_bytes_atomic(path, (text + "\n").encode("utf-8"))
+
+
+def finite(data):
+    """`data` with every float that is not finite replaced by None, in dicts, lists, tuples."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {k: finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(v) for v in data]
+    return data
 
 
 # ---------------------------------------------------------------------------------------------

@@ -241,6 +241,13 @@ class Forecaster:
             raise RnnkitError("the run reads covariates besides the series; forecast with "
                               "predict(FILE), which reads them")
         windows = as_array(windows, "windows")
+        F = len(self.columns)
+        if windows.ndim == 2 and F == 1:
+            windows = windows[..., None]  # (N, W) of a one-column run -> (N, W, 1)
+        if windows.ndim != 3 or windows.shape[2] != F or not windows.shape[1]:
+            raise RnnkitError(f"windows must be (N, W, {F}): N windows of W >= 1 steps of "
+                              f"{self.columns}" + (" ((N, W) for the one column)" if F == 1 else "")
+                              + f"; got shape {windows.shape}")
         panel = Panel([str(i) for i in range(len(windows))], list(windows),
                       [np.zeros((windows.shape[1], 0), np.float32)] * len(windows),
                       [np.zeros((windows.shape[1], 0), np.float32)] * len(windows))
@@ -266,13 +273,12 @@ class Forecaster:
                 raise RnnkitError("the run reads covariates besides the series; give a file")
             empty = np.zeros((len(values), 0), np.float32)
             panel = Panel(["series"], [values], [empty], [empty], [None])
-        need = self.window if self.data.get("scale", "run") == "run" else 1
         for name, values in zip(panel.ids, panel.values, strict=True):
-            if len(values) < need:
+            if not len(values):  # fewer than the window's steps are read as in training
                 at = where if len(panel) == 1 else f"{where}, series {name!r}"
-                raise RnnkitError(f"{at}: the series has {len(values)} steps; the model reads "
-                                  f"the last {self.window} (a file to forecast from holds each "
-                                  "series' history, then any rows to forecast)")
+                raise RnnkitError(f"{at}: the series has no observed step to forecast from (a "
+                                  "file to forecast from holds each series' history, then any "
+                                  "rows to forecast)")
         q, _ = self.run(panel, [np.array([len(v)]) for v in panel.values])
         times = [self.next_times(t, where) for t in panel.times or [None] * len(panel)]
         return Forecasts(panel.ids, self.columns, self.point(q),

@@ -478,7 +478,7 @@ def done(summaries: list[dict], cfg: FitConfig, reading: float, testing: float,
     elif first["stopped"]:
         what = f"{epochs} of {cfg.epochs} planned epochs (stopped by {first['stopped']})"
     else:
-        what = f"{epochs} epochs"
+        what = f"{epochs} epoch{'' if epochs == '1' else 's'}"
     if evals != epochs:  # evaluated every few epochs (`fitting.MAX_EVALS`)
         what += f", {evals} evaluations"
     if len(summaries) > 1:
