@@ -144,6 +144,10 @@ def bad_utf8(tmp_path):
     ("negative", ["CORPUS", "--layers", "-2"], "layers must be positive, got -2"),
     ("batch", ["CORPUS", "--batch-size", "0"], "batch_size must be positive, got 0"),
     ("time", ["CORPUS", "--max-time", "soon"], "invalid duration 'soon'"),
+    ("lr", ["CORPUS", "--lr", "1e308"], "lr must be at most 1e+06, got 1e+308"),
+    ("sample", ["CORPUS", "--sample-length", "10000001"], "sample_length must be at most "
+     "10,000,000"),
+    ("eval", ["CORPUS", "--eval-tokens", "1"], "eval_tokens must be at least 2, got 1"),
 ])
 def test_bad_training_input(cli, corpus, tmp_path, case, args, message):
     (tmp_path / "empty.txt").write_text("")
@@ -155,6 +159,41 @@ def test_bad_training_input(cli, corpus, tmp_path, case, args, message):
     status, _, err = cli("train", *args, "--out", tmp_path / "run", "--max-steps", 5, "--seq-len", 16)
     assert status == 2
     assert message in one_error_line(err)
+    assert not (tmp_path / "run").exists()  # nothing half-made left to refuse the fixed command
+
+
+def test_what_a_new_run_would_overwrite_is_refused(cli, corpus, trained, tmp_path):
+    # data prepared by the user at OUT/data: a new run re-encoded its text over it
+    assert cli("prepare", corpus, "--out", tmp_path / "w" / "data")[0] == 0
+    tokens = (tmp_path / "w" / "data" / "tokens.bin").read_bytes()
+    status, _, err = cli("train", corpus, "--out", tmp_path / "w", "--max-steps", 2, *TINY)
+    assert status == 2 and "holds prepared data" in one_error_line(err)
+    assert (tmp_path / "w" / "data" / "tokens.bin").read_bytes() == tokens
+    # checkpoints without their config.json: --resume started again and wrote over them
+    before = digest(trained / "last.safetensors")
+    (trained / "config.json").unlink()
+    status, _, err = cli("train", corpus, "--out", trained, "--resume", "--max-steps", 20, *TINY)
+    assert status == 2 and "but no config.json: a damaged run directory" in one_error_line(err)
+    assert digest(trained / "last.safetensors") == before
+    # a refused run leaves the user's own empty folder where it was
+    (tmp_path / "mine").mkdir()
+    assert cli("train", tmp_path / "nope.txt", "--out", tmp_path / "mine")[0] == 2
+    assert (tmp_path / "mine").is_dir()
+    # a run folder whose name is not UTF-8 trained, then called its own checkpoints corrupt
+    status, _, err = cli("train", corpus, "--out", str(tmp_path) + "/r\udce9s", "--max-steps", 2,
+                         *TINY)
+    assert status == 2 and "is not a valid UTF-8 name" in one_error_line(err)
+
+
+def test_a_budget_is_each_invocations_own(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-time", "3s", *TINY)[0] == 0
+    status, _, err = cli("train", corpus, "--out", run, "--resume")
+    assert status == 2 and "planned by its --max-time" in one_error_line(err)
+    done = json.loads((run / "config.json").read_text())["train"]["max_time"]
+    status, out, err = cli("train", corpus, "--out", run, "--resume", "--max-time", "2s",
+                           "--sample-length", 0)
+    assert status == 0 and done == 3.0, err
 
 
 def test_byte_tokenizer_accepts_any_file(cli, tmp_path):
@@ -259,3 +298,33 @@ def test_training_writes_loss_plot_and_samples(cli, corpus, tmp_path):
     headers = [line for line in samples.splitlines() if line.startswith("=== step ")]
     assert [h.split(",")[0] for h in headers] == ["=== step 10", "=== step 20"]
     assert "characters seen, val_loss" in headers[0]
+
+
+def test_a_damaged_metrics_log_does_not_stop_a_resume(cli, corpus, trained):
+    with open(trained / "metrics.csv", "ab") as f:
+        f.write(b"caf\xe9\n")  # a half-written, undecodable last line: dropped
+    status, _, err = cli("train", corpus, "--out", trained, "--resume", "--max-steps", 12,
+                         "--sample-length", 0)
+    assert status == 0, err
+    assert (trained / "metrics.csv").read_text().splitlines()[-1].startswith("12,")
+    (trained / "metrics.csv").unlink()
+    (trained / "metrics.csv").mkdir()
+    status, _, err = cli("train", corpus, "--out", trained, "--resume", "--max-steps", 14,
+                         "--sample-length", 0)
+    assert status == 2 and "metrics.csv (Is a directory); the last checkpoint is intact; move " \
+        "away what is in its place" in one_error_line(err)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_folder(cli, corpus, tmp_path, monkeypatch):
+    import errno
+
+    from rnnkit import lm_cli
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lm_cli, "prepare", full)
+    status, _, err = cli("prepare", corpus, "--out", tmp_path / "data")
+    assert status == 2 and one_error_line(err) == "rnnkit: error: No space left on device; " \
+        "free some disk space, or write elsewhere"
+    assert not (tmp_path / "data").exists()

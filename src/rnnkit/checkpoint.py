@@ -108,6 +108,7 @@ def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
                                   f"writing to {folder} and saves it at its first evaluation; "
                                   "try again then")
         raise RnnkitError(f"{path} is missing; the run directory is incomplete")
+    require_utf8(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
@@ -141,21 +142,21 @@ def write_run_files(run_dir: Path, model_config: ModelConfig, train_config: dict
     write_json_atomic(run_dir / "config.json", config)
 
 
-def read_json(path: Path, what: str):
+def read_json(path: Path, what: str, damage: str = "the run directory is damaged"):
+    """JSON from `path`; an error names the file and says what it means (`damage`)."""
     try:
         return parse_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise RnnkitError(f"{path} is not readable {what} ({e}); the run directory is "
-                          "damaged") from None
+        raise RnnkitError(f"{path} is not readable {what} ({e}); {damage}") from None
 
 
-def read_vocab(path: Path) -> Vocab:
-    """A vocab.json, read and checked; an error names the file."""
-    raw = read_json(path, "vocabulary JSON")
+def read_vocab(path: Path, damage: str = "the run directory is damaged") -> Vocab:
+    """A vocab.json, read and checked; an error names the file and says what it means."""
+    raw = read_json(path, "vocabulary JSON", damage)
     try:
         return Vocab.from_json(raw)
     except RnnkitError as e:
-        raise RnnkitError(f"{path}: {e}; the run directory is damaged") from None
+        raise RnnkitError(f"{path}: {e}; {damage}") from None
 
 
 def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Vocab]:
@@ -173,7 +174,8 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
         raise RnnkitError(f"{run_dir / 'config.json'} is not an rnnkit run config "
                           f'(expected "format": "{FORMAT}")')
     check_version(run_dir, config)
-    model_config = from_dict(ModelConfig, config.get("model"), "config.json model")
+    model_config = from_dict(ModelConfig, config.get("model"),
+                             f"{run_dir / 'config.json'} model")
     vocab = read_vocab(run_dir / "vocab.json")
     if len(vocab) != model_config.vocab_size:
         raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
@@ -197,9 +199,20 @@ def check_kind(run_dir: Path, config) -> None:
                           f"{command.format(dir=run_dir)}")
 
 
+def require_utf8(path: Path) -> None:
+    """Refuse a path whose name is not valid UTF-8: the safetensors library opens files by
+    UTF-8 names only (a run there would train, then find its own checkpoints unreadable)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise RnnkitError(f"{str(path)!r} is not a valid UTF-8 name, and checkpoints are opened "
+                          "by UTF-8 names only; rename the folder, or choose another") from None
+
+
 def check_out_dir(run_dir: Path, resume: bool) -> None:
     """Refuse to start a run in a directory that holds a run already, or files rnnkit did not
     write (a run being resumed may hold the user's files too)."""
+    require_utf8(run_dir.absolute())
     if not run_dir.is_dir():
         return
     if (run_dir / "config.json").exists():
@@ -212,6 +225,17 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
             raise RnnkitError(f"{run_dir} already holds a training run; add --resume to "
                               "continue it, or choose another --out")
         return
+    written = sorted({BEST, LAST, METRICS, "samples.txt", "loss.png"} &
+                     {e.name for e in run_dir.iterdir()})
+    if written:  # a run's results without the config that says what they are
+        raise RnnkitError(f"--out {run_dir} holds {', '.join(written)} but no config.json: a "
+                          "damaged run directory, which a new run would overwrite; restore its "
+                          "config.json to --resume it, or choose another --out")
+    if any((run_dir / "data" / name).exists() for name in DATA_FILES):
+        raise RnnkitError(f"--out {run_dir} holds prepared data ({run_dir / 'data'}) but no run: "
+                          "a run would prepare its text there, over it; train on it with "
+                          f"`rnnkit train {run_dir / 'data'} --out NEW`, or remove it if a run "
+                          "stopped before it began left it")
     theirs = [e.name for e in run_dir.iterdir()
               if e.name not in RUN_FILES and not is_temp_name(e.name)]
     if (run_dir / "data").is_dir():
@@ -334,18 +358,18 @@ def training_holder(run_dir: Path) -> str | None:
     return None
 
 
-def remove_unstarted_run(run_dir: Path) -> None:
+def remove_unstarted_run(run_dir: Path, made: bool = True) -> None:
     """Remove what a new run wrote before it was refused, before its first checkpoint (its
     config, vocabulary, token files and lock), so that the same command with the fix starts
     afresh; `check_out_dir` let the run start only where nothing else was. The folder goes too
-    when that leaves it empty."""
+    when the run `made` it and this leaves it empty (a folder the user made stays)."""
     for name in sorted(RUN_FILES - {"data"}):
         with contextlib.suppress(OSError):
             (run_dir / name).unlink(missing_ok=True)
     for name in DATA_FILES:
         with contextlib.suppress(OSError):
             (run_dir / "data" / name).unlink(missing_ok=True)
-    for folder in (run_dir / "data", run_dir):
+    for folder in (run_dir / "data", run_dir) if made else (run_dir / "data",):
         with contextlib.suppress(OSError):
             folder.rmdir()  # only if empty
 

@@ -23,6 +23,7 @@ This module only parses: each command names the function that runs it ("lm_cli.c
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import re
@@ -463,6 +464,19 @@ def show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"rnnkit: warning: {message}", file=sys.stderr)
 
 
+# Errors of the machine rather than of rnnkit, and what to do about each
+SYSTEM_LIMITS = {
+    errno.ENOSPC: "free some disk space, or write elsewhere",
+    errno.EDQUOT: "free some of your disk quota, or write elsewhere",
+    errno.EFBIG: "the file outgrew what this system allows a file (see ulimit -f); write "
+                 "elsewhere or lift the limit",
+    errno.EROFS: "the file system is read-only; write elsewhere",
+    errno.EACCES: "check the permissions, or write elsewhere",
+    errno.EPERM: "check the permissions, or write elsewhere",
+    errno.EIO: "the disk failed to read or write; check it",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("RNNKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
     warnings.showwarning = show_warning
@@ -496,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # a bug in rnnkit: still one line, with the way to see more
         if debug:
             raise
+        if isinstance(e, OSError) and e.errno in SYSTEM_LIMITS:  # the machine's: a full disk
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"rnnkit: error: {where}{e.strerror}; {SYSTEM_LIMITS[e.errno]}", file=sys.stderr)
+            return 2
         print(f"rnnkit: internal error: {type(e).__name__}: {one_line(e)} (set RNNKIT_DEBUG=1 "
               "for the traceback, and please report it)", file=sys.stderr)
         return 1

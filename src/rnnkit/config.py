@@ -66,6 +66,11 @@ def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
         return cls(**values)
     except TypeError as e:  # a required field is missing
         raise RnnkitError(f"{where} is incomplete: {e}") from None
+    except RnnkitError as e:  # a value the config's own checks refuse, in a saved file: name
+        if where == "options":  # it (command-line options are named by the message itself)
+            raise
+        raise RnnkitError(f"{where} holds a value rnnkit refuses ({e}); correct it there") \
+            from None
 
 
 def check_fields(config) -> None:

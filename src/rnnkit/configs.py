@@ -33,6 +33,8 @@ CALENDAR = ("hour", "weekday", "month")  # a forecaster's calendar features (`pa
 MAX_SIZE = 1 << 16  # no layer wider than this, no deeper stack than MAX_LAYERS: a typo guard
 MAX_LAYERS = 64
 MAX_MEMBERS = 16  # models in a classifier's ensemble (`tasks.Ensemble`)
+MAX_STRING = 10_000_000  # characters `generate` returns as one string; `stream` has no limit
+MAX_RATE = 1e6  # no learning rate or weight decay above this: a typo guard within float32
 
 
 def check_cell(cell: str) -> None:
@@ -65,6 +67,11 @@ class RunConfig:
         for name in ("warmup", "max_time", "grad_clip", "weight_decay"):
             if getattr(self, name) < 0:
                 raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        for name in ("lr", "weight_decay"):
+            if getattr(self, name) > MAX_RATE:
+                raise RnnkitError(f"{name} must be at most {MAX_RATE:g}, got "
+                                  f"{getattr(self, name):g} (AdamW's learning rates are about "
+                                  "1e-4 to 1e-2, its weight decays 0 to 0.1)")
         if not 0 < self.lr_min <= 1:
             raise RnnkitError(f"lr_min must be in (0, 1], got {self.lr_min}")
         if self.device not in DEVICES:
@@ -101,6 +108,11 @@ class TrainConfig(RunConfig):
         for name in ("max_steps", "sample_length"):
             if getattr(self, name) < 0:
                 raise RnnkitError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if self.sample_length > MAX_STRING:
+            raise RnnkitError(f"sample_length must be at most {MAX_STRING:,}, got "
+                              f"{self.sample_length:,} (samples.txt holds each whole sample)")
+        if self.eval_tokens < 2:  # one prediction needs two tokens
+            raise RnnkitError(f"eval_tokens must be at least 2, got {self.eval_tokens}")
         if self.max_steps == 0 and self.max_time == 0:
             raise RnnkitError("give --max-steps or --max-time (or both) so the run can end")
         if not 0.0 <= self.val_fraction < 1.0:

@@ -195,8 +195,8 @@ class Log:
             self.last_line = now
             left = clock.deadline - now if clock.max_time else clock.left(step)
             self.say(f"step {step:,}{self.of_plan}: loss {row['train_loss']:.4f}, "
-                     f"{clock.speed(step, items):,.0f} {self.unit}/s, "
-                     f"{format_seconds(max(0.0, left))} left")
+                     f"{clock.speed(step, items):,.0f} {self.unit}/s"
+                     + (f", {format_seconds(max(0.0, left))} left" if math.isfinite(left) else ""))
 
     def since_eval(self) -> float:
         """Seconds since the last evaluation ended (or training began)."""

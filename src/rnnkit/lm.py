@@ -118,7 +118,7 @@ class CharLM(nn.Module):
 
         For very long outputs use `stream`, which yields the text piece by piece.
         """
-        from .sample import MAX_STRING
+        from .configs import MAX_STRING
 
         # `stream` checks the options (their types first) and generates nothing until read
         pieces = self.stream(prime, length, temperature, top_k, greedy, seed, top_p=top_p,

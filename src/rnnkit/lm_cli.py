@@ -4,6 +4,7 @@ arguments: the character language model's commands.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import tempfile
@@ -15,10 +16,11 @@ from pathlib import Path
 from . import builtin
 from .checkpoint import load, read_json, read_run_config, read_vocab
 from .config import from_dict
+from .configs import MAX_STRING
 from .errors import RnnkitError, require_seed
 from .export import export
 from .lm import ModelConfig
-from .sample import MAX_STRING
+from .runfiles import remove_temp_files
 from .text import check_corpus_files, prepare
 from .training import TrainConfig, open_run_data, pick_device, text_loss, train
 
@@ -55,10 +57,11 @@ def cmd_train(args) -> int:
             sys.stdout.write(piece)
         print("\n---")
     best = summary["best_val"]
+    loss = f"best val_loss {best:.4f} nats/char ({best / math.log(2):.3f} bpc)" \
+        if math.isfinite(best) else "no evaluation yet"
     print(f"done: {summary['steps']} steps ({summary['steps_now']} in this invocation: "
           f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s evaluation, "
-          f"{time.monotonic() - started:.1f}s in all); best val_loss {best:.4f} nats/char "
-          f"({best / math.log(2):.3f} bpc); run directory {args.out}")
+          f"{time.monotonic() - started:.1f}s in all); {loss}; run directory {args.out}")
     return 130 if summary["stopped"] in ("SIGINT", "SIGTERM") else 0
 
 
@@ -104,7 +107,8 @@ def cmd_eval(args) -> int:
     config, _, vocab = read_run_config(args.run_dir)
     device = pick_device(args.device)
     model = load(args.run_dir, device=device)
-    train_cfg = from_dict(TrainConfig, config.get("train"), "config.json train")
+    train_cfg = from_dict(TrainConfig, config.get("train"),
+                          f"{Path(args.run_dir) / 'config.json'} train")
     if args.batch_size is not None and args.batch_size < 1:
         raise RnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
     batch_size = args.batch_size or train_cfg.batch_size
@@ -139,19 +143,30 @@ def cmd_prepare(args) -> int:
     vocab = None
     if args.vocab:
         path = builtin.resolve(args.vocab)  # a run directory, its vocab.json, or "builtin"
-        vocab = read_vocab(path / "vocab.json" if path.is_dir() else path)
+        vocab = read_vocab(path / "vocab.json" if path.is_dir() else path,
+                           "give --vocab a run directory or its vocab.json")
         if args.tokenizer and args.tokenizer != vocab.kind:
             raise RnnkitError(f"--tokenizer {args.tokenizer} differs from the {vocab.kind} "
                               f"vocabulary of --vocab {args.vocab}; drop --tokenizer, or "
                               "--vocab to build a vocabulary from the text")
     files = check_corpus_files(args.texts)
     out = Path(args.out)
-    if out.is_dir() and any(out.iterdir()):  # runs trained on a DATA folder read it as it was
-        raise RnnkitError(f"{out} is not empty; prepare into a new or empty folder (a run "
-                          "trained on prepared data reads that folder, so it is never rewritten)")
+    if out.is_dir():
+        remove_temp_files(out)  # what an interrupted prepare left there
+        if any(out.iterdir()):  # runs trained on a DATA folder read it as it was
+            raise RnnkitError(f"{out} is not empty; prepare into a new or empty folder (a run "
+                              "trained on prepared data reads that folder, so it is never "
+                              "rewritten)")
     size = sum(f.stat().st_size for f in files)
     start = time.monotonic()
-    data = prepare(files, args.out, vocab.kind if vocab else args.tokenizer or "char", vocab=vocab)
+    made = not out.exists()
+    try:
+        data = prepare(files, out, vocab.kind if vocab else args.tokenizer or "char", vocab=vocab)
+    except BaseException:  # nothing half-written left behind: the folder, if made here, goes
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # (only if empty: the token file is written aside, then moved in)
+        raise
     seconds = time.monotonic() - start
     print(f"prepared {len(data.tokens):,} tokens ({data.vocab.kind} vocabulary of "
           f"{len(data.vocab)}) from {len(files)} file(s), {size / 1e6:,.1f} MB in {seconds:.1f}s "

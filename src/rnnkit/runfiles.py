@@ -167,8 +167,10 @@ def append_metrics(path: Path, rows: list[dict]) -> None:
 
 
 def metrics_error(path: Path, e: OSError) -> RnnkitError:
+    fix = "move away what is in its place" if isinstance(e, IsADirectoryError) else \
+        "free disk space"
     return RnnkitError(f"could not write {path} ({e.strerror or e}); the last checkpoint is "
-                       "intact; free disk space and --resume")
+                       f"intact; {fix} and --resume")
 
 
 def cell(value) -> str:
@@ -180,9 +182,11 @@ def truncate_metrics(path: Path, step: int) -> None:
     """Drop the rows after `step` (and any half-written last line): the steps a resumed or
     rolled-back run will do again. Rewritten atomically, only when there is something to drop."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8", errors="replace")  # a damaged row is dropped
     except FileNotFoundError:
         return
+    except OSError as e:  # a folder in its place, an unreadable file
+        raise metrics_error(path, e) from None
     lines = text.splitlines(keepends=True)
     keep = lines[:1]
     for line in lines[1:]:

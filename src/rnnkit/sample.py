@@ -31,12 +31,11 @@ from torch import Tensor
 
 from .beam import beam_search
 from .cells import gru_gates
-from .configs import STEP_PRECISIONS
+from .configs import MAX_STRING, STEP_PRECISIONS
 from .errors import RnnkitError
 
 PRIME_CHUNK = 4096  # prime text fed through the fused kernel this many characters at a time
 MAX_PRIME = 1_000_000  # characters; a longer prime is refused rather than fed for minutes
-MAX_STRING = 10_000_000  # characters `generate` returns as one string; `stream` has no limit
 MAX_SAMPLES = 10_000  # streams (or beams) in one batch; more is a typo, refused before allocating
 
 

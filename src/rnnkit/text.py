@@ -168,6 +168,9 @@ def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
             raise RnnkitError(f"text file {str(f)!r} does not exist; check the path")
         if f.is_dir():
             raise RnnkitError(f"{str(f)!r} is a directory; pass the text files inside it")
+        if not f.is_file():  # a pipe (<(...)) or a device: read twice, it would not hold
+            raise RnnkitError(f"{str(f)!r} is not a regular file (a pipe or a device), and text "
+                              "is read twice, once for its vocabulary; save it to a file first")
         if f.stat().st_size == 0:
             raise RnnkitError(f"text file {str(f)!r} is empty; give a file with text in it")
         if not os.access(f, os.R_OK):

@@ -91,7 +91,7 @@ def check_resume(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
                  given: set[str]) -> tuple[dict, ModelConfig, TrainConfig]:
     """The configs to continue with: the run's own, with the options given now where allowed."""
     saved, saved_model, _ = ckpt.read_run_config(run_dir)
-    saved_train = from_dict(TrainConfig, saved.get("train"), "config.json train")
+    saved_train = from_dict(TrainConfig, saved.get("train"), f"{run_dir / 'config.json'} train")
     for name in sorted(given):
         if name in asdict(saved_model) and getattr(model_cfg, name) != getattr(saved_model, name):
             raise RnnkitError(f"--{name} {getattr(model_cfg, name)} differs from the run's "
@@ -102,6 +102,11 @@ def check_resume(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
                               f"from the run's {getattr(saved_train, name)}; resuming needs the "
                               "same data layout")
     changes = {k: getattr(train_cfg, k) for k in given if k in asdict(saved_train)}
+    changes.setdefault("max_time", 0.0)  # a budget is this invocation's, not the run's
+    if not changes["max_time"] and not changes.get("max_steps", saved_train.max_steps):
+        raise RnnkitError(f"{run_dir} was planned by its --max-time, and --max-time is each "
+                          "invocation's own budget; give --max-time for this one, or --max-steps "
+                          "N to end at step N")
     return saved, saved_model, TrainConfig(**{**asdict(saved_train), **changes})
 
 
@@ -162,7 +167,7 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
     if resume and not (run_dir / "config.json").exists():
         resume = False  # nothing to resume yet (e.g. stopped before its first write): start
     world, device_name = distributed.setup(train_cfg.device)
-    unstarted = False
+    unstarted, made = False, not run_dir.exists()  # a folder the user made is theirs to keep
     try:
         device = pick_device(device_name, train_cfg.precision)
         if world.main:
@@ -207,13 +212,13 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
                     base = None  # DistributedDataParallel copies rank 0's weights to every rank
                 return run(run_dir, data, model_cfg, train_cfg, device, world, resume, quiet,
                            started, base)
-        except RnnkitError:  # refused before its first checkpoint: no half-made run left
-            unstarted = fresh and not (run_dir / ckpt.LAST).exists()
+        except BaseException:  # refused, failed or stopped before its first checkpoint: no
+            unstarted = fresh and not (run_dir / ckpt.LAST).exists()  # half-made run left
             raise
     finally:
         distributed.teardown(world)
         if unstarted:  # the lock released first
-            ckpt.remove_unstarted_run(run_dir)
+            ckpt.remove_unstarted_run(run_dir, made)
 
 
 def warn_small_vocabulary(vocab) -> None:
