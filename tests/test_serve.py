@@ -238,7 +238,29 @@ def test_loopback_names_and_the_names_allowed_are_the_only_hosts(runs):
             assert call(url, "/api/runs", headers={"Host": host})[0] == 200, host
         for host in ("attacker.example", f"attacker.example:{port}", "box.example.evil"):
             assert call(url, "/api/runs", headers={"Host": host})[0] == 400, host
-            assert call(url, "/api/generate", {"length": 5}, headers={"Host": host})[0] == 400
+            status, _, body = call(url, "/api/generate", {"length": 5}, headers={"Host": host})
+            name = host.split(":")[0]
+            assert status == 400 and json.loads(body)["error"] == (  # JSON, as every refusal
+                f"this server does not answer requests addressed to {name!r}; start it with "
+                f"--allow-host {name} to allow that name")
+
+
+def test_a_byte_models_limits_count_its_steps(runs):
+    # 4,000 emoji passed a 4,000-character limit as 16,000 steps; a generation's own text, sent
+    # back for analysis by the page, must always fit
+    with serving(runs) as (url, _):
+        status, _, body = call(url, "/api/analyze", {"run": "bytes", "text": "\U0001F600" * 1001})
+        assert status == 400 and json.loads(body)["error"] == (
+            "text has 4004 bytes in UTF-8, each a step of this byte model; the limit is 4000")
+        status, _, body = call(url, "/api/generate", {"run": "bytes", "prime": "é" * 1001})
+        assert status == 400 and "prime has 2002 bytes in UTF-8" in json.loads(body)["error"]
+        status, _, body = call(url, "/api/generate", {"run": "bytes", "prime": "é" * 1000,
+                                                      "length": 2000, "seed": 1})
+        lines = [json.loads(line) for line in body.decode().splitlines()]
+        assert status == 200 and len(bytes.fromhex(lines[-1]["bytes"])) == 4000
+        status, _, body = call(url, "/api/analyze", {"run": "bytes", "text": "x",
+                                                     "bytes": lines[-1]["bytes"]})
+        assert status == 200, body
 
 
 @pytest.mark.parametrize("headers, status, message", [
@@ -381,7 +403,8 @@ def test_serving_on_every_address_still_checks_host_names(tmp_path_factory):
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         first = proc.stdout.readline()
-        assert first.startswith("serving trained-run at http://0.0.0.0:"), proc.stderr.read()
+        # every address: shown as the loopback one, which the host check answers
+        assert first.startswith("serving trained-run at http://127.0.0.1:"), proc.stderr.read()
         port = int(first.split(":")[2].split("/")[0])
         note = proc.stdout.readline()
         assert "127.0.0.1, localhost, [::1], box.example, *.lab.example" in note

@@ -148,6 +148,17 @@ def test_viz_reads_a_byte_models_file_as_its_bytes(cli, tmp_path):
     assert data["trace"]["symbols"][:5] == ["c", "a", "f", "\\xe9", " "]
 
 
+def test_viz_reads_the_file_as_training_did(cli, viz_page, tmp_path):
+    # "\r\n" stays two symbols (universal newlines made it one "\n", unlike training)
+    text = tmp_path / "crlf.txt"
+    text.write_bytes(b"ab\r\ncd\r\n")
+    status, out, err = cli("viz", viz_page[0], text, "--out", tmp_path / "page.html")
+    assert status == 0, err
+    symbols = inlined((tmp_path / "page.html").read_text(encoding="utf-8"))["trace"]["symbols"]
+    assert symbols.count("\n") == 2  # and each "\r" read too: a symbol, or named as skipped
+    assert symbols.count("\r") == 2 or "skipped '\\r" in out, (symbols, out)
+
+
 def test_viz_writes_a_page_into_a_pipe(tmp_path):
     # /dev/stdout into a pipe: the temporary file was made beside the pipe's /proc name
     text = tmp_path / "t.txt"

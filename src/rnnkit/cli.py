@@ -457,7 +457,7 @@ def add_serve_commands(sub) -> None:
     v.add_argument("text", metavar="TEXT_FILE", help="text to run the model over")
     v.add_argument("--out", required=True, metavar="FILE", help="HTML file to write")
     v.add_argument("--max-chars", type=int, default=2000, help="read at most this many "
-                   "characters of TEXT_FILE (default 2000)")
+                   "characters of TEXT_FILE, bytes for a byte model (default 2000)")
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None):

@@ -52,9 +52,9 @@ from .viz import page, run_info, trace, trace_data
 try:  # the optional `serve` extra
     import uvicorn
     from starlette.applications import Starlette
+    from starlette.datastructures import Headers
     from starlette.exceptions import HTTPException
     from starlette.middleware import Middleware
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.requests import Request
     from starlette.responses import HTMLResponse, JSONResponse, StreamingResponse
     from starlette.routing import Route
@@ -62,9 +62,9 @@ except ImportError:
     Starlette = None
 
 MAX_BODY = 64 * 1024  # bytes of a request body
-MAX_PRIME = 2000  # characters of a prime
-MAX_LENGTH = 2000  # characters generated per request
-MAX_ANALYZE = 4000  # characters of text analysed per request
+MAX_PRIME = 2000  # characters (a byte model's bytes) of a prime
+MAX_LENGTH = 2000  # characters (bytes) generated per request
+MAX_ANALYZE = MAX_PRIME + MAX_LENGTH  # characters (bytes) analysed: all a generation shows
 MAX_TEMPERATURE = 10.0
 CHUNK_SECONDS = 0.05  # a streamed generation sends what it has at least this often
 CHUNK_PIECES = 64  # ... and at most this many characters per model job
@@ -134,12 +134,19 @@ def number(data: dict, name: str, kind: type, lo: float, hi: float, optional: bo
     return kind(value)
 
 
-def string(data: dict, name: str, limit: int) -> str:
+def string(data: dict, name: str, limit: int, model=None) -> str:
+    """A string field of at most `limit` characters, or, for a byte model, `limit` bytes: the
+    symbols the model steps through, as every limit of the server counts them."""
     value = data[name]
     if not isinstance(value, str):
         raise BadRequest(f"{name} must be a string, got {brief(json.dumps(value))}")
     if len(value) > limit:
         raise BadRequest(f"{name} has {len(value)} characters; the limit is {limit}")
+    steps = len(value.encode("utf-8", "replace")) if model is not None and \
+        model.vocab.kind == "byte" else len(value)
+    if steps > limit:
+        raise BadRequest(f"{name} has {steps} bytes in UTF-8, each a step of this byte model; "
+                         f"the limit is {limit}")
     try:
         check_unicode(value, name)
     except RnnkitError as e:
@@ -205,7 +212,7 @@ class Playground:
             data = await read_json(request, {"run": None, "prime": "", "length": 200,
                                              "temperature": 1.0, "top_k": None, "seed": None})
             model = self.model(data)
-            prime = string(data, "prime", MAX_PRIME)
+            prime = string(data, "prime", MAX_PRIME, model)
             length = number(data, "length", int, 1, MAX_LENGTH)
             temperature = number(data, "temperature", float, 0.01, MAX_TEMPERATURE)
             top_k = number(data, "top_k", int, 1, len(model.vocab), optional=True)
@@ -251,7 +258,7 @@ class Playground:
             data = await read_json(request, {"run": None, "text": "", "state": None,
                                              "bytes": None})
             model = self.model(data)
-            text = string(data, "text", MAX_ANALYZE)
+            text = string(data, "text", MAX_ANALYZE, model)
             if data["bytes"] is not None:  # a byte model's text exactly as it was generated
                 text = hex_bytes(data, model)
             keys = run_info("", model)["states"]
@@ -339,10 +346,36 @@ def make_app(runs: dict[str, object], workers: int = 2, max_busy: int = 32,
               Route("/api/generate", pg.generate, methods=["POST"]),
               Route("/api/analyze", pg.analyze, methods=["POST"])]
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error},
-                    middleware=[Middleware(TrustedHostMiddleware,
-                                           allowed_hosts=[*LOOPBACK_NAMES, *allow_hosts])])
+                    middleware=[Middleware(HostCheck, allowed=[*LOOPBACK_NAMES, *allow_hosts])])
     app.state.playground = pg
     return app
+
+
+class HostCheck:
+    """ASGI middleware: a request whose Host header (port aside) is not one of `allowed` (a
+    name, "*.example.org" for its sub-domains, "*" for any) gets a 400 with a JSON error naming
+    the way to allow it, as every other refusal of the server does."""
+
+    def __init__(self, app, allowed: list[str]):
+        self.app, self.allowed = app, [name.lower() for name in allowed]
+
+    def allows(self, name: str) -> bool:
+        return any(name == pattern or pattern == "*" or
+                   (pattern.startswith("*.") and name.endswith(pattern[1:]))
+                   for pattern in self.allowed)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        host = Headers(scope=scope).get("host", "").strip().lower()
+        name = host[:host.find("]") + 1] if host.startswith("[") else host.rsplit(":", 1)[0] \
+            if host.count(":") == 1 else host  # "[::1]:8000" -> "[::1]", "box:8000" -> "box"
+        if name and self.allows(name):
+            return await self.app(scope, receive, send)
+        why = f"requests addressed to {name!r}; start it with --allow-host {name} to allow " \
+            "that name" if name else "requests without a Host header"
+        await JSONResponse({"error": f"this server does not answer {why}"},
+                           status_code=400)(scope, receive, send)
 
 
 def load_runs(dirs: list[str] | None) -> dict[str, object]:
@@ -399,7 +432,9 @@ def cmd_serve(args) -> int:
     # The workers already run requests side by side; each operation spread over more threads
     # would have them wait on each other.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
-    shown = f"[{args.host}]" if ":" in args.host else args.host
+    # every address: shown as this machine's loopback one, the address that reaches it here
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(
+        args.host, f"[{args.host}]" if ":" in args.host else args.host)
     hosts = list(args.allow_host)
     if args.host not in LOOPBACK + WILDCARDS:
         hosts.append(shown)  # the address it is bound to names it too

@@ -160,6 +160,13 @@ def check_unicode(text: str, what: str = "the text") -> None:
 # ---------------------------------------------------------------------------------------------
 # Reading corpora in chunks
 
+def shown_unknown(unknown: list[str], kind: str, limit: int = 20) -> str:
+    """Symbols `Vocab.encode` skipped, quoted for a message: a byte vocabulary names its unknown
+    bytes as \\xNN already, which repr would escape again."""
+    shown = "".join(unknown[:limit]) + ("..." if len(unknown) > limit else "")
+    return f"'{shown}'" if kind == "byte" else repr(shown)
+
+
 def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """The paths as Paths, after checking each is an existing, non-empty, readable file."""
     files = [Path(p) for p in paths]

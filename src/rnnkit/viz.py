@@ -31,6 +31,7 @@ from .checkpoint import load, output_file
 from .errors import RnnkitError, require_positive
 from .runfiles import write_bytes_atomic
 from .sample import Stepper
+from .text import shown_unknown
 
 TOP_K = 5  # next-symbol candidates shown on hover
 TOP_UNITS = 8  # units listed per text feature
@@ -205,18 +206,21 @@ def cmd_viz(args) -> int:
     # model's are the file's bytes as they are, not U+FFFD's where they are not UTF-8.
     byte = model.vocab.kind == "byte"
     try:
-        with open(path, "rb") if byte else open(path, encoding="utf-8", errors="replace") as f:
+        # newline="": a file's \r\n stays two characters, as training read them
+        with open(path, "rb") if byte else open(path, encoding="utf-8", errors="replace",
+                                                newline="") as f:
             text = f.read(args.max_chars + 1)
     except OSError as e:
         raise RnnkitError(f"cannot read text file {str(path)!r} ({e.strerror or e}); check the "
                           "path") from None
     if len(text) > args.max_chars:
-        print(f"reading the first {args.max_chars} characters (see --max-chars)")
+        print(f"reading the first {args.max_chars} {'bytes' if byte else 'characters'} (see "
+              "--max-chars)")
         text = text[:args.max_chars]
     tr = trace(model, text)
     if tr.skipped:
-        print(f"skipped {''.join(tr.skipped[:20])!r}: not in the vocabulary of {len(model.vocab)} "
-              "symbols")
+        print(f"skipped {shown_unknown(tr.skipped, model.vocab.kind)}: not in the vocabulary of "
+              f"{len(model.vocab)} symbols")
     data = {"run": run_info(Path(args.run_dir).resolve().name, model), "source": path.name,
             "trace": trace_data(tr)}
     try:
