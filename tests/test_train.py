@@ -328,3 +328,19 @@ def test_a_full_disk_is_one_line_and_leaves_no_folder(cli, corpus, tmp_path, mon
     assert status == 2 and one_error_line(err) == "rnnkit: error: No space left on device; " \
         "free some disk space, or write elsewhere"
     assert not (tmp_path / "data").exists()
+
+
+def test_a_resume_from_python_takes_the_options_set_there(corpus, tmp_path):
+    # given=None: the fields set to other than their defaults are the options given, as on the
+    # command line (a resume took none of them, and now needs its own budget)
+    model = rnnkit.ModelConfig(hidden=16, layers=1)
+
+    def cfg(**kw):
+        return rnnkit.TrainConfig(seq_len=16, batch_size=4, sample_length=0, warmup=2, **kw)
+
+    rnnkit.train([corpus], tmp_path / "run", model, cfg(max_time=1.5, max_steps=0), quiet=True)
+    with pytest.raises(rnnkit.RnnkitError, match="planned by its --max-time"):
+        rnnkit.train([corpus], tmp_path / "run", model, cfg(), resume=True, quiet=True)
+    summary = rnnkit.train([corpus], tmp_path / "run", model, cfg(max_time=1.5, max_steps=0),
+                           resume=True, quiet=True)
+    assert summary["steps_now"] > 0 and summary["steps"] > summary["steps_now"]

@@ -24,7 +24,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -147,17 +147,23 @@ def check_resume_data(run_dir: Path, data: PreparedData, texts: list[str]) -> No
 
 def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None,
           train_cfg: TrainConfig | None = None, resume: bool = False,
-          given: set[str] = frozenset(), quiet: bool = False,
+          given: set[str] | None = None, quiet: bool = False,
           init_from: str | None = None) -> dict:
     """Train (or resume) a run in directory `out` on text files `texts` (default corpus if empty),
     or on one prepared data directory; with `init_from` (a run directory or "builtin"), starting
     from that run's weights (see `finetune`).
 
-    `given` names the options the user set explicitly; on resume they are checked against the
-    run. `max_time` bounds the whole call, the final evaluation included. Returns a summary:
-    steps (of the run, and of this call), best validation loss, seconds, speed, history.
+    `given` names the options the user set explicitly (the command line's); on resume they are
+    checked against the run and replace its own. None (a call from Python): the fields of the
+    configs passed that differ from their defaults. `max_time` bounds the whole call, the final
+    evaluation included, and is this call's own: a resume does not inherit it. Returns a
+    summary: steps (of the run, and of this call), best validation loss, seconds, speed, history.
     """
     started = time.monotonic()  # the time budget counts from here
+    if given is None:
+        pairs = ((model_cfg, ModelConfig()), (train_cfg, TrainConfig()))
+        given = {f.name for config, default in pairs if config is not None for f in fields(config)
+                 if f.name != "vocab_size" and getattr(config, f.name) != getattr(default, f.name)}
     if isinstance(texts, (str, os.PathLike)):  # one file given as itself, not in a list
         texts = [texts]
     run_dir = Path(out)
