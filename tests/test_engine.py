@@ -97,3 +97,21 @@ def test_a_task_batch_smaller_than_the_processes_is_refused():
     with pytest.raises(rnnkit.RnnkitError, match="--batch-size 2 is smaller than the 4 processes"):
         EpochFeeder(None, {}, None, FitConfig(batch_size=2), None, World(rank=1, size=4),
                     torch.device("cpu"), 0)
+
+
+def test_the_progress_bar_shows_the_log_lines_figures():
+    # the bar on a terminal: loss, lr, characters/s and, with a budget, the budget's time left
+    # (its own estimate counts toward the plan's last step, not the budget)
+    import io
+    import time
+
+    from tqdm import tqdm
+
+    log = engine.Log(True, 100, "chars", print)
+    log.bar = tqdm(total=100, file=io.StringIO(), disable=False, unit="step", mininterval=0)
+    clock = engine.Clock(time.monotonic(), 0, 100, max_time=60.0)
+    time.sleep(0.01)
+    log.step({"step": 5, "train_loss": 2.5, "lr": 1e-3}, clock, 4096)
+    shown = log.bar.fp.getvalue().split("\r")[-1]
+    assert "loss=2.500" in shown and "lr=1.0e-03" in shown and "chars/s=" in shown
+    assert "left=59s" in shown or "left=1m00s" in shown, shown

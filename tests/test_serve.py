@@ -34,7 +34,7 @@ from rnnkit import CharLM, ModelConfig, Vocab, load
 from rnnkit.sample import generate
 from rnnkit.serve import MAX_BODY, load_runs, make_app
 
-uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra: pip install 'rnnkit[serve]'")
+uvicorn = pytest.importorskip("uvicorn", reason="needs the serve extra: pip install starlette uvicorn")
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):

@@ -198,7 +198,7 @@ def build_parser() -> Parser:
     x = sub.add_parser("export", help="write a trained run as an ONNX file",
                        description="Export a language model (one step: token and state in, "
                        "logits and state out), a classifier or a forecaster (whole sequences "
-                       "in) to ONNX. Needs: pip install 'rnnkit[export]'.")
+                       "in) to ONNX. Needs onnx (the export extra: pip install onnx onnxruntime).")
     x.set_defaults(run="lm_cli.cmd_export")
     x.add_argument("run_dir", metavar="DIR", help="the run directory to export")
     x.add_argument("--format", choices=("onnx",), default="onnx", help="file format (default onnx)")
@@ -432,7 +432,8 @@ def add_serve_commands(sub) -> None:
     """`serve` and `viz` (run by `serve` and `viz`)."""
     s = sub.add_parser("serve", help="a local web page to generate and look inside runs",
                        description="Serve the playground: streaming generation, next-character "
-                       "probabilities, hidden-unit heat maps. Needs: pip install 'rnnkit[serve]'.")
+                       "probabilities, hidden-unit heat maps. Needs the serve extra: pip install "
+                       "starlette uvicorn.")
     s.set_defaults(run="serve.cmd_serve")
     s.add_argument("run_dirs", nargs="*", metavar="DIR", help="run directories to offer "
                    "(default: the built-in model)")

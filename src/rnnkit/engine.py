@@ -187,10 +187,14 @@ class Log:
 
     def step(self, row: dict, clock: Clock, items: int) -> None:
         step, now = row["step"], time.monotonic()
-        self.bar.n = step
-        self.bar.set_postfix({"loss": f"{row['train_loss']:.3f}", "lr": f"{row['lr']:.1e}"},
-                             refresh=False)
-        self.bar.update(0)
+        if not self.bar.disable:  # the bar: steps, and the line's figures beside them
+            self.bar.n = step
+            postfix = {"loss": f"{row['train_loss']:.3f}", "lr": f"{row['lr']:.1e}",
+                       f"{self.unit}/s": f"{clock.speed(step, items):,.0f}"}
+            if clock.max_time:  # the bar's own estimate counts toward the plan's last step
+                postfix["left"] = format_seconds(max(0.0, clock.deadline - now))
+            self.bar.set_postfix(postfix, refresh=False)
+            self.bar.update(0)
         if self.lines and now - self.last_line >= LOG_SECONDS:
             self.last_line = now
             left = clock.deadline - now if clock.max_time else clock.left(step)

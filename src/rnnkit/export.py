@@ -20,7 +20,7 @@ reads short sequences padded (`pad_to`) takes T of at least `rnnkit.pad_to` step
 sequence padded at its end with `rnnkit.pad_value` (the training mean of each feature), as the
 model pads it itself.
 
-Needs the `export` extra (`pip install 'rnnkit[export]'`: onnx, and onnxruntime to run the file).
+Needs the `export` extra (`pip install onnx onnxruntime`: onnx, and onnxruntime to run the file).
 The file is written to a temporary name and renamed, so a failed export leaves no partial file.
 """
 

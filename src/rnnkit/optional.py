@@ -4,7 +4,8 @@
 
 The extras are in pyproject.toml: `audio` (librosa, soundfile), `tasks` (scikit-learn,
 matplotlib), `serve` (Starlette, uvicorn). A missing package is an RnnkitError, so the command
-line shows one line with the `pip install` that fixes it, never an ImportError's traceback.
+line shows one line with the `pip install` that fixes it (the package itself: the extras are
+rnnkit's, installed from its folder as `pip install ".[audio]"`), never an ImportError's traceback.
 """
 
 from __future__ import annotations
@@ -25,4 +26,5 @@ def need(module: str, extra: str) -> ModuleType:
     except ImportError as e:
         package = module.split(".")[0]
         raise RnnkitError(f"this needs the optional package {PIP_NAMES.get(package, package)} "
-                          f"({e}); install it with: pip install 'rnnkit[{extra}]'") from None
+                          f"({e}); install it with: pip install {PIP_NAMES.get(package, package)} (rnnkit's "
+                          f"'{extra}' extra installs it with the rest)") from None

@@ -3,7 +3,7 @@
     rnnkit serve [DIR ...] [--host 127.0.0.1] [--port 8000] [--allow-host NAME ...]
     rnnkit viz DIR TEXT_FILE --out page.html          (the same views offline, see viz.py)
 
-Needs the `serve` extra (`pip install 'rnnkit[serve]'`: Starlette and uvicorn). The page (one
+Needs the `serve` extra (`pip install starlette uvicorn`). The page (one
 HTML file with its script inlined; nothing from the internet) talks to a small JSON API:
 
     GET  /api/runs       the loaded runs
@@ -334,7 +334,7 @@ def make_app(runs: dict[str, object], workers: int = 2, max_busy: int = 32,
     cannot reach it by DNS rebinding, whatever address it is bound to.
     """
     if Starlette is None:
-        raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install 'rnnkit[serve]'")
+        raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install starlette uvicorn")
     pg = Playground(runs, workers, max_busy)
 
     @contextlib.asynccontextmanager
@@ -414,7 +414,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 def cmd_serve(args) -> int:
     if Starlette is None:
-        raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install 'rnnkit[serve]'")
+        raise RnnkitError("rnnkit serve needs Starlette and uvicorn: pip install starlette uvicorn")
     if not 0 <= args.port <= 65535:
         raise RnnkitError(f"--port must be from 0 to 65535, got {args.port}")
     if not args.host.strip():  # an empty address binds every one, unannounced
