@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import free_port, one_error_line
+from conftest import free_port, one_error_line, torchrun
 from torch.distributed.distributed_c10d import BackendConfig
 
 import rnnkit
@@ -131,3 +131,23 @@ def test_cuda_under_torchrun_without_a_gpu_is_one_line(cli, corpus, tmp_path, mo
     status, _, err = cli("train", corpus, "--out", tmp_path / "run", "--device", "cuda")
     assert status == 2 and "torch sees no CUDA GPU" in one_error_line(err)
     assert not dist.is_initialized()
+
+
+def test_a_refusal_under_torchrun_is_clean_on_every_rank(corpus, tmp_path):
+    # rank 0 alone checks --out; the other rank, waiting for it, printed an "internal error"
+    # from gloo's closed connection. And a batch the text caps named a number the user never gave.
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    small = ["--hidden", "16", "--layers", "1", "--max-steps", "3"]
+    done = torchrun("-m", "rnnkit", "train", corpus, "--out", out, *small, out=out, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("rnnkit:")]
+    assert done.returncode and "internal error" not in done.stderr, done.stderr[-3000:]
+    assert any("holds files rnnkit did not write (notes.txt)" in line for line in lines), lines
+    assert (out / "notes.txt").read_text() == "mine"
+    capped = tmp_path / "capped"
+    done = torchrun("-m", "rnnkit", "train", corpus, "--out", capped, *small, "--seq-len", "64",
+                    "--batch-size", "4096", out=capped, timeout=120)
+    assert done.returncode and "internal error" not in done.stderr, done.stderr[-3000:]
+    assert "fewer than --batch-size 4096, and" in done.stderr and "give --batch-size" in \
+        done.stderr, done.stderr[-3000:]

@@ -515,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
             where = f"{e.filename}: " if e.filename else ""
             print(f"rnnkit: error: {where}{e.strerror}; {SYSTEM_LIMITS[e.errno]}", file=sys.stderr)
             return 2
+        if "torch.distributed" in sys.modules and \
+                importlib.import_module(".distributed", __package__).peer_stopped(e):
+            print("rnnkit: error: another process of this torchrun stopped, and its own line "
+                  "says why; the checkpoints written so far are kept: fix that, then run the "
+                  "same command (with --resume once a checkpoint exists)", file=sys.stderr)
+            return 2
         print(f"rnnkit: internal error: {type(e).__name__}: {one_line(e)} (set RNNKIT_DEBUG=1 "
               "for the traceback, and please report it)", file=sys.stderr)
         return 1

@@ -99,6 +99,18 @@ def launched_size() -> int:
     return launched("WORLD_SIZE", 1)
 
 
+# What a collective raises when another process of the group has gone (gloo's and NCCL's words)
+PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe",
+             "NCCL communicator was aborted", "remote process exited")
+
+
+def peer_stopped(error: BaseException) -> bool:
+    """Whether `error` is a collective failing because another process of this torchrun stopped
+    (refused, failed, or killed): that process says why; this one has nothing to add but that."""
+    return launched_size() > 1 and isinstance(error, RuntimeError) and \
+        any(words in str(error) for words in PEER_GONE)
+
+
 def teardown(world: World) -> None:
     """Leave the group this process made (call it from a `finally`). After a normal end the
     ranks leave together, so that none closes its connections while another still uses them.

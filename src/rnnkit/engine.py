@@ -280,8 +280,8 @@ def train(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distribut
     # caller does after it (feeder.extra): measured on a slice before training, in full at each
     # evaluation. Training stops when one more step and those would not fit before the deadline.
     eval_cost, step_seconds = 0.0, 0.0
-    if cfg.max_time and world.main:
-        eval_cost = feeder.measure_reserve()
+    if cfg.max_time:  # rank 0 measures; every rank gets its figure (a refusal quotes it)
+        eval_cost = distributed.broadcast(world, feeder.measure_reserve() if world.main else 0.0)
     if cfg.max_time and feeder.short_budget_refused and not distributed.broadcast(
             world, float(time.monotonic() + eval_cost < clock.deadline)):  # rank 0's measure
         raise RnnkitError(f"the time budget of {cfg.max_time:g}s cannot hold the final "
@@ -561,10 +561,14 @@ def roll_back(error: Diverged, run_dir: Path | None, feeder: Feeder,
     if not can and run_dir is None:  # trained in memory (`fitting.fit`): no checkpoint
         raise RnnkitError(f"{error}; stopped, and the model keeps the weights it had before "
                           "training; lower lr or grad_clip, and check the data for extreme values")
+    if not (run_dir / ckpt.LAST).exists():  # before the first checkpoint: nothing to go back to
+        raise RnnkitError(f"{error}, before the first checkpoint, so there is none to keep or "
+                          "go back to; lower --lr or --grad-clip and train again")
     if not can:
         why = f" after {now.rollbacks} rollbacks" if cfg.on_nan == "rollback" else ""
+        fix = "" if cfg.on_nan == "rollback" else ", or train with --on-nan rollback"
         raise RnnkitError(f"{error}; stopped{why}, the last good checkpoint is kept; lower "
-                          "--lr or --grad-clip and --resume, or train with --on-nan rollback")
+                          f"--lr or --grad-clip and --resume{fix}")
     back = load_checkpoint(run_dir, feeder, optimizer)
     # the schedule in force, not the checkpoint's: a resumed run may have raised its length
     back.lr_scale, back.rollbacks, back.plan = now.lr_scale / 2, now.rollbacks + 1, now.plan

@@ -211,6 +211,11 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
                     model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
                     ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
                 distributed.barrier(world)  # the other ranks wait for rank 0's files
+                if not world.main and not (run_dir / "config.json").exists():
+                    raise RnnkitError(f"--out {run_dir} is not visible to this process (rank "
+                                      f"{world.rank}) after rank 0 wrote it: with several "
+                                      "machines, give --out and the text on storage every "
+                                      "machine sees")
                 if not world.main and not resume:
                     saved, model_cfg, _ = ckpt.read_run_config(run_dir)
                     data = open_run_data(run_dir, saved)
@@ -247,6 +252,16 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
     if cfg.val_fraction > 0 and len(val_tokens) < 2:
         raise RnnkitError(f"the validation split has {len(val_tokens)} tokens; raise "
                           "--val-fraction, add text, or use --val-fraction 0")
+    if B % world.size:  # say why, when the text or the run fixed B: --batch-size may not help
+        counts = ", ".join(str(n) for n in range(1, B + 1) if B % n == 0)
+        if resume:
+            raise RnnkitError(f"this run's batch of {B} streams does not split over {world.size} "
+                              f"processes; resume it with {counts} processes")
+        if cfg.batch_size > B:
+            raise RnnkitError(f"the training text holds {B} streams of --seq-len {cfg.seq_len} + "
+                              f"1 tokens, fewer than --batch-size {cfg.batch_size}, and {B} does "
+                              f"not split over {world.size} processes; give --batch-size "
+                              f"{max(world.size, B - B % world.size)}, or more text")
     my_streams = distributed.streams_of(world, B)
     if len(my_streams) % cfg.accumulate:
         raise RnnkitError(f"{len(my_streams)} streams per process do not split into "
