@@ -28,7 +28,7 @@ def test_a_float_option_given_an_integer_beyond_any_float():
     with pytest.raises(RnnkitError, match=r"options.lr must be a float, got 1000.*\(401 characters\)"
                        ", too large for one"):
         from_dict(TrainConfig, {"lr": 10**400}, "options")
-    assert from_dict(TrainConfig, {"lr": 10**300}, "options").lr == 1e300
+    assert from_dict(TrainConfig, {"grad_clip": 10**300}, "options").grad_clip == 1e300
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def read_run_config(run_dir: str | os.PathLike) -> tuple[dict, ModelConfig, Voca
                           f'(expected "format": "{FORMAT}")')
     check_version(run_dir, config)
     model_config = from_dict(ModelConfig, config.get("model"),
-                             f"{run_dir / 'config.json'} model")
+                             f"{run_dir / 'config.json'} model", in_file=True)
     vocab = read_vocab(run_dir / "vocab.json")
     if len(vocab) != model_config.vocab_size:
         raise RnnkitError(f"vocab.json has {len(vocab)} symbols but config.json says "
@@ -231,7 +231,7 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
         raise RnnkitError(f"--out {run_dir} holds {', '.join(written)} but no config.json: a "
                           "damaged run directory, which a new run would overwrite; restore its "
                           "config.json to --resume it, or choose another --out")
-    if any((run_dir / "data" / name).exists() for name in DATA_FILES):
+    if (run_dir / "data" / "data.json").exists():  # written last: the data is complete
         raise RnnkitError(f"--out {run_dir} holds prepared data ({run_dir / 'data'}) but no run: "
                           "a run would prepare its text there, over it; train on it with "
                           f"`rnnkit train {run_dir / 'data'} --out NEW`, or remove it if a run "

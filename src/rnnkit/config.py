@@ -50,8 +50,10 @@ def to_dict(config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
-    """Build `cls` from `data`, checking every key and type; raises RnnkitError naming the field."""
+def from_dict(cls: type[C], data: Any, where: str = "config", in_file: bool = False) -> C:
+    """Build `cls` from `data`, checking every key and type; raises RnnkitError naming the field.
+    `in_file`: `where` names a file the user may have edited, which the config's own checks
+    name too (a command's options are named by their messages)."""
     if not isinstance(data, dict):
         raise RnnkitError(f"{where} must be a JSON object, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -66,8 +68,8 @@ def from_dict(cls: type[C], data: Any, where: str = "config") -> C:
         return cls(**values)
     except TypeError as e:  # a required field is missing
         raise RnnkitError(f"{where} is incomplete: {e}") from None
-    except RnnkitError as e:  # a value the config's own checks refuse, in a saved file: name
-        if where == "options":  # it (command-line options are named by the message itself)
+    except RnnkitError as e:  # a value the config's own checks refuse
+        if not in_file:
             raise
         raise RnnkitError(f"{where} holds a value rnnkit refuses ({e}); correct it there") \
             from None

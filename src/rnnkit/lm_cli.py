@@ -108,7 +108,7 @@ def cmd_eval(args) -> int:
     device = pick_device(args.device)
     model = load(args.run_dir, device=device)
     train_cfg = from_dict(TrainConfig, config.get("train"),
-                          f"{Path(args.run_dir) / 'config.json'} train")
+                          f"{Path(args.run_dir) / 'config.json'} train", in_file=True)
     if args.batch_size is not None and args.batch_size < 1:
         raise RnnkitError(f"--batch-size must be at least 1, got {args.batch_size}")
     batch_size = args.batch_size or train_cfg.batch_size

@@ -24,7 +24,7 @@ def need(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        package = module.split(".")[0]
-        raise RnnkitError(f"this needs the optional package {PIP_NAMES.get(package, package)} "
-                          f"({e}); install it with: pip install {PIP_NAMES.get(package, package)} (rnnkit's "
-                          f"'{extra}' extra installs it with the rest)") from None
+        package = PIP_NAMES.get(module.split(".")[0], module.split(".")[0])
+        raise RnnkitError(f"this needs the optional package {package} ({e}); install it with: "
+                          f"pip install {package} (rnnkit's '{extra}' extra installs it with the "
+                          "rest)") from None

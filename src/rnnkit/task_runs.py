@@ -218,7 +218,8 @@ def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConf
     model and the data must be the run's (the same command plus --resume), and so must the
     options that decide which examples meet in a batch."""
     _, config = read_format(run_dir, kind)
-    saved = from_dict(FitConfig, config.get("fit"), f"{run_dir / 'config.json'} fit")
+    saved = from_dict(FitConfig, config.get("fit"), f"{run_dir / 'config.json'} fit",
+                      in_file=True)
     # a field added since the run was made takes its default, which is what the run did
     trained = from_dict(type(model), config.get("model"), "config.json model")
     if trained != model:

@@ -91,7 +91,8 @@ def check_resume(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
                  given: set[str]) -> tuple[dict, ModelConfig, TrainConfig]:
     """The configs to continue with: the run's own, with the options given now where allowed."""
     saved, saved_model, _ = ckpt.read_run_config(run_dir)
-    saved_train = from_dict(TrainConfig, saved.get("train"), f"{run_dir / 'config.json'} train")
+    saved_train = from_dict(TrainConfig, saved.get("train"), f"{run_dir / 'config.json'} train",
+                            in_file=True)
     for name in sorted(given):
         if name in asdict(saved_model) and getattr(model_cfg, name) != getattr(saved_model, name):
             raise RnnkitError(f"--{name} {getattr(model_cfg, name)} differs from the run's "
