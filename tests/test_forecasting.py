@@ -489,6 +489,9 @@ def test_predict_reads_short_series_and_checks_before_writing(cli, tmp_path):
     status, _, err = cli("forecast", "predict", run, renamed)
     assert status == 2 and "no column 'y' (to forecast); the run reads it; add it to the " \
         "file" in one_error_line(err)
+    # a task run named in invalid UTF-8 is refused before it writes (as a language model's is)
+    status, _, err = cli("forecast", "train", data, "--out", str(tmp_path) + "/f\udce9", *QUICK)
+    assert status == 2 and "is not a valid UTF-8 name" in one_error_line(err)
 
 
 def test_undefined_scores_are_null_in_metrics_json(cli, tmp_path):

@@ -35,7 +35,17 @@ import numpy as np
 import torch
 
 from .audio import AudioConfig, compile_pattern, find_audio, load_features
-from .checkpoint import BEST, LAST, LOCK, VERSION, RunLock, check_version, load_weights, read_json
+from .checkpoint import (
+    BEST,
+    LAST,
+    LOCK,
+    VERSION,
+    RunLock,
+    check_version,
+    load_weights,
+    read_json,
+    require_utf8,
+)
 from .checkpoint import FORMAT as LANGUAGE_MODEL
 from .config import from_dict
 from .configs import CALENDAR, FitConfig
@@ -176,6 +186,7 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
     if not main:
         yield resume and (run_dir / "config.json").exists()
         return
+    require_utf8(run_dir.absolute())  # before anything is written: see checkpoint.require_utf8
     unstarted = False
     try:
         with RunLock(run_dir):
