@@ -501,3 +501,14 @@ def test_undefined_scores_are_null_in_metrics_json(cli, tmp_path):
                "1", *QUICK)[0] == 0
     text = (tmp_path / "r" / "metrics.json").read_text()
     assert "NaN" not in text and json.loads(text)["test"]["mase"] is None
+
+
+def test_the_report_says_which_season_its_scores_used():
+    # a history shorter than the season is scored with m = 1 (the M4 rule): the line said m = 7
+    from rnnkit.forecast_cli import season_words
+
+    assert season_words({"season": 7}) == "m = 7"
+    assert season_words({"season": 7, "season_shorter": [1, 1]}) == \
+        "m = 1: the history is shorter than the season of 7"
+    assert season_words({"season": 7, "season_shorter": [2, 5]}) == \
+        "m = 7; 1 for the 2 histories shorter than a season"

@@ -31,7 +31,7 @@ from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
 from .fitting import fit
-from .forecast_scores import coverage, score, seasonal_naive
+from .forecast_scores import coverage, score, season_for, seasonal_naive
 from .intervals import rolling_widening
 from .optional import need
 from .panel import (
@@ -222,7 +222,20 @@ def scores(panel: Panel, enc: dict, point: np.ndarray, m: int) -> dict:
     naive = np.stack([h[-1:].repeat(H, 0) for h in histories])
     snaive = np.stack([seasonal_naive(h, H, m) for h in histories])
     return {"test": score(histories, y, point, m), "naive": score(histories, y, naive, m),
-            "seasonal_naive": score(histories, y, snaive, m), "truth": y}
+            "seasonal_naive": score(histories, y, snaive, m), "truth": y,
+            "season_shorter": [sum(season_for(len(h), m) != m for h in histories),
+                               len(histories)]}  # histories shorter than a season, of all
+
+
+def season_words(metrics: dict) -> str:
+    """'m = 12', or what was used where a history is shorter than a season (MASE and seasonal
+    naive then take m = 1 for it, as the M4 competition's rules do)."""
+    m, (shorter, windows) = metrics["season"], metrics.get("season_shorter", (0, 0))
+    if not shorter or m == 1:
+        return f"m = {m}"
+    if shorter == windows:
+        return f"m = 1: the history is shorter than the season of {m}"
+    return f"m = {m}; 1 for the {shorter} histories shorter than a season"
 
 
 def report(metrics: dict, where: str) -> str:
@@ -232,7 +245,7 @@ def report(metrics: dict, where: str) -> str:
     line = (f"{where}: H-step MAE {model['mae']:.4f} (naive {naive['mae']:.4f}, {gain:+.1%} "
             f"better), RMSE {model['rmse']:.4f} (naive {naive['rmse']:.4f}), next-step MAE "
             f"{model['next_step_mae']:.4f} (naive {naive['next_step_mae']:.4f}); MASE "
-            f"{model['mase']:.3f} (seasonal naive {snaive['mase']:.3f}, m = {metrics['season']})"
+            f"{model['mase']:.3f} (seasonal naive {snaive['mase']:.3f}, {season_words(metrics)})"
             f", sMAPE {model['smape']:.2f}% (seasonal naive {snaive['smape']:.2f}%)")
     for name, c in metrics.get("coverage", {}).items():
         line += (f"; the {name} interval [{c['levels'][0]:g}, {c['levels'][1]:g}] covers "
