@@ -260,6 +260,9 @@ def test_ensemble_members_with_small_shares_train_and_a_refusal_keeps_the_users_
     status, _, err = cli("classify", "train", one, "--out", out, *QUICK)
     assert status == 2 and "needs at least two classes" in one_error_line(err)
     assert (out / "empty").is_dir()  # the user's; only the run's own files go
+    (out / "empty").rmdir()  # the user's own empty --out stays too, as a language model's does
+    status, _, err = cli("classify", "train", one, "--out", out, *QUICK)
+    assert status == 2 and out.is_dir() and not any(out.iterdir())
 
 
 @pytest.mark.parametrize("command", [("train",), ("classify", "train"), ("forecast", "train")])

@@ -187,7 +187,7 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
         yield resume and (run_dir / "config.json").exists()
         return
     require_utf8(run_dir.absolute())  # before anything is written: see checkpoint.require_utf8
-    unstarted = False
+    unstarted, made = False, not run_dir.exists()  # a folder the user made is theirs to keep
     try:
         with RunLock(run_dir):
             there = (run_dir / "config.json").exists()
@@ -207,10 +207,11 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
                     remove_unstarted_task_run(run_dir)
                 raise
     finally:
-        if unstarted:  # the lock released: its file goes, and the folder if that empties it
-            (run_dir / LOCK).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
+        if unstarted:  # the lock released: its file goes, and the folder if the run made it
+            (run_dir / LOCK).unlink(missing_ok=True)  # and that empties it (as a language
+            if made:  # model's run does, `checkpoint.remove_unstarted_run`)
+                with contextlib.suppress(OSError):
+                    run_dir.rmdir()
 
 
 def remove_unstarted_task_run(run_dir: Path) -> None:
