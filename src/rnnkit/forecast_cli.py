@@ -84,10 +84,10 @@ def described(panel: Panel, i: int, path: str) -> str:
 def dataset(panel: Panel, origins: list[np.ndarray], data: dict,
             ) -> tuple[dict[str, torch.Tensor], int]:
     """The windows at `origins` as tensors for `fit`, and how many were left out as
-    `panel.scaleless` (a run of window scales only)."""
+    `panel.scaleless`."""
     enc = encode(panel, origins, data)
     y = targets(panel, enc, data["horizon"])
-    keep = ~scaleless(enc, y) if data.get("scale") == "window" else np.ones(len(y), bool)
+    keep = ~scaleless(enc, y, data)
     out = {"inputs": torch.from_numpy(enc["inputs"][keep]), "targets": torch.from_numpy(y[keep])}
     if (enc["lengths"][keep] != enc["inputs"].shape[1]).any():
         out["lengths"] = torch.from_numpy(enc["lengths"][keep])
@@ -189,10 +189,9 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
                                  for v, t in zip(val_o, test_o, strict=True)])
         data["offsets"] = []  # an earlier version's calibration, if resumed: replaced
         y = targets(panel, enc, H)
-        readable = ~scaleless(enc, y) if data["scale"] == "window" else None
         widen, data["widen"] = rolling_widening(
             raw, y, enc, [len(v) for v in panel.values], is_test, H, forecaster.levels,
-            readable)
+            ~scaleless(enc, y, data))
         write_config(out, FORECASTER, model.config, fit_cfg, data)
         enc = {k: v[is_test] for k, v in enc.items()}
         forecasts = decode(raw[is_test], enc, H, forecaster.levels, widen)

@@ -435,15 +435,18 @@ def window_scale(values: np.ndarray, origins: np.ndarray, context: np.ndarray) -
     return np.maximum(s, floor).astype(np.float32)
 
 
-def scaleless(enc: dict[str, np.ndarray], targets: np.ndarray) -> np.ndarray:
-    """(n,): the windows no scale can read, for a run of window scales: a column that never
-    moved within its window (its scale is `window_scale`'s floor) and moves after the origin.
+def scaleless(enc: dict[str, np.ndarray], targets: np.ndarray, data: dict) -> np.ndarray:
+    """(n,): the windows no scale can read, in a run of window scales (`data["scale"]`; a
+    run's one scale reads every window): a column that never moved within its window (its
+    scale is `window_scale`'s floor) and moves after the origin.
     In its window's units such a change is unbounded (an intermittent series' first sale after
     48 zeros: 3 / 1e-6), so one such window outweighed every other window's loss (1e11) and its
     interval's calibration; training, validation and calibration leave them out. A forecast
     from such a window is the seasonal naive one, as the model's outputs are multiplied by the
     floor."""
     n, F = enc["last"].shape
+    if data.get("scale") != "window":
+        return np.zeros(n, bool)
     flat = (enc["inputs"][..., :F] == 0).all(1)  # (n, F): every step read equals the last
     moves = (targets.reshape(n, -1, F) != 0).any(1)  # (n, F)
     return (flat & moves).any(1)
