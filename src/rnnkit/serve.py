@@ -142,11 +142,11 @@ def string(data: dict, name: str, limit: int, model=None) -> str:
         raise BadRequest(f"{name} must be a string, got {brief(json.dumps(value))}")
     if len(value) > limit:
         raise BadRequest(f"{name} has {len(value)} characters; the limit is {limit}")
-    steps = len(value.encode("utf-8", "replace")) if model is not None and \
-        model.vocab.kind == "byte" else len(value)
-    if steps > limit:
-        raise BadRequest(f"{name} has {steps} bytes in UTF-8, each a step of this byte model; "
-                         f"the limit is {limit}")
+    if model is not None and model.vocab.kind == "byte":
+        steps = len(value.encode("utf-8", "replace"))
+        if steps > limit:
+            raise BadRequest(f"{name} has {steps} bytes in UTF-8, each a step of this byte "
+                             f"model; the limit is {limit}")
     try:
         check_unicode(value, name)
     except RnnkitError as e:
@@ -433,7 +433,7 @@ def cmd_serve(args) -> int:
     # would have them wait on each other.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.workers))
     # every address: shown as this machine's loopback one, the address that reaches it here
-    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(
         args.host, f"[{args.host}]" if ":" in args.host else args.host)
     hosts = list(args.allow_host)
     if args.host not in LOOPBACK + WILDCARDS:
