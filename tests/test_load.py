@@ -226,3 +226,18 @@ def test_submodules_load_on_first_use_as_attributes():
             "assert not hasattr(rnnkit, '_private'); print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_loading_a_model_does_not_import_torchs_compiler():
+    # The shapes are checked on a meta-device copy before any weight is read; a meta tensor's
+    # normal_ (an embedding's initialisation) imported torch._dynamo, over a second of every
+    # `rnnkit sample`, `eval` and `serve`. The copy's shapes are still the model's.
+    import subprocess
+    import sys
+
+    code = ("import sys, rnnkit; from rnnkit import checkpoint; m = rnnkit.load('builtin'); "
+            "shapes = checkpoint.shapes_of(lambda: type(m)(m.config, m.vocab)); "
+            "assert shapes == {k: tuple(v.shape) for k, v in m.state_dict().items()}; "
+            "print('torch._dynamo' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
+from torch.overrides import TorchFunctionMode
 
 from . import builtin
 from .config import from_dict, parse_json
@@ -249,9 +250,20 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
                           "new or empty directory for the run")
 
 
+class _ShapesOnly(TorchFunctionMode):
+    """Random initialisations skipped: a shape needs no values, and a meta tensor's `normal_`
+    (an embedding's initialisation) imports torch's compiler, over a second of every load."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.normal_, torch.Tensor.uniform_) \
+                or getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]  # the tensor it would have filled
+        return func(*args, **(kwargs or {}))
+
+
 def shapes_of(build) -> dict[str, tuple]:
     """Parameter names and shapes of the module `build()` makes, without allocating it."""
-    with torch.device("meta"):
+    with torch.device("meta"), _ShapesOnly():
         model = build()
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
