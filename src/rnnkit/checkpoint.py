@@ -64,6 +64,9 @@ def output_file(out: str | os.PathLike, run_dir: str | os.PathLike,
     """Where a command that reads `run_dir` (and the files `reads`) may write its --out: the
     file a link points to, written through the link; refused where it is one of the run's own
     files or a file the command reads, which writing would destroy."""
+    if not str(out) or Path(out).is_dir():
+        raise RnnkitError(f"{option} {str(out) or repr('')} is a folder; give the path of the "
+                          "file to write")
     # a link to a file is written through; a device or a pipe (/dev/stdout) is written as named
     target = Path(out) if Path(out).exists() and not Path(out).is_file() else \
         Path(os.path.realpath(out))
