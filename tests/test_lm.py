@@ -101,6 +101,6 @@ def test_hello_vanilla_rnn_learns_to_predict_ello():
 def test_a_negative_seed_is_refused_before_sampling():
     model = model_for("gru")
     for seed in (-1, 1 << 63, 1.5):
-        with pytest.raises(rnnkit.RnnkitError, match="--seed must be a whole number from 0"):
+        with pytest.raises(rnnkit.RnnkitError, match="^seed must be a whole number from 0"):
             model.generate("ab", 5, seed=seed)
     assert model.generate("ab", 5, seed=(1 << 63) - 1) == model.generate("ab", 5, seed=(1 << 63) - 1)

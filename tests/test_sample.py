@@ -135,7 +135,8 @@ def test_num_samples_runs_streams_in_one_batch():
 @pytest.mark.parametrize("options, message", [
     ({"top_p": 0.0}, "top-p must be in"),
     ({"top_p": 1.5}, "top-p must be in"),
-    ({"repetition_penalty": 0.0}, "repetition penalty must be positive"),
+    ({"repetition_penalty": 0.0}, "repetition penalty must be a positive finite number"),
+    ({"repetition_penalty": float("inf")}, "repetition penalty must be a positive finite number"),
     ({"num_samples": 0}, "number of samples must be in"),
     ({"num_samples": 10**5}, "number of samples must be in"),
     ({"beam": 0}, "beam width must be in"),
@@ -223,3 +224,20 @@ def test_sample_cli_flags(cli, corpus, tmp_path):
     # N samples are printed whole, so held in memory: bounded as generate's strings are
     status, _, err = cli("sample", run, "--num-samples", "2", "--length", "6000000")
     assert status == 2 and "held to print them" in one_error_line(err)
+
+
+def test_bytes_are_read_as_utf8_and_a_negative_top_is_refused():
+    # A character model read a bytes prime as Latin-1 ("caf\u00c3\u00a9"), and a stepper's step
+    # refused bytes with a raw ValueError; top(-1) was torch's bare RuntimeError.
+    vocab = Vocab("char", tuple(sorted(map(ord, "abcé "))))
+    model = CharLM(ModelConfig(vocab_size=len(vocab), hidden=16, embed=8), vocab).eval()
+    symbols = ["é", "a"]
+    assert model.generate("abé".encode(), 5, seed=1) == model.generate("abé", 5, seed=1)
+    with pytest.raises(rnnkit.RnnkitError, match="bytes that are not UTF-8"):
+        model.generate(b"\xff", 5, seed=1)
+    stepper, again = model.stepper(), model.stepper()
+    assert stepper.step(symbols[0].encode()).top(3) == again.step(symbols[0]).top(3)
+    with pytest.raises(rnnkit.RnnkitError, match="k must be a whole number, 0 or more"):
+        stepper.step(symbols[1]).top(-1)
+    byte_model = rnnkit.load("builtin")
+    assert byte_model.stepper().step(b"t").top(2) == byte_model.stepper().step("t").top(2)

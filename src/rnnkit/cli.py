@@ -151,7 +151,8 @@ def build_parser() -> Parser:
                    "train (default: the built-in model)")
     s.add_argument("--prime", default="", help="text to start from (default: none, as after a "
                    "newline)")
-    s.add_argument("--length", type=int, default=500, help="characters to generate (default 500)")
+    s.add_argument("--length", type=int, default=500, help="characters to generate; a byte model's "
+                   "(the built-in one's) are bytes (default 500)")
     s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature "
                    "(default 1.0; lower is more conservative)")
     s.add_argument("--top-k", type=int, help="sample among the K most likely characters only "

@@ -102,7 +102,7 @@ class CharLM(nn.Module):
         from .sample import generate
 
         if seed is not None:
-            require_seed(seed)
+            require_seed(seed, "seed")
 
         return generate(self, prime, length, temperature, top_k, greedy, seed, top_p=top_p,
                         repetition_penalty=repetition_penalty, num_samples=num_samples,

@@ -92,8 +92,9 @@ def cmd_sample(args) -> int:
     if args.verbose:
         seconds = time.perf_counter() - start
         n = args.length * (args.num_samples or 1)
-        print(f"rnnkit: {n:,} characters in {seconds:.2f}s ({n / max(seconds, 1e-9):,.0f} "
-              f"characters/s, {args.precision})", file=sys.stderr)
+        unit = "bytes" if model.vocab.kind == "byte" else "characters"  # what --length counts
+        print(f"rnnkit: {n:,} {unit} in {seconds:.2f}s ({n / max(seconds, 1e-9):,.0f} "
+              f"{unit}/s, {args.precision})", file=sys.stderr)
     return 0
 
 

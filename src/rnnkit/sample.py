@@ -67,6 +67,8 @@ class Probs(Mapping):
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The k most likely symbols with their probabilities, most likely first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise RnnkitError(f"top(k): k must be a whole number, 0 or more, got {k!r}")
         p, i = self.tensor.topk(min(k, len(self.vocab)))
         return [(self.vocab.symbol(int(j)), float(q)) for q, j in zip(p, i, strict=True)]
 
@@ -377,7 +379,8 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
         raise RnnkitError(f"top-p must be in (0, 1], got {top_p}; 0.9 keeps the most likely "
                           "characters that make up 90% of the probability")
     if not 0 < repetition_penalty < math.inf:
-        raise RnnkitError(f"repetition penalty must be positive, got {repetition_penalty}; 1 is "
+        raise RnnkitError(f"repetition penalty must be a positive finite number, got "
+                          f"{repetition_penalty}; 1 is "
                           "none, 1.2 a usual choice")
     if num_samples is not None and not 1 <= num_samples <= MAX_SAMPLES:
         raise RnnkitError(f"the number of samples must be in [1, {MAX_SAMPLES:,}], got {num_samples}")

@@ -85,6 +85,14 @@ class Vocab:
         Raises KeyError when the vocabulary has no such symbol; for a byte vocabulary that includes
         a character that is several bytes in UTF-8, and the message names those bytes.
         """
+        if isinstance(symbol, (bytes, bytearray)):  # one byte, or a character in UTF-8
+            if self.kind == "byte" and len(symbol) == 1:
+                symbol = symbol[0]
+            else:
+                try:
+                    symbol = bytes(symbol).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise KeyError(f"{bytes(symbol)!r} is neither one byte nor UTF-8") from None
         code = self.code(symbol) if isinstance(symbol, str) else int(symbol)
         i = int(np.searchsorted(self.codes, code))
         if i == len(self.codes) or self.codes[i] != code:
@@ -114,6 +122,12 @@ class Vocab:
         """Ids of the known symbols of `text`, and the names of the distinct unknown ones (in
         order of appearance). A byte vocabulary reads a str as its UTF-8 bytes. `what` names
         the text in the error raised for a lone surrogate."""
+        if isinstance(text, (bytes, bytearray)) and self.kind == "char":
+            try:  # a character model's text in UTF-8, as the corpus it learnt was read
+                text = bytes(text).decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RnnkitError(f"{what} is bytes that are not UTF-8 (byte {e.start}); this is "
+                                  "a character model: give a str") from None
         if isinstance(text, str):
             check_unicode(text, what)
             if self.kind == "byte":
