@@ -3,7 +3,10 @@ one-line errors for bad options and for run directories that are damaged or of a
 
 import argparse
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -213,6 +216,48 @@ def test_a_csv_without_the_id_or_label_column_names_the_option(cli, tmp_path):
                          "--id-column", "seq")
     assert status == 2 and "no column 'label' holding each sequence's class; give " \
         "--label-column NAME" in one_error_line(err)
+
+
+def test_blank_ids_or_labels_and_a_missing_path_are_named(cli, tmp_path):
+    # A blank label cell made a class named "" (and a blank id one sequence of such rows); a
+    # missing DATA path with an audio option was told to drop the option.
+    rows = [f"s{i},{i % 2},{i}" for i in range(20)]
+    for i, line, message in ((3, "s3,,3", "line 5: sequence 's3' has no 'label'"),
+                             (7, ",1,7", "line 9: the 'id' cell is empty")):
+        path = tmp_path / f"d{i}.csv"
+        path.write_text("id,label,a\n" + "\n".join(rows[:i] + [line] + rows[i + 1:]) + "\n")
+        status, _, err = cli("classify", "train", path, "--out", tmp_path / "r", *QUICK)
+        assert status == 2 and message in one_error_line(err), err
+    status, _, err = cli("classify", "train", tmp_path / "onee", "--label-pattern", "^(\\d)_",
+                         "--out", tmp_path / "r")
+    assert status == 2 and one_error_line(err).endswith("onee: no such file or folder")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_spent_budget_is_refused_without_timing_members(cli, tmp_path, npz):
+    # it timed the members' pace first and said "as many as -3s affords"
+    status, out, err = cli("classify", "train", npz, "--out", tmp_path / "r", "--hidden", "8",
+                           "--max-time", "0.001")
+    assert status == 2 and "was spent before training began" in one_error_line(err)
+    assert "ensemble: 1 model, the --max-time budget is spent" in out and "affords" not in out
+
+
+def test_labels_that_read_as_the_same_number_keep_one_order(cli, tmp_path):
+    # "1" and "01" tie in the natural order; their order followed Python's string hashing, so
+    # the same command gave other weights in another process, and --resume was refused.
+    z = np.load(write_npz(tmp_path / "d.npz"))
+    np.savez(tmp_path / "l.npz", x=z["x"], lengths=z["lengths"],
+             y=np.array(["1", "01"])[z["y"]])
+    runs = []
+    for hash_seed in ("1", "5"):
+        out = tmp_path / f"r{hash_seed}"
+        done = subprocess.run([sys.executable, "-m", "rnnkit", "classify", "train",
+                               tmp_path / "l.npz", "--out", out, *QUICK, "--epochs", "1"],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert done.returncode == 0, done.stderr
+        runs.append(json.loads((out / "config.json").read_text())["data"]["labels"])
+    assert runs[0] == runs[1] == ["01", "1"]
 
 
 @pytest.mark.parametrize("command", ["classify", "forecast"])

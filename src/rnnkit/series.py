@@ -103,6 +103,12 @@ def read_labelled_csv(path: str | os.PathLike, columns: list[str] | None = None,
     for i, row in enumerate(rows):
         key = row[i_id].strip()
         label = "" if i_label is None else row[i_label].strip()
+        if not key:
+            raise RnnkitError(f"{path}: line {i + 2}: the {id_column!r} cell is empty, so the "
+                              "row belongs to no sequence; fill it or drop the row")
+        if i_label is not None and not label:
+            raise RnnkitError(f"{path}: line {i + 2}: sequence {key!r} has no "
+                              f"{label_column!r}; fill it or drop its rows")
         if labels.setdefault(key, label) != label:
             raise RnnkitError(f"{path}: line {i + 2}: sequence {key!r} has two labels "
                               f"({labels[key]!r} and {label!r})")

@@ -206,6 +206,8 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     """`rnnkit classify train`, in its run directory held by `training_run`."""
     out = Path(args.out)
     say = print if main else (lambda *a, **k: None)
+    if not Path(args.data).exists():  # before any option is judged by what the data would be
+        raise RnnkitError(f"{args.data}: no such file or folder")
     data: dict = {"source": "audio" if Path(args.data).is_dir() else
                   Path(args.data).suffix[1:].lower(),
                   "label_pattern": args.label_pattern, "columns": args.columns,
@@ -234,7 +236,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         how = f"--test-pattern {args.test_pattern!r}"
     else:
         test_seqs, test_labels, how = [], [], ""
-    classes = sorted(set(labels), key=natural_key)
+    classes = sorted(set(labels), key=lambda label: (natural_key(label), label))  # "01", "1"
     if len(classes) < 2:
         left = f" left for training by {how}" if args.test_pattern else ""
         raise RnnkitError(f"{args.data}: every example{left} has the label {classes[0]!r}; a "
@@ -431,6 +433,8 @@ def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, sta
         cfg = replace(cfg, max_time=cfg.max_time or (saved.get("fit") or {}).get("max_time") or 0.0)
     elif not cfg.max_time or not one_process:
         return 1, "no --max-time to share" if not cfg.max_time else "under torchrun", [], None
+    elif cfg.max_time <= time.monotonic() - started:  # spent already: training refuses it
+        return 1, "the --max-time budget is spent", [], None
     else:
         probed = ladder[:AUTO_MEMBERS] or [config.downsample] * AUTO_MEMBERS
         pace = paces_of(config, cfg, train, probed)
