@@ -533,7 +533,13 @@ def test_fit_reads_arrays_and_refuses_bad_ones_in_one_line(tmp_path):
             ({"inputs": x, "targets": y * 0.5}, "must be class ids from 0 to 1, got a fraction"),
             ({"inputs": x, "targets": ["a"] * 24}, r"train\['targets'\] is not an array of "
              "numbers"),
-            ((x, y), "train must be a dict of arrays")):
+            ((x, y), "train must be a dict of arrays"),
+            # checked before training, not broadcast or failing inside torch
+            ({"inputs": x[:, :, :1], "targets": y}, r"train\['inputs'\] has 1 features per "
+             r"step, and the model reads 3 \(its input_size\)"),
+            ({"inputs": x[:, :0], "targets": y}, "has no time steps"),
+            ({"inputs": x, "targets": y, "lengths": lengths - 0.5}, "must be whole numbers"),
+            ({"inputs": x, "targets": y, "lengths": lengths[:, None]}, r"shape \(N,\)")):
         with pytest.raises(RnnkitError, match=message):
             fit(model, data, None, cfg, quiet=True)
 

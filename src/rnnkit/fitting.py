@@ -35,7 +35,7 @@ from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
 from .schedule import lr_at, order_seed
-from .tasks import time_mask
+from .tasks import TaggerConfig, time_mask
 
 __all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
            "fit", "lr_at", "predict", "step_seconds"]
@@ -80,6 +80,22 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
     # a sequence's lengths (a generator's condition has no time axis: its lengths are the
     # targets', which the model checks)
     sequence = x is not None and (x.dim() >= 3 or (x.dim() == 2 and not x.is_floating_point()))
+    if sequence and x.shape[1] == 0:
+        raise RnnkitError(f"{name}['inputs'] has no time steps (shape {tuple(x.shape)}); every "
+                          "sequence needs at least one")
+    config = getattr(model, "config", None)  # a recurrent reader's input_size: per step
+    width = config.input_size if isinstance(config, TaggerConfig) else None
+    if sequence and x.dim() == 3 and width is not None and x.shape[-1] != width:
+        raise RnnkitError(f"{name}['inputs'] has {x.shape[-1]} features per step, and the model "
+                          f"reads {width} (its input_size); give {width}, or make the model for "
+                          f"{x.shape[-1]}")
+    if lengths is not None and (lengths.dim() != 1 or (lengths.is_floating_point() and not bool(
+            (lengths == lengths.round()).all()))):
+        raise RnnkitError(f"{name}['lengths'] must be whole numbers of steps, one per sequence "
+                          f"(shape (N,)), got shape {tuple(lengths.shape)} of "
+                          f"{str(lengths.dtype).removeprefix('torch.')}")
+    if lengths is not None and lengths.is_floating_point():
+        lengths = out["lengths"] = lengths.long()
     if lengths is not None and sequence and len(lengths) and (
             int(lengths.min()) < 1 or int(lengths.max()) > x.shape[1]):
         raise RnnkitError(f"{name}['lengths'] must be from 1 to the inputs' {x.shape[1]} steps, "
