@@ -185,6 +185,16 @@ def test_prediction_reports_resampling_once_without_a_flag_it_rejects(cli, tones
     resampling = [line for line in err.splitlines() if "resampling" in line]
     assert resampling == ["rnnkit: warning: resampling audio from 8000 Hz to 22050 Hz (3 of 3 "
                           "files), the rate the run was trained at"]
+    # a folder beside loose files: still one warning (it was one for each), the same labels
+    folder = files[0].parent
+    status, both, err = cli("classify", "predict", out, folder, *files)
+    in_folder = sorted(folder.rglob("*.wav"))
+    assert status == 0 and len(both.splitlines()) == len(in_folder) + 3, err
+    resampling = [line for line in err.splitlines() if "resampling" in line]
+    assert resampling == [f"rnnkit: warning: resampling audio from 8000 Hz to 22050 Hz "
+                          f"({len(in_folder) + 3} of {len(in_folder) + 3} files), the rate the "
+                          "run was trained at"]
+    assert both.splitlines()[len(in_folder):] == stdout.splitlines()
     status, _, err = cli("classify", "predict", out, files[0], "--sample-rate", "8000")
     assert status == 2
     assert one_error_line(err) == ("rnnkit: error: unrecognized arguments: --sample-rate 8000 "

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from . import builtin
-from .audio import AUDIO_SUFFIXES, AudioConfig, load_features
+from .audio import AUDIO_SUFFIXES, AudioConfig, find_audio, load_features
 from .checkpoint import BEST
 from .checkpoint import load as load_language_model
 from .devices import pick_device
@@ -119,6 +119,13 @@ class Predictions:
     probs: np.ndarray  # (N, C) probabilities over the run's classes, in the order of `classes`
 
 
+def in_folder(folder: Path) -> tuple[list[Path], list[str]]:
+    """The audio files of a folder to predict and their paths in it, as `read_examples` reads
+    them."""
+    paths, _ = find_audio(folder, labelled=False)
+    return paths, [p.relative_to(folder).as_posix() for p in paths]
+
+
 class Classifier:
     """A trained sequence classifier run: its model (`SequenceModel`, or an `Ensemble` of them;
     eval mode), its class names, and how it reads inputs (its data section: audio features, CSV
@@ -135,16 +142,20 @@ class Classifier:
         if audio and self.data["source"] != "audio":
             raise RnnkitError(f"{audio[0]}: the run classifies {self.data['source']} data, not "
                               "audio")
+        # each argument's audio files (a folder's, named by their path in it), or None
+        found = [([Path(f)], [str(f)]) if Path(f).suffix.lower() in AUDIO_SUFFIXES else
+                 in_folder(Path(f)) if self.data["source"] == "audio" and Path(f).is_dir() else
+                 None for f in files]
         # One call for every audio file, so a resampling is said once; the run's rate, not an
         # option to suggest.
-        cfg = AudioConfig(**self.data["audio"]) if audio else None
-        computed = iter(load_features([Path(f) for f in audio], cfg, rate_option=False)
-                        if audio else [])
+        every = [path for entry in found if entry for path in entry[0]]
+        computed = iter(load_features(every, AudioConfig(**self.data["audio"]), progress=True,
+                                      rate_option=False) if every else [])
         seqs, names = [], []
-        for f in files:
-            if Path(f).suffix.lower() in AUDIO_SUFFIXES:
-                seqs.append(next(computed))
-                names.append(str(f))
+        for f, entry in zip(files, found, strict=True):
+            if entry:
+                seqs += [next(computed) for _ in entry[0]]
+                names += entry[1]
             else:
                 s, _, n = read_examples(str(f), dict(self.data), None, training=False)
                 seqs += s
