@@ -410,8 +410,9 @@ def add_model_options(t, fitted: bool = False):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "max_time":
             o.add_argument(flag, type=duration, help="time budget of this command, e.g. 90s, "
-                           "5m: reading data, training and the last evaluation and test fit in "
-                           "it (default none)")
+                           "5m, counted once PyTorch is loaded (a second or two after the start): "
+                           "reading data, training and the last evaluation and test fit in it "
+                           "(default none)")
         elif f.name == "device":
             o.add_argument(flag, choices=DEVICES, help="default auto (cuda when available)")
         elif f.name in CHOICES:
