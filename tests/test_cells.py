@@ -203,6 +203,12 @@ def test_stacks_and_cells_check_their_state_and_lengths():
         Recurrent("lstm", 4, 3, num_layers=2).step(torch.randn(2, 4), torch.zeros(2, 2, 3))
     with pytest.raises(rnnkit.RnnkitError, match=r"a step reads x of shape \(B, 4\), got \(4,\)"):
         Recurrent("gru", 4, 3).step(torch.randn(4))
+    # a state without its layer axis was indexed by batch row: every row stepped from row 0's
+    for cell, state in (("gru", torch.randn(3, 3)),
+                        ("lstm", (torch.randn(2, 3, 3), torch.randn(1, 3, 3)))):
+        with pytest.raises(rnnkit.RnnkitError, match=r"a stack's state is \(layers, batch, "
+                           r"hidden\) = \(2, 3, 3\)"):
+            Recurrent(cell, 4, 3, num_layers=2).step(torch.randn(3, 4), state)
     stack, xs = Recurrent("gru", 4, 3), torch.randn(2, 5, 4)
     assert stack(xs, lengths=[5, 3])[0].shape == (2, 5, 3)  # a list, as torch's packing takes
     for lengths in ([5, 0], [6, 3], [5, 3, 2]):

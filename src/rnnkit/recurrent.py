@@ -108,6 +108,13 @@ class Recurrent(nn.Module):
             state = self.zero_state(x.shape[0], x.device, x.dtype)
         cells.check_state(self.cell, state)
         lstm = self.cell == "lstm"
+        want = (self.num_layers, x.shape[0], self.rnn.hidden_size)
+        for part in (state if lstm else (state,)):  # h (and c): one row per layer, then batch
+            if not isinstance(part, Tensor) or tuple(part.shape) != want:
+                got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
+                raise RnnkitError(f"a stack's state is (layers, batch, hidden) = {want}"
+                                  f"{' for h and for c' if lstm else ''}, got {got}; one "
+                                  "layer's (B, H) is h[None]")
         h_all, c_all = state if lstm else (state, None)
         h_next, c_next = [], []
         for layer in range(self.num_layers):
