@@ -185,6 +185,10 @@ def test_tagger_packed_rows_and_streaming_state():
     a, state = tagger.stream(x[:, :4])
     b, _ = tagger.stream(x[:, 4:], state)
     torch.testing.assert_close(torch.cat([a, b], 1), whole, atol=1e-5, rtol=1e-5)
+    # a bidirectional tagger's pieces differed from the whole by 0.14, silently
+    both_ways = Tagger(TaggerConfig(3, 5, hidden=8, bidirectional=True)).eval()
+    with pytest.raises(RnnkitError, match="a bidirectional tagger reads the whole sequence"):
+        both_ways.stream(x[:, :4])
 
 
 def test_every_model_answers_outputs_and_loss():

@@ -493,6 +493,9 @@ class Tagger(nn.Module):
     def stream(self, inputs: Tensor, state=None):
         """Streaming: inputs (B, T, F) and the state a previous call returned (None: zeros) ->
         (outputs (B, T, C), state). Calls on consecutive pieces equal one call on the whole."""
+        if self.rnn.bidirectional:  # its backward half reads each piece from its own end
+            raise RnnkitError("a bidirectional tagger reads the whole sequence; it cannot "
+                              "stream pieces (call it on the whole, or train it one-way)")
         states, final = self.rnn(inputs, state)  # (B, T, D*H)
         return self.out(self.drop(states)), final
 
