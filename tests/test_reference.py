@@ -208,3 +208,14 @@ def test_cli_steps_below_1_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = run_cli(str(path), "--steps", "0")  # it printed nothing and exited 0
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.count("\n") == 1 and "steps must be at least 1, got 0" in result.stderr
+
+
+def test_cli_bad_seed_or_rate_is_one_line_naming_it(tmp_path: Path) -> None:
+    # --seed -1 was a NumPy traceback; --lr nan slipped past "lr <= 0" and failed at sampling
+    path = tmp_path / "t.txt"
+    path.write_text("hello hello hello")
+    for args, message in ((["--seed", "-1"], "--seed must be a whole number"),
+                          (["--lr", "nan"], "lr must be a positive finite number")):
+        result = run_cli(str(path), "--steps", "10", *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

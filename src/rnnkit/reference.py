@@ -260,8 +260,10 @@ def train(
                         ("steps", steps)):
         if value < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
-    if lr <= 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    if not 0 < lr < math.inf:
+        raise ValueError(f"lr must be a positive finite number, got {lr}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be a whole number from 0 to 2**63 - 1, got {seed}")
     seq_len = min(seq_len, len(text) - 1)  # a short text is one chunk
     stoi = {c: i for i, c in enumerate(chars)}
     data = np.array([stoi[c] for c in text])  # (N,) token ids
@@ -321,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not text:
         return fail(f"'{args.file}' is empty; give it some text to learn from")
 
+    if not 0 <= args.seed < 2**63:  # before the sampler's generator is made from it
+        return fail(f"--seed must be a whole number from 0 to 2**63 - 1, got {args.seed}")
     chars = vocabulary(text)
     rng = np.random.default_rng(args.seed)
     if hasattr(sys.stdout, "reconfigure"):
