@@ -548,6 +548,31 @@ def test_fit_reads_arrays_and_refuses_bad_ones_in_one_line(tmp_path):
             fit(model, data, None, cfg, quiet=True)
 
 
+def test_fit_checks_token_and_class_ids_of_decoders():
+    # ids out of range ended in torch's IndexError or "Class values must be smaller than
+    # num_classes"; float token ids in "Expected tensor ... Long"; class ids given to a
+    # generator of condition vectors in a matrix product's shape error
+    rng = np.random.default_rng(0)
+    decoder, cfg, N = DecoderConfig(6, hidden=8, embed=4), FitConfig(epochs=1, **QUICK), 12
+    tokens = rng.integers(2, 6, (N, 5))
+    generator, seq2seq = (ConditionedGenerator(GeneratorConfig(3, decoder)),
+                          Seq2Seq(Seq2SeqConfig(5, decoder)))
+    for model, data, message in (
+            (generator, {"inputs": rng.integers(3, 5, N), "targets": tokens},
+             r"train\['inputs'\] must be class ids from 0 to 2, got 3 to 4"),
+            (generator, {"inputs": rng.integers(0, 3, N), "targets": tokens + 3},
+             r"train\['targets'\] must be token ids from 0 to 5, got 5 to 8"),
+            (seq2seq, {"inputs": rng.integers(5, 7, (N, 4)), "targets": tokens},
+             r"train\['inputs'\] must be token ids from 0 to 4, got 5 to 6"),
+            (ConditionedGenerator(GeneratorConfig(3, decoder, classes=False)),
+             {"inputs": rng.integers(0, 3, N), "targets": tokens},
+             r"the conditions must be vectors \(B, 3\), got shape \(12,\)")):
+        with pytest.raises(RnnkitError, match=message):
+            fit(model, data, None, cfg, quiet=True)
+    floats = {"inputs": rng.integers(0, 5, (N, 4)).astype(float), "targets": tokens}
+    assert fit(seq2seq, floats, None, cfg, quiet=True)["epochs"] == 1  # whole floats are ids
+
+
 def test_fit_cuts_only_per_step_targets_and_gives_back_the_random_generator():
     # A regression of 6 values from sequences of 6 steps: its targets were cut to the longest
     # sequence of the batch, as if they were one per step

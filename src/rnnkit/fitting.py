@@ -35,7 +35,7 @@ from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
 from .schedule import lr_at, order_seed
-from .tasks import TaggerConfig, time_mask
+from .tasks import TaggerConfig, time_mask, token_ids
 
 __all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
            "fit", "lr_at", "predict", "step_seconds"]
@@ -76,6 +76,9 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
         t = t.float() if t.is_floating_point() or features else t.long()
         out[key] = t
     size(out)
+    for key, (count, what, dims) in getattr(model, "id_sizes", dict)().items():
+        if key in out:  # a decoder's tokens, a condition's classes: whole ids in range
+            out[key] = token_ids(out[key], count, f"{name}[{key!r}]", what, dims)
     x, lengths = out.get("inputs"), out.get("lengths")
     # a sequence's lengths (a generator's condition has no time axis: its lengths are the
     # targets', which the model checks)

@@ -621,6 +621,13 @@ class ConditionedGenerator(nn.Module):
         """Whether its inputs are ids (class ids), not vectors: `fitting.as_dataset` asks."""
         return self.config.classes
 
+    def id_sizes(self) -> dict[str, tuple[int, str, int]]:
+        """The ids `fit` checks (`token_ids`): key -> (how many, what they are, dimensions)."""
+        sizes = {"targets": (self.decoder.config.vocab_size, "token ids", 2)}
+        if self.config.classes:
+            sizes["inputs"] = (self.config.condition_size, "class ids", 1)
+        return sizes
+
     def initial_state(self, condition: Tensor):
         """condition (B,) class ids or (B, condition_size) -> the decoder's state."""
         if self.config.classes:
@@ -636,6 +643,10 @@ class ConditionedGenerator(nn.Module):
         """inputs: the conditions (B,) or (B, K); targets (B, T) token ids, end symbol included."""
         if targets is None:
             raise RnnkitError("ConditionedGenerator.forward needs targets; use generate() to write")
+        K = self.config.condition_size
+        if not self.config.classes and (inputs.dim() != 2 or inputs.shape[1] != K):
+            raise RnnkitError(f"the conditions must be vectors (B, {K}), got shape "
+                              f"{tuple(inputs.shape)}; class ids need GeneratorConfig(classes=True)")
         state = self.initial_state(inputs)
         dec_in = teacher_inputs(targets, self.decoder.config.start)
         return self.decoder(dec_in, state, targets, lengths)
@@ -680,6 +691,11 @@ class Seq2Seq(nn.Module):
     """
 
     token_inputs = True  # token ids: `fitting.as_dataset` keeps them integers
+
+    def id_sizes(self) -> dict[str, tuple[int, str, int]]:
+        """The ids `fit` checks (`token_ids`): key -> (how many, what they are, dimensions)."""
+        return {"inputs": (self.config.input_vocab, "token ids", 2),
+                "targets": (self.decoder.config.vocab_size, "token ids", 2)}
 
     def __init__(self, config: Seq2SeqConfig):
         super().__init__()
