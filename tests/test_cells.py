@@ -185,6 +185,15 @@ def test_the_step_api_checks_its_input_and_its_state():
     assert ys.shape == (2, 5, 4)
     with pytest.raises(rnnkit.RnnkitError, match=r"a sequence is xs \(T, 4\) or a batch"):
         rnn(torch.randn(4))  # it returned a scalar state
+    # a state given as a list, an array or float64 reads as the weights' floats (they failed in
+    # a product or on a missing .shape); one of the wrong size is refused when given
+    for h in ([0.5, 0.0, -0.5], np.array([0.5, 0.0, -0.5]), torch.tensor([0.5, 0.0, -0.5]).double()):
+        rnn.reset(h)
+        assert rnn.step(torch.ones(4)).dtype == torch.float32
+        assert torch.equal(rnn(torch.ones(1, 4), h)[1], rnn.h)
+    with pytest.raises(rnnkit.RnnkitError, match=r"one vector h \(3,\) or a batch \(B, 3\), got "
+                       r"shape \(5,\)"):
+        rnn.reset(torch.zeros(5))
     # a model without biases keeps them at zero whatever it loads (a load gave it biases)
     plain = rnnkit.RNN(4, 3, 4, bias=False)
     with pytest.raises(rnnkit.RnnkitError, match="b_h holds biases, and this RNN has none"):
@@ -203,6 +212,14 @@ def test_stacks_and_cells_check_their_state_and_lengths():
         Recurrent("lstm", 4, 3, num_layers=2).step(torch.randn(2, 4), torch.zeros(2, 2, 3))
     with pytest.raises(rnnkit.RnnkitError, match=r"a step reads x of shape \(B, 4\), got \(4,\)"):
         Recurrent("gru", 4, 3).step(torch.randn(4))
+    with pytest.raises(rnnkit.RnnkitError, match=r"a cell's state is \(batch, hidden\) = \(2, 3\)"
+                       r", got \(2, 5\)"):
+        Cell("gru", 4, 3)(torch.zeros(2, 4), torch.zeros(2, 5))
+    # integer (one-hot) and float64 inputs read as the weights' floats, as RNN.step reads them
+    one_hot = torch.nn.functional.one_hot(torch.tensor([1, 2]), 4)
+    for unit in (Cell("lstm", 4, 3), Recurrent("gru", 4, 3)):
+        assert unit(one_hot)[0].dtype == torch.float32 if isinstance(unit, Cell) else \
+            unit.step(one_hot.double())[0].dtype == torch.float32
     # a state without its layer axis was indexed by batch row: every row stepped from row 0's
     for cell, state in (("gru", torch.randn(3, 3)),
                         ("lstm", (torch.randn(2, 3, 3), torch.randn(1, 3, 3)))):

@@ -114,10 +114,18 @@ class Cell(nn.Module):
 
     def forward(self, x: Tensor, state=None):
         check_step_input(x, self.input_size)
+        x = x.to(self.weight_ih)  # integers (a one-hot) or float64 read as the weights' floats
         B = x.shape[0]
         if state is None:
             zeros = x.new_zeros(B, self.hidden_size)
             state = (zeros, zeros) if self.cell == "lstm" else zeros
+        check_state(self.cell, state)
+        for part in (state if self.cell == "lstm" else (state,)):
+            if not isinstance(part, Tensor) or tuple(part.shape) != (B, self.hidden_size):
+                got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
+                raise RnnkitError(f"a cell's state is (batch, hidden) = ({B}, {self.hidden_size})"
+                                  f"{' for h and for c' if self.cell == 'lstm' else ''}, got {got}")
+        state = tuple(p.to(x) for p in state) if self.cell == "lstm" else state.to(x)
         return step(self.cell, x, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 

@@ -104,6 +104,7 @@ class Recurrent(nn.Module):
         if self.bidirectional:
             raise RnnkitError("a bidirectional stack reads the whole sequence; it cannot step")
         cells.check_step_input(x, self.rnn.input_size)
+        x = x.to(self.rnn.weight_ih_l0)  # integers or float64 read as the weights' floats
         if state is None:
             state = self.zero_state(x.shape[0], x.device, x.dtype)
         cells.check_state(self.cell, state)
@@ -115,7 +116,7 @@ class Recurrent(nn.Module):
                 raise RnnkitError(f"a stack's state is (layers, batch, hidden) = {want}"
                                   f"{' for h and for c' if lstm else ''}, got {got}; one "
                                   "layer's (B, H) is h[None]")
-        h_all, c_all = state if lstm else (state, None)
+        h_all, c_all = (tuple(p.to(x) for p in state) if lstm else (state.to(x), None))
         h_next, c_next = [], []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout and self.training:

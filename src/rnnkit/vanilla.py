@@ -84,6 +84,12 @@ class RNN(nn.Module):
 
     def reset(self, h: Tensor | None = None) -> None:
         """Forget the history: the next step starts from `h`, zeros by default."""
+        if h is not None:
+            h = torch.as_tensor(h).to(self.W_hh)  # a list or an array reads too
+            H = self.W_hh.shape[0]
+            if h.dim() not in (1, 2) or h.shape[-1] != H:
+                raise RnnkitError(f"the hidden state is one vector h ({H},) or a batch (B, {H}), "
+                                  f"got shape {tuple(h.shape)}")
         self.h = h
 
     def detach(self) -> None:
@@ -123,6 +129,7 @@ class RNN(nn.Module):
         if not batched:
             xs = xs.unsqueeze(0)  # (1, T, I)
         if h0 is not None:
+            h0 = torch.as_tensor(h0).to(self.W_xh)  # a list, an array or float64 reads too
             B, H = xs.shape[0], self.W_hh.shape[0]
             if h0.shape[-1] != H or h0.numel() not in (H, B * H):
                 raise RnnkitError(f"h0 must be ({H},), ({B}, {H}) or (1, {B}, {H}), got "
