@@ -543,12 +543,14 @@ def test_fit_reads_arrays_and_refuses_bad_ones_in_one_line(tmp_path):
              r"step, and the model reads 3 \(its input_size\)"),
             ({"inputs": x[:, :0], "targets": y}, "has no time steps"),
             ({"inputs": x, "targets": y, "lengths": lengths - 0.5}, "must be whole numbers"),
-            ({"inputs": x, "targets": y, "lengths": lengths[:, None]}, r"shape \(N,\)")):
+            ({"inputs": x, "targets": y, "lengths": lengths[:, None]}, r"shape \(N,\)"),
+            ({"inputs": x[..., 0], "targets": y}, r"must be sequences \(N, T, 3\), got shape "
+             r"\(24, 6\)")):
         with pytest.raises(RnnkitError, match=message):
             fit(model, data, None, cfg, quiet=True)
 
 
-def test_fit_checks_token_and_class_ids_of_decoders():
+def test_fit_checks_ids_and_shapes_before_training():
     # ids out of range ended in torch's IndexError or "Class values must be smaller than
     # num_classes"; float token ids in "Expected tensor ... Long"; class ids given to a
     # generator of condition vectors in a matrix product's shape error
@@ -568,6 +570,14 @@ def test_fit_checks_token_and_class_ids_of_decoders():
              {"inputs": rng.integers(0, 3, N), "targets": tokens},
              r"the conditions must be vectors \(B, 3\), got shape \(12,\)")):
         with pytest.raises(RnnkitError, match=message):
+            fit(model, data, None, cfg, quiet=True)
+    for model, data, message in (
+            (MLP(MLPConfig(4, 2, hidden=8)), {"inputs": np.zeros((N, 5)), "targets": tokens[:, 0] % 2},
+             r"hold 5 values a row \(shape \(12, 5\)\), and the MLP reads 4"),
+            (Tagger(TaggerConfig(3, 2, hidden=8)), {"inputs": np.zeros((N, 6, 3)),
+                                                     "targets": np.zeros((N, 8))},
+             r"must be one per step, \(N, T\) = \(12, 6\) as the inputs, got shape \(12, 8\)")):
+        with pytest.raises(RnnkitError, match=message):  # torch's shape errors before
             fit(model, data, None, cfg, quiet=True)
     floats = {"inputs": rng.integers(0, 5, (N, 4)).astype(float), "targets": tokens}
     assert fit(seq2seq, floats, None, cfg, quiet=True)["epochs"] == 1  # whole floats are ids

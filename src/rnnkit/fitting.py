@@ -35,7 +35,7 @@ from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
 from .schedule import lr_at, order_seed
-from .tasks import TaggerConfig, time_mask, token_ids
+from .tasks import MLPConfig, TaggerConfig, time_mask, token_ids
 
 __all__ = ["EpochFeeder", "FitConfig", "accuracy", "batches", "counted", "dataset_loss",
            "fit", "lr_at", "predict", "step_seconds"]
@@ -88,6 +88,19 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
                           "sequence needs at least one")
     config = getattr(model, "config", None)  # a recurrent reader's input_size: per step
     width = config.input_size if isinstance(config, TaggerConfig) else None
+    if width is not None and x is not None and x.dim() != 3:
+        raise RnnkitError(f"{name}['inputs'] must be sequences (N, T, {width}), got shape "
+                          f"{tuple(x.shape)}; one feature per step is x[..., None]")
+    if isinstance(config, MLPConfig) and x is not None and len(x) and \
+            x[0].numel() != config.input_size:
+        raise RnnkitError(f"{name}['inputs'] hold {x[0].numel()} values a row (shape "
+                          f"{tuple(x.shape)}), and the MLP reads {config.input_size} (its "
+                          "input_size)")
+    if synced(model) and x is not None and x.dim() == 3 and out["targets"].shape[:2] != \
+            x.shape[:2]:
+        raise RnnkitError(f"{name}['targets'] must be one per step, (N, T) = "
+                          f"{tuple(x.shape[:2])} as the inputs, got shape "
+                          f"{tuple(out['targets'].shape)}")
     if sequence and x.dim() == 3 and width is not None and x.shape[-1] != width:
         raise RnnkitError(f"{name}['inputs'] has {x.shape[-1]} features per step, and the model "
                           f"reads {width} (its input_size); give {width}, or make the model for "
