@@ -57,6 +57,9 @@ def test_npz_loads_without_pickle(tmp_path):
     np.savez(tmp_path / "long.npz", x=x, lengths=np.array([2, 5]), y=np.array([0, 1]))
     with pytest.raises(RnnkitError, match="lengths must lie in"):
         read_npz(tmp_path / "long.npz")
+    np.savez(tmp_path / "none.npz", x=x[..., :0], lengths=np.array([2, 4]), y=np.array([0, 1]))
+    with pytest.raises(RnnkitError, match=r"none.npz: x has no features \(shape \(2, 4, 0\)\)"):
+        read_npz(tmp_path / "none.npz")  # it was "input_size must be positive, got 0"
 
 
 def test_classify_npz_and_csv_through_the_cli(cli, tmp_path):

@@ -143,6 +143,9 @@ def read_npz(path: str | os.PathLike, labelled: bool = True,
     if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
         raise RnnkitError(f"{path}: x must be a numeric [N, T_max, F] array, got shape "
                           f"{x.shape} of {x.dtype}")
+    if not x.shape[2]:
+        raise RnnkitError(f"{path}: x has no features (shape {x.shape}); a step needs at least "
+                          "one value, [N, T_max, 1] for one")
     N, T = x.shape[:2]
     if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer):
         raise RnnkitError(f"{path}: lengths must be {N} integers, got shape {lengths.shape} "
