@@ -1,5 +1,7 @@
 """Cells against torch.nn cells, stepping against the fused path, the seed's vanilla RNN."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -178,6 +180,12 @@ def test_the_step_api_checks_its_input_and_its_state():
         loss.backward()
         optimizer.step()
         rnn.detach()
+    # a copy taken mid-sequence (the best weights so far) failed on the state's graph
+    rnn.step(torch.randn(4))
+    twin = copy.deepcopy(rnn)
+    assert torch.equal(twin.h, rnn.h) and twin.h.grad_fn is None and rnn.h.grad_fn is not None
+    assert torch.equal(twin.step(torch.ones(4)), rnn.step(torch.ones(4)))
+    assert twin.W_hh is not rnn.W_hh and torch.equal(twin.W_hh, rnn.W_hh)
     # h0 of the wrong size is refused, not reshaped into other rows
     with pytest.raises(rnnkit.RnnkitError, match=r"h0 must be \(3,\), \(2, 3\) or \(1, 2, 3\)"):
         rnn(torch.randn(2, 5, 4), torch.arange(6.0).reshape(3, 2))

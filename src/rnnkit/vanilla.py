@@ -20,6 +20,7 @@ so that the next `backward()` reaches only the steps after it.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -91,6 +92,17 @@ class RNN(nn.Module):
                 raise RnnkitError(f"the hidden state is one vector h ({H},) or a batch (B, {H}), "
                                   f"got shape {tuple(h.shape)}")
         self.h = h
+
+    def __deepcopy__(self, memo: dict) -> RNN:
+        """A copy (`copy.deepcopy`, as for keeping the best weights so far) whose state is the
+        same values without the graph of the steps that made them, which torch cannot copy."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for name, value in self.__dict__.items():
+            if name == "h" and value is not None:
+                value = value.detach()
+            copied.__dict__[name] = copy.deepcopy(value, memo)
+        return copied
 
     def detach(self) -> None:
         """Keep the hidden state, cut the graph of the steps that made it (see the module)."""
