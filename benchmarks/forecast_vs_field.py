@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, save, spread  # noqa: E402
+from common import RESULTS, machine, save, spread  # noqa: E402
 
 from rnnkit.cli import main  # noqa: E402
 from rnnkit.forecast_scores import score  # noqa: E402
@@ -225,9 +225,13 @@ def main_bench() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             csv = write_csv(series, Path(tmp) / "series.csv")
             runs = [run_rnnkit(csv, H, m, K, args.max_time, seed) for seed in range(args.seeds)]
+            here = machine()  # each row its own: --merge keeps rows that other machines ran
             results[name] = {"rnnkit": {"summary": summary(runs), "runs": runs},
                              "anchors": before["anchors"] if reuse else
-                             run_anchors(series, H, m, K), "anchors_reused": reuse, **setting}
+                             run_anchors(series, H, m, K), "anchors_reused": reuse, **setting,
+                             "machine": here, "anchors_machine":
+                             before.get("anchors_machine", before.get("machine", last.get(
+                                 "machine"))) if reuse else here}
         print(json.dumps(results[name]), flush=True)
     if args.merge:  # read again now: a process run beside this one may have written since
         kept = json.loads(path.read_text()).get("results", {}) if path.exists() else {}
