@@ -436,18 +436,63 @@ def test_without_validation_later_test_origins_are_calibrated(cli, tmp_path):
 
 def test_times_with_utc_offsets_and_fractions_of_a_second():
     # the clocks going back: 02:00+02:00 and 02:00+01:00 are an hour apart, not one time twice
-    times = parse_times(["2024-10-27T01:00:00+02:00", "2024-10-27T02:00:00+02:00",
-                         "2024-10-27T02:00:00+01:00", "2024-10-27T02:00:00Z"], "f.csv")
+    times, utc = parse_times(["2024-10-27T01:00:00+02:00", "2024-10-27T02:00:00+02:00",
+                              "2024-10-27T02:00:00+01:00", "2024-10-27T02:00:00Z"], "f.csv")
     assert (np.diff(times) == np.timedelta64(1, "h")).all()
-    assert str(times[0]) == "2024-10-26T23:00:00"  # read as UTC
-    half = parse_times(["2024-01-01T00:00:00.0", "2024-01-01 00:00:00.5"], "f.csv")
+    assert str(times[0]) == "2024-10-26T23:00:00" and utc  # read as UTC
+    # dates with a zone's offsets (pandas' monthly index in Paris) keep their days: in UTC,
+    # 1 January was 31 December 23:00, the months 28 to 31 days apart, the season 1, not 12
+    months, utc = parse_times([f"2019-{m:02d}-01 00:00:00{'+02:00' if 4 <= m <= 10 else '+01:00'}"
+                               for m in range(1, 13)], "f.csv")
+    assert not utc and str(months[0]) == "2019-01-01T00:00:00" and infer_season(months) == 12
+    assert str(future_times(months, 1, "f.csv")[0]) == "2020-01-01T00:00:00"
+    half, _ = parse_times(["2024-01-01T00:00:00.0", "2024-01-01 00:00:00.5"], "f.csv")
     assert half[1] - half[0] == np.timedelta64(500, "ms")
-    assert parse_times(["2024-01-01", "2024-01-02"], "f.csv").dtype == "datetime64[s]"
+    assert parse_times(["2024-01-01", "2024-01-02"], "f.csv")[0].dtype == "datetime64[s]"
     with pytest.raises(RnnkitError, match="line 2 gives its time a UTC offset and line 3 does"):
         parse_times(["2024-01-01T00:00Z", "2024-01-01T01:00"], "f.csv")
     # numeric steps of 0.1 are even, and the next times follow them
     tenths = np.arange(1, 61) / 10
     assert np.allclose(future_times(tenths, 3, "f.csv"), [6.1, 6.2, 6.3])
+
+
+def test_forecast_times_are_the_files_or_marked_utc(cli, tmp_path):
+    # Times of day with offsets are forecast in UTC and say so ("Z"); the rows to forecast that
+    # the file gives (a trading-day calendar) keep their own times, which were replaced by the
+    # next steps at the history's pace; an empty id cell was a series named ''.
+    hours = np.datetime64("2024-10-25T00:00") + np.arange(80) * np.timedelta64(1, "h")
+    y = 10 + np.sin(np.arange(80) / 4)
+    lines = ["time,y"] + [f"{t}+00:00,{v:.4f}" for t, v in zip(hours, y, strict=True)]
+    path = tmp_path / "h.csv"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    status, _, err = cli("forecast", "train", path, "--time-column", "time", "--horizon", "2",
+                         "--out", out, "--epochs", "1", *QUICK)
+    assert status == 0, err
+    status, printed, err = cli("forecast", "predict", out, path)
+    assert status == 0, err
+    assert [row.split(",")[1] for row in printed.splitlines() if row.startswith("+")] == \
+        ["2024-10-28T08:00:00Z", "2024-10-28T09:00:00Z"]
+    days = [f"2024-01-{d:02d}" for d in (1, 2, 3, 4, 5, 8, 9, 10, 11, 12, 15, 16, 17, 18, 19)]
+    lines = ["id,time,y,price"] + [f"a,{d},{i % 3},{i}" for i, d in enumerate(days)] + \
+        ["a,2024-01-22,,20", "a,2024-01-23,,21"]
+    trading, history = tmp_path / "t.csv", tmp_path / "history.csv"
+    trading.write_text("\n".join(lines) + "\n")
+    history.write_text("\n".join(lines[:-2]) + "\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "3 days apart": weekends, one step each
+        status, _, err = cli("forecast", "train", history, "--id-column", "id", "--time-column",
+                             "time", "--known", "price", "--horizon", "2", "--out",
+                             tmp_path / "t", "--epochs", "1", *QUICK)
+        assert status == 0, err
+        result = rnnkit.load(tmp_path / "t").forecasts(trading)
+    assert [str(t)[:10] for t in result.times[0]] == ["2024-01-22", "2024-01-23"]
+    assert not result.utc
+    trading.write_text("\n".join(lines[:3] + [",2024-01-03,1,2"] + lines[4:]) + "\n")
+    status, _, err = cli("forecast", "predict", tmp_path / "t", trading)
+    assert status == 2 and "line 4: the 'id' cell is empty" in one_error_line(err)
+    with pytest.raises(RnnkitError, match="beyond the 1e[+]18 that the model's float32"):
+        rnnkit.load(out).predict(y * 1e37)
 
 
 def test_intermittent_series_train_on_a_bounded_loss(cli, tmp_path):

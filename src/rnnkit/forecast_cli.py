@@ -292,7 +292,8 @@ def print_forecasts(result, many: bool) -> None:
         for h in range(result.point.shape[1]):
             cells = ([name] if many else []) + [f"+{h + 1}"]
             if timed:
-                cells.append(str(result.times[i][h]) if result.times[i] is not None else "")
+                cells.append(str(result.times[i][h]) + "Z" * result.utc
+                             if result.times[i] is not None else "")
             cells += [f"{v:.6g}" for v in result.point[i, h]]
             if result.quantiles is not None:
                 cells += [f"{result.quantiles[i, h, f, k]:.6g}"

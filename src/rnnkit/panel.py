@@ -52,6 +52,8 @@ class Panel:
     past: list[np.ndarray]  # (T_i, P) past-only covariates
     known: list[np.ndarray]  # (T_i + H_future, K) known covariates and calendar features
     times: list[np.ndarray | None] = field(default_factory=list)  # (T_i,) or None
+    ahead: list[np.ndarray | None] = field(default_factory=list)  # the rows to forecast's times
+    utc: bool = False  # the times were given with UTC offsets and are read in UTC
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -76,56 +78,66 @@ ISO_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d(?::\d\d(?::\d\d(?:\.\d+)?)?)?)"
                         r"(Z|[+-]\d\d:?\d\d)?")
 
 
-def parse_times(cells: list[str], where: str) -> np.ndarray:
+def parse_times(cells: list[str], where: str) -> tuple[np.ndarray, bool]:
     """Time cells (the rows of a CSV after its header) as float64 (numbers) or datetime64:
     ISO dates and times, to the second (or to the millisecond or microsecond where a cell has
-    fractions of a second); times with a UTC offset (+01:00, Z) are read as UTC, so that the
-    hour a clock goes back is two hours, not one hour twice. An empty cell is an error, not a
-    time that sorts last."""
+    fractions of a second); and whether they are read in UTC. Times with a UTC offset (+01:00,
+    Z) are read as UTC, so that the hour a clock goes back is two hours, not one hour twice;
+    but where every one of them lies at the same time of day (dates: daily, weekly, monthly
+    data, as pandas writes them with a time zone), as the dates they name, so that a summer
+    offset moves no day into the one before. An empty cell is an error, not a time that sorts
+    last."""
+    utc = False
     try:
         times = np.array([float(c) for c in cells])
     except ValueError:
-        times = iso_times(cells, where)
+        times, utc = iso_times(cells, where)
     missing = np.flatnonzero(np.isnat(times) if times.dtype.kind == "M" else np.isnan(times))
     if missing.size:
         raise RnnkitError(f"{where}, line {missing[0] + 2}: the time cell is empty; give every "
                           "row its time")
-    return times
+    return times, utc
 
 
-def iso_times(cells: list[str], where: str) -> np.ndarray:
-    """ISO time cells as datetime64, to the second where no cell has fractions of one."""
+def iso_times(cells: list[str], where: str) -> tuple[np.ndarray, bool]:
+    """ISO time cells as datetime64, to the second where no cell has fractions of one, and
+    whether they are read in UTC (`parse_times`)."""
     parsed = [iso_time(c, where, i) for i, c in enumerate(cells)]
-    times, offsets = np.array([t for t, _ in parsed]), [o for _, o in parsed]
+    times, offsets = np.array([t for t, _, _ in parsed]), [o for _, o, _ in parsed]
     if any(offsets) and not all(offsets):
         i, j = offsets.index(True), offsets.index(False)
         raise RnnkitError(f"{where}: line {i + 2} gives its time a UTC offset and line {j + 2} "
                           "does not; give every time with its offset, or none")
+    local = np.array([t for _, _, t in parsed])
+    of_day = local - local.astype("datetime64[D]")
+    utc = bool(offsets and offsets[0]) and not (of_day == of_day[0]).all()
+    times = times if utc else local  # dates keep their day; times of day are read in UTC
     ticks = (times - times.astype("datetime64[s]")).astype(np.int64)  # microseconds
     unit = "s" if not ticks.any() else "ms" if not (ticks % 1000).any() else "us"
-    return times.astype(f"datetime64[{unit}]")
+    return times.astype(f"datetime64[{unit}]"), utc
 
 
-def iso_time(cell: str, where: str, i: int) -> tuple[np.datetime64, bool]:
+def iso_time(cell: str, where: str, i: int) -> tuple[np.datetime64, bool, np.datetime64]:
     """One ISO time cell (line i + 2) as datetime64[us], in UTC where it has an offset (NaT if
-    the cell is empty), and whether it had one."""
+    the cell is empty), whether it had one, and the time as written, without its offset."""
     text = cell.strip().replace(" ", "T")
     if not text:
-        return np.datetime64("NaT", "us"), False
+        return np.datetime64("NaT", "us"), False, np.datetime64("NaT", "us")
     match = ISO_OFFSET.fullmatch(text)
     try:
         if match is None or not match[2]:
-            return np.datetime64(text).astype("datetime64[us]"), False
+            written = np.datetime64(text).astype("datetime64[us]")
+            return written, False, written
         local, offset = np.datetime64(match[1]).astype("datetime64[us]"), match[2]
     except ValueError:
         raise RnnkitError(f"{where}, line {i + 2}: the time {cell.strip()!r} is not an ISO date; "
                           "give ISO dates (2024-01-31, 2024-01-31T12:30 or "
                           "2024-01-31T12:30:00+01:00) or numbers") from None
     if offset == "Z":
-        return local, True
+        return local, True, local
     digits = offset[1:].replace(":", "")
     minutes = int(digits[:2]) * 60 + int(digits[2:])
-    return local - (1 if offset[0] == "+" else -1) * np.timedelta64(minutes, "m"), True
+    return local - (1 if offset[0] == "+" else -1) * np.timedelta64(minutes, "m"), True, local
 
 
 def month_place(times: np.ndarray) -> tuple[str, np.timedelta64] | None:
@@ -308,13 +320,16 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
     groups: dict[str, list[int]] = {}
     i_id = header.index(id_column) if id_column else None
     for i, row in enumerate(rows):
+        if i_id is not None and not row[i_id].strip():
+            raise RnnkitError(f"{path}: line {i + 2}: the {id_column!r} cell is empty, so the row "
+                              "belongs to no series; fill it in or drop the row")
         groups.setdefault(row[i_id].strip() if i_id is not None else path.stem, []).append(i)
-    times = parse_times([r[header.index(time_column)] for r in rows], str(path)) \
-        if time_column else None
+    times, utc = parse_times([r[header.index(time_column)] for r in rows], str(path)) \
+        if time_column else (None, False)
     calendar = list(data.get("calendar") or [])
     if calendar and (times is None or times.dtype.kind != "M"):
         raise RnnkitError(f"{path}: --calendar needs --time-column naming a column of dates")
-    panel = Panel([], [], [], [], [])
+    panel = Panel([], [], [], [], [], [], utc)
     uneven = None  # the first series whose times are not evenly spaced: (where, its rows)
     for key, index in groups.items():
         index = np.array(index)
@@ -362,6 +377,7 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
         panel.past.append(p[index[:T]].astype(np.float32))
         panel.known.append(known_rows)
         panel.times.append(None if times is None else times[index[:T]])
+        panel.ahead.append(times[index[T:]] if times is not None and n_future else None)
     if uneven:
         warn_uneven(*uneven, times)
     return panel, columns

@@ -37,7 +37,7 @@ from .devices import pick_device
 from .errors import RnnkitError
 from .fitting import predict as model_outputs
 from .lm import CharLM
-from .panel import Panel, decode, encode, future_times, has_future, read_panel
+from .panel import LARGEST, Panel, decode, encode, future_times, has_future, read_panel
 from .series import read_series
 from .task_runs import (
     DATA,
@@ -59,8 +59,8 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def as_array(values, where: str) -> np.ndarray:
-    """A NumPy or torch array of numbers as finite float32."""
+def as_array(values, where: str, largest: float = np.inf) -> np.ndarray:
+    """A NumPy or torch array of numbers as finite float32, each at most `largest` in size."""
     if isinstance(values, torch.Tensor):
         values = values.detach().cpu().numpy()
     try:
@@ -69,6 +69,9 @@ def as_array(values, where: str) -> np.ndarray:
         raise RnnkitError(f"{where} must be numbers ({e})") from None
     if not np.isfinite(array).all():
         raise RnnkitError(f"{where} hold NaN or infinite values")
+    if array.size and np.abs(array).max() > largest:
+        raise RnnkitError(f"{where} hold values beyond the {largest:.0e} that the model's float32 "
+                          "arithmetic can hold; rescale them")
     return array
 
 
@@ -199,6 +202,7 @@ class Forecasts:
     quantiles: np.ndarray | None  # (N, H, F, Q) at `levels`; None for a run without quantiles
     levels: list[float]  # the Q quantile levels, ascending
     times: list[np.ndarray | None]  # each series' H future times (a run with a time column)
+    utc: bool = False  # the times are UTC (the file gave them with offsets)
 
 
 class Forecaster:
@@ -251,7 +255,7 @@ class Forecaster:
         if has_future(self.data) or self.data.get("past"):
             raise RnnkitError("the run reads covariates besides the series; forecast with "
                               "predict(FILE), which reads them")
-        windows = as_array(windows, "windows")
+        windows = as_array(windows, "windows", LARGEST)
         F = len(self.columns)
         if windows.ndim == 2 and F == 1:
             windows = windows[..., None]  # (N, W) of a one-column run -> (N, W, 1)
@@ -274,7 +278,7 @@ class Forecaster:
         elif isinstance(source, Panel):
             where, panel = where or "series", source
         else:
-            where, values = "series", as_array(source, "series")
+            where, values = "series", as_array(source, "series", LARGEST)
             if values.ndim == 1 and len(self.columns) == 1:
                 values = values[:, None]  # (T, 1)
             if values.ndim != 2 or values.shape[1] != len(self.columns):
@@ -291,9 +295,13 @@ class Forecaster:
                                   "file to forecast from holds each series' history, then any "
                                   "rows to forecast)")
         q, _ = self.run(panel, [np.array([len(v)]) for v in panel.values])
-        times = [self.next_times(t, where) for t in panel.times or [None] * len(panel)]
+        # the times of the rows to forecast where the file gives them (trading days), else the
+        # next steps at the series' own
+        given = panel.ahead or [None] * len(panel)
+        times = [a if a is not None and len(a) == self.horizon else self.next_times(t, where)
+                 for t, a in zip(panel.times or [None] * len(panel), given, strict=True)]
         return Forecasts(panel.ids, self.columns, self.point(q),
-                         q if self.levels else None, self.levels, times)
+                         q if self.levels else None, self.levels, times, panel.utc)
 
     def next_times(self, times: np.ndarray | None, where: str) -> np.ndarray | None:
         """The H times after a series' end, or None (no time column, or uneven times)."""
