@@ -191,6 +191,31 @@ def test_nan_rollback_lowers_the_learning_rate_and_continues(cli, corpus, tmp_pa
     assert progress["step"] == 30
 
 
+def test_weights_that_explode_before_an_evaluation_are_never_kept(cli, corpus, tmp_path):
+    # The step before an evaluation is checked by its loss, which its own update comes after:
+    # weights it blew up (validation 16.3, above the explosion limit) were kept as the best and
+    # last checkpoint, and every rollback came back to them and exploded again.
+    run = tmp_path / "run"
+    status, out, err = cli("train", corpus, "--out", run, *TINY, "--max-steps", 12,
+                           "--eval-every", 1, "--lr", "50", "--warmup", "12", "--grad-clip", "0",
+                           "--on-nan", "rollback")
+    assert status == 2 and "*best" not in out, out
+    assert "validation loss exploded to" in one_error_line(err), err
+    assert not (run / "model.safetensors").exists() and not (run / "last.safetensors").exists()
+
+
+def test_a_bf16_run_resumes_in_fp32(cli, corpus, tmp_path):
+    # the state carried between batches was saved as bf16, and an fp32 LSTM could not read it
+    # ("internal error: could not create a primitive descriptor")
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, *TINY, "--max-steps", 4, "--eval-every", 2,
+               "--precision", "bf16")[0] == 0
+    status, out, err = cli("train", corpus, "--out", run, "--resume", "--max-steps", 6,
+                           "--precision", "fp32")
+    assert status == 0, err
+    assert final_weights(run)[1]["step"] == 6
+
+
 def pickle_bomb(marker):
     class Bomb:
         def __reduce__(self):

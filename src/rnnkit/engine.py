@@ -460,8 +460,9 @@ def evaluate_and_checkpoint(run_dir: Path | None, feeder: Feeder,
                             rows: list[dict], world: distributed.World, say, seconds: float,
                             left: float) -> dict | None:
     """Evaluate, log, and write last (and best) checkpoints: rank 0's work. A NaN validation
-    loss raises Diverged before anything is written. Returns the best weights when they
-    improved and there is no run directory to write them to (else None)."""
+    loss, or one above the feeder's loss_limit, raises Diverged before anything is written.
+    Returns the best weights when they improved and there is no run directory to write them
+    to (else None)."""
     model = feeder.model
     train_loss = progress.loss_sum / max(1, progress.loss_count)
     val = metric = None
@@ -470,6 +471,9 @@ def evaluate_and_checkpoint(run_dir: Path | None, feeder: Feeder,
     val, metric = shared(world, val), shared(world, metric)
     if val is not None and not math.isfinite(val):
         raise Diverged(f"validation loss became {val} at step {progress.step}")
+    if val is not None and val > feeder.loss_limit:  # the last update's weights exploded: not
+        # kept, or a rollback would come back to them and explode again whatever its rate
+        raise Diverged(f"validation loss exploded to {val:.4g} at step {progress.step}")
     record = feeder.record(progress, train_loss, val, metric)
     progress.history.append(record)
     progress.loss_sum, progress.loss_count = 0.0, 0
