@@ -400,8 +400,12 @@ class StreamFeeder:
         self.state = None
         if state is not None:
             rows = slice(self.my_streams.start, self.my_streams.stop)
-            self.state = tuple(s[:, rows].to(self.device) for s in state) \
-                if isinstance(state, tuple) else state[:, rows].to(self.device)
+            # a state carried under bf16 or fp16 autocast is of that type, which an fp32 run
+            # (--resume --precision fp32) cannot read: its values as the weights' floats
+            dtype = None if self.cfg.precision != "fp32" else next(
+                self.model.parameters()).dtype
+            self.state = tuple(s[:, rows].to(self.device, dtype) for s in state) \
+                if isinstance(state, tuple) else state[:, rows].to(self.device, dtype)
 
 
 def remove_partial_files(run_dir: Path) -> None:
