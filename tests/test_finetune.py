@@ -154,6 +154,13 @@ def test_a_prepared_directory_lacking_base_symbols_is_refused(cli, base_run, tmp
                          "--max-steps", 5, *TINY)
     line = one_error_line(err)
     assert status == 2 and "lacks" in line and "give the text files instead" in line
+    assert f"--vocab {base_run}" in line  # the text holds none but the base's symbols
+    # a text with a symbol the base lacks cannot be prepared with --vocab: not suggested
+    (tmp_path / "new.txt").write_text("abc ABC\u00e9\n" * 100)
+    assert cli("prepare", tmp_path / "new.txt", "--out", tmp_path / "new")[0] == 0
+    status, _, err = cli("train", tmp_path / "new", "--init-from", base_run, "--out",
+                         tmp_path / "run", "--max-steps", 5, *TINY)
+    assert status == 2 and "--vocab" not in one_error_line(err)
     # Prepared with the base's vocabulary, it is used in place.
     full = tmp_path / "full"
     assert cli("prepare", small, "--vocab", base_run, "--out", full)[0] == 0
@@ -177,6 +184,14 @@ def test_resuming_keeps_where_the_run_started(cli, corpus, base_run, tmp_path):
                          "--max-steps", 20, *TINY, "--resume")
     line = one_error_line(err)
     assert status == 2 and f"differs from the run's {base_run}" in line
+    # the same run spelt otherwise (a trailing slash, its absolute path) is the run's own
+    for same in (f"{base_run}/", base_run.resolve()):
+        assert cli("train", corpus, "--init-from", same, "--out", run, "--max-steps", 11,
+                   *TINY, "--resume")[0] == 0
+    status, _, err = cli("train", corpus, "--init-from=", "--out", tmp_path / "empty",
+                         "--max-steps", 2, *TINY)
+    assert status == 2 and "--init-from is empty" in one_error_line(err)
+    assert not (tmp_path / "empty").exists()
     # Stopped before its first checkpoint, a fine-tuned run resumes from the base's weights.
     for name in (checkpoint.LAST, checkpoint.BEST):
         (run / name).unlink()

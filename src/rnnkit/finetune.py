@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from . import builtin
 from . import checkpoint as ckpt
 from .errors import RnnkitError
 from .lm import CharLM, ModelConfig
@@ -69,12 +70,15 @@ def open_data(run_dir: Path, texts: list[str], vocab: Vocab, init_from: str) -> 
         data = PreparedData.open(texts[0])
         missing = sorted(set(vocab.codes) - set(data.vocab.codes)) \
             if data.vocab.kind == vocab.kind else list(vocab.codes)
+        # `prepare --vocab RUN` refuses text with symbols RUN lacks: offered only without them
+        new = data.vocab.kind == vocab.kind and bool(set(data.vocab.codes) - set(vocab.codes))
         if missing:
             raise RnnkitError(f"{texts[0]} was prepared with a {data.vocab.kind} vocabulary "
                               f"that lacks {len(missing)} of {init_from}'s {len(vocab)} "
                               f"{vocab.kind} symbols; give the text files instead, and the "
-                              "vocabulary grows to cover them, or prepare them again with "
-                              f"--vocab {init_from}")
+                              "vocabulary grows to cover them" + (
+                                  "" if new else f", or prepare them again with --vocab "
+                                  f"{init_from}"))
         return data
     files = check_corpus_files(texts) if texts else default_corpus()
     try:
@@ -109,13 +113,20 @@ def base_for_resume(run_dir: Path, saved: dict, train_cfg, given: set[str]) -> C
     written (None when there is a checkpoint, or the run trains from scratch). An --init-from
     other than the run's own is refused: resuming never changes where the run started."""
     then = (saved.get("train") or {}).get("init_from", "")
-    if "init_from" in given and train_cfg.init_from != then:
+    if "init_from" in given and not same_source(train_cfg.init_from, then):
         raise RnnkitError(f"--init-from {train_cfg.init_from} differs from the run's "
                           f"{then or '(none: trained from scratch)'}; drop it to resume, or "
                           "start a new --out")
     if not then or (run_dir / ckpt.LAST).exists():
         return None
     return open_base(then)
+
+
+def same_source(a: str, b: str) -> bool:
+    """Whether two --init-from values name the same run: "src", "src/" and its absolute path."""
+    if not a or not b:
+        return a == b
+    return a == b or Path(builtin.resolve(a)).resolve() == Path(builtin.resolve(b)).resolve()
 
 
 @torch.no_grad()
