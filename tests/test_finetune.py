@@ -104,6 +104,17 @@ def test_the_python_api_takes_init_from(corpus, base_run, tmp_path):
     assert summary["steps"] == 5
     config = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert config["train"]["init_from"] == str(base_run)
+    # a field at its default value is the base's, unless `given` names it (as the README says)
+    cfg = rnnkit.TrainConfig(max_steps=1, seq_len=16, batch_size=4, eval_every=1,
+                             sample_length=0)
+    for given, dropout in ((None, rnnkit.load("builtin").config.dropout), ({"dropout"}, 0.0)):
+        out = tmp_path / f"builtin-{dropout}"
+        rnnkit.train([str(corpus)], str(out), ModelConfig(dropout=0.0), cfg, quiet=True,
+                     init_from="builtin", given=given)
+        assert json.loads((out / "config.json").read_text())["model"]["dropout"] == dropout
+    with pytest.raises(rnnkit.RnnkitError, match="--layers 2 differs from"):
+        rnnkit.train([str(corpus)], str(tmp_path / "shape"), ModelConfig(), cfg, quiet=True,
+                     init_from=str(base_run), given={"hidden", "layers"})
 
 
 @pytest.mark.parametrize("options, words", [

@@ -155,10 +155,12 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
     from that run's weights (see `finetune`).
 
     `given` names the options the user set explicitly (the command line's); on resume they are
-    checked against the run and replace its own. None (a call from Python): the fields of the
-    configs passed that differ from their defaults. `max_time` bounds the whole call, the final
-    evaluation included, and is this call's own: a resume does not inherit it. Returns a
-    summary: steps (of the run, and of this call), best validation loss, seconds, speed, history.
+    checked against the run and replace its own, and with `init_from` against the base run.
+    None (a call from Python): the fields of the configs passed that differ from their defaults
+    (name a field here to set it to its default value: `given={"dropout"}`). `max_time`
+    bounds the whole call, the final evaluation included, and is this call's own: a resume
+    does not inherit it. Returns a summary: steps (of the run, and of this call), best
+    validation loss, seconds, speed, history.
     """
     started = time.monotonic()  # the time budget counts from here
     if given is None:
