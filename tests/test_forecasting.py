@@ -493,6 +493,12 @@ def test_forecast_times_are_the_files_or_marked_utc(cli, tmp_path):
     assert status == 2 and "line 4: the 'id' cell is empty" in one_error_line(err)
     with pytest.raises(RnnkitError, match="beyond the 1e[+]18 that the model's float32"):
         rnnkit.load(out).predict(y * 1e37)
+    # a one-series run given a file of several series (an id column it never read) joined them
+    # into one without a word
+    named = tmp_path / "named.csv"
+    named.write_text("shop," + path.read_text().replace("\n", "\nx,").rstrip("x,"))
+    with pytest.warns(UserWarning, match="reads no id column .* 'shop' is not read"):
+        rnnkit.load(out).forecasts(named)
 
 
 def test_intermittent_series_train_on_a_bounded_loss(cli, tmp_path):

@@ -319,6 +319,14 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
         np.zeros((len(rows), 0))
     groups: dict[str, list[int]] = {}
     i_id = header.index(id_column) if id_column else None
+    if i_id is None and trained:  # a column of names, unread, may hold several series' ids
+        named = [h for h in header if h not in {*columns, *taken} and any(
+            r[header.index(h)].strip() and not is_number(r[header.index(h)]) for r in rows)]
+        if named:
+            warnings.warn(f"{path}: this run reads no id column (it was trained on one series "
+                          f"or an .npz), so every row is one series and {named[0]!r} is not "
+                          "read; give each series in a file of its own, or an .npz",
+                          stacklevel=2)
     for i, row in enumerate(rows):
         if i_id is not None and not row[i_id].strip():
             raise RnnkitError(f"{path}: line {i + 2}: the {id_column!r} cell is empty, so the row "
@@ -381,6 +389,14 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
     if uneven:
         warn_uneven(*uneven, times)
     return panel, columns
+
+
+def is_number(cell: str) -> bool:
+    try:
+        float(cell)
+    except ValueError:
+        return False
+    return True
 
 
 def warn_uneven(where: str, index: np.ndarray, times: np.ndarray) -> None:
