@@ -142,6 +142,12 @@ def test_a_byte_models_generation_is_analysed_as_the_bytes_it_wrote(server, runs
     status, _, body = call(server[0], "/api/analyze", {"run": "bytes", "text": text,
                                                         "bytes": msgs[-1]["bytes"]})
     assert status == 200 and len(json.loads(body)["symbols"]) == len(written)
+    # at the limit, the shown copy is longer in UTF-8 than the bytes (3 for each invalid one):
+    # the limit was checked on it, and the page's analysis of a generation within it refused
+    at_limit = (b"\xff" * 2000 + b"a" * 2000).hex()
+    status, _, body = call(server[0], "/api/analyze", {"run": "bytes", "bytes": at_limit,
+                                                        "text": "\ufffd" * 2000 + "a" * 2000})
+    assert status == 200, body
     for bad, message in ((("bytes", "zz"), "bytes must be hex digits"),
                          (("run", "lstm"), "bytes is for byte models")):
         status, _, body = call(server[0], "/api/analyze", {"run": "bytes", "text": "a",

@@ -258,7 +258,9 @@ class Playground:
             data = await read_json(request, {"run": None, "text": "", "state": None,
                                              "bytes": None})
             model = self.model(data)
-            text = string(data, "text", MAX_ANALYZE, model)
+            # with `bytes`, `text` is their display copy (an invalid byte, 3 bytes of U+FFFD):
+            # the bytes are the steps, limited by `hex_bytes`
+            text = string(data, "text", MAX_ANALYZE, model if data["bytes"] is None else None)
             if data["bytes"] is not None:  # a byte model's text exactly as it was generated
                 text = hex_bytes(data, model)
             keys = run_info("", model)["states"]
