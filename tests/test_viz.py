@@ -130,6 +130,8 @@ def test_viz_writes_one_self_contained_page(viz_page, cli):
     (["missing-run", "{source}"], "is not a directory"),
     (["{run}", "missing.txt"], "cannot read text file 'missing.txt'"),
     (["{run}", "{source}", "--max-chars", "0"], "max_chars must be positive"),
+    # it was an internal OverflowError, or "out of memory" naming options viz has not
+    (["{run}", "{source}", "--max-chars", str(10**19)], "--max-chars must be at most 10,000,000"),
 ])
 def test_viz_errors_are_one_line(viz_page, cli, args, message):
     run, source, html = viz_page
@@ -203,6 +205,14 @@ def test_viz_page_in_chromium(viz_page, cli, tmp_path):
         print(f"screenshot: {tmp_path / 'viz.png'}")
     finally:
         driver.quit()
+
+
+def test_a_large_max_chars_reads_a_small_file_whole(viz_page, cli, tmp_path):
+    # the read reserved --max-chars up front: 10^7 of them for a file of a few characters
+    run, source, _ = viz_page
+    status, out, err = cli("viz", run, source, "--out", tmp_path / "p.html", "--max-chars",
+                           "10000000")
+    assert status == 0 and "reading the first" not in out, err
 
 
 def test_viz_reads_no_more_than_max_chars(viz_page, cli, tmp_path):

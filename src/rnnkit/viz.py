@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import stat
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 
 from .checkpoint import load, output_file
+from .configs import MAX_STRING
 from .errors import RnnkitError, require_positive
 from .runfiles import write_bytes_atomic
 from .sample import Stepper
@@ -199,6 +202,9 @@ def page(data: dict | None = None) -> str:
 
 def cmd_viz(args) -> int:
     require_positive(max_chars=args.max_chars)
+    if args.max_chars > MAX_STRING:
+        raise RnnkitError(f"--max-chars must be at most {MAX_STRING:,}, got {args.max_chars:,}; "
+                          "a page shows a few thousand symbols")
     model = load(args.run_dir)
     path = Path(args.text)
     out = output_file(args.out, args.run_dir, reads=(path,))
@@ -209,7 +215,10 @@ def cmd_viz(args) -> int:
         # newline="": a file's \r\n stays two characters, as training read them
         with open(path, "rb") if byte else open(path, encoding="utf-8", errors="replace",
                                                 newline="") as f:
-            text = f.read(args.max_chars + 1)
+            # a file's size bounds its characters: read no more (read(n) reserves n first)
+            size = os.fstat(f.fileno())
+            fits = size.st_size if stat.S_ISREG(size.st_mode) else args.max_chars
+            text = f.read(min(args.max_chars, fits) + 1)
     except OSError as e:
         raise RnnkitError(f"cannot read text file {str(path)!r} ({e.strerror or e}); check the "
                           "path") from None
