@@ -172,6 +172,8 @@ def test_unknown_prime_symbols_are_reported_not_fatal(server, runs):
     ({"top_k": 0}, 400, "top_k must be an integer from 1 to"),
     ({"seed": -1}, 400, "seed must be an integer from 0"),
     ({"seed": 2**63}, 400, "seed must be an integer from 0 to 9223372036854775807"),
+    ({"seed": str(2**63)}, 400, "seed must be an integer from 0 to 9223372036854775807"),
+    ({"seed": "12a"}, 400, "seed must be an integer from 0"),
     ({"seed": 10**400}, 400, "got 1000000000000000000000000000000000000000000000000000000000"
      "00... (401 characters)"),
     ({"prime": 5}, 400, "prime must be a string, got 5"),
@@ -447,14 +449,16 @@ def test_playground_in_chromium(server, runs, tmp_path, record_property):
         wait_for_phase(driver, "idle")
         find = lambda id_: driver.find_element("id", id_)  # noqa: E731
         find("prime").send_keys("def ")
-        for field, value in (("length", "120"), ("seed", "3"), ("topk", "10")):
+        # a seed above 2^53, which a JavaScript number rounds (2^53 + 1 was 2^53's text)
+        seed = 2**53 + 1
+        for field, value in (("length", "120"), ("seed", str(seed)), ("topk", "10")):
             find(field).clear()
             find(field).send_keys(value)
         find("generate").click()
         wait_for_phase(driver, "ready")
         model = runs["lstm"]
         text = "".join(driver.execute_script(SHOWN_TEXT))
-        assert text == model.generate("def ", 120, temperature=0.8, top_k=10, seed=3)
+        assert text == model.generate("def ", 120, temperature=0.8, top_k=10, seed=seed)
 
         check_hover(driver, model, text, 7)
         check_unit_colours(driver, model, text, "h0", 0)

@@ -216,6 +216,9 @@ class Playground:
             length = number(data, "length", int, 1, MAX_LENGTH)
             temperature = number(data, "temperature", float, 0.01, MAX_TEMPERATURE)
             top_k = number(data, "top_k", int, 1, len(model.vocab), optional=True)
+            if isinstance(data["seed"], str) and data["seed"].isascii() \
+                    and data["seed"].isdigit():  # the page's digits: JavaScript's numbers
+                data["seed"] = int(data["seed"])  # are exact only below 2^53
             seed = number(data, "seed", int, 0, 2**63 - 1, optional=True)
         except BadRequest as e:
             return bad(e.status, str(e))

@@ -166,6 +166,13 @@ function numberOrNull(id) {
   return text === "" ? null : Number(text);
 }
 
+// A seed's digits as they were typed: a JavaScript number rounds integers above 2^53, and the
+// same seed must give the same text as `rnnkit sample --seed S`.
+function seedOrNull() {
+  const text = $("seed").value.trim();
+  return text === "" ? null : /^[0-9]+$/.test(text) ? text : Number(text);
+}
+
 // bytes: a byte model's generated text exactly (hex), which `text` shows decoded
 async function analyze(text, bytes = null) {
   setStatus("Analyzing…", "analyzing");
@@ -190,7 +197,7 @@ async function generate() {
   try {
     const response = await post("api/generate", {
       run: view.run.name, prime: $("prime").value, length: numberOrNull("length"),
-      temperature: numberOrNull("temperature"), top_k: numberOrNull("topk"), seed: numberOrNull("seed"),
+      temperature: numberOrNull("temperature"), top_k: numberOrNull("topk"), seed: seedOrNull(),
     });
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let text = "", pending = "", done = false, bytes = null;
