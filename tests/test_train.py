@@ -345,3 +345,24 @@ def test_a_resume_from_python_takes_the_options_set_there(corpus, tmp_path):
     summary = rnnkit.train([corpus], tmp_path / "run", model,
                            cfg(max_steps=first["steps"] + 2), resume=True, quiet=True)
     assert summary["steps_now"] == 2 and summary["steps"] == first["steps"] + 2
+
+
+def test_a_weight_decay_given_with_resume_applies(cli, corpus, tmp_path):
+    # The optimizer's saved settings replaced the ones it was made with: --weight-decay given
+    # with --resume was accepted, recorded nowhere and without effect (the learning rate is set
+    # at every step, so it did change).
+    import shutil
+
+    first = tmp_path / "a"
+    assert cli("train", corpus, "--out", first, *TINY, "--max-steps", 4, "--eval-every", 4)[0] == 0
+    shutil.copytree(first, tmp_path / "b")
+    assert cli("train", corpus, "--out", first, "--resume", "--max-steps", 8)[0] == 0
+    assert cli("train", corpus, "--out", tmp_path / "b", "--resume", "--max-steps", 8,
+               "--weight-decay", "0.9")[0] == 0
+    groups = [json.loads(checkpoint.read_safetensors(run / "last.safetensors")[1]["param_groups"])
+              for run in (first, tmp_path / "b")]
+    assert [g["weight_decay"] for g in groups[0]] == [rnnkit.TrainConfig().weight_decay, 0.0]
+    assert [g["weight_decay"] for g in groups[1]] == [0.9, 0.0]
+    a, b = (checkpoint.read_safetensors(run / "last.safetensors")[0]
+            for run in (first, tmp_path / "b"))
+    assert not torch.equal(a["model.rnn.rnn.weight_hh_l0"], b["model.rnn.rnn.weight_hh_l0"])

@@ -481,10 +481,15 @@ def load_trainer(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.O
     for name in sorted(optim):
         _, i, key = name.split(".", 2)
         opt_state.setdefault(int(i), {})[key] = rest[name]
+    decays = [group["weight_decay"] for group in optimizer.param_groups]
     try:
         optimizer.load_state_dict({"state": opt_state, "param_groups": param_groups})
     except (ValueError, KeyError, RuntimeError, TypeError) as e:
         raise damaged(f"the optimizer state does not fit the model ({e})") from None
+    # the weight decay the optimizer was made with (the run's, or --weight-decay given with
+    # --resume), not the one saved: the learning rate is set at every step, the decay never
+    for group, decay in zip(optimizer.param_groups, decays, strict=True):
+        group["weight_decay"] = decay
     state = None
     if "state.h" in rest:
         h = rest["state.h"]
