@@ -194,6 +194,12 @@ def test_a_run_of_another_kind_is_named_with_its_command(cli, tmp_path, npz, ser
         (("classify", "predict", lm, npz), f"{lm} is a language-model run (made by rnnkit "
          "train); use it with rnnkit sample or rnnkit eval; rnnkit classify predict needs"),
         (("forecast", "predict", lm, series_csv), f"{lm} is a language-model run"),
+        # training into another kind's run: the fix is another --out, not a predict command
+        (("forecast", "train", series_csv, "--out", classifier, "--resume"), f"{classifier} "
+         "holds a classifier run (made by rnnkit classify train), not a forecaster run; choose "
+         "another --out for rnnkit forecast train"),
+        (("classify", "train", npz, "--out", lm), f"{lm} holds a language-model run (made by "
+         "rnnkit train), not a classifier run; choose another --out"),
     ]
     for args, message in cases:
         status, _, err = cli(*args)
@@ -232,6 +238,20 @@ def test_blank_ids_or_labels_and_a_missing_path_are_named(cli, tmp_path):
                          "--out", tmp_path / "r")
     assert status == 2 and one_error_line(err).endswith("onee: no such file or folder")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_folder_holding_the_users_files_is_refused_and_left_as_it_was(cli, tmp_path, npz):
+    # a task run wrote into it, appending its metrics under the user's own metrics.csv
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("hi")
+    (folder / "metrics.csv").write_text("x\n")
+    status, _, err = cli("classify", "train", npz, "--out", folder, *QUICK)
+    assert status == 2 and one_error_line(err) == (
+        f"rnnkit: error: --out {folder} holds files rnnkit did not write (metrics.csv, "
+        "notes.txt); give a new or empty directory for the run")
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv", "notes.txt"]
+    assert (folder / "metrics.csv").read_text() == "x\n"
 
 
 def test_a_spent_budget_is_refused_without_timing_members(cli, tmp_path, npz):
@@ -303,11 +323,12 @@ def test_ensemble_members_with_small_shares_train_and_a_refusal_keeps_the_users_
     one = tmp_path / "one.npz"
     np.savez(one, x=np.zeros((8, 3, 1), np.float32), lengths=np.full(8, 3), y=np.zeros(8, np.int64))
     status, _, err = cli("classify", "train", one, "--out", out, *QUICK)
-    assert status == 2 and "needs at least two classes" in one_error_line(err)
-    assert (out / "empty").is_dir()  # the user's; only the run's own files go
+    assert status == 2 and "holds files rnnkit did not write (empty)" in one_error_line(err)
+    assert (out / "empty").is_dir()  # the user's, refused before anything is written
     (out / "empty").rmdir()  # the user's own empty --out stays too, as a language model's does
     status, _, err = cli("classify", "train", one, "--out", out, *QUICK)
-    assert status == 2 and out.is_dir() and not any(out.iterdir())
+    assert status == 2 and "needs at least two classes" in one_error_line(err)
+    assert out.is_dir() and not any(out.iterdir())
 
 
 @pytest.mark.parametrize("command", [("train",), ("classify", "train"), ("forecast", "train")])
@@ -521,7 +542,7 @@ def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_
                              "--horizon", "3", *QUICK, *options)
         assert status == 2 and message in one_error_line(err), (options, err)
     status, _, err = cli("classify", "train", npz, "--out", run, *QUICK, "--resume")
-    assert status == 2 and "is a forecaster run" in one_error_line(err)
+    assert status == 2 and "holds a forecaster run" in one_error_line(err)
     assert {p.name: p.read_bytes() for p in run.iterdir()
             if p.is_file() and p.suffix != ".lock"} == before
     # The same command plus --resume on a finished run: nothing left to do, the test again.

@@ -247,6 +247,11 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
                    if e.name not in DATA_FILES and not is_temp_name(e.name)]
     elif (run_dir / "data").exists():
         theirs.append("data")
+    refuse_theirs(run_dir, theirs)
+
+
+def refuse_theirs(run_dir: Path, theirs: list[str]) -> None:
+    """Refuse to start a run in `run_dir` when it holds `theirs`: files rnnkit did not write."""
     if theirs:
         shown = ", ".join(sorted(theirs)[:3]) + (", ..." if len(theirs) > 3 else "")
         raise RnnkitError(f"--out {run_dir} holds files rnnkit did not write ({shown}); give a "

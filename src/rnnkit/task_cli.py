@@ -43,6 +43,7 @@ from .plots import plot_confusion
 from .runfiles import remove_temp_files, write_json_atomic
 from .runs import Classifier, load
 from .task_runs import (
+    FEATURES,
     MEMBERS,
     check_features,
     read_examples,
@@ -215,7 +216,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     refuse_inapplicable(args, data["source"])
     if data["source"] == "audio":
         data["audio"] = asdict(audio_config(args))
-    cache = out / "features"
+    cache = out / FEATURES
     seqs, labels, names = read_examples(args.data, data, cache)
     check_features(seqs, names, args.data)
     if args.test:

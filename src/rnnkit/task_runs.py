@@ -44,6 +44,7 @@ from .checkpoint import (
     check_version,
     load_weights,
     read_json,
+    refuse_theirs,
     require_utf8,
 )
 from .checkpoint import FORMAT as LANGUAGE_MODEL
@@ -51,12 +52,13 @@ from .config import from_dict
 from .configs import CALENDAR, FitConfig
 from .errors import RnnkitError
 from .panel import has_future, input_size
-from .runfiles import remove_temp_files, write_json_atomic
+from .runfiles import is_temp_name, remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
 from .tasks import Ensemble, SequenceConfig, SequenceModel, sequence_model
 
 SOURCES = ("audio", "csv", "npz")
 MEMBERS = "members"  # DIR/members/K: an ensemble member K's checkpoints and metrics
+FEATURES = "features"  # DIR/features: audio features computed once, read by every run after
 
 
 @dataclass
@@ -188,13 +190,20 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
         return
     require_utf8(run_dir.absolute())  # before anything is written: see checkpoint.require_utf8
     unstarted, made = False, not run_dir.exists()  # a folder the user made is theirs to keep
+    if run_dir.is_dir() and not (run_dir / "config.json").exists():
+        # before its config.json a run holds its lock and its features' cache only
+        refuse_theirs(run_dir, [e.name for e in run_dir.iterdir() if e.name not in
+                                (LOCK, FEATURES) and not is_temp_name(e.name)])
     try:
         with RunLock(run_dir):
             there = (run_dir / "config.json").exists()
             if there:
                 fmt, _ = read_format(run_dir, kind)
-                if fmt != kind:
-                    raise wrong_kind(run_dir, fmt, kind)
+                if fmt != kind:  # training into it: the fix is another --out
+                    what = f"a {KINDS[fmt][0]} run (made by {KINDS[fmt][1]})" \
+                        if fmt in KINDS else f"a run of format {fmt!r}"
+                    raise RnnkitError(f"{run_dir} holds {what}, not a {KINDS[kind][0]} run; "
+                                      f"choose another --out for {KINDS[kind][1]}")
                 if not resume:
                     raise RnnkitError(f"{run_dir} already holds a {KINDS[kind][0]} run; add "
                                       "--resume to continue it, or choose another --out")
