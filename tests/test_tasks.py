@@ -697,3 +697,31 @@ def test_what_the_input_checks_must_still_take():
         FitConfig(epochs=1, batch_size=4, **QUICK), quiet=True)
     # NumPy's bool and float are a bool and a float
     assert TaggerConfig(2, 2, bidirectional=np.True_).bidirectional is True
+
+
+def test_fit_into_a_run_dir_another_training_writes_is_refused(tmp_path):
+    # fit took no lock: two fits into one run_dir interleaved their metrics and checkpoints
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from rnnkit.checkpoint import RunLock\n"
+         f"with RunLock({str(run)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        x, lengths = ragged(n=16, T=6, F=2)
+        model = SequenceModel(SequenceConfig(2, 2, hidden=8))
+        data = {"inputs": x, "lengths": lengths, "targets": torch.arange(16) % 2}
+        with pytest.raises(RnnkitError, match=f"another training \\(pid {holder.pid}\\) is "
+                           "writing to"):
+            fit(model, data, None, FitConfig(epochs=1, batch_size=8, **QUICK), run_dir=run,
+                quiet=True)
+    finally:
+        holder.kill()
+        holder.communicate()
+    # its lock released, the same call trains (and a command's own lock is taken again inside)
+    summary = fit(model, data, None, FitConfig(epochs=1, batch_size=8, **QUICK), run_dir=run,
+                  quiet=True)
+    assert summary["epochs"] == 1

@@ -325,13 +325,23 @@ class RunLock:
     It is an OS file lock (flock) on DIR/train.lock: a second training into the same DIR is
     refused while the first lives, and the lock of a process that died is released by the kernel,
     so a stale lock is simply taken over. The file records the holder's pid for the message.
+    A process that holds it already (a command's run, then `fitting.fit` into it) holds it
+    again without waiting on itself.
     """
+
+    held: dict[Path, int] = {}  # this process's locks: run directory -> holders
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK
         self.file = None
+        self.key = Path(os.path.abspath(run_dir))
+        self.again = False
 
     def __enter__(self) -> RunLock:
+        if RunLock.held.get(self.key):
+            RunLock.held[self.key] += 1
+            self.again = True
+            return self
         try:
             import fcntl
         except ImportError:  # no flock on this platform: run unlocked
@@ -354,9 +364,14 @@ class RunLock:
         self.file.truncate()
         self.file.write(str(os.getpid()))
         self.file.flush()
+        RunLock.held[self.key] = 1
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.again:
+            RunLock.held[self.key] -= 1
+            return
+        RunLock.held.pop(self.key, None)
         if self.file is not None:
             self.file.close()  # closing releases the lock
 

@@ -16,6 +16,7 @@ evaluation that ends it and the caller's test afterwards (`test_rows`, at the me
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import statistics
@@ -330,7 +331,11 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
         model.to(device)
         feeder = EpochFeeder(model, train, val, cfg, metric, world, device, test_rows)
         say = tqdm.write if world.main and not quiet else (lambda *a: None)
-        summary = engine.run(feeder, cfg, run_dir, world, device, resume, say, started, quiet)
+        # a second fit into the same run_dir is refused while this one writes (rank 0 writes)
+        with ckpt.RunLock(run_dir) if run_dir is not None and world.main else \
+                contextlib.nullcontext():
+            summary = engine.run(feeder, cfg, run_dir, world, device, resume, say, started,
+                                 quiet)
     except RnnkitError:
         if before is not None:
             model.load_state_dict(before)
