@@ -268,16 +268,14 @@ def test_labels_that_read_as_the_same_number_keep_one_order(cli, tmp_path):
     z = np.load(write_npz(tmp_path / "d.npz"))
     np.savez(tmp_path / "l.npz", x=z["x"], lengths=z["lengths"],
              y=np.array(["1", "01"])[z["y"]])
-    runs = []
-    for hash_seed in ("1", "5"):
-        out = tmp_path / f"r{hash_seed}"
-        done = subprocess.run([sys.executable, "-m", "rnnkit", "classify", "train",
-                               tmp_path / "l.npz", "--out", out, *QUICK, "--epochs", "1"],
-                              capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "PYTHONHASHSEED": hash_seed})
-        assert done.returncode == 0, done.stderr
-        runs.append(json.loads((out / "config.json").read_text())["data"]["labels"])
-    assert runs[0] == runs[1] == ["01", "1"]
+    # string hashing seeded with 5 put "1" first (with 1, "01"): one process, that seed
+    out = tmp_path / "r"
+    done = subprocess.run([sys.executable, "-m", "rnnkit", "classify", "train",
+                           tmp_path / "l.npz", "--out", out, *QUICK, "--epochs", "1"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONHASHSEED": "5"})
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "config.json").read_text())["data"]["labels"] == ["01", "1"]
 
 
 @pytest.mark.parametrize("command", ["classify", "forecast"])
