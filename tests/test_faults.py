@@ -163,6 +163,13 @@ def test_disk_full_is_a_clear_error_and_the_previous_checkpoint_survives(kind, d
             assert (run / name).read_bytes() == before[name], name
     assert not list(run.glob(".*.tmp"))
     rnnkit.load(run)
+    assert "the previous checkpoint is intact" in line
+    # a new run's first checkpoint has no previous one to keep: it said "intact" all the same
+    new = subprocess.run(kind.argv(data, tmp_path / "new", kind.length, short),
+                         capture_output=True, text=True, timeout=300,
+                         preexec_fn=limit_file_size(size // 2))
+    line = one_error_line(new.stderr)
+    assert new.returncode == 2 and "it was the first of its kind, so none was lost" in line
 
 
 def test_unwritable_output_directory(cli, corpus, tmp_path):

@@ -90,11 +90,14 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
     """Write tensors atomically: temporary file, fsync, rename."""
     data = safetensors_bytes({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
                              metadata=metadata)
+    earlier = path.exists()
     try:
         write_bytes_atomic(path, data)
     except OSError as e:
-        raise RnnkitError(f"could not write {path} ({e.strerror or e}); the previous checkpoint "
-                          "is intact; free disk space or choose another --out") from None
+        kept = "the previous checkpoint is intact" if earlier else \
+            "it was the first of its kind, so none was lost"
+        raise RnnkitError(f"could not write {path} ({e.strerror or e}); {kept}; free disk space "
+                          "or choose another --out") from None
 
 
 def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
