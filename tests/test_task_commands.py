@@ -415,6 +415,8 @@ def test_an_ensemble_averages_its_members_and_resumes_member_by_member(cli, tmp_
     status, stdout, err = cli("classify", "train", npz, "--out", run, *QUICK, "--resume")
     assert status == 0, err
     assert "ensemble: 3 members, the resumed run's" in stdout
+    # metrics.json says why as the uninterrupted run's does (it said "the resumed run's")
+    assert json.loads((run / "metrics.json").read_text())["ensemble"] == metrics["ensemble"]
     assert not re.search(r"^epoch \d+/2: .*\n.*member 2 of 3", stdout, re.M)
     assert (run / "model.safetensors").read_bytes() == before
     status, _, err = cli("classify", "train", npz, "--out", tmp_path / "x", *QUICK,

@@ -285,10 +285,12 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     members, why, scales, paces = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y),
                                                 started, resuming, out, ladder)
     config = replace(one, members=members, scales=scales)
+    chosen = {"members": members, "why": why}  # how the first call chose; metrics.json's
     if resuming:
         fit_cfg = resumed_config(out, CLASSIFIER, config, fit_cfg, given, data)
+        chosen = read_format(out, CLASSIFIER)[1].get("ensemble") or chosen
     elif main:
-        write_config(out, CLASSIFIER, config, fit_cfg, data)
+        write_config(out, CLASSIFIER, config, fit_cfg, data, chosen)
     n_params = sum(p.numel() for p in SequenceModel(one).parameters())
     say(f"model: {one.layers} x {one.hidden} {one.cell}"
         f"{' bidirectional' if one.bidirectional else ''}, pool {one.pool}"
@@ -331,7 +333,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     plot_confusion(matrix, classes, out / "confusion.png")
     write_json_atomic(out / "metrics.json", {
         "test_accuracy": test_acc, "test_examples": len(test_seqs), "confusion": matrix.tolist(),
-        "labels": classes, "ensemble": {"members": members, "why": why}, "members": [
+        "labels": classes, "ensemble": chosen, "members": [
             {"seed": fit_cfg.seed + k, "epochs": s["epochs"], "evaluations": len(s["history"]),
              "best_epoch": s["best_epoch"],
              "best_val_accuracy": s["best"], "train_seconds": s["seconds"],

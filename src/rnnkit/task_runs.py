@@ -171,12 +171,15 @@ def check_data(kind: str, data, model: SequenceConfig) -> dict:
 
 
 def write_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConfig,
-                 data: dict) -> None:
+                 data: dict, ensemble: dict | None = None) -> None:
+    """DIR/config.json; `ensemble`: how many members a classifier trains and why, which a
+    resumed run reports as the run's own."""
     data = check_data(kind, data, model)  # what is written is what load_task accepts
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", {"format": kind, "version": VERSION,
                                                 "model": asdict(model), "fit": asdict(fit),
-                                                "data": data})
+                                                "data": data,
+                                                **({"ensemble": ensemble} if ensemble else {})})
 
 
 @contextlib.contextmanager
