@@ -119,13 +119,8 @@ class Cell(nn.Module):
         if state is None:
             zeros = x.new_zeros(B, self.hidden_size)
             state = (zeros, zeros) if self.cell == "lstm" else zeros
-        check_state(self.cell, state)
-        for part in (state if self.cell == "lstm" else (state,)):
-            if not isinstance(part, Tensor) or tuple(part.shape) != (B, self.hidden_size):
-                got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
-                raise RnnkitError(f"a cell's state is (batch, hidden) = ({B}, {self.hidden_size})"
-                                  f"{' for h and for c' if self.cell == 'lstm' else ''}, got {got}")
-        state = tuple(p.to(x) for p in state) if self.cell == "lstm" else state.to(x)
+        state = state_like(self.cell, state, x, (B, self.hidden_size),
+                           "a cell's state is (batch, hidden)")
         return step(self.cell, x, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
@@ -144,6 +139,19 @@ def check_state(cell: str, state) -> None:
         raise RnnkitError(f"an LSTM's state is the pair (h, c), got {type(state).__name__}"
                           if cell == "lstm" else
                           f"a {cell.upper()}'s state is one tensor h, got a pair")
+
+
+def state_like(cell: str, state, x: Tensor, shape: tuple[int, ...], what: str, fix: str = ""):
+    """`state` checked (`check_state`, then each of h and c of `shape`) and read as x's floats
+    on x's device; `what` names the shape in the error, `fix` ends it."""
+    check_state(cell, state)
+    parts = state if cell == "lstm" else (state,)
+    for part in parts:
+        if not isinstance(part, Tensor) or tuple(part.shape) != shape:
+            got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
+            raise RnnkitError(f"{what} = {shape}{' for h and for c' if cell == 'lstm' else ''}, "
+                              f"got {got}{fix}")
+    return tuple(p.to(x) for p in parts) if cell == "lstm" else state.to(x)
 
 
 def step(cell: str, x: Tensor, state, weight_ih: Tensor, weight_hh: Tensor,

@@ -107,16 +107,12 @@ class Recurrent(nn.Module):
         x = x.to(self.rnn.weight_ih_l0)  # integers or float64 read as the weights' floats
         if state is None:
             state = self.zero_state(x.shape[0], x.device, x.dtype)
-        cells.check_state(self.cell, state)
+        state = cells.state_like(self.cell, state, x,
+                                 (self.num_layers, x.shape[0], self.rnn.hidden_size),
+                                 "a stack's state is (layers, batch, hidden)",
+                                 "; one layer's (B, H) is h[None]")
         lstm = self.cell == "lstm"
-        want = (self.num_layers, x.shape[0], self.rnn.hidden_size)
-        for part in (state if lstm else (state,)):  # h (and c): one row per layer, then batch
-            if not isinstance(part, Tensor) or tuple(part.shape) != want:
-                got = tuple(part.shape) if isinstance(part, Tensor) else type(part).__name__
-                raise RnnkitError(f"a stack's state is (layers, batch, hidden) = {want}"
-                                  f"{' for h and for c' if lstm else ''}, got {got}; one "
-                                  "layer's (B, H) is h[None]")
-        h_all, c_all = (tuple(p.to(x) for p in state) if lstm else (state.to(x), None))
+        h_all, c_all = state if lstm else (state, None)
         h_next, c_next = [], []
         for layer in range(self.num_layers):
             if layer > 0 and self.dropout and self.training:
