@@ -243,14 +243,17 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
                           "a run would prepare its text there, over it; train on it with "
                           f"`rnnkit train {run_dir / 'data'} --out NEW`, or remove it if a run "
                           "stopped before it began left it")
-    theirs = [e.name for e in run_dir.iterdir()
-              if e.name not in RUN_FILES and not is_temp_name(e.name)]
+    theirs = foreign(run_dir, RUN_FILES)
     if (run_dir / "data").is_dir():
-        theirs += [f"data/{e.name}" for e in (run_dir / "data").iterdir()
-                   if e.name not in DATA_FILES and not is_temp_name(e.name)]
+        theirs += [f"data/{name}" for name in foreign(run_dir / "data", DATA_FILES)]
     elif (run_dir / "data").exists():
         theirs.append("data")
     refuse_theirs(run_dir, theirs)
+
+
+def foreign(folder: Path, ours) -> list[str]:
+    """The names in `folder` that are neither `ours` nor rnnkit's temporary files."""
+    return [e.name for e in folder.iterdir() if e.name not in ours and not is_temp_name(e.name)]
 
 
 def refuse_theirs(run_dir: Path, theirs: list[str]) -> None:

@@ -42,6 +42,7 @@ from .checkpoint import (
     VERSION,
     RunLock,
     check_version,
+    foreign,
     load_weights,
     read_json,
     refuse_theirs,
@@ -52,7 +53,7 @@ from .config import from_dict
 from .configs import CALENDAR, FitConfig
 from .errors import RnnkitError
 from .panel import has_future, input_size
-from .runfiles import is_temp_name, remove_temp_files, write_json_atomic
+from .runfiles import remove_temp_files, write_json_atomic
 from .series import pad, read_labelled_csv, read_npz
 from .tasks import Ensemble, SequenceConfig, SequenceModel, sequence_model
 
@@ -195,18 +196,14 @@ def training_run(run_dir: Path, kind: str, resume: bool, main: bool) -> Iterator
     unstarted, made = False, not run_dir.exists()  # a folder the user made is theirs to keep
     if run_dir.is_dir() and not (run_dir / "config.json").exists():
         # before its config.json a run holds its lock and its features' cache only
-        refuse_theirs(run_dir, [e.name for e in run_dir.iterdir() if e.name not in
-                                (LOCK, FEATURES) and not is_temp_name(e.name)])
+        refuse_theirs(run_dir, foreign(run_dir, (LOCK, FEATURES)))
     try:
         with RunLock(run_dir):
             there = (run_dir / "config.json").exists()
             if there:
                 fmt, _ = read_format(run_dir, kind)
-                if fmt != kind:  # training into it: the fix is another --out
-                    what = f"a {KINDS[fmt][0]} run (made by {KINDS[fmt][1]})" \
-                        if fmt in KINDS else f"a run of format {fmt!r}"
-                    raise RnnkitError(f"{run_dir} holds {what}, not a {KINDS[kind][0]} run; "
-                                      f"choose another --out for {KINDS[kind][1]}")
+                if fmt != kind:
+                    raise wrong_kind(run_dir, fmt, kind, training=True)
                 if not resume:
                     raise RnnkitError(f"{run_dir} already holds a {KINDS[kind][0]} run; add "
                                       "--resume to continue it, or choose another --out")
@@ -263,8 +260,14 @@ def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConf
     return FitConfig(**{**asdict(saved), **{k: getattr(fit, k) for k in given}})
 
 
-def wrong_kind(run_dir: Path, fmt, kind: str | None) -> RnnkitError:
-    """The error for a run of another kind: what it is, what uses it, what to give instead."""
+def wrong_kind(run_dir: Path, fmt, kind: str | None, training: bool = False) -> RnnkitError:
+    """The error for a run of another kind: what it is, what uses it, what to give instead;
+    `training` a `kind` run into it, another --out."""
+    if training:
+        what = f"a {KINDS[fmt][0]} run (made by {KINDS[fmt][1]})" if fmt in KINDS else \
+            f"a run of format {fmt!r}"
+        return RnnkitError(f"{run_dir} holds {what}, not a {KINDS[kind][0]} run; choose "
+                           f"another --out for {KINDS[kind][1]}")
     want = kind or " or ".join(DATA)
     makes = " or ".join(KINDS[k][1] for k in ([kind] if kind else DATA))
     needs = f"{KINDS[kind][2]} needs a run made by {makes}" if kind else \
