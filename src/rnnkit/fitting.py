@@ -92,6 +92,10 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
     if width is not None and x is not None and x.dim() != 3:
         raise RnnkitError(f"{name}['inputs'] must be sequences (N, T, {width}), got shape "
                           f"{tuple(x.shape)}; one feature per step is x[..., None]")
+    if width is not None and x is not None and x.shape[-1] != width:
+        raise RnnkitError(f"{name}['inputs'] has {x.shape[-1]} features per step, and the model "
+                          f"reads {width} (its input_size); give {width}, or make the model for "
+                          f"{x.shape[-1]}")
     if isinstance(config, MLPConfig) and x is not None and len(x) and \
             x[0].numel() != config.input_size:
         raise RnnkitError(f"{name}['inputs'] hold {x[0].numel()} values a row (shape "
@@ -102,10 +106,6 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
         raise RnnkitError(f"{name}['targets'] must be one per step, (N, T) = "
                           f"{tuple(x.shape[:2])} as the inputs, got shape "
                           f"{tuple(out['targets'].shape)}")
-    if sequence and x.dim() == 3 and width is not None and x.shape[-1] != width:
-        raise RnnkitError(f"{name}['inputs'] has {x.shape[-1]} features per step, and the model "
-                          f"reads {width} (its input_size); give {width}, or make the model for "
-                          f"{x.shape[-1]}")
     if lengths is not None and (lengths.dim() != 1 or (lengths.is_floating_point() and not bool(
             (lengths == lengths.round()).all()))):
         raise RnnkitError(f"{name}['lengths'] must be whole numbers of steps, one per sequence "
