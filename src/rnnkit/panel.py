@@ -320,8 +320,8 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
     groups: dict[str, list[int]] = {}
     i_id = header.index(id_column) if id_column else None
     if i_id is None and trained:  # a column of names, unread, may hold several series' ids
-        named = [h for h in header if h not in {*columns, *taken} and any(
-            r[header.index(h)].strip() and not is_number(r[header.index(h)]) for r in rows)]
+        named = [h for k, h in enumerate(header) if h not in {*columns, *taken} and any(
+            r[k].strip() and not is_number(r[k]) for r in rows)]
         if named:
             warnings.warn(f"{path}: this run reads no id column (it was trained on one series "
                           f"or an .npz), so every row is one series and {named[0]!r} is not "
@@ -392,6 +392,7 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
 
 
 def is_number(cell: str) -> bool:
+    """Whether a CSV cell reads as a number (as `float_cells` reads it)."""
     try:
         float(cell)
     except ValueError:

@@ -380,8 +380,7 @@ def check_options(length: int, temperature: float, top_k: int | None, top_p: flo
                           "characters that make up 90% of the probability")
     if not 0 < repetition_penalty < math.inf:
         raise RnnkitError(f"repetition penalty must be a positive finite number, got "
-                          f"{repetition_penalty}; 1 is "
-                          "none, 1.2 a usual choice")
+                          f"{repetition_penalty}; 1 is none, 1.2 a usual choice")
     if num_samples is not None and not 1 <= num_samples <= MAX_SAMPLES:
         raise RnnkitError(f"the number of samples must be in [1, {MAX_SAMPLES:,}], got {num_samples}")
     if greedy and (temperature != 1.0 or top_k is not None or top_p is not None):
@@ -444,8 +443,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
     ids, unknown = vocab.encode(prime, "the prime text")
     if unknown:
         warnings.warn(f"prime text contains {shown_unknown(unknown, vocab.kind)}, not in the "
-                      f"vocabulary of {len(vocab)} "
-                      "symbols; skipped", RnnkitWarning, stacklevel=2)
+                      f"vocabulary of {len(vocab)} symbols; skipped", RnnkitWarning, stacklevel=2)
     in_text = tuple(ids)  # what the repetition penalty counts as already written
     if not ids:
         try:
