@@ -225,9 +225,8 @@ def test_stacks_and_cells_check_their_state_and_lengths():
         Cell("gru", 4, 3)(torch.zeros(2, 4), torch.zeros(2, 5))
     # integer (one-hot) and float64 inputs read as the weights' floats, as RNN.step reads them
     one_hot = torch.nn.functional.one_hot(torch.tensor([1, 2]), 4)
-    for unit in (Cell("lstm", 4, 3), Recurrent("gru", 4, 3)):
-        assert unit(one_hot)[0].dtype == torch.float32 if isinstance(unit, Cell) else \
-            unit.step(one_hot.double())[0].dtype == torch.float32
+    assert Cell("lstm", 4, 3)(one_hot)[0].dtype == torch.float32
+    assert Recurrent("gru", 4, 3).step(one_hot.double())[0].dtype == torch.float32
     # a state without its layer axis was indexed by batch row: every row stepped from row 0's
     for cell, state in (("gru", torch.randn(3, 3)),
                         ("lstm", (torch.randn(2, 3, 3), torch.randn(1, 3, 3)))):
