@@ -78,17 +78,25 @@ def test_lower_precision_keeps_the_validation_loss_within_001(trained):
 
 
 def test_int8_stepping_beats_fp32_stepping_on_a_2_x_512_lstm():
-    """The reason int8 exists: fewer bytes read per step. Interleaved, median of 5."""
+    """The reason int8 exists: fewer bytes read per step. Interleaved, median of 7 runs of 300
+    steps, on one thread: the suite's other process shares the cores, and 5 runs of 100 steps
+    on two threads each swung more than int8's gain (fp32 0.075 s against int8 0.087 s, once
+    in CI)."""
     torch.manual_seed(0)
     vocab = rnnkit.Vocab("char", tuple(range(32, 97)))
     model = rnnkit.CharLM(ModelConfig(vocab_size=65, layers=2, hidden=512), vocab).eval()
     steppers = {p: Stepper(model, p) for p in ("fp32", "int8")}
     times = {p: [] for p in steppers}
-    for _ in range(5):
-        for p, s in steppers.items():
-            start = time.perf_counter()
-            for t in range(100):
-                s.feed(t % 65)
-            times[p].append(time.perf_counter() - start)
-    median = {p: sorted(v)[2] for p, v in times.items()}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(7):
+            for p, s in steppers.items():
+                start = time.perf_counter()
+                for t in range(300):  # tens of milliseconds: longer than a time slice
+                    s.feed(t % 65)
+                times[p].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    median = {p: sorted(v)[3] for p, v in times.items()}
     assert median["int8"] < median["fp32"], median
