@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 import rnnkit
 from rnnkit import ModelConfig, TrainConfig
-from rnnkit.sample import Stepper, Weights
+from rnnkit.sample import WEIGHT_ONLY_ROWS, Stepper, Weights
 
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 
@@ -70,6 +70,12 @@ def test_lower_precision_keeps_the_validation_loss_within_001(trained):
         loss = stepped_loss(model, tokens, precision)
         assert abs(loss - fp32) <= 0.01, (precision, loss, fp32)
         assert loss != fp32  # the weights really were held in another precision
+    # A few rows take int8's other kernel (weight-only, bf16 inputs): held to the same bound.
+    few = tokens[:WEIGHT_ONLY_ROWS]
+    assert Stepper(model, "int8", batch=len(few)).layers[0][0].weight_only
+    assert not Stepper(model, "int8", batch=len(tokens)).layers[0][0].weight_only
+    fp32_few, int8_few = (stepped_loss(model, few, p) for p in ("fp32", "int8"))
+    assert 0 < abs(int8_few - fp32_few) <= 0.01, (int8_few, fp32_few)
     # The check can fail: coarser weights move the loss measurably, ternary ones past 0.01.
     int8 = abs(stepped_loss(model, tokens, "int8") - fp32)
     int4 = abs(stepped_loss(model, tokens, "int8", levels=7) - fp32)
