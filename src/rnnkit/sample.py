@@ -98,7 +98,9 @@ class Weights:
     (`_weight_int8pack_mm`: the input copied into a bf16 buffer made once, W's int8 rows as
     they lie, scaled in the kernel): two calls where `_int_mm` takes five, and its product alone
     took 67 against 104 us for one row of a 1,024 x 2,048 matrix on 2 threads of an Intel
-    Xeon (134 against 202 us for 4 rows; 298 against 220 for 8).
+    Xeon (134 against 202 us for 4 rows; 298 against 220 for 8). That kernel reads past its
+    input unless K is a multiple of 16 (K = 40 gave numbers of 1e9, 100 crashed the process),
+    so other widths, such as min-char-rnn's hidden size of 100, keep `_int_mm`.
 
     `lay_out(rows)` picks the layout for products of `rows` rows; the stepper calls it whenever
     its batch changes, so that a step does no checks.
@@ -126,7 +128,7 @@ class Weights:
         if self.precision == "fp32" and not self.addmm and self.packed is None:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.W.T.contiguous(), 32)
         self.weight_only = self.precision == "int8" and rows <= WEIGHT_ONLY_ROWS \
-            and hasattr(torch, "_weight_int8pack_mm")
+            and self.W.shape[0] % 16 == 0 and hasattr(torch, "_weight_int8pack_mm")
         if self.precision == "int8" and rows > 1 and not self.weight_only and self.rows is None:
             self.rows = self.W.contiguous()
         if self.weight_only:
