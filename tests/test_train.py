@@ -162,6 +162,24 @@ def test_bad_training_input(cli, corpus, tmp_path, case, args, message):
     assert not (tmp_path / "run").exists()  # nothing half-made left to refuse the fixed command
 
 
+def test_a_run_killed_between_preparing_its_text_and_its_config_starts_again(cli, corpus, tmp_path):
+    # A SIGKILL in that window left OUT/data complete and nothing else; the same command (with
+    # or without --resume) was refused as if the user had prepared data there.
+    run = tmp_path / "run"
+    assert cli("train", corpus, "--out", run, "--max-steps", 2, *TINY)[0] == 0
+    for entry in run.iterdir():
+        if entry.is_file():
+            entry.unlink()
+    assert sorted(e.name for e in run.iterdir()) == ["data"]
+    for extra in (["--resume"], []):
+        status, _, err = cli("train", corpus, "--out", run, "--max-steps", 2, *TINY, *extra)
+        assert status == 0, err
+        assert (run / "config.json").exists() and (run / "last.safetensors").exists()
+        for entry in run.iterdir():
+            if entry.is_file():
+                entry.unlink()
+
+
 def test_what_a_new_run_would_overwrite_is_refused(cli, corpus, trained, tmp_path):
     # data prepared by the user at OUT/data: a new run re-encoded its text over it
     assert cli("prepare", corpus, "--out", tmp_path / "w" / "data")[0] == 0

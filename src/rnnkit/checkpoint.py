@@ -238,7 +238,7 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
         raise RnnkitError(f"--out {run_dir} holds {', '.join(written)} but no config.json: a "
                           "damaged run directory, which a new run would overwrite; restore its "
                           "config.json to --resume it, or choose another --out")
-    if (run_dir / "data" / "data.json").exists():  # written last: the data is complete
+    if (run_dir / "data" / "data.json").exists() and not prepared_for_run(run_dir / "data"):
         raise RnnkitError(f"--out {run_dir} holds prepared data ({run_dir / 'data'}) but no run: "
                           "a run would prepare its text there, over it; train on it with "
                           f"`rnnkit train {run_dir / 'data'} --out NEW`, or remove it if a run "
@@ -249,6 +249,16 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
     elif (run_dir / "data").exists():
         theirs.append("data")
     refuse_theirs(run_dir, theirs)
+
+
+def prepared_for_run(data: Path) -> bool:
+    """Whether the prepared data in `data` is a run's own (`text.prepare(..., for_run=True)`),
+    left by a run killed after preparing its text and before writing its config.json: the
+    same command prepares it again. Data that `rnnkit prepare` wrote there is the user's."""
+    try:
+        return json.loads((data / "data.json").read_text(encoding="utf-8")).get("for_run") is True
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 def foreign(folder: Path, ours) -> list[str]:

@@ -86,7 +86,7 @@ def open_data(run_dir: Path, texts: list[str], vocab: Vocab, init_from: str) -> 
     except RnnkitError as e:  # text that is not UTF-8: --tokenizer byte cannot apply here
         raise RnnkitError(f"{str(e).split(';')[0]}; {init_from} is a character model, so "
                           "fine-tune a byte model on it instead (--init-from builtin)") from None
-    return prepare(files, run_dir / "data", vocab.kind, vocab=grown)
+    return prepare(files, run_dir / "data", vocab.kind, vocab=grown, for_run=True)
 
 
 def start(run_dir: Path, texts: list[str], model_cfg: ModelConfig, train_cfg, given: set[str],

@@ -238,11 +238,14 @@ def build_vocab(files: Iterable[Path], kind: str) -> Vocab:
 
 
 def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
-            vocab: Vocab | None = None, skip_unknown: bool = False) -> PreparedData:
+            vocab: Vocab | None = None, skip_unknown: bool = False,
+            for_run: bool = False) -> PreparedData:
     """Encode text files into `out_dir/tokens.bin` (streamed, atomic) and describe it in data.json.
 
     With no `vocab`, it is built from the files first. Symbols outside a given vocabulary are an
     error, or with `skip_unknown` left out and listed in `skipped`. Returns the memory-mapped data.
+    `for_run`: a training run prepares its own text (DIR/data), and data.json says so: a run
+    killed before its config.json was written leaves data that the same command may redo.
     """
     if kind not in TOKENIZERS:
         raise RnnkitError(f"unknown tokenizer {kind!r}; choose char or byte")
@@ -272,6 +275,8 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
     meta = {"vocab": vocab.to_json(), "dtype": vocab.dtype.name, "count": count,
             "sources": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files],
             "skipped": [vocab.name(c) for c in skipped]}
+    if for_run:
+        meta["for_run"] = True
     write_json_atomic(out / "data.json", meta)
     return PreparedData.open(out)
 

@@ -84,7 +84,7 @@ def open_data(run_dir: Path, texts: list[str], tokenizer: str) -> PreparedData:
     if len(texts) == 1 and Path(texts[0]).is_dir() and (Path(texts[0]) / "data.json").exists():
         return PreparedData.open(texts[0])
     files = check_corpus_files(texts) if texts else default_corpus()
-    return prepare(files, run_dir / "data", tokenizer)
+    return prepare(files, run_dir / "data", tokenizer, for_run=True)
 
 
 def check_resume(run_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig,
