@@ -248,3 +248,39 @@ def test_sizes_are_whole_numbers():
             build()
     with pytest.raises(rnnkit.RnnkitError, match="dropout must be in"):
         Recurrent("gru", 4, 3, 2, dropout="0.1")
+
+
+def test_a_stacks_whole_sequence_input_is_checked_as_its_step_input_is():
+    stack = Recurrent("lstm", 4, 5, 2)
+    # a (B, I) batch of vectors was read as one unbatched sequence of B steps
+    for x, shape in ((torch.randn(2, 4), r"\(2, 4\)"), (torch.zeros(2, 0, 4), r"\(2, 0, 4\)"),
+                     (torch.randn(2, 3, 6), r"\(2, 3, 6\)")):
+        with pytest.raises(rnnkit.RnnkitError, match=r"a stack reads x of shape \(B, T, 4\), T "
+                           r"at least 1, got " + shape):
+            stack(x)
+    with pytest.raises(rnnkit.RnnkitError, match=r"\(layers x directions, batch, hidden\) = "
+                       r"\(2, 3, 5\) for h and for c, got \(1, 3, 5\)"):
+        stack(torch.randn(3, 6, 4), (torch.zeros(1, 3, 5), torch.zeros(1, 3, 5)))
+    # arrays, integers and float64 read as the weights' floats, a float64 state too
+    xs = np.random.default_rng(0).standard_normal((3, 6, 4))
+    y, (h, c) = stack(xs, (torch.zeros(2, 3, 5, dtype=torch.float64),) * 2)
+    assert y.dtype == torch.float32 and torch.allclose(y, stack(torch.tensor(xs).float())[0])
+    assert stack(torch.ones(3, 6, 4, dtype=torch.long))[0].shape == (3, 6, 5)
+    with pytest.raises(rnnkit.RnnkitError, match="x must be numbers"):
+        stack("hello")
+    with pytest.raises(rnnkit.RnnkitError, match="lengths must be whole numbers of steps"):
+        stack(torch.randn(2, 6, 4), lengths=[6, 2.5])  # was cut to 2 steps
+
+
+def test_building_blocks_refuse_what_torch_would_fail_on_deep_inside():
+    with pytest.raises(rnnkit.RnnkitError, match="bidirectional must be True or False"):
+        Recurrent("gru", 4, 5, 1, bidirectional="false")  # a true value: built two directions
+    # NumPy integers are whole numbers: torch's modules refused them with a TypeError
+    assert Recurrent("gru", np.int64(4), np.int64(5))(torch.randn(1, 2, 4))[0].shape == (1, 2, 5)
+    assert rnnkit.RNN(np.int64(4), 3, 2).step(torch.zeros(4)).shape == (2,)
+    rnn = rnnkit.RNN(4, 3, 2)
+    with pytest.raises(rnnkit.RnnkitError, match="x must be numbers .* got str 'h'"):
+        rnn.step("h")
+    with pytest.raises(rnnkit.RnnkitError, match=r"T at least 1, got shape \(0, 4\)"):
+        rnn(torch.zeros(0, 4))
+    assert Recurrent("gru", 4, 3).step(np.ones((2, 4)))[0].shape == (2, 3)  # an array steps

@@ -219,3 +219,13 @@ def test_cli_bad_seed_or_rate_is_one_line_naming_it(tmp_path: Path) -> None:
         result = run_cli(str(path), "--steps", "10", *args)
         assert result.returncode == 2 and "Traceback" not in result.stderr
         assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+
+
+def test_negative_or_outside_ids_are_refused() -> None:
+    # NumPy read -1 (str.find's answer for a missing character) as the last character
+    params, inputs, targets, h_prev = small_problem()
+    for bad_targets in ([1, 2, -1, 0, 0, 0], [1, 2, V, 0, 0, 0]):
+        with pytest.raises(ValueError, match=r"targets must be token ids from 0 to 4"):
+            loss_and_grads(params, inputs, bad_targets, h_prev)
+    with pytest.raises(ValueError, match=r"seed_ix must be token ids from 0 to 4, got -1"):
+        sample(params, h_prev, -1, 3, np.random.default_rng(0))

@@ -1,10 +1,12 @@
 """Beam search on the language model and the encoder/decoder, scored against the fused forward."""
 
+import math
+
 import pytest
 import torch
 from torch.nn import functional as F
 
-from rnnkit import CharLM, DecoderConfig, ModelConfig, Seq2Seq, Seq2SeqConfig, Vocab
+from rnnkit import CharLM, DecoderConfig, ModelConfig, RnnkitError, Seq2Seq, Seq2SeqConfig, Vocab
 from rnnkit.beam import decode_beam
 from rnnkit.tasks import teacher_inputs
 
@@ -70,3 +72,26 @@ def test_seq2seq_beam_is_at_least_as_likely_as_greedy(cell):
             assert found[0][1] == pytest.approx(best, abs=1e-5)
         if len(greedy[b]) < 12 and len(beam[b]) < 12:
             assert best >= seq2seq_log_prob(model, row, greedy[b]) - 1e-5
+
+
+def test_an_early_stop_returns_finished_sequences_not_prefixes():
+    from rnnkit.beam import beam_search
+    logits = torch.log(torch.tensor([0.05, 0.05, 0.9]))
+    found = beam_search(lambda tokens, rows: logits.repeat(len(tokens), 1), logits, width=3,
+                        length=5, end=2)
+    # the search stops once [2] beats every live prefix; [0] and [1] were listed as results
+    assert all(seq[-1] == 2 or len(seq) == 5 for seq, _ in found), found
+    assert found[0] == ([2], pytest.approx(math.log(0.9)))
+
+
+def test_decoding_models_decode_in_eval_mode_and_refuse_draws_with_a_beam():
+    torch.manual_seed(0)
+    model = Seq2Seq(Seq2SeqConfig(5, DecoderConfig(vocab_size=6, cell="gru", hidden=16, layers=2,
+                                                   dropout=0.5)))
+    assert model.training
+    inputs = torch.tensor([[2, 3, 4]])
+    outputs = {str(model.generate(inputs, max_length=6)) for _ in range(5)}
+    assert len(outputs) == 1 and model.training  # greedy was different each time (dropout)
+    for options in ({"greedy": False}, {"temperature": 0.7}, {"seed": 1}):
+        with pytest.raises(RnnkitError, match="beam search keeps the most likely sequences"):
+            model.generate(inputs, max_length=6, beam=3, **options)

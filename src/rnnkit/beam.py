@@ -13,7 +13,9 @@ of each token), as Hugging Face's `generate(num_beams=K)` does. The score is the
 log-probability, not divided by the length (HF's `length_penalty=0`), so what is returned is
 the most likely sequence found, comparable with greedy decoding's. A sequence that emits `end`
 is finished (the end symbol included in its score); the search stops when no live beam can
-beat the best finished one (log-probabilities only fall), or after `length` tokens.
+beat the best finished one (log-probabilities only fall), or after `length` tokens. What it
+returns are finished sequences and, if it ran to `length`, the prefixes alive there: after an
+early stop, the live prefixes are left out (they are neither finished nor of full length).
 """
 
 from __future__ import annotations
@@ -69,7 +71,9 @@ def beam_search(advance: Callable[[Tensor, Tensor], Tensor], logits: Tensor, wid
     last = len(steps) - 1
     found = [((prefix(t - 1, row) if t else []) + [token], score)
              for score, t, row, token in finished]
-    found += [(prefix(last, k), score) for k, score in enumerate(scores.tolist())]
+    if len(steps) == length:  # live prefixes that reached the length are results too; after
+        # an early stop they are prefixes of sequences the search did not finish
+        found += [(prefix(last, k), score) for k, score in enumerate(scores.tolist())]
     return sorted(found, key=lambda f: -f[1])[:width]
 
 

@@ -18,8 +18,10 @@ Shapes: x (B, I), h and c (B, H).
 
 from __future__ import annotations
 
+import contextlib
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -124,6 +126,24 @@ class Cell(nn.Module):
         return step(self.cell, x, state, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
 
 
+def as_floats(x, like: Tensor, what: str) -> Tensor:
+    """x (a tensor, an array or a list of numbers; integers too, such as a one-hot) as `like`'s
+    floats on its device; anything else is one RnnkitError naming `what`."""
+    try:
+        return torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x).to(like)
+    except (TypeError, ValueError, RuntimeError):
+        raise RnnkitError(f"{what} must be numbers (a tensor, an array or a list), got "
+                          f"{type(x).__name__} {str(x)[:40]!r}") from None
+
+
+def check_sequence_input(x: Tensor, input_size: int) -> None:
+    """A stack reads a batch of sequences x (B, T, I), T at least 1: a (B, I) batch of vectors
+    would be read as one sequence of B steps."""
+    if x.dim() != 3 or x.shape[2] != input_size or x.shape[1] < 1:
+        raise RnnkitError(f"a stack reads x of shape (B, T, {input_size}), T at least 1, got "
+                          f"{tuple(x.shape)}; one sequence is x[None], one step is `step`")
+
+
 def check_step_input(x: Tensor, input_size: int) -> None:
     """A step reads a batch x (B, I): one vector (I,) would be read as I rows of one feature."""
     if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != input_size:
@@ -139,6 +159,18 @@ def check_state(cell: str, state) -> None:
         raise RnnkitError(f"an LSTM's state is the pair (h, c), got {type(state).__name__}"
                           if cell == "lstm" else
                           f"a {cell.upper()}'s state is one tensor h, got a pair")
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """The model in eval mode (no dropout) inside the block, its own mode back after it,
+    whatever ends the block."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def state_like(cell: str, state, x: Tensor, shape: tuple[int, ...], what: str, fix: str = ""):

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed, engine
+from .cells import evaluating
 from .configs import FitConfig
 from .devices import pick_device
 from .errors import RnnkitError
@@ -231,19 +232,17 @@ def dataset_loss(model: nn.Module, data: Dataset, batch_size: int, device: torch
     A model's loss is a mean over its batch, so each batch's loss is weighted by the rows or
     steps it averaged over (`counted`): the result does not depend on `batch_size`.
     """
-    was_training = model.training
-    model.eval()
     n = size(data)
     total, terms, right, count = 0.0, 0, 0.0, 0
-    for i in range(0, n, batch_size):
-        batch = rows(data, torch.arange(i, min(n, i + batch_size)), device, synced(model))
-        outputs, loss = model(**batch)
-        k = int(counted(outputs, batch).sum())
-        total, terms = total + float(loss) * k, terms + k
-        if metric is not None:
-            r, c = metric(outputs, batch)
-            right, count = right + r, count + c
-    model.train(was_training)
+    with evaluating(model):
+        for i in range(0, n, batch_size):
+            batch = rows(data, torch.arange(i, min(n, i + batch_size)), device, synced(model))
+            outputs, loss = model(**batch)
+            k = int(counted(outputs, batch).sum())
+            total, terms = total + float(loss) * k, terms + k
+            if metric is not None:
+                r, c = metric(outputs, batch)
+                right, count = right + r, count + c
     return total / max(terms, 1), (right / count if metric is not None and count else None)
 
 
@@ -251,17 +250,15 @@ def dataset_loss(model: nn.Module, data: Dataset, batch_size: int, device: torch
 def predict(model: nn.Module, data: Dataset, batch_size: int = 256,
             device: torch.device | str = "cpu") -> Tensor:
     """The model's outputs for every row of `data` (targets, if any, are ignored)."""
-    was_training = model.training
-    model.eval()
     n = size({k: v for k, v in data.items() if k != "targets"})
     inputs = {k: v for k, v in data.items() if k != "targets"}
     outputs = []
-    for i in range(0, n, batch_size):
-        out = model(**rows(inputs, torch.arange(i, min(n, i + batch_size)), device))[0].cpu()
-        if out.dim() >= 3:  # per-step outputs of a cut batch: pad back to the full length
-            out = torch.nn.functional.pad(out, (0, 0, 0, inputs["inputs"].shape[1] - out.shape[1]))
-        outputs.append(out)
-    model.train(was_training)
+    with evaluating(model):
+        for i in range(0, n, batch_size):
+            out = model(**rows(inputs, torch.arange(i, min(n, i + batch_size)), device))[0].cpu()
+            if out.dim() >= 3:  # per-step outputs of a cut batch: pad back to the full length
+                out = torch.nn.functional.pad(out, (0, 0, 0, inputs["inputs"].shape[1] - out.shape[1]))
+            outputs.append(out)
     return torch.cat(outputs)
 
 

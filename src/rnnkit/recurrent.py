@@ -47,6 +47,9 @@ class Recurrent(nn.Module):
         super().__init__()
         cells.check_cell(cell)
         require_size(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers)
+        if not isinstance(bidirectional, bool):  # "false" is a true value
+            raise RnnkitError(f"bidirectional must be True or False, got {bidirectional!r}")
+        input_size, hidden_size, num_layers = int(input_size), int(hidden_size), int(num_layers)
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) \
                 or not 0.0 <= dropout < 1.0:
             raise RnnkitError(f"dropout must be in [0, 1), got {dropout}")
@@ -67,12 +70,22 @@ class Recurrent(nn.Module):
         so padding never reaches the recurrence, the returned state is each row's state at its own
         last step, and outputs past a row's length are zeros.
         """
+        weight = self.rnn.weight_ih_l0
+        half = isinstance(x, Tensor) and x.dtype in (torch.float16, torch.bfloat16)  # autocast's
+        if not half and (not isinstance(x, Tensor) or x.dtype != weight.dtype):
+            x = cells.as_floats(x, weight, "x")  # an array, integers or float64
+        cells.check_sequence_input(x, self.rnn.input_size)
         if state is not None:
-            cells.check_state(self.cell, state)
+            state = cells.state_like(self.cell, state, weight if half else x,
+                                     (self.num_layers * self.directions, x.shape[0],
+                                      self.hidden_size),
+                                     "a stack's state is (layers x directions, batch, hidden)")
         if lengths is None:
             return self.rnn(x, state)
         T = x.shape[1]
         lengths = torch.as_tensor(lengths).cpu()  # a list too, as torch's packing takes
+        if lengths.is_floating_point() and not bool((lengths == lengths.round()).all()):
+            raise RnnkitError(f"lengths must be whole numbers of steps, got {lengths.tolist()[:8]}")
         if lengths.shape != x.shape[:1] or len(lengths) and (int(lengths.min()) < 1
                                                            or int(lengths.max()) > T):
             raise RnnkitError(f"lengths must be one per row of x, each from 1 to the inputs' {T} "
@@ -103,8 +116,8 @@ class Recurrent(nn.Module):
         """
         if self.bidirectional:
             raise RnnkitError("a bidirectional stack reads the whole sequence; it cannot step")
+        x = cells.as_floats(x, self.rnn.weight_ih_l0, "x")  # integers, float64 or an array
         cells.check_step_input(x, self.rnn.input_size)
-        x = x.to(self.rnn.weight_ih_l0)  # integers or float64 read as the weights' floats
         if state is None:
             state = self.zero_state(x.shape[0], x.device, x.dtype)
         state = cells.state_like(self.cell, state, x,

@@ -86,6 +86,14 @@ def softmax(y: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def check_ids(ids: Tokens, vocab_size: int, name: str) -> None:
+    """Token ids must be whole numbers in [0, V): NumPy would read -1 (what `str.find` returns
+    for a character it lacks) as the last character."""
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < vocab_size:
+            raise ValueError(f"{name} must be token ids from 0 to {vocab_size - 1}, got {i!r}")
+
+
 def loss_and_grads(
     params: VanillaRNN,
     inputs: Tokens,
@@ -109,6 +117,8 @@ def loss_and_grads(
             f"need as many targets as inputs (at least one), got {T} inputs, {len(targets)} targets"
         )
     V = params.vocab_size
+    check_ids(inputs, V, "inputs")
+    check_ids(targets, V, "targets")
     W_xh, W_hh, W_hy, b_h, b_y = params.W_xh, params.W_hh, params.W_hy, params.b_h, params.b_y
     scale = 1.0 / T if mean else 1.0
 
@@ -213,6 +223,7 @@ def sample(
             f"temperature must be positive, got {temperature}; use e.g. 0.01 for near-greedy"
         )
     V = params.vocab_size
+    check_ids([seed_ix], V, "seed_ix")
     ix = seed_ix
     out = []
     for _ in range(n):

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .beam import beam_search
-from .cells import gru_gates
+from .cells import evaluating, gru_gates
 from .configs import MAX_STRING, STEP_PRECISIONS
 from .errors import RnnkitError
 from .text import shown_unknown
@@ -485,9 +485,7 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
     starts as after a newline that is not in the text); `raw`: a byte model's bytes."""
     vocab = model.vocab
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         stepper = Stepper(model, precision)
         logits = stepper.feed_many(ids)
         if beam is not None:
@@ -520,8 +518,6 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
             tails = [d.decode(b"", final=True) for d in decoders]
             if any(tails):
                 yield tails
-    finally:
-        model.train(was_training)
 
 
 def best_beams(stepper: Stepper, logits: Tensor, width: int, length: int,

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .beam import decode_beam
+from .cells import evaluating
 from .config import check_fields
 from .configs import HEADS, MAX_LAYERS, MAX_MEMBERS, MAX_SIZE, POOLS, check_cell
 from .errors import RnnkitError, require_positive
@@ -76,11 +77,15 @@ def token_ids(values, size: int, name: str, what: str, dims: int) -> Tensor:
     return t
 
 
-def check_decoding(max_length: int, beam: int | None) -> None:
+def check_decoding(max_length: int, beam: int | None, greedy: bool = True,
+                   temperature: float = 1.0, seed: int | None = None) -> None:
     for name, value in (("max_length", max_length), ("beam", beam)):
         if value is not None and (isinstance(value, bool)
                                   or not isinstance(value, numbers.Integral) or value < 1):
             raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
+    if beam is not None and (not greedy or temperature != 1.0 or seed is not None):
+        raise RnnkitError("beam search keeps the most likely sequences and draws nothing; drop "
+                          "greedy=False, temperature and seed, or drop the beam")
 
 
 def check_config(config, cls: type, model: str) -> None:
@@ -663,9 +668,10 @@ class ConditionedGenerator(nn.Module):
             if condition.dim() != 2 or condition.shape[1] != K or not len(condition):
                 raise RnnkitError(f"condition must be vectors (B, {K}), got shape "
                                   f"{tuple(condition.shape)}")
-        check_decoding(max_length, beam)
-        return self.decoder.decode(self.initial_state(condition), condition.shape[0], max_length,
-                                   greedy, temperature, seed, beam)
+        check_decoding(max_length, beam, greedy, temperature, seed)
+        with evaluating(self):  # a training-mode model would decode with dropout
+            return self.decoder.decode(self.initial_state(condition), condition.shape[0],
+                                       max_length, greedy, temperature, seed, beam)
 
 
 @dataclass
@@ -733,7 +739,8 @@ class Seq2Seq(nn.Module):
                  greedy: bool = True, temperature: float = 1.0,
                  seed: int | None = None, beam: int | None = None) -> list[list[int]]:
         inputs = token_ids(inputs, self.config.input_vocab, "inputs", "token ids", dims=2)
-        check_decoding(max_length, beam)
-        state = self.encode(inputs, lengths)  # the encoder's stack checks the lengths
-        return self.decoder.decode(state, inputs.shape[0], max_length, greedy, temperature, seed,
-                                   beam)
+        check_decoding(max_length, beam, greedy, temperature, seed)
+        with evaluating(self):  # a training-mode model would encode and decode with dropout
+            state = self.encode(inputs, lengths)  # the encoder's stack checks the lengths
+            return self.decoder.decode(state, inputs.shape[0], max_length, greedy, temperature,
+                                       seed, beam)

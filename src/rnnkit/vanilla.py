@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .cells import as_floats
 from .errors import RnnkitError, require_size
 
 
@@ -48,6 +49,7 @@ class RNN(nn.Module):
                  nonlinearity: str = "tanh"):
         super().__init__()
         require_size(input_size=input_size, hidden_size=hidden_size, output_size=output_size)
+        input_size, hidden_size, output_size = int(input_size), int(hidden_size), int(output_size)
         if nonlinearity not in ("tanh", "relu"):
             raise RnnkitError(f"unknown nonlinearity {nonlinearity!r}; choose tanh or relu")
         self.nonlinearity = nonlinearity
@@ -86,7 +88,7 @@ class RNN(nn.Module):
     def reset(self, h: Tensor | None = None) -> None:
         """Forget the history: the next step starts from `h`, zeros by default."""
         if h is not None:
-            h = torch.as_tensor(h).to(self.W_hh)  # a list or an array reads too
+            h = as_floats(h, self.W_hh, "h")  # a list or an array reads too
             H = self.W_hh.shape[0]
             if h.dim() not in (1, 2) or h.shape[-1] != H:
                 raise RnnkitError(f"the hidden state is one vector h ({H},) or a batch (B, {H}), "
@@ -112,7 +114,7 @@ class RNN(nn.Module):
     def step(self, x: Tensor) -> Tensor:
         """Feed one input vector, update the hidden state, return the output vector."""
         size = self.W_xh.shape[1]
-        x = torch.as_tensor(x).to(self.W_xh)  # a one-hot of integers, or an array, reads too
+        x = as_floats(x, self.W_xh, "x")  # a one-hot of integers, or an array, reads too
         if x.dim() not in (1, 2) or x.shape[-1] != size:
             raise RnnkitError(f"step reads one vector x ({size},) or a batch (B, {size}), got "
                               f"shape {tuple(x.shape)}")
@@ -133,15 +135,15 @@ class RNN(nn.Module):
         `self.h`; pass `h0` to start from a state other than zeros.
         """
         size = self.W_xh.shape[1]
-        xs = torch.as_tensor(xs).to(self.W_xh)
-        if xs.dim() not in (2, 3) or xs.shape[-1] != size:
+        xs = as_floats(xs, self.W_xh, "xs")
+        if xs.dim() not in (2, 3) or xs.shape[-1] != size or xs.shape[-2] < 1:
             raise RnnkitError(f"a sequence is xs (T, {size}) or a batch of them (B, T, {size}), "
-                              f"got shape {tuple(xs.shape)}")
+                              f"T at least 1, got shape {tuple(xs.shape)}")
         batched = xs.dim() == 3
         if not batched:
             xs = xs.unsqueeze(0)  # (1, T, I)
         if h0 is not None:
-            h0 = torch.as_tensor(h0).to(self.W_xh)  # a list, an array or float64 reads too
+            h0 = as_floats(h0, self.W_xh, "h0")  # a list, an array or float64 reads too
             B, H = xs.shape[0], self.W_hh.shape[0]
             if h0.shape[-1] != H or h0.numel() not in (H, B * H):
                 raise RnnkitError(f"h0 must be ({H},), ({B}, {H}) or (1, {B}, {H}), got "
