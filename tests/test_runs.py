@@ -77,7 +77,7 @@ def test_out_folder_with_other_files_is_refused_and_left_alone(cli, corpus, tmp_
     assert cli("train", corpus, "--out", run, "--max-steps", 5, *TINY, "--resume")[0] == 0
 
 
-@pytest.mark.parametrize("given", ["OTHER", "EMPTY", "MISSING", "CHANGED"])
+@pytest.mark.parametrize("given", ["OTHER", "EMPTY", "MISSING", "CHANGED", "SAME_SIZE"])
 def test_resume_refuses_text_other_than_the_runs_own(cli, corpus, tmp_path, given):
     run = tmp_path / "run"
     assert cli("train", corpus, "--out", run, "--max-steps", 10, *TINY)[0] == 0
@@ -90,9 +90,16 @@ def test_resume_refuses_text_other_than_the_runs_own(cli, corpus, tmp_path, give
     elif given == "CHANGED":
         other = corpus
         corpus.write_text(PANGRAM * 90)
+    elif given == "SAME_SIZE":  # an edit that keeps the size was trained past without a word
+        other = corpus
+        text = corpus.read_text(encoding="utf-8")
+        corpus.write_text(text.replace("e", "E"), encoding="utf-8")
+        assert len(corpus.read_bytes()) == len(text.encode("utf-8")) and "e" in text
     status, _, err = cli("train", other, "--out", run, "--max-steps", 20, *TINY, "--resume")
     line = one_error_line(err)
     assert status == 2 and "--resume continues" in line and "on its own data" in line
+    if given in ("CHANGED", "SAME_SIZE"):
+        assert "has changed since the run encoded it" in line
     assert "start a new --out" in line
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 

@@ -176,3 +176,13 @@ def test_prepared_data_is_never_rewritten_under_a_run(cli, corpus, tmp_path):
                                  "--resume")):
         status, _, err = cli(*args)
         assert status == 2 and "was prepared again since" in one_error_line(err)
+    # prepared again from other text with the same vocabulary: the run read the new text
+    same_symbols = tmp_path / "reversed.txt"
+    same_symbols.write_text(corpus.read_text(encoding="utf-8")[::-1], encoding="utf-8")
+    shutil.rmtree(data)
+    assert cli("prepare", same_symbols, "--out", data, "--vocab", run)[0] == 0
+    for args in (("eval", run), ("train", data, "--out", run, *TINY, "--max-steps", 6,
+                                 "--resume")):
+        status, _, err = cli(*args)
+        assert status == 2 and "prepared again since" in one_error_line(err) and \
+            "holds other text now" in err

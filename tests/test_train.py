@@ -238,6 +238,8 @@ def trained(cli, corpus, tmp_path):
     ("vocab", "vocab.json has 3 symbols but config.json says vocab_size"),
     ("shape", "config.json model.hidden must be int"),
     ("missing_weights", "model.safetensors is missing"),
+    # the shape check's own diagnosis, not relabelled "corrupt or truncated" around it
+    ("other_model", "has shape (3, 3) but config.json needs"),
 ])
 def test_damaged_run_directory(cli, trained, damage, message):
     if damage == "no_config":
@@ -259,9 +261,15 @@ def test_damaged_run_directory(cli, trained, damage, message):
     elif damage == "missing_weights":
         (trained / "model.safetensors").unlink()
         (trained / "last.safetensors").unlink()
+    elif damage == "other_model":
+        from safetensors.torch import load_file, save_file
+        tensors = load_file(trained / "model.safetensors")
+        tensors[sorted(tensors)[0]] = torch.zeros(3, 3)
+        save_file(tensors, trained / "model.safetensors")
     for command in (["sample", trained], ["eval", trained]):
         status, _, err = cli(*command)
         assert status == 2 and message in one_error_line(err)
+        assert "corrupt" not in err or damage in ("truncated", "pickle")
 
 
 def test_weights_of_another_model_are_refused(cli, trained):

@@ -124,6 +124,8 @@ def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
                 mine = {n[len(prefix):] for n in names if n.startswith(prefix)}
                 if mine != set(expected):
                     missing, extra = sorted(set(expected) - mine), sorted(mine - set(expected))
+                    if not mine:  # none under the prefix: name what the file holds instead
+                        extra = sorted(names)
                     raise RnnkitError(f"{path} does not match config.json (missing {missing[:3]}, "
                                       f"unexpected {extra[:3]}); it belongs to another model")
                 for name, shape in expected.items():
@@ -132,6 +134,8 @@ def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
                         raise RnnkitError(f"{path}: {name} has shape {got} but config.json needs "
                                           f"{tuple(shape)}; the files belong to different models")
             tensors = {n: f.get_tensor(n) for n in names}
+    except RnnkitError:
+        raise  # the checks' own diagnosis (an RnnkitError is a ValueError too)
     except (SafetensorError, OSError, ValueError) as e:
         raise RnnkitError(f"{path} is corrupt or truncated ({e}); use another checkpoint "
                           "or train again") from None
@@ -139,11 +143,15 @@ def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
 
 
 def write_run_files(run_dir: Path, model_config: ModelConfig, train_config: dict,
-                    vocab: Vocab, data_dir: Path) -> None:
+                    vocab: Vocab, data_dir: Path, data_id: dict | None = None) -> None:
+    """config.json and vocab.json of a new run; `data_id`: `PreparedData.identity()` of the
+    data it trains on, checked whenever the run reads its data again."""
     run_dir.mkdir(parents=True, exist_ok=True)
     data = "data" if data_dir.resolve() == (run_dir / "data").resolve() else str(data_dir.resolve())
     config = {"format": FORMAT, "version": VERSION, "model": model_config.__dict__.copy(),
               "train": train_config, "data": data}
+    if data_id is not None:
+        config["data_id"] = data_id
     # config.json last: its presence marks a complete run directory.
     write_json_atomic(run_dir / "vocab.json", vocab.to_json())
     write_json_atomic(run_dir / "config.json", config)

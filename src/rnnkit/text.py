@@ -19,6 +19,8 @@ bytes in UTF-8 ("©" is c2 a9) is read as those bytes, one symbol each.
 from __future__ import annotations
 
 import codecs
+import hashlib
+import json
 import os
 import re
 import sys
@@ -273,12 +275,19 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
                 w.write(ids.astype(vocab.dtype).tobytes())
                 count += len(ids)
     meta = {"vocab": vocab.to_json(), "dtype": vocab.dtype.name, "count": count,
-            "sources": [{"path": str(f.resolve()), "bytes": f.stat().st_size} for f in files],
+            "sources": [source(f) for f in files],
             "skipped": [vocab.name(c) for c in skipped]}
     if for_run:
         meta["for_run"] = True
     write_json_atomic(out / "data.json", meta)
     return PreparedData.open(out)
+
+
+def source(f: Path) -> dict:
+    """What data.json records of a text file it was prepared from: its absolute path, its size
+    and its modification time, which tell a file edited since (even to the same size)."""
+    st = f.stat()
+    return {"path": str(f.resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 @dataclass
@@ -318,6 +327,13 @@ class PreparedData:
             raise RnnkitError(f"{str(path)!r} is not a readable prepared data directory ({e}); "
                               "prepare it again from the text") from None
         return cls(path, vocab, tokens, meta.get("sources", []), meta.get("skipped", []))
+
+    def identity(self) -> dict:
+        """What a run records of the data it trains on (config.json "data_id"): the number of
+        tokens and a digest of the sources, so that the folder prepared again from other
+        text is told apart even with the same vocabulary."""
+        listed = json.dumps(self.sources, sort_keys=True).encode("utf-8")
+        return {"tokens": len(self.tokens), "sources": hashlib.sha256(listed).hexdigest()[:16]}
 
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """(train, val): the first (1 - val_fraction) of the tokens, and the rest (nanoGPT's split)."""

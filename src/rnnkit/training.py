@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed, engine, finetune
+from .cells import evaluating
 from .config import from_dict
 from .configs import TrainConfig
 from .devices import pick_device, to_device
@@ -49,6 +50,7 @@ from .text import (
     default_corpus,
     fit_batch_size,
     prepare,
+    source,
 )
 
 # The public names, lr_at and pick_device among them as before the engine took them over.
@@ -65,16 +67,14 @@ def text_loss(model: CharLM, tokens: np.ndarray, batch_size: int, seq_len: int,
         raise RnnkitError(f"{len(tokens)} tokens are too few to evaluate on; give more text")
     seq_len = min(seq_len, len(tokens) - 1)
     streams = Streams(tokens, fit_batch_size(len(tokens), batch_size, seq_len), seq_len)
-    was_training = model.training
-    model.eval()
     total, count, state = 0.0, 0, None
-    for i in range(streams.per_epoch):
-        x, y, _ = streams.batch(i)
-        x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        _, loss, state = model(x, y, state)
-        total += float(loss) * y.numel()
-        count += y.numel()
-    model.train(was_training)
+    with evaluating(model):
+        for i in range(streams.per_epoch):
+            x, y, _ = streams.batch(i)
+            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            _, loss, state = model(x, y, state)
+            total += float(loss) * y.numel()
+            count += y.numel()
     return total / count
 
 
@@ -117,11 +117,16 @@ def open_run_data(run_dir: Path, config: dict) -> PreparedData:
     mean other symbols (or none), so it is refused."""
     path = ckpt.data_dir(run_dir, config)
     data = PreparedData.open(path)
+    recorded = config.get("data_id")  # absent in runs of earlier versions
     if data.vocab != ckpt.read_vocab(run_dir / "vocab.json"):
-        raise RnnkitError(f"{path} was prepared again since {run_dir} trained on it (its "
-                          "vocabulary is no longer the run's); prepare text into a new folder, "
-                          "and train a new run on it")
-    return data
+        why = "its vocabulary is no longer the run's"
+    elif isinstance(recorded, dict) and recorded != data.identity():
+        why = (f"it holds other text now: {len(data.tokens):,} tokens, the run trained on "
+               f"{recorded.get('tokens', '?')}")
+    else:
+        return data
+    raise RnnkitError(f"{path} was prepared again since {run_dir} trained on it ({why}); "
+                      "prepare text into a new folder, and train a new run on it")
 
 
 def check_resume_data(run_dir: Path, data: PreparedData, texts: list[str]) -> None:
@@ -132,13 +137,17 @@ def check_resume_data(run_dir: Path, data: PreparedData, texts: list[str]) -> No
     given = [Path(t) for t in texts]
     if len(given) == 1 and given[0].is_dir() and given[0].resolve() == data.path.resolve():
         return
-    then = [(s.get("path"), s.get("bytes")) if isinstance(s, dict) else s for s in data.sources]
-    now = [(str(f.resolve()), f.stat().st_size if f.is_file() else None) for f in given]
-    if now == then:
+    then = [s if isinstance(s, dict) else {} for s in data.sources]
+    now = [source(f) if f.is_file() else {"path": str(f.resolve())} for f in given]
+
+    def same(a: dict, b: dict) -> bool:  # data.json of earlier versions has no mtime_ns
+        return all(a.get(k) == b.get(k) for k in ("path", "bytes", "mtime_ns") if k in b)
+
+    if len(now) == len(then) and all(same(n, t) for n, t in zip(now, then, strict=True)):
         return
     names = ", ".join(map(str, texts[:3])) + (", ..." if len(texts) > 3 else "")
-    changed = [str(f) for f, (path, size) in zip(given, now, strict=False)
-               if any(path == p and size != b for p, b in then)]
+    changed = [str(f) for f, n in zip(given, now, strict=True)
+               if any(n["path"] == t.get("path") and not same(n, t) for t in then)]
     why = f"{changed[0]} has changed since the run encoded it" if changed \
         else f"{names} {'is' if len(texts) == 1 else 'are'} not the text it was started on"
     raise RnnkitError(f"--resume continues {run_dir} on its own data, and {why}; drop the "
@@ -212,7 +221,8 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
                             train_cfg = replace(train_cfg, tokenizer=data.vocab.kind)
                     warn_small_vocabulary(data.vocab)
                     model_cfg = ModelConfig(**{**asdict(model_cfg), "vocab_size": len(data.vocab)})
-                    ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab, data.path)
+                    ckpt.write_run_files(run_dir, model_cfg, asdict(train_cfg), data.vocab,
+                                         data.path, data.identity())
                 distributed.barrier(world)  # the other ranks wait for rank 0's files
                 if not world.main and not (run_dir / "config.json").exists():
                     raise RnnkitError(f"--out {run_dir} is not visible to this process (rank "
