@@ -345,3 +345,47 @@ def test_resuming_keeps_the_sample_length_and_a_damaged_vocabulary_names_its_fil
     status, _, err = cli("sample", run)
     line = one_error_line(err)
     assert status == 2 and str(run / "vocab.json") in line and "damaged" in line
+
+
+def test_training_whose_output_reader_stops_says_so_and_resumes(corpus, tmp_path):
+    # `rnnkit train ... | head -1` stopped the training at the next line written, exit status 0
+    # and nothing on stderr: it looked like a run that had finished
+    argv = [PYTHON, "-m", "rnnkit", "train", str(corpus), "--out", str(tmp_path / "run"),
+            "--max-steps", "60", "--eval-every", "2", *map(str, TINY)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    proc.wait(timeout=120)
+    assert proc.returncode == 2, err
+    line = one_error_line(err)
+    assert "the output's reader stopped" in line and "with --resume to continue" in line
+    checkpoint.read_safetensors(tmp_path / "run" / "last.safetensors")  # what --resume reads
+
+
+def test_a_closed_standard_output_is_one_line():
+    # `rnnkit sample RUN >&-` was an internal error ('NoneType' object has no attribute 'write')
+    done = subprocess.run(["bash", "-c", f"'{PYTHON}' -m rnnkit sample --length 5 >&-"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == ("rnnkit: error: standard output is closed; send it "
+                                           "to a file, or to /dev/null to discard it")
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["sample", ""], "DIR"),  # sampled the built-in model
+    (["train", "CORPUS", "--out", ""], "--out"),  # trained into the current folder
+    (["classify", "train", "CORPUS", "--out", "run", "--test-pattern", ""], "--test-pattern"),
+    (["train", "CORPUS", "--init-from=", "--out", "run"], "--init-from"),
+])
+def test_an_empty_argument_is_refused_by_name(cli, corpus, tmp_path, monkeypatch, argv, name):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    status, _, err = cli(*[str(corpus) if a == "CORPUS" else a for a in argv])
+    assert status == 2
+    assert one_error_line(err) == f"rnnkit: error: {name} is empty (an unset shell variable?); "\
+                                  "give it a value"
+    assert list(here.iterdir()) == []  # nothing written into the current folder
+    assert cli("sample", "--prime", "", "--length", 3)[0] == 0  # an empty prime is a prime

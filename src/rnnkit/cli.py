@@ -23,6 +23,7 @@ This module only parses: each command names the function that runs it ("lm_cli.c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
@@ -69,7 +70,28 @@ class Parser(argparse.ArgumentParser):
         if extras:
             raise RnnkitError(f"unrecognized arguments: {' '.join(extras)} (see: "
                               f"{namespace.help_prog} --help)")
+        for action in self.chosen_actions(namespace):
+            value = getattr(namespace, action.dest, None)
+            if action.dest not in MAY_BE_EMPTY and (value == "" or isinstance(value, list)
+                                                    and "" in value):
+                name = action.option_strings[0] if action.option_strings else action.metavar
+                raise RnnkitError(f"{name} is empty (an unset shell variable?); give it a "
+                                  "value")
         return namespace
+
+    def chosen_actions(self, namespace) -> list[argparse.Action]:
+        """The arguments of this parser and of the sub-commands `namespace` went through."""
+        actions = []
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                chosen = action.choices.get(getattr(namespace, action.dest, None))
+                actions += chosen.chosen_actions(namespace) if chosen is not None else []
+            else:
+                actions.append(action)
+        return actions
+
+
+MAY_BE_EMPTY = {"prime"}  # an empty prime starts as after a newline
 
 
 def duration(text: str) -> float:
@@ -480,14 +502,24 @@ SYSTEM_LIMITS = {
 }
 
 
+TRAINING = {"lm_cli.cmd_train", "task_cli.cmd_classify_train", "forecast_cli.train"}
+
+
 def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("RNNKIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    if sys.stdout is None:  # started with its output closed (`>&-`): nowhere to write
+        if sys.stderr is not None:
+            print("rnnkit: error: standard output is closed; send it to a file, or to "
+                  "/dev/null to discard it", file=sys.stderr)
+        return 2
     warnings.showwarning = show_warning
     for stream in (sys.stdout, sys.stderr):  # text the terminal's encoding lacks: shown as "?"
         if hasattr(stream, "reconfigure") and (stream.errors or "strict") == "strict":
             stream.reconfigure(errors="replace")
+    command = None
     try:
         args = build_parser().parse_args(argv)
+        command = args.run
         module, function = args.run.split(".")
         return getattr(importlib.import_module(f".{module}", __package__), function)(args)
     except RnnkitError as e:
@@ -498,9 +530,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `rnnkit sample DIR | head`
-        sys.stderr.close()
-        return 0
+    except BrokenPipeError:  # the reader of stdout stopped, e.g. `rnnkit sample DIR | head`
+        with contextlib.suppress(OSError, ValueError):  # Python's last flush must not fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if command not in TRAINING:  # the reader had what it wanted
+            return 0
+        with contextlib.suppress(OSError, ValueError):  # stderr may be the same pipe
+            print("rnnkit: error: the output's reader stopped (a pipe into head, say), and "
+                  "training stopped with it, its last checkpoint kept; run the same command "
+                  "with --resume to continue, its output sent to a file", file=sys.stderr)
+        return 2
     except Warning as w:  # warnings made errors (python -W error): still one line
         if debug:
             raise

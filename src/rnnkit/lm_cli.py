@@ -28,9 +28,6 @@ from .training import TrainConfig, open_run_data, pick_device, text_loss, train
 def configs_from_args(args) -> tuple[ModelConfig, TrainConfig, set[str]]:
     """Map flags onto the config dataclasses; `given` are the options set on the command line."""
     values = {k: v for k, v in vars(args).items() if v is not None}
-    if values.get("init_from") == "":  # `--init-from=` trained from scratch without a word
-        raise RnnkitError("--init-from is empty; give a run directory or builtin, or leave the "
-                          "option out to train from scratch")
     model_keys = {f.name for f in fields(ModelConfig)}
     train_keys = {f.name for f in fields(TrainConfig)}
     given = (set(values) & (model_keys | train_keys))
