@@ -389,3 +389,13 @@ def test_an_empty_argument_is_refused_by_name(cli, corpus, tmp_path, monkeypatch
                                   "give it a value"
     assert list(here.iterdir()) == []  # nothing written into the current folder
     assert cli("sample", "--prime", "", "--length", 3)[0] == 0  # an empty prime is a prime
+
+
+def test_durations_are_written_as_people_write_them():
+    from rnnkit.cli import duration
+    for text, seconds in (("90", 90), ("90s", 90), ("10m", 600), ("10min", 600), ("1.5h", 5400),
+                          ("1h30m", 5400), ("1h 30m", 5400), (" 10 m", 600)):
+        assert duration(text) == seconds, text
+    for text in ("", "-5", "nan", "1e3", "10M", "h", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
+            duration(text)

@@ -144,6 +144,10 @@ def bad_utf8(tmp_path):
     ("negative", ["CORPUS", "--layers", "-2"], "layers must be positive, got -2"),
     ("batch", ["CORPUS", "--batch-size", "0"], "batch_size must be positive, got 0"),
     ("time", ["CORPUS", "--max-time", "soon"], "invalid duration 'soon'"),
+    # 0 was "invalid duration '0'"; NaN was named TrainConfig.lr
+    ("no time", ["CORPUS", "--max-time", "0s"], "'0s' is not a usable time limit; give a "
+                                                "duration above 0"),
+    ("nan", ["CORPUS", "--lr", "nan"], "argument --lr: invalid number 'nan': give a finite"),
     ("lr", ["CORPUS", "--lr", "1e308"], "lr must be at most 1e+06, got 1e+308"),
     ("sample", ["CORPUS", "--sample-length", "10000001"], "sample_length must be at most "
      "10,000,000"),

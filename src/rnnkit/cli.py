@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import errno
 import importlib
+import math
 import os
 import re
 import sys
@@ -33,6 +34,7 @@ import warnings
 from dataclasses import fields
 
 from . import __version__
+from .config import brief
 from .configs import (
     CALENDAR,
     CELL_TYPES,
@@ -94,12 +96,33 @@ class Parser(argparse.ArgumentParser):
 MAY_BE_EMPTY = {"prime"}  # an empty prime starts as after a newline
 
 
+def finite(text: str) -> float:
+    """A number option's value: NaN and infinities are no setting (the configs refuse them
+    too, but by their field names)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}: give a finite number")
+    return value
+
+
+DURATION_PART = r"\s*(\d+(?:\.\d+)?)\s*(min|[smh]?)\s*"
+UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
 def duration(text: str) -> float:
-    """Seconds from '90', '90s', '10m', '1.5h'."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not m or float(m.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}; write e.g. 90s, 10m or 1h")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+    """Seconds from '90', '90s', '10m', '10min', '1.5h', '1h30m'."""
+    if not re.fullmatch(f"(?:{DURATION_PART})+", text) or not text.strip():
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}; write e.g. 90s, 10m, 1h "
+                                         "or 1h30m")
+    seconds = sum(float(n) * UNIT_SECONDS[unit] for n, unit in re.findall(DURATION_PART, text))
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{brief(repr(text))} is not a usable time limit; give "
+                                         "a duration above 0 (e.g. 10m), or leave the option "
+                                         "out for none")
+    return seconds
 
 
 def build_parser() -> Parser:
@@ -122,24 +145,24 @@ def build_parser() -> Parser:
     model.add_argument("--layers", type=int, help="stacked layers (default 2)")
     model.add_argument("--hidden", type=int, help="units per layer (default 384)")
     model.add_argument("--embed", type=int, help="embedding size (default: --hidden)")
-    model.add_argument("--dropout", type=float, help="dropout between layers (default 0)")
+    model.add_argument("--dropout", type=finite, help="dropout between layers (default 0)")
     opt = t.add_argument_group("training")
     opt.add_argument("--seq-len", type=int, help=f"BPTT steps per batch (default "
                      f"{TrainConfig.seq_len})")
     opt.add_argument("--batch-size", type=int, help=f"streams per batch (default "
                      f"{TrainConfig.batch_size})")
-    opt.add_argument("--lr", type=float, help=f"peak learning rate (default {TrainConfig.lr})")
-    opt.add_argument("--lr-min", type=float, help="final learning rate as a fraction of --lr "
+    opt.add_argument("--lr", type=finite, help=f"peak learning rate (default {TrainConfig.lr})")
+    opt.add_argument("--lr-min", type=finite, help="final learning rate as a fraction of --lr "
                      f"(default {TrainConfig.lr_min})")
     opt.add_argument("--warmup", type=int, help=f"warm-up steps (default {TrainConfig.warmup})")
-    opt.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
-    opt.add_argument("--grad-clip", type=float, help="clip the gradient norm; 0 = off "
+    opt.add_argument("--weight-decay", type=finite, help="AdamW weight decay (default 0)")
+    opt.add_argument("--grad-clip", type=finite, help="clip the gradient norm; 0 = off "
                      f"(default {TrainConfig.grad_clip})")
     opt.add_argument("--max-steps", type=int, help=f"total steps of the run (default "
                      f"{DEFAULT_STEPS}, or none with --max-time)")
     opt.add_argument("--max-time", type=duration, help="time budget of this invocation, final "
                      "evaluation included, e.g. 90s, 10m, 1h (default: none)")
-    opt.add_argument("--val-fraction", type=float, help="end of the text held out "
+    opt.add_argument("--val-fraction", type=finite, help="end of the text held out "
                      f"(default {TrainConfig.val_fraction})")
     opt.add_argument("--eval-every", type=int, help=f"steps between evaluations and "
                      f"checkpoints (default {TrainConfig.eval_every})")
@@ -175,14 +198,14 @@ def build_parser() -> Parser:
                    "newline)")
     s.add_argument("--length", type=int, default=500, help="characters to generate; a byte model's "
                    "(the built-in one's) are bytes (default 500)")
-    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature "
+    s.add_argument("--temperature", type=finite, default=1.0, help="softmax temperature "
                    "(default 1.0; lower is more conservative)")
     s.add_argument("--top-k", type=int, help="sample among the K most likely characters only "
                    "(default: all)")
     s.add_argument("--greedy", action="store_true", help="always take the most likely character")
-    s.add_argument("--top-p", type=float, help="nucleus sampling: among the most likely "
+    s.add_argument("--top-p", type=finite, help="nucleus sampling: among the most likely "
                    "characters that make up this much probability, e.g. 0.9 (default: off)")
-    s.add_argument("--repetition-penalty", type=float, default=1.0, help="above 1, characters "
+    s.add_argument("--repetition-penalty", type=finite, default=1.0, help="above 1, characters "
                    "already in the text become less likely (CTRL's rule; default 1: none)")
     s.add_argument("--num-samples", type=int, help="generate N samples in one batch, printed "
                    "one after another (default 1)")
@@ -250,9 +273,9 @@ def add_task_commands(sub) -> None:
                        "default: --test-pattern or a stratified split)")
     split.add_argument("--test-pattern", metavar="REGEX", help="examples whose file name (or CSV "
                        "id) matches are the test set (default: none)")
-    split.add_argument("--test-fraction", type=float, default=0.2, help="otherwise a stratified "
+    split.add_argument("--test-fraction", type=finite, default=0.2, help="otherwise a stratified "
                        "split holds out this fraction (default 0.2)")
-    split.add_argument("--val-fraction", type=float, default=0.1, help="stratified part of the "
+    split.add_argument("--val-fraction", type=finite, default=0.1, help="stratified part of the "
                        "training set that picks the best epoch (default 0.1; 0: keep the last)")
     add_data_options(t)
     shape = add_model_options(t, fitted=True)
@@ -320,10 +343,10 @@ def add_task_commands(sub) -> None:
                        "series are the test set, one forecast origin each (default 1)")
     split.add_argument("--val-origins", type=int, default=1, help="the horizons before them "
                        "pick the best epoch (default 1; 0: keep the last epoch)")
-    split.add_argument("--test-fraction", type=float, help="instead, the last fraction of every "
+    split.add_argument("--test-fraction", type=finite, help="instead, the last fraction of every "
                        "series is the test set, with an origin at every step (default: "
                        "--origins)")
-    split.add_argument("--val-fraction", type=float, default=0.1, help="with --test-fraction, "
+    split.add_argument("--val-fraction", type=finite, default=0.1, help="with --test-fraction, "
                        "the fraction before it that picks the best epoch (default 0.1)")
     add_model_options(t)
 
@@ -418,7 +441,7 @@ def add_model_options(t, fitted: bool = False):
     m.add_argument("--layers", type=int, default=1, help="stacked layers (default 1)")
     m.add_argument("--hidden", type=int, default=128, help="units per layer and direction "
                    "(default 128)")
-    m.add_argument("--dropout", type=float, default=0.0, help="between layers and before the "
+    m.add_argument("--dropout", type=finite, default=0.0, help="between layers and before the "
                    "output (default 0)")
     m.add_argument("--bidirectional", action="store_true", help="also read each sequence "
                    "backwards (default off)")
