@@ -277,6 +277,9 @@ DAMAGE = [
     ("nan_moment", "optim.2.exp_avg_sq holds NaN or infinite values"),
     ("optimizer", "the optimizer is 'SGD', not AdamW"),
     ("lr", "the optimizer's lr is 'fast', not a finite number"),
+    # these two were internal errors (a ValueError unpacking betas, a KeyError for amsgrad)
+    ("betas", "the optimizer's betas is [0.9], not 2 finite numbers"),
+    ("amsgrad", "the optimizer's amsgrad is True, where this run's is False"),
     ("groups", "its optimizer groups do not match this run's"),
     ("progress", "progress.step is -5, below 0"),
 ]
@@ -306,6 +309,10 @@ def test_damaged_trainer_state_is_refused_before_anything_changes(cli, data, tmp
         "optimizer": lambda t, m: set_item(m, "optimizer", "SGD"),
         "lr": lambda t, m: set_item(m, "param_groups", json.dumps(
             [{**g, "lr": "fast"} for g in json.loads(m["param_groups"])])),
+        "betas": lambda t, m: set_item(m, "param_groups", json.dumps(
+            [{**g, "betas": [0.9]} for g in json.loads(m["param_groups"])])),
+        "amsgrad": lambda t, m: set_item(m, "param_groups", json.dumps(
+            [{**g, "amsgrad": True} for g in json.loads(m["param_groups"])])),
         "groups": lambda t, m: set_item(m, "param_groups", json.dumps(
             json.loads(m["param_groups"])[:1] * 2)),
         "progress": lambda t, m: set_item(m, "progress", re.sub(

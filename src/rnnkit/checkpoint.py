@@ -543,7 +543,9 @@ def load_trainer(run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 def check_param_groups(groups, optimizer: torch.optim.Optimizer, damaged) -> None:
     """The optimizer settings read back must be the ones `optimizer` has, with numbers where it
-    has numbers: the same groups of the same parameters, finite values."""
+    has numbers: the same groups of the same parameters, finite values, 0 or more (a pair such
+    as betas: a pair of them); its switches (amsgrad, maximize: True, False or None) as this
+    run has them, since the optimizer's state depends on them."""
     mine = optimizer.state_dict()["param_groups"]
     if not isinstance(groups, list) or len(groups) != len(mine):
         raise damaged(f"it holds {len(groups) if isinstance(groups, list) else 'no'} optimizer "
@@ -553,8 +555,22 @@ def check_param_groups(groups, optimizer: torch.optim.Optimizer, damaged) -> Non
                 or theirs["params"] != ours["params"]:
             raise damaged("its optimizer groups do not match this run's")
         for key, value in ours.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and value is not None:
-                v = theirs[key]
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                    raise damaged(f"the optimizer's {key} is {v!r}, not a finite number")
+            v = theirs[key]
+            if key == "params":
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if not number_at_least_0(v):
+                    raise damaged(f"the optimizer's {key} is {v!r}, not a finite number of 0 "
+                                  "or more")
+            elif isinstance(value, (list, tuple)):
+                if not isinstance(v, (list, tuple)) or len(v) != len(value) \
+                        or not all(map(number_at_least_0, v)):
+                    raise damaged(f"the optimizer's {key} is {v!r}, not {len(value)} finite "
+                                  "numbers of 0 or more")
+            elif (value is None or isinstance(value, (bool, str))) and v != value:
+                raise damaged(f"the optimizer's {key} is {v!r}, where this run's is {value!r}")
+
+
+def number_at_least_0(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+        and v >= 0
