@@ -5,6 +5,7 @@ import json
 import re
 import signal
 import subprocess
+import warnings
 
 import pytest
 import torch
@@ -396,3 +397,29 @@ def test_a_weight_decay_given_with_resume_applies(cli, corpus, tmp_path):
     a, b = (checkpoint.read_safetensors(run / "last.safetensors")[0]
             for run in (first, tmp_path / "b"))
     assert not torch.equal(a["model.rnn.rnn.weight_hh_l0"], b["model.rnn.rnn.weight_hh_l0"])
+
+
+def test_prepared_data_where_text_files_go_says_train_reads_it_alone(cli, corpus, tmp_path):
+    # "is a directory; pass the text files inside it": it holds tokens.bin, not text
+    data = tmp_path / "data"
+    assert cli("prepare", corpus, "--out", data)[0] == 0
+    for argv in (["train", data, corpus, "--out", tmp_path / "run"], ["prepare", data, "--out",
+                                                                      tmp_path / "again"]):
+        status, _, err = cli(*argv)
+        assert status == 2 and "is prepared data (from rnnkit prepare), which only train " \
+            "reads, given alone" in one_error_line(err)
+
+
+def test_bytes_outside_a_byte_vocabulary_are_escaped_once(cli, tmp_path):
+    text = tmp_path / "ascii.txt"
+    text.write_text("plain ascii text, a cafe, over and over. " * 60)
+    run = tmp_path / "run"
+    assert cli("train", text, "--out", run, "--tokenizer", "byte", "--max-steps", 2, *TINY)[0] == 0
+    accented = tmp_path / "accented.txt"
+    accented.write_text("café " * 40, encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        status, _, err = cli("eval", run, accented)
+    assert status == 0 and r"contains '\xa9\xc3'" in err, err  # was '\\xa9\\xc3'
+    status, _, err = cli("prepare", accented, "--out", tmp_path / "data", "--vocab", run)
+    assert status == 2 and r"contains '\xc3' (code 195)" in one_error_line(err)

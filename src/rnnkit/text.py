@@ -189,6 +189,10 @@ def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     for f in files:
         if not f.exists():
             raise RnnkitError(f"text file {str(f)!r} does not exist; check the path")
+        if f.is_dir() and (f / "data.json").is_file():
+            raise RnnkitError(f"{str(f)!r} is prepared data (from rnnkit prepare), which only "
+                              f"train reads, given alone: rnnkit train {str(f)!r} --out DIR; "
+                              "here give text files")
         if f.is_dir():
             raise RnnkitError(f"{str(f)!r} is a directory; pass the text files inside it")
         if not f.is_file():  # a pipe (<(...)) or a device: read twice, it would not hold
@@ -270,8 +274,9 @@ def prepare(files: list[Path], out_dir: str | os.PathLike, kind: str = "char",
                     ids = ids[ids >= 0]
                 elif (ids < 0).any():
                     bad = int(codes[ids < 0][0])
-                    raise RnnkitError(f"{str(f)!r} contains {vocab.name(bad)!r} (code {bad}), which is "
-                                      "not in the vocabulary; prepare with a vocabulary that has it")
+                    shown = shown_unknown([vocab.name(bad)], vocab.kind)
+                    raise RnnkitError(f"{str(f)!r} contains {shown} (code {bad}), which is not "
+                                      "in the vocabulary; prepare with a vocabulary that has it")
                 w.write(ids.astype(vocab.dtype).tobytes())
                 count += len(ids)
     meta = {"vocab": vocab.to_json(), "dtype": vocab.dtype.name, "count": count,
