@@ -399,3 +399,19 @@ def test_durations_are_written_as_people_write_them():
     for text in ("", "-5", "nan", "1e3", "10M", "h", "soon"):
         with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
             duration(text)
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    # an interrupt in the imports before main() printed a Python traceback
+    import sys
+    import types
+
+    from rnnkit.__main__ import run
+
+    class Loading(types.ModuleType):
+        def __getattr__(self, name):
+            raise KeyboardInterrupt
+
+    monkeypatch.setitem(sys.modules, "rnnkit.cli", Loading("rnnkit.cli"))
+    assert run() == 130
+    assert capsys.readouterr().err == "rnnkit: interrupted\n"
