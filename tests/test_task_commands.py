@@ -548,3 +548,18 @@ def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_
     # The same command plus --resume on a finished run: nothing left to do, the test again.
     stdout = train_forecaster(cli, series_csv, run, "--resume")
     assert "has finished its" in stdout and "raise --epochs" in stdout
+
+
+@pytest.mark.parametrize("command, option, message", [
+    (["classify", "train"], ["--hidden", "0"], "hidden must be"),
+    (["classify", "train"], ["--dropout", "1.5"], "dropout must be in"),
+    (["classify", "train"], ["--ensemble", "99"], "--ensemble must be 1 to"),
+    (["classify", "train"], ["--downsample", "0"], "--downsample must be at least 1"),
+    (["forecast", "train"], ["--layers", "0"], "layers must be"),
+])
+def test_model_options_are_judged_before_the_data_is_read(cli, tmp_path, command, option, message):
+    # a typo was reported after reading every file (minutes for the spoken digits), and left
+    # the features cache behind: the data here does not even exist
+    status, _, err = cli(*command, tmp_path / "missing.csv", "--out", tmp_path / "run", *option)
+    assert status == 2 and message in one_error_line(err)
+    assert not (tmp_path / "run").exists()

@@ -49,7 +49,7 @@ from .panel import (
 from .plots import plot_forecast
 from .runfiles import write_json_atomic
 from .runs import Forecaster, load
-from .task_cli import FORECASTER, done, fit_config, model_config
+from .task_cli import FORECASTER, check_model_options, done, fit_config, model_config
 from .task_runs import read_format, resumed_config, training_run, write_config
 from .tasks import SequenceModel
 
@@ -72,6 +72,7 @@ def train(args) -> int:
                           "together below 1")
     if args.calendar and not args.time_column:
         raise RnnkitError("--calendar needs --time-column naming the column of dates")
+    check_model_options(args, "regress")
     main = distributed.launched_rank() == 0  # under torchrun, rank 0 alone writes and reports
     with training_run(Path(args.out), FORECASTER, args.resume, main) as resuming:
         return train_in(args, fit_cfg, given, resuming, main, started)

@@ -72,6 +72,23 @@ def model_config(args, input_size: int, output_size: int, head: str, conv: int =
                           downsample=downsample, pad_to=pad_to)
 
 
+def check_model_options(args, head: str) -> None:
+    """The model's options judged before any data is read (reading the spoken digits takes
+    minutes): the checks of a model of these options, on sizes of 1 that the data replaces."""
+    pad_to, downsample = getattr(args, "pad_to", None), getattr(args, "downsample", None)
+    if pad_to is not None and pad_to < 0:
+        raise RnnkitError(f"--pad-to must be 0 (the padding is not read) or a length, got "
+                          f"{pad_to}")
+    if downsample is not None and downsample < 1:
+        raise RnnkitError(f"--downsample must be at least 1 (1: every step), got {downsample}")
+    ensemble = getattr(args, "ensemble", None)
+    if ensemble is not None and not 1 <= ensemble <= MAX_MEMBERS:
+        raise RnnkitError(f"--ensemble must be 1 to {MAX_MEMBERS}, got {ensemble}")
+    conv = getattr(args, "conv", None)
+    model_config(args, 1, 1, head, CONV_WIDTH if conv is None else conv, downsample or 1,
+                 pad_to or 0)
+
+
 # Defaults a classifier's run fits to its data (set only where the command line leaves them).
 CONV_WIDTH = 128  # the LSTM-FCN branch (Karim et al.: 128, 256, 128 channels)
 STEPS = 1000  # without --max-time, the epochs default to about this many optimizer steps,
@@ -197,6 +214,7 @@ def cmd_classify_train(args) -> int:
         raise RnnkitError("give --test PATH or --test-pattern REGEX, not both")
     if args.label_pattern:
         compile_pattern(args.label_pattern, "--label-pattern")
+    check_model_options(args, "classify")
     main = distributed.launched_rank() == 0  # under torchrun, rank 0 alone writes and reports
     with training_run(out, CLASSIFIER, args.resume, main) as resuming:
         return classify_train(args, fit_cfg, given, resuming, main, started)
@@ -261,9 +279,6 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         f"{how}")
 
     F = seqs[0].shape[1]
-    if args.pad_to is not None and args.pad_to < 0:
-        raise RnnkitError(f"--pad-to must be 0 (the padding is not read) or a length, got "
-                          f"{args.pad_to}")
     lengths = [len(q) for q in seqs]
     ragged = min(lengths) < max(lengths)
     cost = max(lengths) * len(lengths) / sum(lengths)  # steps read padded / real steps
@@ -276,8 +291,6 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     fit_cfg = fitted_defaults(fit_cfg, given, len(seqs) - n_val,
                               padded=ragged and pad_to >= max(lengths))
     conv = CONV_WIDTH if args.conv is None else args.conv
-    if args.downsample is not None and args.downsample < 1:
-        raise RnnkitError(f"--downsample must be at least 1 (1: every step), got {args.downsample}")
     one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1, pad_to)
     data["labels"] = classes
     ladder = member_scales([max(n, pad_to) for n in lengths], MAX_MEMBERS) \
@@ -425,9 +438,7 @@ def ensemble_size(args, config: SequenceConfig, cfg: FitConfig, train: dict, sta
     is PROBE_STEPS steps timed on a copy of the model, wherever members of several scales share
     a budget in one process (`train_members` shares it by pace)."""
     one_process, paces = distributed.launched_size() == 1, None
-    if args.ensemble is not None:
-        if not 1 <= args.ensemble <= MAX_MEMBERS:
-            raise RnnkitError(f"--ensemble must be 1 to {MAX_MEMBERS}, got {args.ensemble}")
+    if args.ensemble is not None:  # in 1..MAX_MEMBERS (`check_model_options`)
         members, why = args.ensemble, "given by --ensemble"
     elif resuming:
         _, saved = read_format(out, CLASSIFIER)
