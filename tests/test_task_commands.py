@@ -308,6 +308,14 @@ def test_forecast_predict_takes_a_device(cli, tmp_path, series_csv):
     status, _, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--plot",
                          tmp_path / "run" / "forecast.png")  # its own default: allowed
     assert status == 0, err
+    # an .svg was written as a PNG under that name; a .jpg too, after the forecasts were printed
+    assert cli("forecast", "predict", tmp_path / "run", series_csv, "--plot",
+               tmp_path / "f.svg")[0] == 0
+    assert (tmp_path / "f.svg").read_bytes().lstrip().startswith(b"<?xml")
+    status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--plot",
+                              tmp_path / "f.jpg")
+    assert status == 2 and stdout == "" and "ends in .jpg; the picture is written as .png, " \
+        ".svg, .pdf" in one_error_line(err)
 
 
 def test_ensemble_members_with_small_shares_train_and_a_refusal_keeps_the_users_folders(

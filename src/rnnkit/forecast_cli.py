@@ -46,7 +46,7 @@ from .panel import (
     targets,
     truth,
 )
-from .plots import plot_forecast
+from .plots import FORMATS, plot_forecast
 from .runfiles import write_json_atomic
 from .runs import Forecaster, load
 from .task_cli import FORECASTER, check_model_options, done, fit_config, model_config
@@ -257,6 +257,9 @@ def predict(args) -> int:
     forecaster = load(args.run_dir, pick_device(args.device), kind=FORECASTER)
     path = output_file(args.plot, args.run_dir, (args.series,), "--plot") if args.plot else \
         Path(args.run_dir) / "forecast.png"
+    if path.suffix and path.suffix.lower() not in FORMATS:  # before any output
+        raise RnnkitError(f"--plot {args.plot} ends in {path.suffix}; the picture is written as "
+                          f"{', '.join(FORMATS)} (a PNG where the name has no ending)")
     panel = forecaster.series(args.series)
     shown = args.show or panel.ids[:4]
     unknown = [s for s in shown if s not in panel.ids]

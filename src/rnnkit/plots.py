@@ -20,12 +20,16 @@ def new_figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=100)
 
 
+FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}  # a picture's name ending: its format
+
+
 def save(fig, path: Path) -> None:
-    """Write `fig` to `path` as a PNG, atomically; a path that cannot be written is one line."""
+    """Write `fig` to `path`, atomically: an SVG or a PDF where its name ends so (`FORMATS`),
+    else a PNG; a path that cannot be written is one line."""
     fig.tight_layout()
     try:
         with atomic_write(path) as f:
-            fig.savefig(f, format="png")
+            fig.savefig(f, format=FORMATS.get(Path(path).suffix.lower(), "png"))
     except OSError as e:
         raise RnnkitError(f"cannot write {path} ({e.strerror or e}); check the folder and free "
                           "space") from None
