@@ -224,6 +224,9 @@ def test_sample_cli_flags(cli, corpus, tmp_path):
     # N samples are printed whole, so held in memory: bounded as generate's strings are
     status, _, err = cli("sample", run, "--num-samples", "2", "--length", "6000000")
     assert status == 2 and "held to print them" in one_error_line(err)
+    # one sample is the default: it streams, with no header (it printed one, and was held)
+    one = cli("sample", run, "--num-samples", "1", "--length", "20", "--seed", "3")
+    assert one == cli("sample", run, "--length", "20", "--seed", "3") and "---" not in one[1]
 
 
 def test_bytes_are_read_as_utf8_and_a_negative_top_is_refused():

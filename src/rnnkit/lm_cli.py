@@ -68,6 +68,8 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     if args.seed is not None:
         require_seed(args.seed)
+    if args.num_samples == 1:  # one sample streams, as without the option
+        args.num_samples = None
     if args.num_samples is not None and args.length * args.num_samples > MAX_STRING:
         # each of N samples is printed whole once all are done: they are held in memory
         raise RnnkitError(f"--length {args.length:,} x --num-samples {args.num_samples} is more "
