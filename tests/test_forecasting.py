@@ -242,6 +242,9 @@ BAD = [
     (["--time-column", "time", "--quantiles", "0.1,1.5"], "--quantiles: must be different "
      "numbers between 0 and 1"),
     (["--calendar", "hour"], "--calendar needs --time-column"),
+    # it said --calendar needs --time-column, which was given
+    (["--time-column", "price", "--columns", "sales", "--calendar", "hour"], "the time column "
+     "'price' holds numbers, not dates"),
     (["--time-column", "time", "--calendar", "minute"], "give different features among hour, "
      "weekday, month"),
     (["--time-column", "time", "--past", "cost"], "no column 'cost' (a past covariate); give "

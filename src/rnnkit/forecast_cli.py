@@ -57,9 +57,9 @@ from .tasks import SequenceModel
 def train(args) -> int:
     started = time.monotonic()  # --max-time is this command's budget, reading data included
     fit_cfg, given = fit_config(args)
-    if args.horizon < 1 or (args.window is not None and args.window < 1):
-        raise RnnkitError(f"--horizon and --window must be positive, got {args.horizon} and "
-                          f"{args.window}")
+    for option, value in (("--horizon", args.horizon), ("--window", args.window)):
+        if value is not None and value < 1:
+            raise RnnkitError(f"{option} must be 1 step or more, got {value}")
     if args.season is not None and args.season < 1:
         raise RnnkitError(f"--season must be 1 or more, got {args.season}")
     if args.origins < 1 or args.val_origins < 0:

@@ -335,8 +335,13 @@ def read_panel(path: str | os.PathLike, data: dict, future: int = 0) -> tuple[Pa
     times, utc = parse_times([r[header.index(time_column)] for r in rows], str(path)) \
         if time_column else (None, False)
     calendar = list(data.get("calendar") or [])
-    if calendar and (times is None or times.dtype.kind != "M"):
+    if calendar and times is None:
         raise RnnkitError(f"{path}: --calendar needs --time-column naming a column of dates")
+    if calendar and times.dtype.kind != "M":
+        raise RnnkitError(f"{path}: the time column {time_column!r} holds numbers, not dates, "
+                          "and --calendar reads hours, weekdays and months from dates; write "
+                          "its times as dates (2024-01-31 or 2024-01-31T14:00), or drop "
+                          "--calendar")
     panel = Panel([], [], [], [], [], [], utc)
     uneven = None  # the first series whose times are not evenly spaced: (where, its rows)
     for key, index in groups.items():
