@@ -423,3 +423,23 @@ def test_bytes_outside_a_byte_vocabulary_are_escaped_once(cli, tmp_path):
     assert status == 0 and r"contains '\xa9\xc3'" in err, err  # was '\\xa9\\xc3'
     status, _, err = cli("prepare", accented, "--out", tmp_path / "data", "--vocab", run)
     assert status == 2 and r"contains '\xc3' (code 195)" in one_error_line(err)
+
+
+def test_a_second_prepare_into_the_same_folder_leaves_the_first_alone(cli, corpus, tmp_path):
+    # the second deleted the first's token file as it was written: the first failed with an
+    # internal error (FileNotFoundError renaming it into place)
+    out = tmp_path / "data"
+    out.mkdir()
+    writing = subprocess.Popen(["sleep", "30"])
+    try:
+        busy = out / f".tokens.bin.{writing.pid}.rnnkit.tmp"
+        busy.write_bytes(b"\0" * 8)
+        status, _, err = cli("prepare", corpus, "--out", out)
+        assert status == 2 and f"another rnnkit process (pid {writing.pid}) is preparing data " \
+            "into" in one_error_line(err)
+        assert busy.exists()
+    finally:
+        writing.kill()
+        writing.wait()
+    assert cli("prepare", corpus, "--out", out)[0] == 0  # its writer gone, the file is stale
+    assert not busy.exists()

@@ -20,7 +20,7 @@ from .configs import MAX_STRING
 from .errors import RnnkitError, require_seed
 from .export import export
 from .lm import ModelConfig
-from .runfiles import remove_temp_files
+from .runfiles import is_temp_name, remove_temp_files, writer
 from .text import check_corpus_files, prepare, shown_unknown
 from .training import TrainConfig, open_run_data, pick_device, text_loss, train
 
@@ -157,6 +157,10 @@ def cmd_prepare(args) -> int:
     out = Path(args.out)
     if out.is_dir():
         remove_temp_files(out)  # what an interrupted prepare left there
+        busy = [w for w in map(writer, filter(is_temp_name, (e.name for e in out.iterdir()))) if w]
+        if busy:
+            raise RnnkitError(f"another rnnkit process (pid {busy[0]}) is preparing data into "
+                              f"{out}; wait for it to finish, or prepare into another folder")
         if any(out.iterdir()):  # runs trained on a DATA folder read it as it was
             raise RnnkitError(f"{out} is not empty; prepare into a new or empty folder (a run "
                               "trained on prepared data reads that folder, so it is never "

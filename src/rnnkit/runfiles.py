@@ -47,17 +47,33 @@ def is_temp_name(name: str) -> bool:
 
 
 def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete rnnkit's own temporary files in `folder` (not its sub-folders); return them.
+    """Delete rnnkit's own temporary files in `folder` (not its sub-folders) that no other
+    living process is writing (the pid in the name); return them.
 
-    Call it only while no other rnnkit process can be writing there (e.g. under the run lock).
+    Call it where no other rnnkit process should be writing (e.g. under the run lock): a file
+    another living process writes is left to it (see `writer`).
     """
     removed = []
     with contextlib.suppress(OSError):
         for entry in Path(folder).iterdir():
-            if is_temp_name(entry.name) and entry.is_file():
+            if is_temp_name(entry.name) and entry.is_file() and writer(entry.name) is None:
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed
+
+
+def writer(name: str) -> int | None:
+    """The pid of another living process writing the temporary file `name`, else None."""
+    pid = int(name[:-len(TEMP_SUFFIX)].rsplit(".", 1)[1])
+    if pid == os.getpid():
+        return None  # this process is not writing it now: it asked to remove it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:  # alive, another user's
+        return pid
+    return pid
 
 
 def fsync_dir(path: Path) -> None:
