@@ -415,3 +415,11 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "rnnkit.cli", Loading("rnnkit.cli"))
     assert run() == 130
     assert capsys.readouterr().err == "rnnkit: interrupted\n"
+
+
+def test_a_misspelt_option_gets_the_closest_one(cli):
+    status, _, err = cli("sample", "--temprature", "0.5")
+    assert status == 2 and "unrecognized arguments: --temprature; did you mean " \
+        "--temperature? (see: rnnkit sample --help)" in one_error_line(err)
+    status, _, err = cli("train", "x.txt", "--out", "r", "--zzz")
+    assert status == 2 and "did you mean" not in err  # nothing close: no guess

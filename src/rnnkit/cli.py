@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import errno
 import importlib
 import math
@@ -70,7 +71,11 @@ class Parser(argparse.ArgumentParser):
     def parse_args(self, args=None, namespace=None):
         namespace, extras = self.parse_known_args(args, namespace)
         if extras:
-            raise RnnkitError(f"unrecognized arguments: {' '.join(extras)} (see: "
+            options = [o for a in self.chosen_actions(namespace) for o in a.option_strings]
+            close = [m for e in extras if e.startswith("--")
+                     for m in difflib.get_close_matches(e.split("=")[0], options, 1, 0.8)]
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise RnnkitError(f"unrecognized arguments: {' '.join(extras)}{hint} (see: "
                               f"{namespace.help_prog} --help)")
         for action in self.chosen_actions(namespace):
             value = getattr(namespace, action.dest, None)
