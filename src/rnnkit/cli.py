@@ -150,7 +150,8 @@ def build_parser() -> Parser:
     model.add_argument("--layers", type=int, help="stacked layers (default 2)")
     model.add_argument("--hidden", type=int, help="units per layer (default 384)")
     model.add_argument("--embed", type=int, help="embedding size (default: --hidden)")
-    model.add_argument("--dropout", type=finite, help="dropout between layers (default 0)")
+    model.add_argument("--dropout", type=finite, help="dropout between layers and before the output layer "
+                       "(default 0)")
     opt = t.add_argument_group("training")
     opt.add_argument("--seq-len", type=int, help=f"BPTT steps per batch (default "
                      f"{TrainConfig.seq_len})")
