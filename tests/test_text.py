@@ -184,3 +184,17 @@ def test_default_corpus_is_this_pythons_stdlib():
     files = default_corpus(limit_bytes=100_000)
     assert files and all(f.suffix == ".py" for f in files)
     assert sum(f.stat().st_size for f in files) >= 100_000
+
+
+def test_a_vocabulary_wider_than_any_model_is_refused_before_encoding(tmp_path):
+    from rnnkit.configs import MAX_SIZE
+    from rnnkit.errors import RnnkitError
+    from rnnkit.text import build_vocab
+
+    wide = tmp_path / "wide.txt"  # every character once, from U+10000 on (past the surrogates)
+    wide.write_text("".join(chr(0x10000 + i) for i in range(MAX_SIZE + 1)), encoding="utf-8")
+    # it was refused only by the model, after the whole text was encoded, as "vocab_size 65537"
+    with pytest.raises(RnnkitError, match=r"the text has 65,537 distinct characters, more than "
+                       r"the 65,536 a character model takes; train a byte model"):
+        build_vocab([wide], "char")
+    assert len(build_vocab([wide], "byte")) <= 256

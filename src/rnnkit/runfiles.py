@@ -2,9 +2,10 @@
 
 Every file rnnkit writes whole (checkpoints, JSON, token files, plots, feature caches) goes
 through `atomic_write` (the logs that grow, metrics.csv and samples.txt, are appended to, and
-the run lock is written in place): the bytes go to a temporary name in the same directory, are flushed to disk, and
-the temporary file is renamed over the target, then the directory itself is flushed. A crash at
-any moment leaves either the previous complete file or the new complete one.
+the run lock is written in place): the bytes go to a temporary name in the same directory, are
+flushed to disk, and the temporary file is renamed over the target, then the directory itself
+is flushed. A crash at any moment leaves either the previous complete file or the new complete
+one.
 
 The temporary names follow one scheme, `temp_name`:
 

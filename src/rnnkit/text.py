@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import brief, parse_json
-from .configs import TOKENIZERS
+from .configs import MAX_SIZE, TOKENIZERS
 from .errors import RnnkitError
 from .runfiles import atomic_write, write_json_atomic
 
@@ -240,6 +240,10 @@ def build_vocab(files: Iterable[Path], kind: str) -> Vocab:
     for f in files:
         for codes in chunk_codes(f, kind):
             seen[codes] = True
+    if seen.sum() > MAX_SIZE:  # found before encoding: no model takes so wide a vocabulary
+        raise RnnkitError(f"the text has {int(seen.sum()):,} distinct characters, more than the "
+                          f"{MAX_SIZE:,} a character model takes; train a byte model on it "
+                          "(--tokenizer byte), whose 256 bytes spell every character")
     return Vocab(kind, tuple(int(c) for c in np.flatnonzero(seen)))
 
 
