@@ -423,3 +423,14 @@ def test_a_misspelt_option_gets_the_closest_one(cli):
         "--temperature? (see: rnnkit sample --help)" in one_error_line(err)
     status, _, err = cli("train", "x.txt", "--out", "r", "--zzz")
     assert status == 2 and "did you mean" not in err  # nothing close: no guess
+
+
+def test_an_out_that_is_a_file_says_so(cli, corpus, tmp_path):
+    # "cannot write to F (File exists); choose a writable --out"
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    for argv in (["train", corpus], ["classify", "train", tmp_path / "x.csv"]):
+        status, _, err = cli(*argv, "--out", taken)
+        assert status == 2 and one_error_line(err) == f"rnnkit: error: --out {taken} is a file, " \
+            "and a run is a folder; choose another --out"
+    assert taken.read_text() == "mine"

@@ -374,7 +374,11 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(self.path, "a+")
         except OSError as e:
-            raise RnnkitError(f"cannot write to {self.path.parent} ({e.strerror or e}); choose "
+            folder = self.path.parent
+            if folder.exists() and not folder.is_dir():  # "File exists" said nothing of it
+                raise RnnkitError(f"--out {folder} is a file, and a run is a folder; choose "
+                                  "another --out") from None
+            raise RnnkitError(f"cannot write to {folder} ({e.strerror or e}); choose "
                               "a writable --out") from None
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
