@@ -434,3 +434,15 @@ def test_an_out_that_is_a_file_says_so(cli, corpus, tmp_path):
         assert status == 2 and one_error_line(err) == f"rnnkit: error: --out {taken} is a file, " \
             "and a run is a folder; choose another --out"
     assert taken.read_text() == "mine"
+
+
+def test_a_users_files_named_as_a_runs_are_kept(cli, corpus, tmp_path):
+    # a folder holding the user's vocab.json (or a train.lock of theirs) was taken for a run
+    # stopped early: a run overwrote the file, a refused one deleted it
+    for name, mine in (("vocab.json", '{"mine": 1}'), ("train.lock", "do not delete\n")):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text(mine)
+        status, _, err = cli("train", corpus, "--out", out, "--max-steps", 2, *TINY)
+        assert status == 2 and f"holds files rnnkit did not write ({name})" in one_error_line(err)
+        assert (out / name).read_text() == mine

@@ -251,12 +251,30 @@ def check_out_dir(run_dir: Path, resume: bool) -> None:
                           "a run would prepare its text there, over it; train on it with "
                           f"`rnnkit train {run_dir / 'data'} --out NEW`, or remove it if a run "
                           "stopped before it began left it")
-    theirs = foreign(run_dir, RUN_FILES)
+    theirs = foreign(run_dir, RUN_FILES) + impostors(run_dir)
     if (run_dir / "data").is_dir():
         theirs += [f"data/{name}" for name in foreign(run_dir / "data", DATA_FILES)]
     elif (run_dir / "data").exists():
         theirs.append("data")
     refuse_theirs(run_dir, theirs)
+
+
+def impostors(run_dir: Path) -> list[str]:
+    """Files named as a run's that a run did not write: a vocab.json that is no vocabulary, a
+    train.lock that holds more than a pid. A run stopped before its config.json leaves its own,
+    which a new run may replace; these are the user's, which it must not."""
+    found = []
+    if (run_dir / "vocab.json").is_file():
+        try:
+            read_vocab(run_dir / "vocab.json")
+        except RnnkitError:
+            found.append("vocab.json")
+    if (run_dir / LOCK).is_file():
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            if not (run_dir / LOCK).read_text(encoding="utf-8").strip().isdigit() and \
+                    (run_dir / LOCK).stat().st_size:
+                found.append(LOCK)
+    return found
 
 
 def prepared_for_run(data: Path) -> bool:
