@@ -270,6 +270,9 @@ def test_a_stacks_whole_sequence_input_is_checked_as_its_step_input_is():
         stack("hello")
     with pytest.raises(rnnkit.RnnkitError, match="lengths must be whole numbers of steps"):
         stack(torch.randn(2, 6, 4), lengths=[6, 2.5])  # was cut to 2 steps
+    for lengths in ([3.0, float("inf")], torch.tensor([True, True])):  # OverflowError; ones
+        with pytest.raises(rnnkit.RnnkitError, match="lengths must be whole numbers of steps"):
+            stack(torch.randn(2, 6, 4), lengths=lengths)
 
 
 def test_building_blocks_refuse_what_torch_would_fail_on_deep_inside():

@@ -396,7 +396,7 @@ def test_durations_are_written_as_people_write_them():
     for text, seconds in (("90", 90), ("90s", 90), ("10m", 600), ("10min", 600), ("1.5h", 5400),
                           ("1h30m", 5400), ("1h 30m", 5400), (" 10 m", 600)):
         assert duration(text) == seconds, text
-    for text in ("", "-5", "nan", "1e3", "10M", "h", "soon"):
+    for text in ("", "-5", "nan", "1e3", "10M", "h", "soon", "1 30", "1h1h", "30m1h", "5m 5"):
         with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
             duration(text)
 

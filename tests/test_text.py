@@ -198,3 +198,12 @@ def test_a_vocabulary_wider_than_any_model_is_refused_before_encoding(tmp_path):
                        r"the 65,536 a character model takes; train a byte model"):
         build_vocab([wide], "char")
     assert len(build_vocab([wide], "byte")) <= 256
+
+
+def test_unknown_symbols_are_shown_escaped_once():
+    from rnnkit.text import shown_unknown
+
+    # a byte vocabulary names bytes from 128 as \xNN, and those below as characters: an ESC
+    # or a newline went to the terminal raw
+    assert shown_unknown(["\x1b", "\n", "a", "\\x82"], "byte") == r"'\x1b\na\x82'"
+    assert shown_unknown(["é", "\n"], "char") == r"'é\n'"

@@ -3,6 +3,7 @@
 import hashlib
 import json
 import re
+import shutil
 import signal
 import subprocess
 import warnings
@@ -430,7 +431,7 @@ def test_a_second_prepare_into_the_same_folder_leaves_the_first_alone(cli, corpu
     # internal error (FileNotFoundError renaming it into place)
     out = tmp_path / "data"
     out.mkdir()
-    writing = subprocess.Popen(["sleep", "30"])
+    writing = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(30)", "rnnkit prepare"])
     try:
         busy = out / f".tokens.bin.{writing.pid}.rnnkit.tmp"
         busy.write_bytes(b"\0" * 8)
@@ -443,3 +444,12 @@ def test_a_second_prepare_into_the_same_folder_leaves_the_first_alone(cli, corpu
         writing.wait()
     assert cli("prepare", corpus, "--out", out)[0] == 0  # its writer gone, the file is stale
     assert not busy.exists()
+    # a pid now another program's (1, init), or no pid a process can have: a stale file
+    for pid in (1, 0, 10**20):
+        (out / f".vocab.json.{pid}.rnnkit.tmp").write_text("{}")
+    shutil.rmtree(out / "data", ignore_errors=True)
+    for entry in out.iterdir():
+        if not entry.name.endswith(".rnnkit.tmp"):
+            entry.unlink()
+    assert cli("prepare", corpus, "--out", out)[0] == 0
+    assert not list(out.glob(".*.rnnkit.tmp"))

@@ -98,7 +98,8 @@ class Parser(argparse.ArgumentParser):
         return actions
 
 
-MAY_BE_EMPTY = {"prime"}  # an empty prime starts as after a newline
+# An empty prime starts as after a newline; serve names what an empty host would mean itself.
+MAY_BE_EMPTY = {"prime", "host", "allow_host"}
 
 
 def finite(text: str) -> float:
@@ -119,10 +120,15 @@ UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "min": 60, "h": 3600}
 
 def duration(text: str) -> float:
     """Seconds from '90', '90s', '10m', '10min', '1.5h', '1h30m'."""
-    if not re.fullmatch(f"(?:{DURATION_PART})+", text) or not text.strip():
+    parts = re.findall(DURATION_PART, text)
+    units = [UNIT_SECONDS[unit] for _, unit in parts]
+    several_in_order = all(unit for _, unit in parts) \
+        and units == sorted(set(units), reverse=True)  # 1h30m, not 1 30 or 5m 5
+    if not re.fullmatch(f"(?:{DURATION_PART})+", text) or not text.strip() \
+            or len(parts) > 1 and not several_in_order:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}; write e.g. 90s, 10m, 1h "
                                          "or 1h30m")
-    seconds = sum(float(n) * UNIT_SECONDS[unit] for n, unit in re.findall(DURATION_PART, text))
+    seconds = sum(float(n) * UNIT_SECONDS[unit] for n, unit in parts)
     if not 0 < seconds < math.inf:
         raise argparse.ArgumentTypeError(f"{brief(repr(text))} is not a usable time limit; give "
                                          "a duration above 0 (e.g. 10m), or leave the option "
@@ -566,8 +572,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         with contextlib.suppress(OSError, ValueError):  # stderr may be the same pipe
             print("rnnkit: error: the output's reader stopped (a pipe into head, say), and "
-                  "training stopped with it, its last checkpoint kept; run the same command "
-                  "with --resume to continue, its output sent to a file", file=sys.stderr)
+                  "training stopped with it, the checkpoints written so far kept; run the same "
+                  "command again (with --resume once a checkpoint exists), its output sent to "
+                  "a file", file=sys.stderr)
         return 2
     except Warning as w:  # warnings made errors (python -W error): still one line
         if debug:

@@ -156,7 +156,7 @@ def cmd_prepare(args) -> int:
     files = check_corpus_files(args.texts)
     out = Path(args.out)
     if out.is_dir():
-        remove_temp_files(out)  # what an interrupted prepare left there
+        remove_temp_files(out, keep_writers=True)  # what an interrupted prepare left there
         busy = [w for w in map(writer, filter(is_temp_name, (e.name for e in out.iterdir()))) if w]
         if busy:
             raise RnnkitError(f"another rnnkit process (pid {busy[0]}) is preparing data into "

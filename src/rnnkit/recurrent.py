@@ -84,7 +84,8 @@ class Recurrent(nn.Module):
             return self.rnn(x, state)
         T = x.shape[1]
         lengths = torch.as_tensor(lengths).cpu()  # a list too, as torch's packing takes
-        if lengths.is_floating_point() and not bool((lengths == lengths.round()).all()):
+        if lengths.dtype == torch.bool or lengths.is_floating_point() and not bool(
+                (lengths == lengths.round()).all() and torch.isfinite(lengths).all()):
             raise RnnkitError(f"lengths must be whole numbers of steps, got {lengths.tolist()[:8]}")
         if lengths.shape != x.shape[:1] or len(lengths) and (int(lengths.min()) < 1
                                                            or int(lengths.max()) > T):

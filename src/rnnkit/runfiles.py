@@ -48,34 +48,41 @@ def is_temp_name(name: str) -> bool:
     return TEMP_PATTERN.fullmatch(name) is not None
 
 
-def remove_temp_files(folder: Path) -> list[Path]:
-    """Delete rnnkit's own temporary files in `folder` (not its sub-folders) that no other
-    living process is writing (the pid in the name); return them.
+def remove_temp_files(folder: Path, keep_writers: bool = False) -> list[Path]:
+    """Delete rnnkit's own temporary files in `folder` (not its sub-folders); return them.
 
-    Call it where no other rnnkit process should be writing (e.g. under the run lock): a file
-    another living process writes is left to it (see `writer`).
+    Call it only while no other rnnkit process can be writing there (e.g. under the run lock);
+    with `keep_writers`, where one might be (`rnnkit prepare`), the files another rnnkit
+    process is writing now are left to it (`writer`).
     """
     removed = []
     with contextlib.suppress(OSError):
         for entry in Path(folder).iterdir():
-            if is_temp_name(entry.name) and entry.is_file() and writer(entry.name) is None:
+            if is_temp_name(entry.name) and entry.is_file() \
+                    and not (keep_writers and writer(entry.name)):
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed
 
 
 def writer(name: str) -> int | None:
-    """The pid of another living process writing the temporary file `name`, else None."""
-    pid = int(name[:-len(TEMP_SUFFIX)].rsplit(".", 1)[1])
-    if pid == os.getpid():
-        return None  # this process is not writing it now: it asked to remove it
+    """The pid of another living rnnkit process writing the temporary file `name`, else None.
+    The pid in the name may have been given to another program since: where /proc shows the
+    process's command line, it must mention rnnkit."""
     try:
+        pid = int(name[:-len(TEMP_SUFFIX)].rsplit(".", 1)[1])
+        if pid <= 0 or pid == os.getpid():
+            return None  # this process is not writing it now: it asked
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ValueError, OverflowError, IndexError, ProcessLookupError):
         return None
     except OSError:  # alive, another user's
-        return pid
-    return pid
+        pass
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid  # no /proc to ask: alive is all there is to go on
+    return pid if b"rnnkit" in command else None
 
 
 def fsync_dir(path: Path) -> None:

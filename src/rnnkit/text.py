@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import codecs
 import hashlib
-import json
 import os
 import re
 import sys
@@ -179,8 +178,11 @@ def check_unicode(text: str, what: str = "the text") -> None:
 def shown_unknown(unknown: list[str], kind: str, limit: int = 20) -> str:
     """Symbols `Vocab.encode` skipped, quoted for a message: a byte vocabulary names its unknown
     bytes as \\xNN already, which repr would escape again."""
-    shown = "".join(unknown[:limit]) + ("..." if len(unknown) > limit else "")
-    return f"'{shown}'" if kind == "byte" else repr(shown)
+    if kind != "byte":
+        return repr("".join(unknown[:limit]) + ("..." if len(unknown) > limit else ""))
+    # bytes from 128 are named \xNN already; those below are characters, a control one escaped
+    shown = "".join(u if u.isprintable() else repr(u)[1:-1] for u in unknown[:limit])
+    return f"'{shown}{'...' if len(unknown) > limit else ''}'"
 
 
 def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
@@ -339,10 +341,14 @@ class PreparedData:
 
     def identity(self) -> dict:
         """What a run records of the data it trains on (config.json "data_id"): the number of
-        tokens and a digest of the sources, so that the folder prepared again from other
-        text is told apart even with the same vocabulary."""
-        listed = json.dumps(self.sources, sort_keys=True).encode("utf-8")
-        return {"tokens": len(self.tokens), "sources": hashlib.sha256(listed).hexdigest()[:16]}
+        tokens and a digest of them (read in chunks, plain reads as in `first_bad_id`), so
+        that the folder prepared again from other text is told apart even with the same
+        vocabulary, and the same text prepared again is not."""
+        digest = hashlib.sha256()
+        with open(self.path / "tokens.bin", "rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                digest.update(chunk)
+        return {"tokens": len(self.tokens), "sha256": digest.hexdigest()[:16]}
 
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """(train, val): the first (1 - val_fraction) of the tokens, and the rest (nanoGPT's split)."""
