@@ -144,6 +144,21 @@ def test_a_forecaster_run_predicts_what_the_command_prints(cli, runs):
                                           r"\['y', 'z'\]; got shape \(200,\)"):
         forecaster.predict(series[:, 0])
 
+    class Table:  # a table with named columns, as a pandas DataFrame is to the forecaster
+        def __init__(self, columns):
+            self.columns = list(columns)
+
+        def __getitem__(self, names):
+            return series[:, [["y", "z"].index(n) for n in names]]
+
+        def __array__(self, dtype=None, copy=None):  # read by position, in the table's order
+            return series[:, [["y", "z"].index(n) for n in self.columns]]
+
+    # its columns in another order were read by position: y forecast as z and z as y
+    np.testing.assert_array_equal(forecaster.predict(Table(["z", "y"])), future)
+    with pytest.raises(RnnkitError, match=r"the table has no column 'z'; the run reads"):
+        forecaster.predict(Table(["y", "w"]))
+
 
 def test_bad_arrays_are_one_clear_error(runs):
     classifier = rnnkit.load(runs / "classifier")

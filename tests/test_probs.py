@@ -38,11 +38,13 @@ def test_a_byte_model_is_not_fed_the_code_point_of_a_character():
     model = model_of(BYTES)
     s = model.stepper()
     # "©" is U+00A9 but c2 a9 in UTF-8: feeding byte 0xa9 for it would be a different text.
+    # the advice named them '\xc2' and '\xa9', which typed in Python are other characters
     with pytest.raises(RnnkitError, match=r"'©' is 2 bytes in UTF-8 \(\\xc2\\xa9\).*one at a "
-                       r"time \('\\xc2', then '\\xa9'\)"):
+                       r"time, as byte values \(194, then 169\) or as bytes \(b'\\xc2', then "
+                       r"b'\\xa9'\)"):
         s.step("©")
-    s.step("\\xc2")
-    stepped = s.step("\\xa9").tensor
+    s.step(b"\xc2")
+    stepped = s.step(169).tensor
     fused = torch.softmax(model(torch.tensor([list("©".encode())]))[0][0, -1], -1)
     torch.testing.assert_close(stepped, fused, atol=1e-5, rtol=0)
     assert s.step(0xA9).tensor.shape == (256,)  # a byte value is a symbol too

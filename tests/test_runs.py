@@ -446,3 +446,12 @@ def test_a_users_files_named_as_a_runs_are_kept(cli, corpus, tmp_path):
         status, _, err = cli("train", corpus, "--out", out, "--max-steps", 2, *TINY)
         assert status == 2 and f"holds files rnnkit did not write ({name})" in one_error_line(err)
         assert (out / name).read_text() == mine
+
+
+def test_given_names_only_config_fields(corpus, tmp_path):
+    # a typo in given= was ignored: the value it meant to set kept the base run's
+    import rnnkit
+    with pytest.raises(rnnkit.RnnkitError, match=r"given names fields of ModelConfig and "
+                       r"TrainConfig; \['dropuot'\] are not among them"):
+        rnnkit.train([str(corpus)], str(tmp_path / "run"), given={"dropuot"})
+    assert not (tmp_path / "run").exists()

@@ -244,3 +244,28 @@ def test_bytes_are_read_as_utf8_and_a_negative_top_is_refused():
         stepper.step(symbols[1]).top(-1)
     byte_model = rnnkit.load("builtin")
     assert byte_model.stepper().step(b"t").top(2) == byte_model.stepper().step("t").top(2)
+
+
+def test_priming_a_stepper_of_a_model_in_training_mode_uses_no_dropout():
+    # a prime over 16 symbols goes through the fused forward pass, which applied dropout when
+    # the model was left in training mode: other logits on every call
+    torch.manual_seed(0)
+    vocab = Vocab("char", tuple(range(97, 107)))
+    model = CharLM(ModelConfig(vocab_size=10, hidden=16, layers=2, dropout=0.5), vocab)
+    ids = [i % 10 for i in range(40)]
+    model.eval()
+    want = Stepper(model).feed_many(ids)
+    model.train()
+    for _ in range(2):
+        assert torch.equal(Stepper(model).feed_many(ids), want)
+    assert model.training
+
+
+def test_numpy_integers_are_whole_numbers_for_a_seed_and_a_top():
+    import numpy as np
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=10, hidden=8, layers=1),
+                   Vocab("char", tuple(range(97, 107)))).eval()
+    # "seed must be a whole number ..., got np.int64(3)"; "k must be a whole number"
+    assert model.generate(length=5, seed=np.int64(3)) == model.generate(length=5, seed=3)
+    assert len(model.stepper().step("a").top(np.int64(2))) == 2

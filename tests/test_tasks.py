@@ -678,6 +678,12 @@ def test_fit_resumes_only_the_run_it_continues(tmp_path):
     summary = fit(model, data, None, FitConfig(epochs=4, batch_size=8, **QUICK), run_dir=tmp_path,
                   resume=True, quiet=True)
     assert summary["epochs"] == 4
+    # without resume=True the run was written over: its checkpoints and log replaced
+    before = (tmp_path / "last.safetensors").read_bytes()
+    with pytest.raises(RnnkitError, match="already holds a run; pass resume=True to continue it"):
+        fit(model, fewer, None, FitConfig(epochs=1, batch_size=8, **QUICK), run_dir=tmp_path,
+            quiet=True)
+    assert (tmp_path / "last.safetensors").read_bytes() == before
 
 
 def test_what_the_input_checks_must_still_take():
@@ -725,3 +731,14 @@ def test_fit_into_a_run_dir_another_training_writes_is_refused(tmp_path):
     summary = fit(model, data, None, FitConfig(epochs=1, batch_size=8, **QUICK), run_dir=run,
                   quiet=True)
     assert summary["epochs"] == 1
+
+
+def test_greedy_decoding_refuses_what_only_sampling_uses():
+    # temperature and seed were ignored with greedy left at its default: the same text for all
+    model = Seq2Seq(Seq2SeqConfig(5, DecoderConfig(vocab_size=6, hidden=8)))
+    for options in ({"temperature": 5.0}, {"seed": 1}):
+        with pytest.raises(RnnkitError, match="greedy decoding \\(the default\\) takes the most "
+                           "likely token"):
+            model.generate(torch.tensor([[2, 3, 4]]), **options)
+    assert len(model.generate(torch.tensor([[2, 3, 4]]), greedy=False, temperature=5.0,
+                              seed=1)) == 1

@@ -33,5 +33,6 @@ def require_seed(seed: int, name: str = "--seed") -> None:
     """Raise RnnkitError unless `seed` is a whole number in [0, 2^63): what every seeded
     generator rnnkit uses (torch, NumPy) accepts, checked before any work is done. `name`: the
     option or the argument, as the caller's user gave it."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) \
+            or not 0 <= seed <= MAX_SEED:  # NumPy's integers are whole numbers too
         raise RnnkitError(f"{name} must be a whole number from 0 to 2**63 - 1, got {seed!r}")

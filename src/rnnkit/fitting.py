@@ -293,7 +293,9 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
     command's start; default now), no step starts that would leave too little time for the
     evaluation that ends it and for the `test_rows` the caller runs afterwards. Under torchrun
     each process trains on its share of every batch. Returns a summary: history (one dict per
-    evaluation: every epoch, or every few, `MAX_EVALS`), best, best_epoch, epochs (reached, the
+    evaluation: every epoch, or every few, `MAX_EVALS`), best (the engine's score of the kept
+    weights, higher is better: the metric, or minus the validation loss, or without `val` the
+    step of the last weights), best_epoch, epochs (reached, the
     last perhaps cut short), steps, seconds (all of fit), train_seconds (steps), eval_seconds
     (validating and saving), stopped (None, "time", "SIGINT" or "SIGTERM").
     """
@@ -310,6 +312,10 @@ def fit(model: nn.Module, train: Dataset, val: Dataset | None, cfg: FitConfig,
                           f"({t0 - started:.1f}s went to reading the data); give a longer "
                           "--max-time")
     run_dir = None if run_dir is None else Path(run_dir)
+    if run_dir is not None and not resume and any(
+            (run_dir / name).exists() for name in (ckpt.LAST, ckpt.BEST)):  # was written over
+        raise RnnkitError(f"{run_dir} already holds a run; pass resume=True to continue it, or "
+                          "give another run_dir")
     if cfg.on_nan == "rollback" and run_dir is None:
         raise RnnkitError("on_nan='rollback' goes back to the last checkpoint, which needs a "
                           "run_dir; give one, or leave on_nan as 'stop'")

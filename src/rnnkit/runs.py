@@ -75,6 +75,21 @@ def as_array(values, where: str, largest: float = np.inf) -> np.ndarray:
     return array
 
 
+def by_name(table, columns: list[str]):
+    """A table with named columns (a pandas DataFrame) as the run's `columns` in the run's
+    order, picked by name: read by position, its columns in another order would be forecast
+    under each other's names. Anything else is returned as it is."""
+    names = getattr(table, "columns", None)
+    if names is None or isinstance(table, (np.ndarray, torch.Tensor)):
+        return table
+    names = [str(c) for c in names]
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise RnnkitError(f"the table has no column {missing[0]!r}; the run reads {columns}, "
+                          f"the table has {names[:8]}")
+    return table[list(columns)]
+
+
 def is_paths(inputs) -> bool:
     return isinstance(inputs, (list, tuple)) and len(inputs) > 0 and \
         all(isinstance(i, (str, os.PathLike)) for i in inputs)
@@ -278,7 +293,7 @@ class Forecaster:
         elif isinstance(source, Panel):
             where, panel = where or "series", source
         else:
-            where, values = "series", as_array(source, "series", LARGEST)
+            where, values = "series", as_array(by_name(source, self.columns), "series", LARGEST)
             if values.ndim == 1 and len(self.columns) == 1:
                 values = values[:, None]  # (T, 1)
             if values.ndim != 2 or values.shape[1] != len(self.columns):

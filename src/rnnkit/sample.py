@@ -48,7 +48,8 @@ class Probs(Mapping):
     """A next-symbol distribution, indexable by character: `probs["e"]`. `tensor` is (V,).
 
     The keys are the vocabulary's symbol names (`Vocab.symbol`), and only those: a byte model's
-    bytes 128 to 255 are "\\x80" ... "\\xff", and "©" (two bytes in UTF-8) is not a key.
+    bytes 128 to 255 are named by four characters, r"\\x80" ... r"\\xff" (in Python source, a
+    raw string; "\\x80" is the one character U+0080), and "©" (two bytes in UTF-8) is not a key.
     """
 
     def __init__(self, tensor: Tensor, vocab):
@@ -67,9 +68,9 @@ class Probs(Mapping):
 
     def top(self, k: int = 5) -> list[tuple[str, float]]:
         """The k most likely symbols with their probabilities, most likely first."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
             raise RnnkitError(f"top(k): k must be a whole number, 0 or more, got {k!r}")
-        p, i = self.tensor.topk(min(k, len(self.vocab)))
+        p, i = self.tensor.topk(min(int(k), len(self.vocab)))
         return [(self.vocab.symbol(int(j)), float(q)) for q, j in zip(p, i, strict=True)]
 
     def __repr__(self) -> str:
@@ -281,10 +282,11 @@ class Stepper:
         h = torch.stack(self.h)  # (L, 1, H)
         state = (h, self.cs.clone()) if self.cell == "lstm" else h
         device = self.table.device
-        for start in range(0, len(tokens), PRIME_CHUNK):
-            x = torch.tensor([tokens[start:start + PRIME_CHUNK]], device=device)  # (1, T)
-            logits, _, state = model(x, state=state)
-            self.logits = logits[0, -1]
+        with evaluating(model):  # a model left in training mode would prime with dropout
+            for start in range(0, len(tokens), PRIME_CHUNK):
+                x = torch.tensor([tokens[start:start + PRIME_CHUNK]], device=device)  # (1, T)
+                logits, _, state = model(x, state=state)
+                self.logits = logits[0, -1]
         h, c = state if self.cell == "lstm" else (state, None)
         self.use(h.transpose(0, 1).reshape(1, -1), c)  # (L, 1, H) -> (1, L*H)
         return self.logits
@@ -468,7 +470,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
             ids = [vocab.index("\n")]
         except KeyError:
             ids = [0]
-    seed = seed if seed is not None else int.from_bytes(os.urandom(8), "little")
+    seed = int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little")
     rows = produce(model, ids, length, temperature, top_k, greedy, seed, top_p, repetition_penalty,
                    num_samples or 1, beam, precision, in_text, raw)
     return rows if num_samples is not None else (pieces[0] for pieces in rows)

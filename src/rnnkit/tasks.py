@@ -86,6 +86,9 @@ def check_decoding(max_length: int, beam: int | None, greedy: bool = True,
     if beam is not None and (not greedy or temperature != 1.0 or seed is not None):
         raise RnnkitError("beam search keeps the most likely sequences and draws nothing; drop "
                           "greedy=False, temperature and seed, or drop the beam")
+    if greedy and (temperature != 1.0 or seed is not None):  # greedy is the default
+        raise RnnkitError("greedy decoding (the default) takes the most likely token and draws "
+                          "nothing; pass greedy=False to sample with a temperature or a seed")
 
 
 def check_config(config, cls: type, model: str) -> None:

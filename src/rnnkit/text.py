@@ -114,10 +114,11 @@ class Vocab:
             raw = name.encode("utf-8")
             spelled = "".join(f"\\x{b:02x}" for b in raw)
             raise KeyError(f"{name!r} is {len(raw)} bytes in UTF-8 ({spelled}), not one symbol of "
-                           "a byte vocabulary; give its bytes one at a time ("
-                           + ", then ".join(f"'{self.name(b)}'" for b in raw) + ")")
+                           "a byte vocabulary; give its bytes one at a time, as byte values ("
+                           + ", then ".join(str(b) for b in raw) + ") or as bytes ("
+                           + ", then ".join(repr(bytes([b])) for b in raw) + ")")
         raise KeyError(f"{name!r} is not a symbol of this byte vocabulary; give an ASCII "
-                       "character, a byte value, or a name such as '\\xa9' for bytes 128 to 255")
+                       "character, a byte value (0 to 255), or one byte, b'\\xa9'")
 
     def encode(self, text: str | bytes, what: str = "the text") -> tuple[list[int], list[str]]:
         """Ids of the known symbols of `text`, and the names of the distinct unknown ones (in

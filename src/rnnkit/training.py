@@ -120,7 +120,7 @@ def open_run_data(run_dir: Path, config: dict) -> PreparedData:
     recorded = config.get("data_id")  # absent in runs of earlier versions
     if data.vocab != ckpt.read_vocab(run_dir / "vocab.json"):
         why = "its vocabulary is no longer the run's"
-    elif isinstance(recorded, dict) and recorded != data.identity():
+    elif isinstance(recorded, dict) and "sha256" in recorded and recorded != data.identity():
         why = (f"it holds other text now: {len(data.tokens):,} tokens, the run trained on "
                f"{recorded.get('tokens', '?')}")
     else:
@@ -176,6 +176,12 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
         pairs = ((model_cfg, ModelConfig()), (train_cfg, TrainConfig()))
         given = {f.name for config, default in pairs if config is not None for f in fields(config)
                  if f.name != "vocab_size" and getattr(config, f.name) != getattr(default, f.name)}
+    known = {f.name for config in (ModelConfig, TrainConfig) for f in fields(config)}
+    if not isinstance(given, (set, frozenset, list, tuple)) or set(given) - known:
+        odd = sorted(map(str, set(given) - known))[:3] if isinstance(
+            given, (set, frozenset, list, tuple)) else [type(given).__name__]
+        raise RnnkitError(f"given names fields of ModelConfig and TrainConfig; {odd} are not "
+                          "among them")
     if isinstance(texts, (str, os.PathLike)):  # one file given as itself, not in a list
         texts = [texts]
     run_dir = Path(out)
