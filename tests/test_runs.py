@@ -360,7 +360,7 @@ def test_training_whose_output_reader_stops_says_so_and_resumes(corpus, tmp_path
     proc.wait(timeout=120)
     assert proc.returncode == 2, err
     line = one_error_line(err)
-    assert "the output's reader stopped" in line and "with --resume to continue" in line
+    assert "the output's reader stopped" in line and "with --resume once a checkpoint exists" in line
     checkpoint.read_safetensors(tmp_path / "run" / "last.safetensors")  # what --resume reads
 
 
