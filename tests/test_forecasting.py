@@ -277,13 +277,25 @@ def test_bad_inputs_are_one_line(cli, tmp_path):
     assert status == 2 and "dates.csv, line 3: the time 'yesterday' is not an ISO date" \
         in one_error_line(err)
     for name, text, message in (
-            ("semi", "a;b\n1;2\n3;4\n", "separate its cells with a character other than a comma"),
+            ("semi", "a;b\n1;2\n3;4\n", "the cells are separated by ';'; rnnkit reads CSV "
+             "separated by commas"),
             ("sep", 'y\n"1,234"\n2\n', "write numbers without thousands separators"),
+            # a decimal comma was told to drop thousands separators: 20,5 became 205
+            ("comma", 'y\n"20,5"\n2\n', "write numbers with a decimal point (20.5, not 20,5)"),
+            ("na", "y\n1\nNA\n2\n", "a missing value is an empty cell here: leave it empty"),
+            # PostgreSQL's +02 was no offset: every date moved to 22:00 the day before
+            ("pg", "t,y\n" + "".join(f"2024-03-{d:02d} 00:00:00+02,{d % 7}\n"
+                                     for d in range(1, 30)) + "2024-03-30 00:00:00,1\n",
+             "line 2 gives its time a UTC offset and line 31 does not"),
+            # NumPy read 20240209 as a year: the row sorted first, a time of -219183
+            ("compact", "t,y\n2024-02-07,1\n2024-02-08,2\n20240209,3\n",
+             "line 4: the time '20240209' is not an ISO date"),
             ("big", "y\n" + "1e30\n" * 9, "holds 1e30, beyond the 1e+18 that training in float32 "
              "can hold; rescale the column")):
         (tmp_path / f"{name}.csv").write_text(text)
+        times = ["--time-column", "t"] if text.startswith("t,") else []
         status, _, err = cli("forecast", "train", tmp_path / f"{name}.csv", "--out",
-                             tmp_path / "r", *QUICK)
+                             tmp_path / "r", *times, *QUICK)
         assert status == 2 and message in one_error_line(err), err
     assert not (tmp_path / "r").exists()
     rows = data.read_text().splitlines()
@@ -566,3 +578,12 @@ def test_the_report_says_which_season_its_scores_used():
         "m = 1: the history is shorter than the season of 7"
     assert season_words({"season": 7, "season_shorter": [2, 5]}) == \
         "m = 7; 1 for the 2 histories shorter than a season"
+
+
+def test_offsets_written_as_hours_alone_are_offsets():
+    from rnnkit.panel import parse_times
+    days, utc = parse_times(["2024-03-01 00:00:00+02", "2024-03-02 00:00:00+02"], "f")
+    assert not utc and days.astype("datetime64[D]").astype(str).tolist() == ["2024-03-01",
+                                                                               "2024-03-02"]
+    hours, utc = parse_times(["2024-03-01T10:00+01", "2024-03-01T11:00+01"], "f")
+    assert utc and hours.astype(str).tolist() == ["2024-03-01T09:00:00", "2024-03-01T10:00:00"]

@@ -1,6 +1,7 @@
 """Series files, forecasting windows against hand-cut references, and the forecast commands."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -128,3 +129,40 @@ def test_a_csv_to_predict_without_the_runs_id_column_says_to_add_it(tmp_path):
     with pytest.raises(RnnkitError, match="no column 'id' naming each row's sequence; the run "
                                           "reads its sequences from a column 'id'; add it"):
         read_labelled_csv(path, ["a"], "id", None)  # as `predict` reads it: no label column
+
+
+@pytest.mark.parametrize("text, message", [
+    # pandas' to_csv writes its row numbers under an empty name: they were read as a feature
+    (",id,a,label\n0,s0,0.5,dog\n1,s0,0.1,dog\n", "column 1 has no name in the header (the "
+     "row numbers pandas' to_csv writes?)"),
+    # the second 'a' was never read: both features came from the first
+    ("id,a,a,label\ns0,0.5,100,dog\n", "the header names 'a' twice"),
+    # Excel's European export: the whole header was one column name
+    ("id;a;label\ns0;0,5;dog\n", "the cells are separated by ';'; rnnkit reads CSV separated "
+     "by commas"),
+])
+def test_csv_files_that_would_be_read_wrong_are_refused(tmp_path, text, message):
+    (tmp_path / "d.csv").write_text(text)
+    with pytest.raises(RnnkitError, match=re.escape(message)):
+        read_labelled_csv(tmp_path / "d.csv")
+
+
+def test_a_spreadsheets_trailing_commas_and_cleared_rows_are_blank(tmp_path):
+    (tmp_path / "d.csv").write_text("id,a,label,\ns0,0.5,dog,\ns0,0.25,dog,\n,,,\n , , ,\n")
+    seqs, labels, ids, columns = read_labelled_csv(tmp_path / "d.csv")
+    assert columns == ["a"] and labels == ["dog"] and seqs[0][:, 0].tolist() == [0.5, 0.25]
+    # the label given as a feature: a perfect score that prediction cannot repeat
+    with pytest.raises(RnnkitError, match="--columns names 'label', the label column"):
+        read_labelled_csv(tmp_path / "d.csv", columns=["a", "label"])
+
+
+def test_files_that_are_no_npz_archive_are_one_error(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros((2, 3, 1)))
+    (tmp_path / "one.npy").rename(tmp_path / "one.npz")  # an internal error (TypeError)
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.zeros((2, 3, 1)), lengths=np.array([3, 3]), y=np.array([0, 1]))
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:300])  # BadZipFile
+    with pytest.raises(RnnkitError, match="not an .npz archive but one array"):
+        read_npz(tmp_path / "one.npz")
+    with pytest.raises(RnnkitError, match="not a readable .npz file"):
+        read_npz(tmp_path / "cut.npz")

@@ -24,7 +24,7 @@ WHERE = {
     "Cell": "cells", "RnnkitError": "errors", "FitConfig": "configs", "fit": "fitting",
     "CharLM": "lm", "ModelConfig": "configs", "Recurrent": "recurrent", "Classifier": "runs",
     "Forecaster": "runs", "Predictions": "runs", "load": "runs", "Probs": "sample",
-    "RnnkitWarning": "sample", "Stepper": "sample", "MLP": "tasks",
+    "RnnkitWarning": "errors", "Stepper": "sample", "MLP": "tasks",
     "ConditionedGenerator": "tasks", "DecoderConfig": "tasks", "GeneratorConfig": "tasks",
     "MLPConfig": "tasks", "Seq2Seq": "tasks", "Seq2SeqConfig": "tasks", "SequenceConfig": "tasks",
     "SequenceModel": "tasks", "Tagger": "tasks", "TaggerConfig": "tasks", "Vocab": "text",
@@ -60,12 +60,12 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and editors see
     from .cells import Cell
     from .configs import FitConfig, ModelConfig, TrainConfig
-    from .errors import RnnkitError
+    from .errors import RnnkitError, RnnkitWarning
     from .fitting import fit
     from .lm import CharLM
     from .recurrent import Recurrent
     from .runs import Classifier, Forecaster, Predictions, load
-    from .sample import Probs, RnnkitWarning, Stepper
+    from .sample import Probs, Stepper
     from .tasks import (
         MLP,
         ConditionedGenerator,

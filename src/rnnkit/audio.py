@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from .config import check_fields
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, RnnkitWarning, require_positive
 from .optional import need
 from .runfiles import atomic_write
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au")
+OTHER_AUDIO = (".m4a", ".opus", ".aac", ".wma", ".webm", ".mp4", ".amr", ".3gp", ".caf")  # not read
 FEATURES = ("mfcc", "raw")
 
 
@@ -131,10 +132,19 @@ def find_audio(folder: str | os.PathLike, label_pattern: str | None = None,
     folder = Path(folder)
     if not folder.is_dir():
         raise RnnkitError(f"{folder}: no such folder")
-    files = sorted(p for p in walk(folder) if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    found = [p for p in walk(folder) if p.is_file()]
+    files = sorted(p for p in found if p.suffix.lower() in AUDIO_SUFFIXES)
+    other = sorted({p.suffix.lower() for p in found if p.suffix.lower() in OTHER_AUDIO})
     if not files:
-        raise RnnkitError(f"{folder}: the folder holds no audio files "
-                          f"({', '.join(AUDIO_SUFFIXES)})")
+        raise RnnkitError(f"{folder}: the folder holds no audio files rnnkit reads "
+                          f"({', '.join(AUDIO_SUFFIXES)})"
+                          + (f"; convert its {', '.join(other)} files to .wav or .flac"
+                             if other else ""))
+    if other:  # a class of .m4a recordings vanished without a word
+        skipped = sum(p.suffix.lower() in OTHER_AUDIO for p in found)
+        warnings.warn(f"{folder}: {skipped} audio files of formats rnnkit does not read "
+                      f"({', '.join(other)}) are left out; convert them to .wav or .flac to "
+                      "use them", RnnkitWarning, stacklevel=2)
     labels = []
     if not labelled:
         return files, [""] * len(files)

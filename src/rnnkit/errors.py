@@ -7,6 +7,10 @@ single line on stderr and exits with status 2.
 import numbers
 
 
+class RnnkitWarning(UserWarning):
+    """Something was skipped or adjusted; the message says what."""
+
+
 class RnnkitError(ValueError):
     """Bad input to rnnkit: a file, an option, a run directory. The message says what to do."""
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ import numpy as np
 
 from .errors import RnnkitError
 from .intervals import widened
-from .series import read_table
+from .series import open_npz, read_table
 
 PERIODS = {"hour": 24, "weekday": 7, "month": 12}  # each of configs.CALENDAR -> its period
 SEASONS = {3600: 24, 1800: 48, 86400: 7, 7 * 86400: 52}  # seconds per step -> season length
@@ -75,7 +76,8 @@ def input_size(data: dict) -> int:
 # An ISO date and time with its UTC offset apart: 2024-10-27T02:00:00.5+01:00 -> the local time,
 # "+01:00" (or "Z", or nothing)
 ISO_OFFSET = re.compile(r"(\d{4}-\d\d-\d\dT\d\d(?::\d\d(?::\d\d(?:\.\d+)?)?)?)"
-                        r"(Z|[+-]\d\d:?\d\d)?")
+                        r"(Z|[+-]\d\d(?::?\d\d)?)?")  # +01 too, as PostgreSQL writes it
+ISO_DAY = re.compile(r"\d{4}-\d\d(?:-\d\d)?")  # a date without a time: 2024-01-31, 2024-01
 
 
 def parse_times(cells: list[str], where: str) -> tuple[np.ndarray, bool]:
@@ -125,6 +127,8 @@ def iso_time(cell: str, where: str, i: int) -> tuple[np.datetime64, bool, np.dat
         return np.datetime64("NaT", "us"), False, np.datetime64("NaT", "us")
     match = ISO_OFFSET.fullmatch(text)
     try:
+        if match is None and not ISO_DAY.fullmatch(text):  # NumPy reads 20240209 as a year
+            raise ValueError(text)
         if match is None or not match[2]:
             written = np.datetime64(text).astype("datetime64[us]")
             return written, False, written
@@ -136,7 +140,7 @@ def iso_time(cell: str, where: str, i: int) -> tuple[np.datetime64, bool, np.dat
     if offset == "Z":
         return local, True, local
     digits = offset[1:].replace(":", "")
-    minutes = int(digits[:2]) * 60 + int(digits[2:])
+    minutes = int(digits[:2]) * 60 + int(digits[2:] or 0)
     return local - (1 if offset[0] == "+" else -1) * np.timedelta64(minutes, "m"), True, local
 
 
@@ -270,11 +274,13 @@ def float_cells(path: Path, header: list[str], rows: list[list[str]], name: str,
 
 def not_a_number_hint(header: list[str], cell: str, option: str | None) -> str:
     """What most often makes a cell not a number, as the end of the error's line."""
-    if len(header) == 1 and any(c in header[0] for c in ";\t|"):
-        return "; the file seems to separate its cells with a character other than a comma; " \
-               "save it as comma-separated values"
-    if "," in cell:
+    # (a file separated by ';', tabs or '|' is refused by `read_table` before any cell is read)
+    if cell.strip().lower() in ("na", "n/a", "#n/a", "null", "none", "-", "?"):
+        return "; a missing value is an empty cell here: leave it empty, or fill it in"
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", cell.strip()):
         return "; write numbers without thousands separators (1234.5, not 1,234.5)"
+    if "," in cell:
+        return "; write numbers with a decimal point (20.5, not 20,5)"
     if option == "--columns":  # a column of names or dates read as a target by default
         return ("; if it names each row's series or gives its time, say so with --id-column or "
                 "--time-column, or name the columns to forecast with --columns")
@@ -421,7 +427,7 @@ def read_panel_npz(path: Path, data: dict) -> tuple[Panel, list[str]]:
     if data.get("past") or data.get("known") or data.get("calendar"):
         raise RnnkitError(f"{path}: an .npz holds targets only; give covariates in a CSV")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path) as z:
             if "x" not in z.files or "lengths" not in z.files:
                 raise RnnkitError(f"{path}: the .npz lacks x or lengths; it needs x [N, T, F] "
                                   "(or [N, T]) and lengths [N], and may hold ids [N]")
@@ -429,7 +435,7 @@ def read_panel_npz(path: Path, data: dict) -> tuple[Panel, list[str]]:
             ids = z["ids"] if "ids" in z.files else None
     except RnnkitError:
         raise
-    except (OSError, EOFError, ValueError) as e:
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise RnnkitError(f"{path}: not a readable .npz file without Python objects ({e})") \
             from None
     if x.ndim == 2:

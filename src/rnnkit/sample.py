@@ -32,16 +32,12 @@ from torch import Tensor
 from .beam import beam_search
 from .cells import evaluating, gru_gates
 from .configs import MAX_STRING, STEP_PRECISIONS
-from .errors import RnnkitError
+from .errors import RnnkitError, RnnkitWarning
 from .text import shown_unknown
 
 PRIME_CHUNK = 4096  # prime text fed through the fused kernel this many characters at a time
 MAX_PRIME = 1_000_000  # characters; a longer prime is refused rather than fed for minutes
 MAX_SAMPLES = 10_000  # streams (or beams) in one batch; more is a typo, refused before allocating
-
-
-class RnnkitWarning(UserWarning):
-    """Something was skipped or adjusted; the message says what."""
 
 
 class Probs(Mapping):

@@ -13,8 +13,10 @@ Forecasting's windows, scaling and seasonal naive baseline are `rnnkit.panel`'s 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,14 +34,35 @@ def read_table(path: str | os.PathLike) -> tuple[list[str], list[list[str]]]:
             table.pop()
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise RnnkitError(f"{path}: not a readable CSV file ({e})") from None
+    while len(table) > 1 and not "".join(table[-1]).strip():  # rows a spreadsheet cleared: ",,"
+        table.pop()
     if len(table) < 2:
         raise RnnkitError(f"{path}: the CSV needs a header row and at least one data row")
     header = [h.strip() for h in table[0]]
+    if len(header) == 1 and any(sep in header[0] for sep in ";\t|"):
+        sep = next(s for s in ";\t|" if s in header[0])
+        raise RnnkitError(f"{path}: the cells are separated by {sep!r}; rnnkit reads CSV "
+                          "separated by commas (with a decimal point): save it so")
     rows = [row or [""] for row in table[1:]]  # a blank line is one empty cell
     for i, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise RnnkitError(f"{path}: line {i} has {len(row)} cells but the header has "
                               f"{len(header)}")
+    # A column without a name: the commas that end every line are dropped; a column of values
+    # (the row numbers pandas writes by default) would be read as data, so it is refused.
+    for j in reversed(range(len(header))):
+        if not header[j] and all(not row[j].strip() for row in rows):
+            del header[j]
+            for row in rows:
+                del row[j]
+        elif not header[j]:
+            raise RnnkitError(f"{path}: column {j + 1} has no name in the header (the row "
+                              "numbers pandas' to_csv writes?); name it, or write the file "
+                              "without it (to_csv(..., index=False))")
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:  # the second would never be read: every lookup finds the first
+        raise RnnkitError(f"{path}: the header names {twice[0]!r} twice; give every column its "
+                          "own name")
     return header, rows
 
 
@@ -93,6 +116,11 @@ def read_labelled_csv(path: str | os.PathLike, columns: list[str] | None = None,
             raise RnnkitError(f"{path}: no column {name!r} {role}; {fix}")
     i_id = column_index(path, header, id_column)
     i_label = None if label_column is None else column_index(path, header, label_column)
+    clash = [c for c in columns or [] if c in (id_column, label_column)]
+    if clash:  # the label read as a feature: a perfect score that prediction cannot repeat
+        raise RnnkitError(f"{path}: --columns names {clash[0]!r}, the "
+                          f"{'id' if clash[0] == id_column else 'label'} column, as a feature; "
+                          "drop it from --columns")
     columns = columns or [h for h in header if h not in (id_column, label_column)]
     if not columns:
         raise RnnkitError(f"{path}: no feature columns besides {id_column!r} and "
@@ -117,13 +145,32 @@ def read_labelled_csv(path: str | os.PathLike, columns: list[str] | None = None,
     return sequences, [labels[k] for k in groups], list(groups), list(columns)
 
 
+@contextlib.contextmanager
+def open_npz(path: Path):
+    """`np.load` of an .npz archive (no Python objects) in a `with` block; a file that is no
+    archive (one array saved by np.save, a copy cut short) is one RnnkitError. The file is
+    opened here and closed whatever happens (NumPy leaves it open when the archive is cut)."""
+    with open(path, "rb") as f:
+        try:
+            archive = np.load(f, allow_pickle=False)
+        except (EOFError, ValueError, zipfile.BadZipFile) as e:
+            if "pickle" in str(e):
+                raise
+            raise RnnkitError(f"{path}: not a readable .npz file ({e})") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise RnnkitError(f"{path}: not an .npz archive but one array (np.save's .npy); "
+                              "save the arrays together with np.savez")
+        with archive:
+            yield archive
+
+
 def read_npz(path: str | os.PathLike, labelled: bool = True,
              ) -> tuple[list[np.ndarray], list[str]]:
     """Sequences and labels of an `.npz` holding x [N, T_max, F], lengths [N] and y [N]; not
     `labelled` (sequences to predict), y may be left out (the labels are then empty)."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path) as z:
             need = ("x", "lengths", "y") if labelled else ("x", "lengths")
             missing = [k for k in need if k not in z.files]
             if missing:
@@ -138,7 +185,7 @@ def read_npz(path: str | os.PathLike, labelled: bool = True,
             raise RnnkitError(f"{path}: the .npz holds Python objects, which are never "
                               "unpickled; store y as int or fixed-width string arrays") from None
         raise RnnkitError(f"{path}: not a readable .npz file ({e})") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise RnnkitError(f"{path}: not a readable .npz file ({e})") from None
     if x.ndim != 3 or not np.issubdtype(x.dtype, np.number):
         raise RnnkitError(f"{path}: x must be a numeric [N, T_max, F] array, got shape "
