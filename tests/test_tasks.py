@@ -742,3 +742,15 @@ def test_greedy_decoding_refuses_what_only_sampling_uses():
             model.generate(torch.tensor([[2, 3, 4]]), **options)
     assert len(model.generate(torch.tensor([[2, 3, 4]]), greedy=False, temperature=5.0,
                               seed=1)) == 1
+
+
+def test_fit_refuses_one_hot_targets_and_a_set_without_inputs():
+    # both reached PyTorch's errors (a batch-size mismatch; forward() missing 'inputs')
+    model = SequenceModel(SequenceConfig(2, 2, hidden=8))
+    x, y = torch.randn(8, 5, 2), torch.randint(0, 2, (8,))
+    cfg = FitConfig(epochs=1, batch_size=4, **QUICK)
+    with pytest.raises(RnnkitError, match=r"of a classifier are one class id per row, shape "
+                       r"\(N,\), got shape \(8, 2\); one-hot rows are y.argmax\(1\)"):
+        fit(model, {"inputs": x, "targets": np.eye(2)[y]}, None, cfg, quiet=True)
+    with pytest.raises(RnnkitError, match="val has no 'inputs', which SequenceModel reads"):
+        fit(model, {"inputs": x, "targets": y}, {"targets": y}, cfg, quiet=True)

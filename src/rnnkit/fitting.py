@@ -67,6 +67,10 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
                           f"its keys are {takes}")
     if "targets" not in data:
         raise RnnkitError(f"{name} has no 'targets'; fit learns to give them")
+    needed = [p.name for p in parameters if p.default is p.empty
+              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.name not in data]
+    if needed:  # forward() would fail on the first batch with a TypeError
+        raise RnnkitError(f"{name} has no {needed[0]!r}, which {type(model).__name__} reads")
     out = {}
     for key, value in data.items():
         try:
@@ -128,6 +132,10 @@ def as_dataset(model: nn.Module, data, name: str) -> Dataset:
             raise RnnkitError(f"{name}[{key!r}] holds NaN or infinite values; give numbers "
                               "(pad with zeros)")
     config = getattr(model, "config", None)
+    if getattr(config, "head", None) == "classify" and not synced(model) and y.dim() != 1:
+        raise RnnkitError(f"{name}['targets'] of a classifier are one class id per row, shape "
+                          f"(N,), got shape {tuple(y.shape)}"
+                          + ("; one-hot rows are y.argmax(1)" if y.dim() == 2 else ""))
     if getattr(config, "head", None) == "classify" and len(y):
         classes = config.output_size
         inside = real.reshape(*real.shape, *[1] * (y.dim() - real.dim()))  # broadcast over y
