@@ -269,3 +269,21 @@ def test_numpy_integers_are_whole_numbers_for_a_seed_and_a_top():
     # "seed must be a whole number ..., got np.int64(3)"; "k must be a whole number"
     assert model.generate(length=5, seed=np.int64(3)) == model.generate(length=5, seed=3)
     assert len(model.stepper().step("a").top(np.int64(2))) == 2
+
+
+def test_python_api_arguments_of_the_wrong_kind_are_one_error():
+    # each reached Python's or PyTorch's own errors (AttributeError, TypeError, RuntimeError)
+    from rnnkit import DecoderConfig, RnnkitError, Seq2Seq, Seq2SeqConfig
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=10, hidden=8, layers=1),
+                   Vocab("char", tuple(range(97, 107)))).eval()
+    s2s = Seq2Seq(Seq2SeqConfig(5, DecoderConfig(vocab_size=6, hidden=8)))
+    for call, message in (
+            (lambda: Stepper(model, batch=0), "batch must be a whole number above 0"),
+            (lambda: rnnkit.load(None), "a run directory is a path"),
+            (lambda: s2s.generate(torch.tensor([[2, 3]]), greedy=False, seed=1.5),
+             "seed must be a whole number"),
+            (lambda: s2s.generate(torch.tensor([[2, 3]]), greedy=False, temperature="1"),
+             "temperature must be a number")):
+        with pytest.raises(RnnkitError, match=message):
+            call()

@@ -28,6 +28,8 @@ DIR = Path(__file__).resolve().parent / "builtin"
 def resolve(run_dir: str | os.PathLike) -> Path:
     """The run directory `run_dir` names: the built-in model's for "builtin" (when no directory
     of that name is here), else `run_dir` itself."""
+    if not isinstance(run_dir, (str, os.PathLike)) or not os.fspath(run_dir):
+        raise RnnkitError(f"a run directory is a path (or \"builtin\"), got {run_dir!r}")
     if os.fspath(run_dir) != NAME or Path(run_dir).exists():
         return Path(run_dir)
     return location()

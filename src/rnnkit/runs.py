@@ -34,7 +34,7 @@ from .audio import AUDIO_SUFFIXES, AudioConfig, find_audio, load_features
 from .checkpoint import BEST
 from .checkpoint import load as load_language_model
 from .devices import pick_device
-from .errors import RnnkitError
+from .errors import RnnkitError, require_size
 from .fitting import predict as model_outputs
 from .lm import CharLM
 from .panel import LARGEST, Panel, decode, encode, future_times, has_future, read_panel
@@ -185,6 +185,9 @@ class Classifier:
         zero-padded with `lengths` (N,) (default: all T steps), one sequence (T, F), or a list
         of (T_i, F) arrays. Arrays hold the features the model reads (for an audio run, what
         `rnnkit.audio.features` computes with the run's `AudioConfig`)."""
+        require_size(batch_size=batch_size)
+        if inputs is None:
+            raise RnnkitError("inputs are files or arrays of sequences to label, got None")
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         if is_paths(inputs):

@@ -32,7 +32,7 @@ from torch import Tensor
 from .beam import beam_search
 from .cells import evaluating, gru_gates
 from .configs import MAX_STRING, STEP_PRECISIONS
-from .errors import RnnkitError, RnnkitWarning
+from .errors import RnnkitError, RnnkitWarning, require_size
 from .text import shown_unknown
 
 PRIME_CHUNK = 4096  # prime text fed through the fused kernel this many characters at a time
@@ -216,6 +216,8 @@ class Stepper:
     @torch.inference_mode()
     def reset(self, batch: int | None = None) -> None:
         """Back to the zero state (of `batch` rows, or as many as before); a new text starts."""
+        if batch is not None:
+            require_size(batch=batch)
         self.batch = batch or self.batch
         self.use(self.table.new_zeros(self.batch, self.L * self.H),
                  self.table.new_zeros(self.L, self.batch, self.H) if self.cell == "lstm" else None)

@@ -37,7 +37,7 @@ from .beam import decode_beam
 from .cells import evaluating
 from .config import check_fields
 from .configs import HEADS, MAX_LAYERS, MAX_MEMBERS, MAX_SIZE, POOLS, check_cell
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, require_positive, require_seed
 from .recurrent import Recurrent
 from .sample import pick
 
@@ -83,6 +83,10 @@ def check_decoding(max_length: int, beam: int | None, greedy: bool = True,
         if value is not None and (isinstance(value, bool)
                                   or not isinstance(value, numbers.Integral) or value < 1):
             raise RnnkitError(f"{name} must be a positive integer, got {value!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise RnnkitError(f"temperature must be a number, got {temperature!r}")
+    if seed is not None:
+        require_seed(seed, "seed")
     if beam is not None and (not greedy or temperature != 1.0 or seed is not None):
         raise RnnkitError("beam search keeps the most likely sequences and draws nothing; drop "
                           "greedy=False, temperature and seed, or drop the beam")
@@ -568,7 +572,7 @@ class Decoder(nn.Module):
         if not (greedy or temperature > 0):
             raise RnnkitError(f"temperature must be positive, got {temperature}; use greedy=True")
         # The language model's choice of the next token (`sample.pick`), drawn on the CPU.
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        generator = None if seed is None else torch.Generator().manual_seed(int(seed))
         token = torch.full((B,), c.start, dtype=torch.long, device=device)
         rows, done = [[] for _ in range(B)], torch.zeros(B, dtype=torch.bool, device=device)
         for _ in range(max_length):
