@@ -19,11 +19,12 @@ import fsdd_digits  # noqa: E402
 
 def test_classify_vs_field_reads_a_classifier_run(tmp_path):
     train, test = write_npz(tmp_path / "train.npz"), write_npz(tmp_path / "test.npz", 20, seed=1)
-    run = classify_vs_field.run_rnnkit(train, ["--test", str(test)], tmp_path / "run", 5, 0)
+    # 15 s: on cores shared with other jobs, reading the data alone took 11.6 s of a 5 s budget
+    run = classify_vs_field.run_rnnkit(train, ["--test", str(test)], tmp_path / "run", 15, 0)
     assert "error" not in run, run
     assert 0 <= run["accuracy"] <= 1 and run["members"] >= 1
     assert len(run["epochs"]) == run["members"] and all(e >= 1 for e in run["epochs"])
-    assert "until the --max-time budget of 5s" in run["done"]
+    assert "until the --max-time budget of 15s" in run["done"]
 
 
 def test_forecast_vs_field_reads_a_many_series_run(tmp_path):
