@@ -551,8 +551,20 @@ def test_resume_refuses_another_run_or_other_options(cli, tmp_path, npz, series_
         assert status == 2 and message in one_error_line(err), (options, err)
     status, _, err = cli("classify", "train", npz, "--out", run, *QUICK, "--resume")
     assert status == 2 and "holds a forecaster run" in one_error_line(err)
+    # other values under the same options (y and z swapped) continued the run without a word
+    swapped = tmp_path / "swapped.csv"
+    lines = series_csv.read_text().splitlines()
+    swapped.write_text("\n".join(lines[:1] + [",".join(r.split(",")[::-1]) for r in lines[1:]]))
+    status, _, err = cli("forecast", "train", swapped, "--out", run, "--window", "12",
+                         "--horizon", "3", *QUICK, "--resume")
+    assert status == 2 and "the examples differ from those" in one_error_line(err), err
     assert {p.name: p.read_bytes() for p in run.iterdir()
             if p.is_file() and p.suffix != ".lock"} == before
+    classifier = tmp_path / "classifier"
+    train_classifier(cli, npz, classifier)
+    other = write_npz(tmp_path / "other.npz", seed=7)  # as many sequences, other values
+    status, _, err = cli("classify", "train", other, "--out", classifier, *QUICK, "--resume")
+    assert status == 2 and "the examples differ from those" in one_error_line(err), err
     # The same command plus --resume on a finished run: nothing left to do, the test again.
     stdout = train_forecaster(cli, series_csv, run, "--resume")
     assert "has finished its" in stdout and "raise --epochs" in stdout

@@ -50,7 +50,7 @@ from .plots import FORMATS, plot_forecast
 from .runfiles import write_json_atomic
 from .runs import Forecaster, load
 from .task_cli import FORECASTER, check_model_options, done, fit_config, model_config
-from .task_runs import read_format, resumed_config, training_run, write_config
+from .task_runs import examples_digest, read_format, resumed_config, training_run, write_config
 from .tasks import SequenceModel
 
 
@@ -107,6 +107,8 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
                   "past": args.past or [], "known": args.known or [],
                   "calendar": args.calendar or [], "quantiles": args.quantiles or []}
     panel, data["columns"] = read_panel(args.series, data)
+    data["digest"] = examples_digest(panel.ids, panel.values, panel.past, panel.known,
+                                     panel.times)
     # the test's first origin needs a step before it (with --origins K, the last K horizons)
     held_steps = H * (args.origins if args.test_fraction is None else 1)
     for i, values in enumerate(panel.values):

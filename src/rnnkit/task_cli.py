@@ -46,6 +46,7 @@ from .task_runs import (
     FEATURES,
     MEMBERS,
     check_features,
+    examples_digest,
     read_examples,
     read_format,
     resumed_config,
@@ -255,6 +256,7 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         how = f"--test-pattern {args.test_pattern!r}"
     else:
         test_seqs, test_labels, how = [], [], ""
+    data["digest"] = examples_digest(seqs, labels, test_seqs, test_labels)
     classes = sorted(set(labels), key=lambda label: (natural_key(label), label))  # "01", "1"
     if len(classes) < 2:
         left = f" left for training by {how}" if args.test_pattern else ""

@@ -24,6 +24,7 @@ tensor is built, nothing unpickled. New inputs are read as the run's data sectio
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import shutil
@@ -73,6 +74,7 @@ class ClassifierData:
     id_column: str = "id"  # CSV column naming each sequence
     label_column: str = "label"  # CSV column holding its class
     audio: dict | None = None  # the AudioConfig of an audio run
+    digest: str = ""  # `examples_digest` of what it trained and tested on ("": runs before it)
 
     def __post_init__(self):
         if self.source not in SOURCES:
@@ -108,6 +110,7 @@ class ForecasterData:
     season: int = 1  # m of MASE and of the seasonal naive forecast
     widen: list[float] = field(default_factory=list)  # (Q,) calibration (`intervals.widened`)
     offsets: list[float] = field(default_factory=list)  # (Q,) the calibration of earlier runs
+    digest: str = ""  # `examples_digest` of the series it read ("": runs before it)
 
     def __post_init__(self):
         if self.source not in ("csv", "npz"):
@@ -142,6 +145,21 @@ KINDS = {
     LANGUAGE_MODEL: ("language-model", "rnnkit train", "rnnkit sample or rnnkit eval"),
 }
 DATA = {"rnnkit-classifier": ClassifierData, "rnnkit-forecaster": ForecasterData}
+
+
+def examples_digest(*parts) -> str:
+    """A digest of the examples a run reads (lists of arrays, names, labels): arrays by their
+    shapes and bytes, everything else by its text. --resume compares it, so that a run does not
+    continue on other values under the same file names and options."""
+    digest = hashlib.sha256()
+    for part in parts:
+        for item in part:
+            if isinstance(item, np.ndarray):
+                digest.update(str(item.shape).encode())
+                digest.update(np.ascontiguousarray(item).tobytes())
+            else:
+                digest.update(repr(item).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
 
 
 def check_data(kind: str, data, model: SequenceConfig) -> dict:
@@ -250,9 +268,16 @@ def resumed_config(run_dir: Path, kind: str, model: SequenceConfig, fit: FitConf
         raise RnnkitError(f"the model options differ from those {run_dir} was trained with "
                           f"({differ}); give the same command plus --resume, or train a new "
                           "--out")
-    if check_data(kind, config.get("data") or {}, model) != check_data(kind, data, model):
+    then, now = check_data(kind, config.get("data") or {}, model), check_data(kind, data, model)
+    if not then["digest"]:  # a run made before digests: its options are all there is to compare
+        now["digest"] = ""
+    if {**then, "digest": ""} != {**now, "digest": ""}:
         raise RnnkitError(f"the data or its options differ from those {run_dir} was trained on; "
                           "give the same command plus --resume, or train a new --out")
+    if then["digest"] != now["digest"]:  # the same options, other values: other examples
+        raise RnnkitError(f"the examples differ from those {run_dir} was trained on (the same "
+                          "files and options, other values, labels or split); give the same "
+                          "data plus --resume, or train a new --out")
     for name in FitConfig.layout:  # given or not: the seed also drew the splits
         if getattr(fit, name) != getattr(saved, name):
             raise RnnkitError(f"--{name.replace('_', '-')} {getattr(fit, name)} differs from the "
