@@ -205,7 +205,8 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
         metrics["coverage"] = coverage(metrics.pop("truth"), forecasts, forecaster.levels)
     metrics.pop("truth", None)
     metrics.update(series=len(panel), test_windows=n_test, season=m,
-                   train_seconds=summary["seconds"], epochs=summary["epochs"],
+                   seconds=summary["seconds"], train_seconds=summary["train_seconds"],
+                   eval_seconds=summary["eval_seconds"], epochs=summary["epochs"],
                    history=summary["history"])
     write_json_atomic(out / "metrics.json", metrics)
     print(report(metrics, f"test ({n_test} windows of {len(panel)} series)"))

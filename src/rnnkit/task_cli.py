@@ -351,7 +351,8 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
         "labels": classes, "ensemble": chosen, "members": [
             {"seed": fit_cfg.seed + k, "epochs": s["epochs"], "evaluations": len(s["history"]),
              "best_epoch": s["best_epoch"],
-             "best_val_accuracy": s["best"], "train_seconds": s["seconds"],
+             "best_val_accuracy": s["best"], "seconds": s["seconds"],
+             "train_seconds": s["train_seconds"], "eval_seconds": s["eval_seconds"],
              "history": s["history"]} for k, s in enumerate(summaries)]})
     print(done(summaries, fit_cfg, fitted - started, time.monotonic() - tested, out))
     print(f"test_accuracy {test_acc:.4f}")
