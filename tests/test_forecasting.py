@@ -543,7 +543,7 @@ def test_predict_reads_short_series_and_checks_before_writing(cli, tmp_path):
     assert cli("forecast", "train", data, "--out", run, "--horizon", "3", "--epochs", "1",
                *QUICK)[0] == 0
     status, out, err = cli("forecast", "predict", run, data, "--plot", tmp_path / "p.png")
-    assert status == 0 and out.splitlines()[1] == "step,y" and len(out.splitlines()) == 5, err
+    assert status == 0 and out.splitlines()[0] == "step,y" and len(out.splitlines()) == 4, err
     forecaster = rnnkit.load(run)
     assert forecaster.forecast(np.ones((2, 10))).shape == (2, 3, 1)  # (N, W) of one column
     with pytest.raises(RnnkitError, match=r"windows must be \(N, W, 1\)"):

@@ -132,7 +132,8 @@ def test_a_forecaster_run_predicts_what_the_command_prints(cli, runs):
     assert status == 0, err
     future = forecaster.predict(runs / "s.csv")  # (H, F)
     assert future.shape == (3, 2)
-    assert stdout.splitlines()[1:] == ["step,y,z"] + [
+    assert "H-step MAE" in err, err  # the report on stderr: stdout is the CSV alone
+    assert stdout.splitlines() == ["step,y,z"] + [
         f"+{h}," + ",".join(f"{v:.6g}" for v in row) for h, row in enumerate(future, start=1)]
     series = forecaster.read(runs / "s.csv")  # (T, F)
     np.testing.assert_array_equal(forecaster.predict(series), future)

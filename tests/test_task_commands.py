@@ -298,7 +298,7 @@ def test_forecast_predict_takes_a_device(cli, tmp_path, series_csv):
     train_forecaster(cli, series_csv, tmp_path / "run")
     status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--device",
                               "cpu")
-    assert status == 0 and stdout.splitlines()[1] == "step,y,z", err
+    assert status == 0 and stdout.splitlines()[0] == "step,y,z", err
     # a --plot into a folder that is not there: one line, before any work (an internal error
     # after the forecasts were printed)
     status, stdout, err = cli("forecast", "predict", tmp_path / "run", series_csv, "--plot",

@@ -280,7 +280,8 @@ def predict(args) -> int:
         if forecaster.levels:
             metrics["coverage"] = coverage(metrics["truth"], forecasts, forecaster.levels)
         metrics["season"] = m
-        print(report(metrics, f"{args.series} (its last {H} steps, {len(enc['origin'])} series)"))
+        print(report(metrics, f"{args.series} (its last {H} steps, {len(enc['origin'])} series)"),
+              file=sys.stderr)  # stdout is the forecasts' CSV alone, for `> forecast.csv`
     result = forecaster.forecasts(panel, where=args.series)
     print_forecasts(result, forecaster.many)
     need("matplotlib", "tasks")

@@ -196,6 +196,10 @@ class Classifier:
             seqs, names = self.read(list(inputs))
             where = "input"
         else:
+            columns = self.data.get("columns")  # a CSV run's: a table is read by them
+            if columns:
+                inputs = [by_name(i, columns) for i in inputs] if isinstance(inputs, list) \
+                    else by_name(inputs, columns)
             seqs = sequences(inputs, lengths)
             names = [f"inputs[{i}]" for i in range(len(seqs))]
             where = "inputs"
