@@ -455,3 +455,27 @@ def test_given_names_only_config_fields(corpus, tmp_path):
                        r"TrainConfig; \['dropuot'\] are not among them"):
         rnnkit.train([str(corpus)], str(tmp_path / "run"), given={"dropuot"})
     assert not (tmp_path / "run").exists()
+
+
+def test_sigterm_while_a_training_sets_up_is_one_line_and_leaves_nothing(cli, corpus, tmp_path,
+                                                                          monkeypatch):
+    # before the training loop handled it, SIGTERM (what timeout and job schedulers send)
+    # ended the process with 143, nothing said, and a half-made run that refused the command
+    import os
+    import signal
+
+    from rnnkit import training
+
+    prepare = training.prepare
+
+    def prepare_then_terminate(*args, **kwargs):
+        data = prepare(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return data
+
+    monkeypatch.setattr(training, "prepare", prepare_then_terminate)
+    before = signal.getsignal(signal.SIGTERM)
+    status, _, err = cli("train", corpus, "--out", tmp_path / "run", "--max-steps", 5, *TINY)
+    assert status == 143 and err.strip().splitlines()[-1] == "rnnkit: terminated", err
+    assert not (tmp_path / "run").exists()  # the same command starts afresh
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler was the command's alone

@@ -30,7 +30,9 @@ import importlib
 import math
 import os
 import re
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import fields
 
@@ -551,6 +553,32 @@ def main(argv: list[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # text the terminal's encoding lacks: shown as "?"
         if hasattr(stream, "reconfigure") and (stream.errors or "strict") == "strict":
             stream.reconfigure(errors="replace")
+    with terminated_as_exception():
+        return run_command(argv, debug)
+
+
+class Terminated(Exception):
+    """SIGTERM before a command handles it itself (training saves and stops on it)."""
+
+
+@contextlib.contextmanager
+def terminated_as_exception():
+    """SIGTERM raises `Terminated` while the block runs (in the main thread), so that a command
+    stopped before its own handling says so and cleans up as after Ctrl-C: a training stopped
+    while it set up left a half-made run and exit 143 with nothing said."""
+    def stop(signum, frame):
+        raise Terminated
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+    try:
+        yield
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def run_command(argv: list[str] | None, debug: bool) -> int:
     command = None
     try:
         args = build_parser().parse_args(argv)
@@ -565,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("rnnkit: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("rnnkit: terminated", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # the reader of stdout stopped, e.g. `rnnkit sample DIR | head`
         with contextlib.suppress(OSError, ValueError):  # Python's last flush must not fail
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
