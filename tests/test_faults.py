@@ -394,7 +394,9 @@ def test_nan_training_loss_stops_or_rolls_back(cli, data, tmp_path, monkeypatch,
     if on_nan == "stop":
         assert status == 2
         line = one_error_line(err)
-        assert f"training loss exploded to nan at step {saved_step}; stopped" in line
+        # the first step after the checkpoint, numbered as metrics.csv numbers it (it said
+        # the checkpoint's own step)
+        assert f"training loss exploded to nan at step {saved_step + 1}; stopped" in line
         before.pop("train.lock", None)
         after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
         after.pop("train.lock", None)
@@ -416,5 +418,6 @@ def test_a_run_without_its_first_checkpoint_yet_says_a_training_is_writing_it(tm
     held = r"model.safetensors is not written yet: a training \(pid " + str(os.getpid())
     with checkpoint.RunLock(run), pytest.raises(rnnkit.RnnkitError, match=held):  # as by it
         rnnkit.load(run)
-    with pytest.raises(rnnkit.RnnkitError, match="is missing; the run directory is incomplete"):
+    with pytest.raises(rnnkit.RnnkitError, match="is missing: the run stopped before its first "
+                       "checkpoint; train it on with the same command plus --resume"):
         rnnkit.load(run)

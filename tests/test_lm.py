@@ -57,7 +57,12 @@ def test_seeded_sampling_repeats_and_seeds_differ():
 
 def test_greedy_top_k_and_temperature():
     model = model_for("lstm")
-    assert model.generate("ab", 30, greedy=True) == model.generate("ab", 30, greedy=True, seed=1)
+    assert model.generate("ab", 30, greedy=True) == model.generate("ab", 30, greedy=True)
+    # a seed changes nothing there: it was accepted and ignored, and is refused
+    with pytest.raises(rnnkit.RnnkitError, match="greedy decoding draws nothing, so a seed"):
+        model.generate("ab", 30, greedy=True, seed=1)
+    with pytest.raises(rnnkit.RnnkitError, match="beam search draws nothing, so a seed"):
+        model.generate("ab", 3, beam=2, seed=1)
     s = model.stepper()
     s.feed_many(VOCAB.encode("ab")[0])
     best = VOCAB.symbol(int(s.logits.argmax()))

@@ -207,3 +207,12 @@ def test_unknown_symbols_are_shown_escaped_once():
     # or a newline went to the terminal raw
     assert shown_unknown(["\x1b", "\n", "a", "\\x82"], "byte") == r"'\x1b\na\x82'"
     assert shown_unknown(["é", "\n"], "char") == r"'é\n'"
+
+
+def test_a_symbol_is_a_character_a_byte_or_a_whole_code():
+    from rnnkit.text import Vocab
+    vocab = Vocab("char", tuple(range(97, 107)))
+    assert vocab.index("h") == vocab.index(104) == 7
+    for odd in (104.9, True):  # read as 'h' (int(104.9)) and as code 1
+        with pytest.raises(KeyError, match="a symbol is a character, one byte or a code"):
+            vocab.index(odd)

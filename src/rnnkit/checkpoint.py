@@ -114,7 +114,9 @@ def read_safetensors(path: Path, expected: dict[str, tuple] | None = None,
                 raise RnnkitError(f"{path} is not written yet: a training (pid {holder}) is "
                                   f"writing to {folder} and saves it at its first evaluation; "
                                   "try again then")
-        raise RnnkitError(f"{path} is missing; the run directory is incomplete")
+        raise RnnkitError(f"{path} is missing: the run stopped before its first checkpoint; "
+                          f"train it on with the same command plus --resume (--out "
+                          f"{path.parent}), or train again")
     require_utf8(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:

@@ -422,11 +422,12 @@ def check(pending: Pending, feeder: Feeder, progress: Progress, rows: list[dict]
     else:
         terms = round(numbers[1] * world.size)
         loss_value = numbers[0] / max(numbers[1], 1e-30)
+    # steps are counted from 1, as metrics.csv and the progress lines count them
     if not math.isfinite(loss_value) or loss_value > feeder.loss_limit:
-        raise Diverged(f"training loss exploded to {loss_value:.4g} at step {pending.step}")
+        raise Diverged(f"training loss exploded to {loss_value:.4g} at step {pending.step + 1}")
     if pending.norm is not None and not torch.isfinite(pending.norm) \
             and cfg.precision != "fp16":  # fp16's scaler skips such a step by itself
-        raise Diverged(f"gradients became infinite at step {pending.step}")
+        raise Diverged(f"gradients became infinite at step {pending.step + 1}")
     progress.chars += feeder.items(pending.step)
     progress.loss_sum += loss_value * terms if not feeder.equal_parts else loss_value
     progress.loss_count += terms

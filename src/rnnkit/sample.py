@@ -453,6 +453,9 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
     with `raw`, its pieces are the bytes generated, undecoded.
     """
     check_options(length, temperature, top_k, top_p, repetition_penalty, num_samples, beam, greedy)
+    if seed is not None and (greedy or beam is not None):  # it was accepted and changed nothing
+        raise RnnkitError(f"{'greedy decoding' if greedy else 'beam search'} draws nothing, so a "
+                          "seed changes nothing; drop the seed, or sample")
     check_precision(precision, next(model.parameters()).device)
     check_prime(prime)
     vocab = model.vocab

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import numbers
 import os
 import re
 import sys
@@ -94,7 +95,9 @@ class Vocab:
                     symbol = bytes(symbol).decode("utf-8")
                 except UnicodeDecodeError:
                     raise KeyError(f"{bytes(symbol)!r} is neither one byte nor UTF-8") from None
-        code = self.code(symbol) if isinstance(symbol, str) else int(symbol)
+        if not isinstance(symbol, (str, numbers.Integral)) or isinstance(symbol, bool):
+            raise KeyError(f"a symbol is a character, one byte or a code, got {symbol!r}")
+        code = self.code(symbol) if isinstance(symbol, str) else int(symbol)  # (104.9 was 'h')
         i = int(np.searchsorted(self.codes, code))
         if i == len(self.codes) or self.codes[i] != code:
             raise KeyError(f"{symbol!r} is not in the vocabulary of {len(self)} symbols")
