@@ -453,3 +453,12 @@ def test_a_second_prepare_into_the_same_folder_leaves_the_first_alone(cli, corpu
             entry.unlink()
     assert cli("prepare", corpus, "--out", out)[0] == 0
     assert not list(out.glob(".*.rnnkit.tmp"))
+
+
+def test_no_held_out_text_is_not_reported_as_a_validation_loss(cli, corpus, tmp_path):
+    # --val-fraction 0 printed the training loss as "val" and as "best val_loss"
+    status, out, err = cli("train", corpus, "--out", tmp_path / "run", "--val-fraction", 0,
+                           "--max-steps", 4, "--eval-every", 2, *TINY)
+    assert status == 0, err
+    assert "no text held out (--val-fraction 0)" in out and " val " not in out
+    assert "best train_loss (no text held out)" in out

@@ -57,7 +57,8 @@ def cmd_train(args) -> int:
             sys.stdout.write(piece)
         print("\n---")
     best = summary["best_val"]
-    loss = f"best val_loss {best:.4f} nats/char ({best / math.log(2):.3f} bpc)" \
+    which = "val_loss" if summary.get("held_out", True) else "train_loss (no text held out)"
+    loss = f"best {which} {best:.4f} nats/char ({best / math.log(2):.3f} bpc)" \
         if math.isfinite(best) else "no evaluation yet"
     print(f"done: {summary['steps']} steps ({summary['steps_now']} in this invocation: "
           f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s evaluation, "

@@ -302,6 +302,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
             f"on {device.type}{'' if cfg.precision == 'fp32' else ' ' + cfg.precision}")
     summary = engine.run(feeder, cfg, run_dir, world, device, resume, say, started, quiet)
     summary["batch_size"] = B
+    summary["held_out"] = len(val_tokens) >= 2  # best_val is the training loss where not
     return summary
 
 
@@ -368,9 +369,11 @@ class StreamFeeder:
 
     def report(self, record: dict, improved: bool, seconds: float, left: float) -> str:
         train, val = record["train_loss"], record["val_loss"]
+        held = (f"val {val:.4f} nats/char ({val / math.log(2):.3f} bpc)"
+                if len(self.val_tokens) >= 2 else  # the training loss stands in for it
+                "no text held out (--val-fraction 0): the best is the lowest training loss")
         return (f"step {record['step']}: train {train:.4f} nats/char ({train / math.log(2):.3f} "
-                f"bpc), val {val:.4f} nats/char ({val / math.log(2):.3f} bpc)"
-                f"{' *best' if improved else ''}")
+                f"bpc), {held}{' *best' if improved else ''}")
 
     def after_checkpoint(self, run_dir: Path, progress: engine.Progress) -> None:
         """A sample appended to samples.txt, so a user can watch the model learn; its seconds
