@@ -592,3 +592,11 @@ def test_metrics_count_training_seconds_as_the_done_line_does(cli, tmp_path, npz
     assert member["train_seconds"] + member["eval_seconds"] <= member["seconds"] + 1e-6
     shown = float(re.search(r"([\d.]+)s training", stdout).group(1))
     assert abs(member["train_seconds"] - shown) <= 0.051, (member, stdout)
+
+
+def test_classes_sort_as_people_expect():
+    from rnnkit.task_cli import natural_key
+    labels = ["1", "-1", "10", "2", "0.5", "b2", "b10", "a", "01"]
+    # -1 sorted after 1 ("-" after the digits), so probs[:, 1] was P(-1) where one expects P(1)
+    assert sorted(labels, key=lambda label: (natural_key(label), label)) == \
+        ["-1", "0.5", "01", "1", "2", "10", "a", "b2", "b10"]

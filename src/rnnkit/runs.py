@@ -134,7 +134,8 @@ class Predictions:
 
     names: list[str]  # each example's name: its file, CSV id or "d.npz[i]"; "inputs[i]" for arrays
     labels: list[str]  # the most probable class of each example
-    probs: np.ndarray  # (N, C) probabilities over the run's classes, in the order of `classes`
+    probs: np.ndarray  # (N, C) probabilities over the run's classes, in the order of the
+    # classifier's `classes` (sorted: numbers by their value, names in natural order)
 
 
 def in_folder(folder: Path) -> tuple[list[Path], list[str]]:

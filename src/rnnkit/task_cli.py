@@ -514,8 +514,16 @@ def done(summaries: list[dict], cfg: FitConfig, reading: float, testing: float,
             f"{best}; run directory {out}")
 
 
-def natural_key(label: str):
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)]
+def natural_key(label: str) -> tuple:
+    """Class names in the order people expect: numbers by their value (-1 before 1, which the
+    digits alone put after it), before names in natural order (digit runs as numbers)."""
+    try:
+        value = float(label)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value):
+        return (0, value, [])
+    return (1, 0.0, [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", label)])
 
 
 def confusion(truth: np.ndarray, predicted: np.ndarray, n: int) -> np.ndarray:
