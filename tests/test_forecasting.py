@@ -195,6 +195,10 @@ def test_an_npz_of_series_of_different_lengths(cli, tmp_path):
     assert metrics["test"]["mase"] < metrics["naive"]["mase"], stdout
     result = rnnkit.load(out).predict(tmp_path / "s.npz")
     assert result.ids == ["a", "b", "c", "d"] and result.point.shape == (4, 4, 1)
+    # a CSV's options were accepted, ignored, and saved with the run
+    status, _, err = cli("forecast", "train", tmp_path / "s.npz", "--horizon", "4", "--out",
+                         tmp_path / "other", "--id-column", "shop", *QUICK)
+    assert status == 2 and "--id-column applies to a CSV file" in one_error_line(err)
 
 
 def test_one_series_as_before(cli, tmp_path):

@@ -150,6 +150,15 @@ def test_viz_reads_a_byte_models_file_as_its_bytes(cli, tmp_path):
     assert data["trace"]["symbols"][:5] == ["c", "a", "f", "\\xe9", " "]
 
 
+def test_viz_refuses_text_that_is_not_utf8_for_a_character_model(cli, viz_page, tmp_path):
+    # it was read with U+FFFD in place of the byte, which train and eval refuse
+    text = tmp_path / "latin1.txt"
+    text.write_bytes(b"caf\xe9 au lait\n")
+    status, _, err = cli("viz", viz_page[0], text, "--out", tmp_path / "page.html")
+    assert status == 2 and "is not valid UTF-8" in one_error_line(err)
+    assert not (tmp_path / "page.html").exists()
+
+
 def test_viz_reads_the_file_as_training_did(cli, viz_page, tmp_path):
     # "\r\n" stays two symbols (universal newlines made it one "\n", unlike training)
     text = tmp_path / "crlf.txt"

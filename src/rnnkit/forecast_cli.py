@@ -106,6 +106,12 @@ def train_in(args, fit_cfg: FitConfig, given: set[str], resuming: bool, main: bo
                   "id_column": args.id_column, "time_column": args.time_column,
                   "past": args.past or [], "known": args.known or [],
                   "calendar": args.calendar or [], "quantiles": args.quantiles or []}
+    if data["source"] == "npz":  # saved with the run, then applied to the CSVs it predicts from
+        for option, value in (("--id-column", args.id_column),
+                              ("--time-column", args.time_column)):
+            if value:
+                raise RnnkitError(f"{option} applies to a CSV file, and {args.series} is an "
+                                  ".npz file (its series are its rows, in order); leave it out")
     panel, data["columns"] = read_panel(args.series, data)
     data["digest"] = examples_digest(panel.ids, panel.values, panel.past, panel.known,
                                      panel.times)

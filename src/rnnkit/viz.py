@@ -213,8 +213,7 @@ def cmd_viz(args) -> int:
     byte = model.vocab.kind == "byte"
     try:
         # newline="": a file's \r\n stays two characters, as training read them
-        with open(path, "rb") if byte else open(path, encoding="utf-8", errors="replace",
-                                                newline="") as f:
+        with open(path, "rb") if byte else open(path, encoding="utf-8", newline="") as f:
             # a file's size bounds its characters: read no more (read(n) reserves n first)
             size = os.fstat(f.fileno())
             fits = size.st_size if stat.S_ISREG(size.st_mode) else args.max_chars
@@ -222,6 +221,9 @@ def cmd_viz(args) -> int:
     except OSError as e:
         raise RnnkitError(f"cannot read text file {str(path)!r} ({e.strerror or e}); check the "
                           "path") from None
+    except UnicodeDecodeError as e:  # read with U+FFFD in its place, as train and eval refuse
+        raise RnnkitError(f"{str(path)!r} is not valid UTF-8 (byte {e.start} of what was read); "
+                          "a character model reads text: convert the file to UTF-8") from None
     if len(text) > args.max_chars:
         print(f"reading the first {args.max_chars} {'bytes' if byte else 'characters'} (see "
               "--max-chars)")
