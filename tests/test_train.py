@@ -431,7 +431,10 @@ def test_a_second_prepare_into_the_same_folder_leaves_the_first_alone(cli, corpu
     # internal error (FileNotFoundError renaming it into place)
     out = tmp_path / "data"
     out.mkdir()
-    writing = subprocess.Popen([PYTHON, "-c", "import time; time.sleep(30)", "rnnkit prepare"])
+    writing = subprocess.Popen([PYTHON, "-c", "import time; print(flush=True); time.sleep(30)",
+                                "rnnkit prepare"], stdout=subprocess.PIPE)
+    writing.stdout.readline()  # started: its command line is its own, not the forking test's
+    writing.stdout.close()
     try:
         busy = out / f".tokens.bin.{writing.pid}.rnnkit.tmp"
         busy.write_bytes(b"\0" * 8)
