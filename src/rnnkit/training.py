@@ -176,12 +176,14 @@ def train(texts: list[str] | str, out: str, model_cfg: ModelConfig | None = None
         pairs = ((model_cfg, ModelConfig()), (train_cfg, TrainConfig()))
         given = {f.name for config, default in pairs if config is not None for f in fields(config)
                  if f.name != "vocab_size" and getattr(config, f.name) != getattr(default, f.name)}
+    if not isinstance(given, (set, frozenset, list, tuple)):
+        raise RnnkitError(f"given is a set of field names of ModelConfig and TrainConfig, got "
+                          f"{type(given).__name__}")
     known = {f.name for config in (ModelConfig, TrainConfig) for f in fields(config)}
-    if not isinstance(given, (set, frozenset, list, tuple)) or set(given) - known:
-        odd = sorted(map(str, set(given) - known))[:3] if isinstance(
-            given, (set, frozenset, list, tuple)) else [type(given).__name__]
-        raise RnnkitError(f"given names fields of ModelConfig and TrainConfig; {odd} are not "
-                          "among them")
+    unknown = sorted(map(str, set(given) - known))
+    if unknown:
+        raise RnnkitError(f"given names fields of ModelConfig and TrainConfig; {unknown[:3]} "
+                          "are not among them")
     if isinstance(texts, (str, os.PathLike)):  # one file given as itself, not in a list
         texts = [texts]
     run_dir = Path(out)
