@@ -52,6 +52,18 @@ def test_train_sample_eval_through_the_cli(cli, corpus, tmp_path):
     assert status == 0 and out_file.strip().splitlines()[-1].startswith("val_loss ")
 
 
+def test_a_byte_model_reports_its_loss_per_byte(cli, corpus, tmp_path):
+    run = tmp_path / "run"
+    status, out, _ = cli("train", corpus, "--out", run, "--max-steps", 10, "--tokenizer", "byte",
+                         *TINY)
+    assert status == 0
+    step = next(line for line in out.splitlines() if line.startswith("step 10: train"))
+    assert "nats/byte" in step and "bits/byte" in step and "nats/char" not in out
+    done = out.strip().splitlines()[-1]
+    assert done.startswith("done:") and "nats/byte" in done and "bits/byte" in done
+    assert (run / "loss.png").stat().st_size > 0
+
+
 def test_checkpoint_round_trip(corpus, tmp_path):
     rnnkit.train([corpus], tmp_path / "run", rnnkit.ModelConfig(hidden=24, layers=2, cell="gru"),
                  rnnkit.TrainConfig(seq_len=16, batch_size=4, max_steps=10, eval_every=10),

@@ -76,7 +76,7 @@ class Feeder(Protocol):
     short_budget_refused: bool
     equal_parts: bool  # micro-batches of equal size: the step's loss is their plain mean
     loss_limit: float  # a training loss above this is an explosion
-    unit: str  # what `items` counts, for the log: "chars", "examples"
+    unit: str  # what `items` counts, for the log: "chars", "bytes", "examples"
     more: str  # how to train a finished run further
     extra: float  # seconds the caller's work after the last evaluation takes (a sample, a test)
 

@@ -22,7 +22,7 @@ from .export import export
 from .lm import ModelConfig
 from .runfiles import is_temp_name, remove_temp_files, writer
 from .text import check_corpus_files, prepare, shown_unknown
-from .training import TrainConfig, open_run_data, pick_device, text_loss, train
+from .training import TrainConfig, loss_words, open_run_data, pick_device, text_loss, train
 
 
 def configs_from_args(args) -> tuple[ModelConfig, TrainConfig, set[str]]:
@@ -58,7 +58,7 @@ def cmd_train(args) -> int:
         print("\n---")
     best = summary["best_val"]
     which = "val_loss" if summary.get("held_out", True) else "train_loss (no text held out)"
-    loss = f"best {which} {best:.4f} nats/char ({best / math.log(2):.3f} bpc)" \
+    loss = f"best {which} {loss_words(best, summary.get('unit', 'chars'))}" \
         if math.isfinite(best) else "no evaluation yet"
     print(f"done: {summary['steps']} steps ({summary['steps_now']} in this invocation: "
           f"{summary['train_seconds']:.1f}s training, {summary['eval_seconds']:.1f}s evaluation, "

@@ -36,19 +36,21 @@ def save(fig, path: Path) -> None:
 
 
 def plot_losses(history: list[dict], path: Path, unit: str = "chars") -> None:
-    """loss.png: train and validation loss against characters seen (nats and bits per char),
-    or for a task run (`unit` "examples") against steps, written atomically."""
+    """loss.png: train and validation loss against characters (or, `unit` "bytes", bytes) seen
+    in nats and bits per symbol, or for a task run (`unit` "examples") against steps, written
+    atomically."""
     chars = [h.get("chars", h["step"]) for h in history]
     fig = new_figure(7, 4)
     ax = fig.subplots()
     ax.plot(chars, [h["train_loss"] for h in history], marker=".", label="train")
     ax.plot(chars, [h["val_loss"] for h in history], marker=".", label="validation")
-    ax.set_xlabel("characters seen" if unit == "chars" else "steps")
-    ax.set_ylabel("loss (nats/char)" if unit == "chars" else "loss")
-    if unit == "chars":
+    symbol = {"chars": "char", "bytes": "byte"}.get(unit)  # a language model's token
+    ax.set_xlabel({"char": "characters seen", "byte": "bytes seen"}.get(symbol, "steps"))
+    ax.set_ylabel(f"loss (nats/{symbol})" if symbol else "loss")
+    if symbol:
         right = ax.secondary_yaxis("right", functions=(lambda n: n / math.log(2),
                                                        lambda b: b * math.log(2)))
-        right.set_ylabel("bits/char")
+        right.set_ylabel(f"bits/{symbol}")
     ax.grid(alpha=0.3)
     ax.legend()
     save(fig, path)

@@ -78,6 +78,14 @@ def text_loss(model: CharLM, tokens: np.ndarray, batch_size: int, seq_len: int,
     return total / count
 
 
+def loss_words(loss: float, unit: str = "chars") -> str:
+    """A language model's loss as the logs give it: '1.4512 nats/char (2.094 bpc)', or for a
+    byte model (`unit` "bytes") nats and bits per byte."""
+    if unit == "bytes":
+        return f"{loss:.4f} nats/byte ({loss / math.log(2):.3f} bits/byte)"
+    return f"{loss:.4f} nats/char ({loss / math.log(2):.3f} bpc)"
+
+
 def open_data(run_dir: Path, texts: list[str], tokenizer: str) -> PreparedData:
     """Prepared data for a new run: a directory made by `rnnkit prepare`, used in place, or the
     text files (default corpus if none) encoded now into DIR/data."""
@@ -305,6 +313,7 @@ def run(run_dir: Path, data: PreparedData, model_cfg: ModelConfig, cfg: TrainCon
     summary = engine.run(feeder, cfg, run_dir, world, device, resume, say, started, quiet)
     summary["batch_size"] = B
     summary["held_out"] = len(val_tokens) >= 2  # best_val is the training loss where not
+    summary["unit"] = feeder.unit
     return summary
 
 
@@ -324,6 +333,7 @@ class StreamFeeder:
         self.model, self.val_tokens, self.B, self.cfg, self.device = (model, val_tokens, B, cfg,
                                                                       device)
         self.my_streams = streams
+        self.unit = "bytes" if cfg.tokenizer == "byte" else "chars"  # what a token is
         self.streams = Streams(train_tokens, B, cfg.seq_len, cfg.seed, streams=streams)
         self.micro = len(streams) // cfg.accumulate  # streams per micro-batch
         self.end = cfg.max_steps or sys.maxsize
@@ -371,11 +381,11 @@ class StreamFeeder:
 
     def report(self, record: dict, improved: bool, seconds: float, left: float) -> str:
         train, val = record["train_loss"], record["val_loss"]
-        held = (f"val {val:.4f} nats/char ({val / math.log(2):.3f} bpc)"
+        held = (f"val {loss_words(val, self.unit)}"
                 if len(self.val_tokens) >= 2 else  # the training loss stands in for it
                 "no text held out (--val-fraction 0): the best is the lowest training loss")
-        return (f"step {record['step']}: train {train:.4f} nats/char ({train / math.log(2):.3f} "
-                f"bpc), {held}{' *best' if improved else ''}")
+        return (f"step {record['step']}: train {loss_words(train, self.unit)}, {held}"
+                f"{' *best' if improved else ''}")
 
     def after_checkpoint(self, run_dir: Path, progress: engine.Progress) -> None:
         """A sample appended to samples.txt, so a user can watch the model learn; its seconds
