@@ -86,3 +86,15 @@ def test_output_the_terminal_cannot_encode_is_replaced_and_debug_0_is_off(cli, t
                               capture_output=True, text=True, timeout=120,
                               env={**os.environ, "RNNKIT_DEBUG": value})
         assert ("Traceback" in done.stderr) is traceback, done.stderr
+
+
+def test_a_byte_prime_that_ends_inside_a_character_is_finished_by_the_generated_bytes():
+    model = model_of(BYTES)
+    with torch.no_grad():  # whatever it reads, it writes 0xa9: "caf\xc3" + it is "café"
+        model.head.weight.zero_()
+        model.head.bias.fill_(-50.0)
+        model.head.bias[0xA9] = 50.0
+    assert model.generate(b"caf\xc3", length=1, greedy=True) == "café"
+    assert model.generate(b"caf\xc3", length=1, num_samples=2, seed=0) == ["café"] * 2
+    assert "".join(model.stream(b"caf\xc3", length=2, greedy=True)) == "é\ufffd"
+    assert model.generate(b"caf", length=1, greedy=True) == "caf\ufffd"  # a lone 0xa9

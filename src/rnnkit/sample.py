@@ -433,6 +433,16 @@ def check_prime(prime: str | bytes) -> None:
                           f"{MAX_PRIME:,}; give a shorter prime (its end matters most)")
 
 
+def unfinished(prime: str | bytes) -> bytes:
+    """The bytes at the end of a byte prime that begin a UTF-8 character without ending it
+    (b"caf\\xc3" -> b"\\xc3"); b"" for text, or a prime that ends where a character does."""
+    if not isinstance(prime, bytes):
+        return b""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    decoder.decode(prime)
+    return decoder.getstate()[0]
+
+
 def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0,
              top_k: int | None = None, greedy: bool = False, seed: int | None = None, *,
              top_p: float | None = None, repetition_penalty: float = 1.0,
@@ -473,7 +483,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
             ids = [0]
     seed = int(seed) if seed is not None else int.from_bytes(os.urandom(8), "little")
     rows = produce(model, ids, length, temperature, top_k, greedy, seed, top_p, repetition_penalty,
-                   num_samples or 1, beam, precision, in_text, raw)
+                   num_samples or 1, beam, precision, in_text, raw, unfinished(prime))
     return rows if num_samples is not None else (pieces[0] for pieces in rows)
 
 
@@ -481,11 +491,13 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
             greedy: bool, seed: int, top_p: float | None = None, repetition_penalty: float = 1.0,
             num_samples: int = 1, beam: int | None = None,
             precision: str = "fp32", in_text: tuple[int, ...] = (),
-            raw: bool = False) -> Iterator[list[str]]:
+            raw: bool = False, pending: bytes = b"") -> Iterator[list[str]]:
     """The generator behind `generate`, which has already checked the options: the text of
     `num_samples` streams, one list of pieces per symbol, after the prime `ids`; `in_text`, the
     ids the repetition penalty counts as written before (the prime's; none when the model
-    starts as after a newline that is not in the text); `raw`: a byte model's bytes."""
+    starts as after a newline that is not in the text); `raw`: a byte model's bytes; `pending`:
+    the bytes of a character that a byte prime began (`unfinished`), which the first generated
+    bytes may finish."""
     vocab = model.vocab
     generator = torch.Generator().manual_seed(seed)
     with evaluating(model):
@@ -503,6 +515,8 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
             seen[:, list(in_text)] = True
         decoders = [codecs.getincrementaldecoder("utf-8")("replace") for _ in range(N)] \
             if vocab.kind == "byte" and not raw else None
+        for d in decoders or []:
+            d.decode(pending)  # nothing to show yet: the character goes on in the first bytes
         symbols = [vocab.decode([t]) for t in range(len(vocab))]  # id -> text (bytes)
         for i in range(length):
             if beam is not None:
