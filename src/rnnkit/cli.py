@@ -584,7 +584,10 @@ def run_command(argv: list[str] | None, debug: bool) -> int:
         args = build_parser().parse_args(argv)
         command = args.run
         module, function = args.run.split(".")
-        return getattr(importlib.import_module(f".{module}", __package__), function)(args)
+        entry = getattr(importlib.import_module(f".{module}", __package__), function)
+        if "torch" in sys.modules:  # before PyTorch starts its threads (not imported: not needed)
+            importlib.import_module(".devices", __package__).flush_denormals()
+        return entry(args)
     except RnnkitError as e:
         if debug:
             raise
