@@ -584,10 +584,7 @@ def run_command(argv: list[str] | None, debug: bool) -> int:
         args = build_parser().parse_args(argv)
         command = args.run
         module, function = args.run.split(".")
-        entry = getattr(importlib.import_module(f".{module}", __package__), function)
-        if "torch" in sys.modules:  # before PyTorch starts its threads (not imported: not needed)
-            importlib.import_module(".devices", __package__).flush_denormals()
-        return entry(args)
+        return getattr(importlib.import_module(f".{module}", __package__), function)(args)
     except RnnkitError as e:
         if debug:
             raise

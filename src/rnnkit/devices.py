@@ -4,7 +4,7 @@ wrapper under torchrun (see `distributed` for the process group itself).
     device = pick_device("auto")                  # cuda when available, else cpu
     with autocast(device, "bf16"): ...            # fp32: no autocast at all
     net = wrap(model, world, device)              # DDP when torchrun started us, else the model
-    flush_denormals()                             # before training on a CPU (see there)
+    with denormals_flushed(): ...                 # training on a CPU (see there)
 """
 
 from __future__ import annotations
@@ -20,19 +20,31 @@ from .errors import RnnkitError
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --precision -> dtype
 
 
-def flush_denormals() -> None:
-    """Read and write floats below 1.2e-38 (denormals) as 0 on the CPU, from now on in this
-    thread and in the threads PyTorch starts after it (`torch.set_flush_denormal`).
+def flushing() -> bool:
+    """Whether this thread reads and writes denormal floats (below 1.2e-38) as 0."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Denormal floats read and written as 0 on the CPU while training, as they were before
+    afterwards (`torch.set_flush_denormal`, in this thread and in the threads PyTorch starts
+    meanwhile, which keep it).
 
     Backpropagation through long sequences makes gradients that fade into denormals, which
     some processors compute at a fraction of their speed: on an Intel Xeon, an LSTM's backward
     pass over 361 steps (batch 16, hidden 128, one thread) took 340 ms with them and 45 ms
-    without. A value that small changes no trained weight; the CLI calls this before its
-    command runs, and training (`engine.run`) before every run."""
+    without. A value that small changes no trained weight; outside training (a temperature
+    of 5e-324, a user's own arithmetic) Python's floats keep their meaning."""
+    before = flushing()
     for dtype in (np.float16, np.float32, np.float64, np.longdouble):
-        np.finfo(dtype)  # measured once, kept: measured after this, its smallest denormal is 0,
-        # and numpy warns of that (on importing numpy.ma, as matplotlib does)
+        np.finfo(dtype)  # measured once, kept: measured while flushing, its smallest denormal
+        # is 0, and numpy warns of that (on importing numpy.ma, as matplotlib does)
     torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 def pick_device(name: str | torch.device, precision: str = "fp32") -> torch.device:

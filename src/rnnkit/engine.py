@@ -47,7 +47,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .config import from_dict
 from .configs import RunConfig
-from .devices import autocast, flush_denormals, grad_scaler, wrap
+from .devices import autocast, denormals_flushed, grad_scaler, wrap
 from .errors import RnnkitError
 from .plots import plot_losses
 from .runfiles import append_metrics, truncate_metrics
@@ -237,8 +237,8 @@ def run(feeder: Feeder, cfg: RunConfig, run_dir: Path | None, world: distributed
     """
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
-    flush_denormals()  # fading gradients otherwise slow some processors several times over
-    with torch.random.fork_rng(devices=cuda):
+    # fading gradients would otherwise slow some processors several times over
+    with denormals_flushed(), torch.random.fork_rng(devices=cuda):
         return train(feeder, cfg, run_dir, world, device, resume, say, started, quiet)
 
 

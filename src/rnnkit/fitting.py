@@ -34,7 +34,7 @@ from . import checkpoint as ckpt
 from . import distributed, engine
 from .cells import evaluating
 from .configs import FitConfig
-from .devices import pick_device
+from .devices import denormals_flushed, pick_device
 from .errors import RnnkitError
 from .schedule import lr_at, order_seed
 from .tasks import MLPConfig, TaggerConfig, time_mask, token_ids
@@ -278,12 +278,13 @@ def step_seconds(model: nn.Module, train: Dataset, cfg: FitConfig, steps: int) -
     optimizer = engine.make_optimizer(model, cfg)
     order = batches(train, cfg.batch_size, torch.Generator().manual_seed(cfg.seed), cfg.bucket)
     times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        model(**rows(train, order[i % len(order)], device, synced(model)))[1].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
+    with denormals_flushed():  # as training steps (`engine.run`)
+        for i in range(steps + 1):
+            t = time.perf_counter()
+            model(**rows(train, order[i % len(order)], device, synced(model)))[1].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t)
     return statistics.median(times[1:])
 
 
