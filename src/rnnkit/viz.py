@@ -22,6 +22,8 @@ import base64
 import json
 import os
 import stat
+import sys
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,7 +33,7 @@ import torch
 
 from .checkpoint import load, output_file
 from .configs import MAX_STRING
-from .errors import RnnkitError, require_positive
+from .errors import RnnkitError, RnnkitWarning, require_positive
 from .runfiles import write_bytes_atomic
 from .sample import Stepper
 from .text import shown_unknown
@@ -224,14 +226,16 @@ def cmd_viz(args) -> int:
     except UnicodeDecodeError as e:  # read with U+FFFD in its place, as train and eval refuse
         raise RnnkitError(f"{str(path)!r} is not valid UTF-8 (byte {e.start} of what was read); "
                           "a character model reads text: convert the file to UTF-8") from None
-    if len(text) > args.max_chars:
-        print(f"reading the first {args.max_chars} {'bytes' if byte else 'characters'} (see "
-              "--max-chars)")
-        text = text[:args.max_chars]
-    tr = trace(model, text)
+    cut = len(text) > args.max_chars
+    text = text[:args.max_chars]
+    tr = trace(model, text)  # an error first, alone on stderr
+    if cut:
+        print(f"read the first {args.max_chars} {'bytes' if byte else 'characters'} (see "
+              "--max-chars)", file=sys.stderr)
     if tr.skipped:
-        print(f"skipped {shown_unknown(tr.skipped, model.vocab.kind)}: not in the vocabulary of "
-              f"{len(model.vocab)} symbols")
+        warnings.warn(f"{path} contains {shown_unknown(tr.skipped, model.vocab.kind)}, not in "
+                      f"the vocabulary of {len(model.vocab)} symbols; skipped", RnnkitWarning,
+                      stacklevel=1)  # as eval says it
     data = {"run": run_info(Path(args.run_dir).resolve().name, model), "source": path.name,
             "trace": trace_data(tr)}
     try:
