@@ -297,9 +297,10 @@ def add_task_commands(sub) -> None:
                        "beside the recurrent one (LSTM-FCN: Conv1d blocks C, 2C, C); 0: none "
                        "(default 128)")
     shape.add_argument("--downsample", type=int, metavar="K", help="the layers read the mean "
-                       "of each block of K steps (default: one model reads every step; an "
-                       "ensemble's members read blocks of 1, 8, 4, 2... steps, the largest "
-                       "leaving the median sequence, as it is read (--pad-to), at least 16)")
+                       "of each block of K steps (default: every step; an ensemble's members, "
+                       "where sequences differ in length, read blocks of 1, 8, 4, 2... steps, "
+                       "the largest leaving the median sequence, as it is read (--pad-to), at "
+                       "least 16)")
     shape.add_argument("--pad-to", type=int, metavar="N", help="read a sequence shorter than N "
                        "steps as N steps, padded at the training mean; 0: the padding is not "
                        "read (default: the longest training sequence where lengths vary, unless that "

@@ -10,10 +10,10 @@ prints one line per epoch (its seconds and the time left), then the test accurac
 confusion matrix (also DIR/confusion.png), a `done:` line saying how the time was spent, and
 last `test_accuracy <fraction>`. --max-time is the whole command's budget. With --ensemble N
 (by default, with --max-time, as many as the budget affords) N classifiers train one after the
-other, each reading the sequences at its own time scale (`member_scales`), and the run averages
-their probabilities (`tasks.Ensemble`). Sequences of different lengths are read padded to the
-longest training one at the training mean (`SequenceConfig.pad_to`), unless that would read more
-than PAD_COST times their steps. The predict commands
+other (where sequences differ in length, each reading them at its own time scale:
+`member_scales`), and the run averages their probabilities (`tasks.Ensemble`). Sequences of
+different lengths are read padded to the longest training one at the training mean
+(`SequenceConfig.pad_to`), unless that would read more than PAD_COST times their steps. The predict commands
 print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
 go through the same objects. Their options are defined in `cli`, with every other command's.
 """
@@ -126,11 +126,12 @@ def fitted_defaults(fit_cfg: FitConfig, given: set[str], n_train: int, padded: b
 
 
 def member_scales(lengths: list[int], members: int) -> list[int]:
-    """Without --downsample, an ensemble's members read the sequences at different time scales
-    (`SequenceConfig.scales`): every step (1), then blocks of the most steps, a power of 2, that
-    leave the median training sequence (of `lengths`, as the model reads them) MIN_BLOCK_STEPS
-    steps or more, then each smaller power of 2 in turn, round again: 1, 8, 4, 2, 1 for five
-    members on 136 steps. Short sequences and one model read every step (an empty list)."""
+    """Without --downsample, an ensemble's members read sequences of different lengths at
+    different time scales (`SequenceConfig.scales`): every step (1), then blocks of the most
+    steps, a power of 2, that leave the median training sequence (of `lengths`, as the model
+    reads them) MIN_BLOCK_STEPS steps or more, then each smaller power of 2 in turn, round
+    again: 1, 8, 4, 2, 1 for five members on 136 steps. Short sequences and one model read
+    every step (an empty list)."""
     top, median = 1, float(np.median(lengths))
     while median / (2 * top) >= MIN_BLOCK_STEPS:
         top *= 2
@@ -295,8 +296,10 @@ def classify_train(args, fit_cfg: FitConfig, given: set[str], resuming: bool, ma
     conv = CONV_WIDTH if args.conv is None else args.conv
     one = model_config(args, F, len(classes), "classify", conv, args.downsample or 1, pad_to)
     data["labels"] = classes
+    # Members at several time scales for sequences of different lengths; sequences of one length
+    # are read at every step by every member (README, "Classification against the field")
     ladder = member_scales([max(n, pad_to) for n in lengths], MAX_MEMBERS) \
-        if args.downsample is None else []
+        if args.downsample is None and ragged else []
     members, why, scales, paces = ensemble_size(args, one, fit_cfg, to_dataset(seqs, y),
                                                 started, resuming, out, ladder)
     config = replace(one, members=members, scales=scales)
