@@ -21,7 +21,7 @@ from .errors import RnnkitError, require_seed
 from .export import export
 from .lm import ModelConfig
 from .runfiles import is_temp_name, remove_temp_files, writer
-from .text import check_corpus_files, prepare, shown_unknown
+from .text import check_corpus_files, prepare, skipped_words
 from .training import TrainConfig, loss_words, open_run_data, pick_device, text_loss, train
 
 
@@ -122,9 +122,7 @@ def cmd_eval(args) -> int:
             data = prepare(check_corpus_files([args.text]), tmp, vocab.kind, vocab=vocab,
                            skip_unknown=True)
             if data.skipped:
-                warnings.warn(f"{args.text} contains {shown_unknown(data.skipped, vocab.kind)}, "
-                              f"not in the vocabulary of {len(vocab)} symbols; skipped",
-                              stacklevel=1)
+                warnings.warn(skipped_words(args.text, data.skipped, vocab), stacklevel=1)
             loss = text_loss(model, data.tokens, batch_size, seq_len, device)
             del data
         source = args.text

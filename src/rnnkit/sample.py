@@ -33,7 +33,7 @@ from .beam import beam_search
 from .cells import evaluating, gru_gates
 from .configs import MAX_STRING, STEP_PRECISIONS
 from .errors import RnnkitError, RnnkitWarning, require_size
-from .text import shown_unknown
+from .text import skipped_words
 
 PRIME_CHUNK = 4096  # prime text fed through the fused kernel this many characters at a time
 MAX_PRIME = 1_000_000  # characters; a longer prime is refused rather than fed for minutes
@@ -473,8 +473,7 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
         raise RnnkitError("this model has no vocabulary; load a trained one with rnnkit.load(DIR)")
     ids, unknown = vocab.encode(prime, "the prime text")
     if unknown:
-        warnings.warn(f"prime text contains {shown_unknown(unknown, vocab.kind)}, not in the "
-                      f"vocabulary of {len(vocab)} symbols; skipped", RnnkitWarning, stacklevel=2)
+        warnings.warn(skipped_words("prime text", unknown, vocab), RnnkitWarning, stacklevel=2)
     in_text = tuple(ids)  # what the repetition penalty counts as already written
     if not ids:
         try:

@@ -13,9 +13,10 @@ last `test_accuracy <fraction>`. --max-time is the whole command's budget. With 
 other (where sequences differ in length, each reading them at its own time scale:
 `member_scales`), and the run averages their probabilities (`tasks.Ensemble`). Sequences of
 different lengths are read padded to the longest training one at the training mean
-(`SequenceConfig.pad_to`), unless that would read more than PAD_COST times their steps. The predict commands
-print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the tests after training
-go through the same objects. Their options are defined in `cli`, with every other command's.
+(`SequenceConfig.pad_to`), unless that would read more than PAD_COST times their steps. The
+predict commands print what `rnnkit.load(DIR).predict(...)` returns (`rnnkit.runs`), and the
+tests after training go through the same objects. Their options are defined in `cli`, with
+every other command's.
 """
 
 from __future__ import annotations

@@ -189,6 +189,13 @@ def shown_unknown(unknown: list[str], kind: str, limit: int = 20) -> str:
     return f"'{shown}{'...' if len(unknown) > limit else ''}'"
 
 
+def skipped_words(what: str, unknown: list[str], vocab: Vocab) -> str:
+    """The warning for the symbols of a text (`what`) that `vocab` lacks and that were skipped,
+    as eval, sample and viz give it."""
+    return (f"{what} contains {shown_unknown(unknown, vocab.kind)}, not in the vocabulary of "
+            f"{len(vocab)} symbols; skipped")
+
+
 def check_corpus_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """The paths as Paths, after checking each is an existing, non-empty, readable file."""
     files = [Path(p) for p in paths]

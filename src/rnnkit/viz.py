@@ -36,7 +36,7 @@ from .configs import MAX_STRING
 from .errors import RnnkitError, RnnkitWarning, require_positive
 from .runfiles import write_bytes_atomic
 from .sample import Stepper
-from .text import shown_unknown
+from .text import skipped_words
 
 TOP_K = 5  # next-symbol candidates shown on hover
 TOP_UNITS = 8  # units listed per text feature
@@ -233,9 +233,8 @@ def cmd_viz(args) -> int:
         print(f"read the first {args.max_chars} {'bytes' if byte else 'characters'} (see "
               "--max-chars)", file=sys.stderr)
     if tr.skipped:
-        warnings.warn(f"{path} contains {shown_unknown(tr.skipped, model.vocab.kind)}, not in "
-                      f"the vocabulary of {len(model.vocab)} symbols; skipped", RnnkitWarning,
-                      stacklevel=1)  # as eval says it
+        warnings.warn(skipped_words(str(path), tr.skipped, model.vocab), RnnkitWarning,
+                      stacklevel=1)
     data = {"run": run_info(Path(args.run_dir).resolve().name, model), "source": path.name,
             "trace": trace_data(tr)}
     try:
