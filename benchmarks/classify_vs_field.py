@@ -272,7 +272,8 @@ def table(rows: list[dict]) -> str:
         k, m, d = r["summary"]["rnnkit"], r["summary"]["minirocket"], r["summary"]["dtw_1nn"]
         gap = "n/a" if None in (k["accuracy_mean"], m["accuracy_mean"]) else \
             f"{100 * (k['accuracy_mean'] - m['accuracy_mean']):+.2f} points: " + \
-            ("wins" if at_least(k["accuracy_mean"], m["accuracy_mean"]) else "loses")
+            ("ties" if abs(k["accuracy_mean"] - m["accuracy_mean"]) < 1e-9 else
+             "wins" if at_least(k["accuracy_mean"], m["accuracy_mean"]) else "loses")
         features = f"{r['features']} MFCCs" if r["dataset"] == "FSDD" else r["features"]
         lengths = str(r["length_min"]) if r["length_min"] == r["length_max"] else \
             f"{r['length_min']}-{r['length_max']}"
