@@ -406,6 +406,17 @@ def test_conformal_widening_makes_intervals_cover_their_share():
         fresh = rng.normal(size=(20000, 1, 1)) * spread
         q = widened((raw[:1] * spread).reshape(1, 1, 1, 3), levels, widen)
         assert coverage(fresh, q, levels)["80%"]["coverage"] == pytest.approx(0.8, abs=0.02)
+    # the N scores' ceil((N + 1) 0.8)-th smallest: of 9 windows, the 8th; weighted, the one
+    # whose weight and the lighter ones' reach 0.8 of the total plus 1
+    nine = np.arange(1.0, 10.0)[:, None]  # y = 1 ... 9 against [-0.25, 0.25]: E = (y - 0.25) / 0.5
+    assert conformal_widening(raw[:9], nine, levels)[2] == pytest.approx((8 - 0.25) / 0.5)
+    # weights 1 on the five small scores, 0.1 on the four large: 0.8 of 5.4 + 1 = 5.12, reached
+    # by the 7th; the other way round, by the 9th alone
+    light_late = [1.0] * 5 + [0.1] * 4
+    assert conformal_widening(raw[:9], nine, levels, light_late)[2] == pytest.approx(
+        (7 - 0.25) / 0.5)
+    assert conformal_widening(raw[:9], nine, levels, light_late[::-1])[2] == pytest.approx(
+        (9 - 0.25) / 0.5)
     wide = np.tile([-3.0, 0.0, 3.0], (2000, 1))  # covers more than 80% already: left as it is
     assert conformal_widening(wide, y, levels) == [0.0, 0.0, 0.0]
     # runs of earlier versions were calibrated by constant offsets, which still apply
@@ -413,7 +424,7 @@ def test_conformal_widening_makes_intervals_cover_their_share():
 
 
 def test_rolling_widening_uses_the_errors_known_at_each_origin():
-    from rnnkit.intervals import conformal_widening, rolling_widening
+    from rnnkit.intervals import AGE_WEIGHT, conformal_widening, rolling_widening
 
     # two series of 10 and 7 steps, H = 2: validation origins (2, 4) and (1), test origins 4
     # and 2 steps before each series' end, (6, 8) and (3, 5)
@@ -427,11 +438,16 @@ def test_rolling_widening_uses_the_errors_known_at_each_origin():
     enc = {"series": series, "origin": origins}
     per_window, after = rolling_widening(raw, y, enc, lengths, is_test, H, levels)
     # each series' first test horizon sees the validation windows only; its second, those and
-    # the first test horizons of both series (their targets end 2 steps before their ends)
-    first = conformal_widening(raw[~is_test], y[~is_test], levels)
-    second = conformal_widening(raw[[0, 1, 2, 4, 5]], y[[0, 1, 2, 4, 5]], levels)
+    # the first test horizons of both series (their targets end 2 steps before their ends),
+    # each horizon weighing half the next: ages 2, 1 (validation) and 0 (first test horizons)
+    half = AGE_WEIGHT
+    first = conformal_widening(raw[~is_test], y[~is_test], levels, [half, 1, 1])
+    second = conformal_widening(raw[[0, 1, 2, 4, 5]], y[[0, 1, 2, 4, 5]], levels,
+                                [half ** 2, half, 1, half, 1])
     np.testing.assert_allclose(per_window, [first, second, first, second])
-    assert after == conformal_widening(raw, y, levels) and after[2] > second[2] > first[2] > 0
+    assert after == conformal_widening(raw, y, levels, [half ** 3, half ** 2, half, 1, half ** 2,
+                                                        half, 1])
+    assert after[2] > second[2] > first[2] > 0
     # no validation part: the first test horizons know no error yet and stay as made
     test = np.flatnonzero(is_test)
     per_window, _ = rolling_widening(raw[test], y[test], {k: v[test] for k, v in enc.items()},
