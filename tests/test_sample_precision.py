@@ -1,4 +1,4 @@
-"""Lower-precision stepping (bf16, int8) keeps a trained model's validation loss within 0.01
+"""Lower-precision stepping (bf16, int8, int4) keeps a trained model's validation loss within 0.01
 nats/char of fp32; fp32 stepping is the fused forward pass; coarser weights show that the
 measurement can tell precisions apart. benchmarks/sample_precision.py measures a longer-trained
 2 x 512 LSTM the same way."""
@@ -12,7 +12,8 @@ from torch.nn import functional as F
 
 import rnnkit
 from rnnkit import ModelConfig, TrainConfig
-from rnnkit.sample import WEIGHT_ONLY_ROWS, Stepper, Weights
+from rnnkit.errors import RnnkitError
+from rnnkit.sample import INT4_GROUP, WEIGHT_ONLY_ROWS, Stepper, Weights
 
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 
@@ -66,7 +67,7 @@ def test_lower_precision_keeps_the_validation_loss_within_001(trained):
     fp32 = stepped_loss(model, tokens, "fp32")
     assert fp32 == pytest.approx(float(fused), abs=1e-5)
     assert fp32 < 2.3  # trained: far below the uniform distribution's log(65) = 4.17
-    for precision in ("bf16", "int8"):
+    for precision in ("bf16", "int8", "int4"):
         loss = stepped_loss(model, tokens, precision)
         assert abs(loss - fp32) <= 0.01, (precision, loss, fp32)
         assert loss != fp32  # the weights really were held in another precision
@@ -76,6 +77,12 @@ def test_lower_precision_keeps_the_validation_loss_within_001(trained):
     assert not Stepper(model, "int8", batch=len(tokens)).layers[0][0].weight_only
     fp32_few, int8_few = (stepped_loss(model, few, p) for p in ("fp32", "int8"))
     assert 0 < abs(int8_few - fp32_few) <= 0.01, (int8_few, fp32_few)
+    # One row takes int4's own kernel (bf16 inputs); a batch, the same weights in fp32.
+    one = tokens[:1]
+    assert Stepper(model, "int4").layers[0][0].int4
+    assert not Stepper(model, "int4", batch=len(tokens)).layers[0][0].int4
+    fp32_one, int4_one = (stepped_loss(model, one, p) for p in ("fp32", "int4"))
+    assert 0 < abs(int4_one - fp32_one) <= 0.01, (int4_one, fp32_one)
     # The check can fail: coarser weights move the loss measurably, ternary ones past 0.01.
     int8 = abs(stepped_loss(model, tokens, "int8") - fp32)
     int4 = abs(stepped_loss(model, tokens, "int8", levels=7) - fp32)
@@ -121,3 +128,27 @@ def test_int8_stepping_beats_fp32_stepping_on_a_2_x_512_lstm():
         torch.set_num_threads(threads)
     median = {p: sorted(v)[3] for p, v in times.items()}
     assert median["int8"] < median["fp32"], median
+
+
+def test_int4_products_match_their_rounded_weights_in_one_row_and_in_batches():
+    torch.manual_seed(0)
+    W, b = torch.randn(4 * 64, 64) * 0.1, torch.randn(4 * 64)
+    weights = Weights(W, "int4")
+    rounded = weights.W.T  # (N, K): what both paths multiply by
+    groups = (rounded - W).abs().reshape(4 * 64, -1, INT4_GROUP)  # within half a level, and
+    levels = W.reshape(4 * 64, -1, INT4_GROUP)  # a level is a fifteenth of the group's range
+    half = (levels.amax(-1) - levels.amin(-1)) / 30
+    assert (groups.amax(-1) <= half * 1.02 + 1e-3).all()
+    for rows in (1, 9):
+        weights.lay_out(rows)
+        assert weights.int4 == (rows == 1)
+        x = torch.rand(rows, 64) * 2 - 1
+        exact = torch.addmm(b, x, rounded.T)
+        assert (weights(b, x) - exact).abs().max() < 0.01 * exact.abs().max(), rows
+
+
+def test_int4_needs_a_hidden_size_in_whole_groups():
+    vocab = rnnkit.Vocab("char", tuple(range(32, 97)))
+    model = rnnkit.CharLM(ModelConfig(vocab_size=65, layers=1, hidden=48), vocab).eval()
+    with pytest.raises(RnnkitError, match="multiple of 32, and this model's is 48; use int8"):
+        Stepper(model, "int4")

@@ -4,7 +4,7 @@
     rnnkit train TEXT_FILE ... --init-from RUN --out DIR   fine-tune RUN (or "builtin")
     rnnkit sample [DIR] [--prime TEXT] [--length N] [--temperature T] [--top-k K] [--top-p P]
                       [--repetition-penalty R] [--greedy | --beam K] [--num-samples N]
-                      [--precision {fp32,bf16,int8}] [--seed S] [--verbose]
+                      [--precision {fp32,bf16,int8,int4}] [--seed S] [--verbose]
                                                      no DIR: the built-in model
     rnnkit export DIR --format onnx --out FILE       language model, classifier or forecaster
     rnnkit eval DIR [TEXT_FILE]
@@ -226,7 +226,8 @@ def build_parser() -> Parser:
     s.add_argument("--beam", type=int, metavar="K", help="beam search of width K: the most "
                    "likely continuation found, instead of a random one (default: off)")
     s.add_argument("--precision", choices=STEP_PRECISIONS, default="fp32", help="weights while "
-                   "stepping: fp32 (exact), bf16, int8 (CPU; fastest) (default fp32)")
+                   "stepping: fp32 (exact), bf16, int8 (CPU), int4 (CPU; fastest for one stream) "
+                   "(default fp32)")
     s.add_argument("--seed", type=int, help="fix the sampling: same seed, same text (default: "
                    "a random seed)")
     s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu",

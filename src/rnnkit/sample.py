@@ -74,6 +74,7 @@ class Probs(Mapping):
 
 
 WEIGHT_ONLY_ROWS = 4  # up to this many rows, int8 products take the weight-only kernel
+INT4_GROUP = 32  # int4: each run of this many inputs of a row shares one scale and offset
 
 
 class Weights:
@@ -99,6 +100,13 @@ class Weights:
     input unless K is a multiple of 16 (K = 40 gave numbers of 1e9, 100 crashed the process),
     so other widths, such as min-char-rnn's hidden size of 100, keep `_int_mm`.
 
+    int4: each row's inputs in groups of INT4_GROUP, each group's weights rounded to 16 evenly
+    spaced levels between its smallest and largest (a scale and an offset per group, in bf16):
+    half of int8's bytes. One row goes through torch's weight-only int4 kernel
+    (`_weight_int4pack_mm_for_cpu`, the input copied into a bf16 buffer); a batch multiplies the
+    same rounded weights held in fp32, as fp32 does (that kernel runs row by row: 32 rows took
+    18 times one row's time). Needs N a multiple of 16 and K of INT4_GROUP (`int4_fits`).
+
     `lay_out(rows)` picks the layout for products of `rows` rows; the stepper calls it whenever
     its batch changes, so that a step does no checks.
     """
@@ -112,6 +120,9 @@ class Weights:
             self.W = (W * (127 / row_max[:, None])).round().to(torch.int8).T  # (K, N) view
             self.scale = row_max / (127 * 127)  # undoes both roundings' scales
             self.row_scale = (row_max / 127).to(torch.bfloat16)  # the weight-only kernel's
+        elif precision == "int4":
+            self.W4, self.scales, rounded = int4_weights(W)
+            self.W = rounded.T.contiguous()  # (K, N): the int4 weights' values in fp32, for batches
         elif precision == "bf16" and self.onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
         else:
@@ -121,9 +132,14 @@ class Weights:
 
     def lay_out(self, rows: int) -> None:
         """Use the layout that multiplies `rows` rows fastest (each is made once, then kept)."""
-        self.addmm = self.precision == "fp32" and (rows == 1 or not self.onednn)
-        if self.precision == "fp32" and not self.addmm and self.packed is None:
+        self.int4 = self.precision == "int4" and rows == 1
+        exact = self.precision == "fp32" or self.precision == "int4" and not self.int4
+        self.addmm = exact and (rows == 1 or not self.onednn)
+        if exact and not self.addmm and self.packed is None:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.W.T.contiguous(), 32)
+        if self.int4:
+            self.x16 = torch.empty(rows, self.W.shape[0], dtype=torch.bfloat16,
+                                   device=self.W.device)  # the input, rounded in place
         self.weight_only = self.precision == "int8" and rows <= WEIGHT_ONLY_ROWS \
             and self.W.shape[0] % 16 == 0 and hasattr(torch, "_weight_int8pack_mm")
         if self.precision == "int8" and rows > 1 and not self.weight_only and self.rows is None:
@@ -139,6 +155,10 @@ class Weights:
         """b + x @ W.T: x (B, K), b (N,) or (B, N) -> (B, N) in fp32, into `out` if given."""
         if self.addmm:
             return torch.addmm(b, x, self.W, out=out)
+        if self.int4:
+            y = torch._weight_int4pack_mm_for_cpu(self.x16.copy_(x), self.W4, INT4_GROUP,
+                                                  self.scales)
+            return torch.add(b, y, out=out)  # (1, N) in bf16, added in fp32
         if self.packed is not None:
             y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, None,
                                                    "none", [], "")  # (B, N)
@@ -152,6 +172,30 @@ class Weights:
         return torch.addcmul(b, torch._int_mm(x8, self.W_mm), self.scale, out=out)
 
 
+def int4_weights(W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """W (N, K) rounded to 4 bits in groups of INT4_GROUP inputs: each group's 16 levels evenly
+    spaced from its smallest weight to its largest. Returns the weights packed for
+    `_weight_int4pack_mm_for_cpu`, their scales and offsets (K / INT4_GROUP, N, 2) in bf16 as that
+    kernel reads them (w = (q - 8) scale + offset), and the rounded weights (N, K) in fp32,
+    computed from the same bf16 scales and offsets so that both paths hold the same values."""
+    N, K = W.shape
+    groups = W.float().reshape(N, K // INT4_GROUP, INT4_GROUP)
+    low, high = groups.amin(-1), groups.amax(-1)  # (N, K / g)
+    scale = ((high - low) / 15).clamp_min(1e-12)
+    q = ((groups - low[..., None]) / scale[..., None]).round_().clamp_(0, 15)  # 0 ... 15
+    scales = torch.stack([scale, low + 8 * scale], -1).to(torch.bfloat16)  # (N, K / g, 2)
+    scale16, offset16 = scales.float().unbind(-1)
+    rounded = ((q - 8) * scale16[..., None] + offset16[..., None]).reshape(N, K)
+    packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).reshape(N, K), 1)
+    return packed, scales.transpose(0, 1).contiguous(), rounded
+
+
+def int4_fits(hidden: int) -> bool:
+    """Whether a model of this hidden size can step in int4: every product of the stepper has
+    a multiple of `hidden` rows (N, a multiple of 16 needed) and columns (K, of INT4_GROUP)."""
+    return hidden % INT4_GROUP == 0
+
+
 def onednn(device: torch.device) -> bool:
     """Whether oneDNN's packed products run here (a CPU build of torch with oneDNN)."""
     return device.type == "cpu" and torch.backends.mkldnn.is_available() \
@@ -163,6 +207,9 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise RnnkitError(f"unknown precision {precision!r}; choose one of {', '.join(STEP_PRECISIONS)}")
     if precision == "int8" and (device.type != "cpu" or not hasattr(torch, "_int_mm")):
         raise RnnkitError("int8 stepping runs on the CPU with torch >= 2.3; on a GPU use bf16")
+    if precision == "int4" and (device.type != "cpu"
+                                or not hasattr(torch, "_weight_int4pack_mm_for_cpu")):
+        raise RnnkitError("int4 stepping runs on the CPU with torch >= 2.6; on a GPU use bf16")
 
 
 class Stepper:
@@ -190,6 +237,9 @@ class Stepper:
         self.cell, self.L, self.H, self.precision = weights.cell, cfg.layers, cfg.hidden, precision
         _, W_hh, _, b_hh = weights.layers[0]
         check_precision(precision, W_hh.device)
+        if precision == "int4" and not int4_fits(self.H):
+            raise RnnkitError(f"int4 stepping needs a hidden size that is a multiple of "
+                              f"{INT4_GROUP}, and this model's is {self.H}; use int8")
         # An LSTM's g rows are kept doubled (exactly, in every precision): g = tanh(x) =
         # 2 sigmoid(2x) - 1, so that one sigmoid covers all four gates (see `lstm_update`).
         d = torch.ones(W_hh.shape[0], device=W_hh.device)  # (G*H,)
