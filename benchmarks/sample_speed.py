@@ -7,7 +7,7 @@ conditions; medians are reported):
   plain     the loop people write first: one call of the fused `torch.nn.LSTM` per character
             (the same weights), softmax, sample;
   fp32      rnnkit's stepper at its default, exact precision;
-  bf16, int8  the stepper with lower-precision weights (`--precision`);
+  bf16, int8, int4  the stepper with lower-precision weights (`--precision`);
   N=32      32 streams in one batch (`--num-samples 32`) at each precision: characters per
             second summed over the streams.
 Targets: at least 5,000 characters/s for one stream, and at N = 32 at least 10 times one
@@ -90,9 +90,8 @@ def main() -> None:
     short = max(300, args.length // 8)  # the slow plain loop, and each of the N streams
     methods = {
         "plain": lambda: plain_loop(model, short),
-        "fp32": lambda: rnnkit_stream(model, args.length),
-        "bf16": lambda: rnnkit_stream(model, args.length, "bf16"),
-        "int8": lambda: rnnkit_stream(model, args.length, "int8"),
+        **{precision: (lambda p=precision: rnnkit_stream(model, args.length, p))
+           for precision in STEP_PRECISIONS},
         **{f"{precision}_x{BATCH}": (lambda p=precision: rnnkit_stream(model, short, p, BATCH))
            for precision in STEP_PRECISIONS},
     }
@@ -122,8 +121,8 @@ def main() -> None:
         print(f"{threads} thread(s), chars/s (median of {args.repeats}; load average "
               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after): " + ", ".join(
                   f"{name} {c:,.0f}" for name, c in chars.items()), flush=True)
-        print(f"  over fp32: bf16 {chars['bf16'] / chars['fp32']:.2f}x, int8 "
-              f"{chars['int8'] / chars['fp32']:.2f}x; fp32 / plain "
+        print("  over fp32: " + ", ".join(f"{p} {chars[p] / chars['fp32']:.2f}x"
+                                          for p in STEP_PRECISIONS[1:]) + "; fp32 / plain "
               f"{chars['fp32'] / chars['plain']:.1f}x; N={BATCH} / one stream: " + ", ".join(
                   f"{p} {g:.1f}x" for p, g in batch_gain.items()) + "; the ceiling (products "
               "alone): " + ", ".join(f"{p} {c:.1f}x" for p, c in ceiling.items()), flush=True)
