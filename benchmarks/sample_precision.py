@@ -14,6 +14,7 @@ Target: every lower precision within 0.01 nats/char of fp32.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,6 +69,8 @@ def main() -> None:
             print(f"trained {summary['steps_now']} steps in {time.monotonic() - t0:.0f} s "
                   f"({summary['steps']} in all), validation loss {summary['best_val']:.4f}",
                   flush=True)
+            if summary["stopped"] in ("SIGINT", "SIGTERM"):  # an untrained model proves nothing
+                sys.exit(f"training was stopped by {summary['stopped']}; nothing measured")
         model = rnnkit.load(run)
         tokens = held_out(model, corpus.read_text(encoding="utf-8"))
         with torch.inference_mode():
