@@ -216,9 +216,9 @@ class Stepper:
     """The seed's `y = rnn.step(x)` on a trained language model; holds the hidden state.
 
     `precision` chooses how the weights are held while stepping ("fp32", the default and the
-    exact reference; "bf16"; "int8", see `Weights`) in the recurrent layers; the embedding table
-    and the output layer stay fp32. `batch`
-    rows step side by side: `feed` then takes a (B,) tensor of ids and returns (B, V) logits.
+    exact reference; "bf16"; "int8"; "int4", see `Weights`) in the recurrent layers; the
+    embedding table and the output layer stay fp32. `batch` rows step side by side: `feed` then
+    takes a (B,) tensor of ids and returns (B, V) logits.
 
     The state lives in buffers allocated once and overwritten in place by every step (one step
     is a few dozen small operations, so each allocation and each extra call shows): `h[l]` and
@@ -505,7 +505,8 @@ def generate(model, prime: str = "", length: int = 200, temperature: float = 1.0
     and yields a list of N pieces per symbol. `beam=K` runs beam search of width K instead of
     sampling: the continuation of `length` symbols with the highest log-probability found (with
     `num_samples`, the best N of the K beams); it yields once the search is done.
-    `precision` is the stepper's ("fp32", the exact reference; "bf16"; "int8", see `Weights`).
+    `precision` is the stepper's ("fp32", the exact reference; "bf16"; "int8"; "int4"; see
+    `Weights`).
 
     Prime characters outside the vocabulary are skipped with an RnnkitWarning naming them. With
     no usable prime the model starts as after a newline (or its first symbol, if it has no
