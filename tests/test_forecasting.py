@@ -469,6 +469,25 @@ def test_without_validation_later_test_origins_are_calibrated(cli, tmp_path):
     assert len(data.get("widen") or []) == 3  # forecasts after the data: calibrated on all three
 
 
+def test_a_seed_repeats_a_run_whose_budget_is_not_reached(cli, tmp_path):
+    # A set number of epochs is evaluated on its own cadence under --max-time: evaluations timed
+    # by the machine's pace picked different best epochs, and different models, for one seed.
+    data = shops_csv(tmp_path / "shops.csv")
+    metrics = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        status, _, err = cli("forecast", "train", data, "--id-column", "shop", "--time-column",
+                             "time", "--quantiles", "0.1,0.9", "--horizon", "6", "--window",
+                             "24", "--origins", "2",
+                             "--epochs", "6", "--max-time", "10m", "--seed", "3", "--out", out,
+                             *QUICK)
+        assert status == 0, err
+        m = json.loads((out / "metrics.json").read_text())
+        metrics.append((m["test"], m["coverage"], len(m["history"])))
+    assert metrics[0] == metrics[1]
+    assert metrics[0][2] == 6  # an evaluation after every one of the 6 epochs
+
+
 def test_times_with_utc_offsets_and_fractions_of_a_second():
     # the clocks going back: 02:00+02:00 and 02:00+01:00 are an hour apart, not one time twice
     times, utc = parse_times(["2024-10-27T01:00:00+02:00", "2024-10-27T02:00:00+02:00",

@@ -398,7 +398,7 @@ class EpochFeeder:
         # epochs 0: until the time budget ends, the schedule fitted to it (`engine.replan`)
         self.end = cfg.epochs * self.per_epoch or sys.maxsize
         self.plan = cfg.epochs * self.per_epoch
-        # Without a time budget, at most MAX_EVALS evaluations (and one at the end).
+        # A set number of epochs: at most MAX_EVALS evaluations (and one at the end).
         self.eval_epochs = max(1, math.ceil(cfg.epochs / MAX_EVALS))
         self.extra = 0.0  # seconds of the caller's test after the last evaluation
         self.per_row = 0.0  # seconds per evaluated row, in full batches (`measure_reserve`)
@@ -432,12 +432,16 @@ class EpochFeeder:
         return len(self.global_batch(min(step, self.end - 1)))
 
     def eval_due(self, step: int) -> bool:
-        """At the end of an epoch: every `eval_epochs` epochs, or, with a time budget, once
-        EVAL_SHARE or less of the time since the last evaluation would go to this one (a small
-        set's epoch is one or two steps: evaluating after each would cost more than them)."""
+        """At the end of an epoch: every `eval_epochs` epochs, or, training until the time
+        budget ends (epochs 0), once EVAL_SHARE or less of the time since the last evaluation
+        would go to this one (a small set's epoch is one or two steps: evaluating after each
+        would cost more than them). A set number of epochs keeps its cadence under a budget
+        too, so that a seed repeats its run wherever the budget is not reached: timed
+        evaluations made the best epoch, and so the model, follow the machine's pace (three
+        runs of one seed on one machine picked epochs 30, 16 and 15)."""
         if step % self.per_epoch:
             return False
-        if self.cfg.max_time:  # rank 0 times its evaluations: its answer, on every rank
+        if self.cfg.max_time and not self.cfg.epochs:  # rank 0's answer, on every rank
             due = self.eval_cost <= EVAL_SHARE * (time.monotonic() - self.eval_began)
             return bool(distributed.broadcast(self.world, float(due)))
         return (step // self.per_epoch) % self.eval_epochs == 0
