@@ -75,6 +75,8 @@ class Probs(Mapping):
 
 WEIGHT_ONLY_ROWS = 4  # up to this many rows, int8 products take the weight-only kernel
 INT4_GROUP = 32  # int4: each run of this many inputs of a row shares one scale and offset
+# precisions that step on the CPU alone: the torch kernel each needs, and the first torch with it
+CPU_KERNELS = {"int8": ("_int_mm", "2.3"), "int4": ("_weight_int4pack_mm_for_cpu", "2.6")}
 
 
 class Weights:
@@ -205,11 +207,11 @@ def onednn(device: torch.device) -> bool:
 def check_precision(precision: str, device: torch.device) -> None:
     if precision not in STEP_PRECISIONS:
         raise RnnkitError(f"unknown precision {precision!r}; choose one of {', '.join(STEP_PRECISIONS)}")
-    if precision == "int8" and (device.type != "cpu" or not hasattr(torch, "_int_mm")):
-        raise RnnkitError("int8 stepping runs on the CPU with torch >= 2.3; on a GPU use bf16")
-    if precision == "int4" and (device.type != "cpu"
-                                or not hasattr(torch, "_weight_int4pack_mm_for_cpu")):
-        raise RnnkitError("int4 stepping runs on the CPU with torch >= 2.6; on a GPU use bf16")
+    if precision in CPU_KERNELS:
+        kernel, since = CPU_KERNELS[precision]
+        if device.type != "cpu" or not hasattr(torch, kernel):
+            raise RnnkitError(f"{precision} stepping runs on the CPU with torch >= {since}; on a "
+                              "GPU use bf16")
 
 
 class Stepper:
