@@ -13,7 +13,7 @@ from torch.nn import functional as F
 import rnnkit
 from rnnkit import ModelConfig, TrainConfig
 from rnnkit.errors import RnnkitError
-from rnnkit.sample import INT4_GROUP, WEIGHT_ONLY_ROWS, Stepper, Weights
+from rnnkit.sample import INT4_GROUP, WEIGHT_ONLY_ROWS, Stepper, Weights, int4_weights
 
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 
@@ -77,7 +77,7 @@ def test_lower_precision_keeps_the_validation_loss_within_001(trained):
     assert not Stepper(model, "int8", batch=len(tokens)).layers[0][0].weight_only
     fp32_few, int8_few = (stepped_loss(model, few, p) for p in ("fp32", "int8"))
     assert 0 < abs(int8_few - fp32_few) <= 0.01, (int8_few, fp32_few)
-    # One row takes int4's own kernel (bf16 inputs); a batch, the same weights in fp32.
+    # One row takes int4's own kernel (bf16 inputs); a batch, the same weights read back in bf16.
     one = tokens[:1]
     assert Stepper(model, "int4").layers[0][0].int4
     assert not Stepper(model, "int4", batch=len(tokens)).layers[0][0].int4
@@ -134,7 +134,7 @@ def test_int4_products_match_their_rounded_weights_in_one_row_and_in_batches():
     torch.manual_seed(0)
     W, b = torch.randn(4 * 64, 64) * 0.1, torch.randn(4 * 64)
     weights = Weights(W, "int4")
-    rounded = weights.W.T  # (N, K): what both paths multiply by
+    rounded = int4_weights(W)[2]  # (N, K): what both paths multiply by
     groups = (rounded - W).abs().reshape(4 * 64, -1, INT4_GROUP)  # within half a level, and
     levels = W.reshape(4 * 64, -1, INT4_GROUP)  # a level is a fifteenth of the group's range
     half = (levels.amax(-1) - levels.amin(-1)) / 30

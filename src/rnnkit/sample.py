@@ -105,9 +105,11 @@ class Weights:
     int4: each row's inputs in groups of INT4_GROUP, each group's weights rounded to 16 evenly
     spaced levels between its smallest and largest (a scale and an offset per group, in bf16):
     half of int8's bytes. One row goes through torch's weight-only int4 kernel
-    (`_weight_int4pack_mm_for_cpu`, the input copied into a bf16 buffer); a batch multiplies the
-    same rounded weights held in fp32, as fp32 does (that kernel runs row by row: 32 rows took
-    18 times one row's time). Needs N a multiple of 16 and K of INT4_GROUP (`int4_fits`).
+    (`_weight_int4pack_mm_for_cpu`, the input copied into a bf16 buffer). That kernel runs row by
+    row, so a batch multiplies the kernel's own weights, read back once through it (an identity
+    in, bf16 weights out; made for the first batch), as bf16 does: packed for oneDNN's bf16
+    products where they run, else in fp32. Needs N a multiple of 16 and K of INT4_GROUP
+    (`int4_fits`).
 
     `lay_out(rows)` picks the layout for products of `rows` rows; the stepper calls it whenever
     its batch changes, so that a step does no checks.
@@ -123,25 +125,27 @@ class Weights:
             self.scale = row_max / (127 * 127)  # undoes both roundings' scales
             self.row_scale = (row_max / 127).to(torch.bfloat16)  # the weight-only kernel's
         elif precision == "int4":
-            self.W4, self.scales, rounded = int4_weights(W)
-            self.W = rounded.T.contiguous()  # (K, N): the int4 weights' values in fp32, for batches
+            self.W4, self.scales, _ = int4_weights(W)
+            self.W = None  # (K, N) int4's weights unpacked, where batches use addmm (lay_out)
         elif precision == "bf16" and self.onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
         else:
             self.W = W.T.contiguous().to(torch.bfloat16 if precision == "bf16" else W.dtype)
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float32  # of the products
-        self.lay_out(1)
+        self.dtype = torch.float32 if precision in ("fp32", "int8") else torch.bfloat16  # of
+        self.lay_out(1)  # the products' inputs, where they are packed for oneDNN
 
     def lay_out(self, rows: int) -> None:
         """Use the layout that multiplies `rows` rows fastest (each is made once, then kept)."""
         self.int4 = self.precision == "int4" and rows == 1
-        exact = self.precision == "fp32" or self.precision == "int4" and not self.int4
-        self.addmm = exact and (rows == 1 or not self.onednn)
-        if exact and not self.addmm and self.packed is None:
+        if self.precision == "int4" and not self.int4 and self.W is None and self.packed is None:
+            self.unpack_int4()
+        self.addmm = self.precision == "fp32" and (rows == 1 or not self.onednn) \
+            or self.precision == "int4" and not self.int4 and self.packed is None
+        if self.precision == "fp32" and not self.addmm and self.packed is None:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.W.T.contiguous(), 32)
         if self.int4:
-            self.x16 = torch.empty(rows, self.W.shape[0], dtype=torch.bfloat16,
-                                   device=self.W.device)  # the input, rounded in place
+            self.x16 = torch.empty(rows, self.scales.shape[0] * INT4_GROUP, dtype=torch.bfloat16,
+                                   device=self.W4.device)  # the input, rounded in place
         self.weight_only = self.precision == "int8" and rows <= WEIGHT_ONLY_ROWS \
             and self.W.shape[0] % 16 == 0 and hasattr(torch, "_weight_int8pack_mm")
         if self.precision == "int8" and rows > 1 and not self.weight_only and self.rows is None:
@@ -152,6 +156,17 @@ class Weights:
                                    device=self.W_mm.device)  # the input, rounded in place
         elif self.precision == "int8":
             self.W_mm = self.W if rows == 1 else self.rows  # (K, N)
+
+    def unpack_int4(self) -> None:
+        """int4's weights for batches: the kernel's own values, read back through an identity,
+        so that a batch multiplies what one row does (rounded to bf16, as the kernel's output)."""
+        K = self.scales.shape[0] * INT4_GROUP
+        eye = torch.eye(K, dtype=torch.bfloat16, device=self.W4.device)  # (K, K)
+        W = torch._weight_int4pack_mm_for_cpu(eye, self.W4, INT4_GROUP, self.scales)  # (K, N)
+        if self.onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(W.T.contiguous(), 1)
+        else:
+            self.W = W.float()
 
     def __call__(self, b: Tensor, x: Tensor, out: Tensor | None = None) -> Tensor:
         """b + x @ W.T: x (B, K), b (N,) or (B, N) -> (B, N) in fp32, into `out` if given."""
