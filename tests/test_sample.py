@@ -135,6 +135,21 @@ def test_num_samples_runs_streams_in_one_batch():
     assert len(pieces) == 4 and all(len(p) == 2 for p in pieces)
 
 
+def test_a_stream_leaves_inference_mode_to_its_caller():
+    """The stream steps in inference mode, entered once a step; between characters the caller's
+    own code runs as it would without it (tensors made there can be trained)."""
+    model = model_for()
+    texts = []
+    for pieces in model.stream("ab", 20, seed=3, num_samples=2):
+        assert not torch.is_inference_mode_enabled()
+        texts.append(pieces)
+    assert ["ab" + "".join(t) for t in zip(*texts, strict=True)] == \
+        model.generate("ab", 20, seed=3, num_samples=2)
+    with torch.inference_mode():  # and a caller's own inference mode stays on
+        for _ in model.stream("ab", 3, seed=3):
+            assert torch.is_inference_mode_enabled()
+
+
 @pytest.mark.parametrize("options, message", [
     ({"top_p": 0.0}, "top-p must be in"),
     ({"top_p": 1.5}, "top-p must be in"),
