@@ -39,7 +39,7 @@ def test_both_training_configs_share_one_set_of_fields_and_checks():
     for cls in (TrainConfig, FitConfig):
         for bad, message in (({"lr_min": 0}, "lr_min must be in (0, 1]"),
                              ({"precision": "fp8"}, "unknown precision 'fp8'"),
-                             ({"on_nan": "retry"}, "unknown --on-nan 'retry'"),
+                             ({"on_nan": "retry"}, "unknown on_nan (--on-nan) 'retry'"),
                              ({"seed": -1}, "--seed must be a whole number from 0")):
             try:
                 cls(**bad)

@@ -66,7 +66,8 @@ def test_accumulation_equals_the_whole_batch(cli, corpus, tmp_path):
     assert cli("train", *base, "--out", tmp_path / "micro", "--accumulate", 4)[0] == 0
     assert_same_run(tmp_path / "whole", tmp_path / "micro", atol=1e-5)
     status, _, err = cli("train", *base, "--out", tmp_path / "bad", "--accumulate", 3)
-    assert status == 2 and "--accumulate 3 must divide --batch-size 8" in err
+    assert status == 2 and "accumulate (--accumulate) 3 must divide batch_size (--batch-size) 8" \
+        in err
 
 
 def test_bf16_autocast_trains_on_cpu(corpus, tmp_path):

@@ -79,7 +79,7 @@ class RunConfig:
         if self.precision not in PRECISIONS:
             raise RnnkitError(f"unknown precision {self.precision!r}; choose fp32, bf16 or fp16")
         if self.on_nan not in ON_NAN:
-            raise RnnkitError(f"unknown --on-nan {self.on_nan!r}; choose stop or rollback")
+            raise RnnkitError(f"unknown on_nan (--on-nan) {self.on_nan!r}; choose stop or rollback")
         require_seed(self.seed)
 
 
@@ -114,14 +114,16 @@ class TrainConfig(RunConfig):
         if self.eval_tokens < 2:  # one prediction needs two tokens
             raise RnnkitError(f"eval_tokens must be at least 2, got {self.eval_tokens}")
         if self.max_steps == 0 and self.max_time == 0:
-            raise RnnkitError("give --max-steps or --max-time (or both) so the run can end")
+            raise RnnkitError("give max_steps or max_time (--max-steps, --max-time), or both, so "
+                              "the run can end")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise RnnkitError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+            raise RnnkitError(f"val_fraction (--val-fraction) must be in [0, 1), got "
+                              f"{self.val_fraction}")
         if self.tokenizer not in TOKENIZERS:
             raise RnnkitError(f"unknown tokenizer {self.tokenizer!r}; choose char or byte")
         if self.batch_size % self.accumulate:
-            raise RnnkitError(f"--accumulate {self.accumulate} must divide --batch-size "
-                              f"{self.batch_size}")
+            raise RnnkitError(f"accumulate (--accumulate) {self.accumulate} must divide batch_size "
+                              f"(--batch-size) {self.batch_size}")
 
 
 @dataclass
