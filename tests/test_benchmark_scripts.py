@@ -10,6 +10,7 @@ import soundfile as sf
 from kinds import write_npz
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import builtin_model  # noqa: E402
 import classify_vs_field  # noqa: E402
 import finetune  # noqa: E402
 import forecast  # noqa: E402
@@ -52,6 +53,24 @@ def test_fsdd_digits_reads_its_run(tmp_path):
     result = fsdd_digits.run(tmp_path)
     assert result["test_files"] == 10 and 0 <= result["test_accuracy"] <= 1
     assert result["epochs"] == [12] * len(result["epochs"]) and result["seconds_training"] > 0
+
+
+def test_builtin_model_reads_a_manual_page_as_plain_text():
+    page = "\n".join([
+        '.\\" a comment',
+        ".de XX", ".ft B", "..",  # a macro definition
+        '.TH LS 1 "2024" "GNU coreutils"',
+        ".SH NAME", "ls \\- list directory contents",
+        ".SH DESCRIPTION",
+        "List information about the \\fIFILE\\fPs (the current directory by default).",
+        ".PP", ".TP", ".BR \\-a \\(em\\(lqall\\(rq", "do not ignore entries starting with .",
+        ".sp", "\\h'-04'\\(bu\\h'+03'Sort entries\\ alphabetically\\&."])
+    assert builtin_model.roff_text(page) == "\n".join([
+        "NAME", "ls - list directory contents", "DESCRIPTION",
+        "List information about the FILEs (the current directory by default).", "",
+        "-a -\"all\"", "do not ignore entries starting with .", "",
+        "*Sort entries alphabetically."]) + "\n"
+    assert not builtin_model.licence_free("under the GNU General Public License, version 3")
 
 
 def test_finetune_reads_both_runs(tmp_path):
