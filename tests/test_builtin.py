@@ -28,7 +28,9 @@ def test_the_builtin_files_are_small_fp16_safetensors_with_their_recipe():
     config, model_cfg, vocab = checkpoint.read_run_config(builtin.DIR)
     assert recipe["model"] == config["model"] and vocab.kind == "byte" and len(vocab) == 256
     assert recipe["corpus"]["files"][-1] == "pydoc_data/topics.py"
-    assert 0 < recipe["val_loss"] < 1.0 and recipe["steps"] > 0
+    # held out: the end of the manual pages and the documentation, far below ln(256) = 5.5
+    assert 0 < recipe["val_loss"] < 1.5 and recipe["steps"] > 0
+    assert recipe["continued_from"]["command"].startswith("python benchmarks/builtin_model.py")
     assert "data" not in config  # no corpus path of the machine that trained it
 
 
