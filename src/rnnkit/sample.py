@@ -131,8 +131,9 @@ class Weights:
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
         else:
             self.W = W.T.contiguous().to(torch.bfloat16 if precision == "bf16" else W.dtype)
-        self.dtype = torch.float32 if precision in ("fp32", "int8") else torch.bfloat16  # of
-        self.lay_out(1)  # the products' inputs, where they are packed for oneDNN
+        # the inputs' type where the products are packed for oneDNN (int4's batches are bf16)
+        self.dtype = torch.float32 if precision in ("fp32", "int8") else torch.bfloat16
+        self.lay_out(1)
 
     def lay_out(self, rows: int) -> None:
         """Use the layout that multiplies `rows` rows fastest (each is made once, then kept)."""
