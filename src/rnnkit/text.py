@@ -364,7 +364,7 @@ class PreparedData:
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """(train, val): the first (1 - val_fraction) of the tokens, and the rest (nanoGPT's split)."""
         if not 0.0 <= val_fraction < 1.0:
-            raise RnnkitError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+            raise RnnkitError(f"val_fraction (--val-fraction) must be in [0, 1), got {val_fraction}")
         n_train = int(len(self.tokens) * (1 - val_fraction))
         return self.tokens[:n_train], self.tokens[n_train:]
 
