@@ -13,7 +13,7 @@ from torch.nn import functional as F
 import rnnkit
 from rnnkit import ModelConfig, TrainConfig
 from rnnkit.errors import RnnkitError
-from rnnkit.sample import INT4_GROUP, WEIGHT_ONLY_ROWS, Stepper, Weights, int4_weights
+from rnnkit.sample import INT4_GROUP, WEIGHT_ONLY_ROWS, Stepper, Weights, int4_rounded
 
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 
@@ -134,7 +134,7 @@ def test_int4_products_match_their_rounded_weights_in_one_row_and_in_batches():
     torch.manual_seed(0)
     W, b = torch.randn(4 * 64, 64) * 0.1, torch.randn(4 * 64)
     weights = Weights(W, "int4")
-    rounded = int4_weights(W)[2]  # (N, K): what both paths multiply by
+    rounded = int4_rounded(W)  # (N, K): what both paths multiply by
     groups = (rounded - W).abs().reshape(4 * 64, -1, INT4_GROUP)  # within half a level, and
     levels = W.reshape(4 * 64, -1, INT4_GROUP)  # a level is a fifteenth of the group's range
     half = (levels.amax(-1) - levels.amin(-1)) / 30

@@ -125,7 +125,7 @@ class Weights:
             self.scale = row_max / (127 * 127)  # undoes both roundings' scales
             self.row_scale = (row_max / 127).to(torch.bfloat16)  # the weight-only kernel's
         elif precision == "int4":
-            self.W4, self.scales, _ = int4_weights(W)
+            self.W4, self.scales = int4_weights(W)
             self.W = None  # (K, N) int4's weights unpacked, where batches use addmm (lay_out)
         elif precision == "bf16" and self.onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
@@ -190,22 +190,33 @@ class Weights:
         return torch.addcmul(b, torch._int_mm(x8, self.W_mm), self.scale, out=out)
 
 
-def int4_weights(W: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def int4_levels(W: Tensor) -> tuple[Tensor, Tensor]:
     """W (N, K) rounded to 4 bits in groups of INT4_GROUP inputs: each group's 16 levels evenly
-    spaced from its smallest weight to its largest. Returns the weights packed for
-    `_weight_int4pack_mm_for_cpu`, their scales and offsets (K / INT4_GROUP, N, 2) in bf16 as that
-    kernel reads them (w = (q - 8) scale + offset), and the rounded weights (N, K) in fp32,
-    computed from the same bf16 scales and offsets so that both paths hold the same values."""
+    spaced from its smallest weight to its largest. Returns the levels q (N, K) in 0 ... 15 and
+    each group's scale and offset (N, K / INT4_GROUP, 2) in bf16, w = (q - 8) scale + offset."""
     N, K = W.shape
     groups = W.float().reshape(N, K // INT4_GROUP, INT4_GROUP)
     low, high = groups.amin(-1), groups.amax(-1)  # (N, K / g)
     scale = ((high - low) / 15).clamp_min(1e-12)
     q = ((groups - low[..., None]) / scale[..., None]).round_().clamp_(0, 15)  # 0 ... 15
-    scales = torch.stack([scale, low + 8 * scale], -1).to(torch.bfloat16)  # (N, K / g, 2)
-    scale16, offset16 = scales.float().unbind(-1)
-    rounded = ((q - 8) * scale16[..., None] + offset16[..., None]).reshape(N, K)
-    packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32).reshape(N, K), 1)
-    return packed, scales.transpose(0, 1).contiguous(), rounded
+    return q.reshape(N, K), torch.stack([scale, low + 8 * scale], -1).to(torch.bfloat16)
+
+
+def int4_weights(W: Tensor) -> tuple[Tensor, Tensor]:
+    """W (N, K) in 4 bits (`int4_levels`) as `_weight_int4pack_mm_for_cpu` reads it: the levels
+    packed, and the scales and offsets (K / INT4_GROUP, N, 2)."""
+    q, scales = int4_levels(W)
+    packed = torch._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 1)
+    return packed, scales.transpose(0, 1).contiguous()
+
+
+def int4_rounded(W: Tensor) -> Tensor:
+    """The values (N, K) in fp32 that W's 4-bit weights stand for, from the same bf16 scales and
+    offsets as the kernel's: the reference both of int4's paths are checked against."""
+    q, scales = int4_levels(W)
+    scale, offset = scales.float().unbind(-1)  # (N, K / g) each
+    groups = q.reshape(*scale.shape, INT4_GROUP)
+    return ((groups - 8) * scale[..., None] + offset[..., None]).reshape(q.shape)
 
 
 def int4_fits(hidden: int) -> bool:
