@@ -186,13 +186,21 @@ def main() -> None:
         command += f" --lr {args.lr:g}"
     if args.init_from:
         command += f" --init-from {args.init_from}"
+    source = [str(f.relative_to(stdlib)) for f in files if f.is_relative_to(stdlib)]
+    # default_corpus reads every folder under the library, so a Python whose site-packages sits
+    # there (not a virtual environment's) adds its third-party modules: say so
+    others = sum(name.startswith("site-packages/") for name in source)
     recipe = {
         "command": command,
         "model": {**model_cfg.__dict__, "vocab_size": 256},
         "train": settings,
-        "corpus": {"files": [str(f.relative_to(stdlib)) for f in files if f.is_relative_to(stdlib)],
-                   "from": f"Python {sys.version.split()[0]} standard library (PSF licence)",
-                   "bytes": len(data.tokens), "validation": "the last 3% (reference documentation prose)"},
+        "corpus": {"files": source,
+                   "from": f"Python {sys.version.split()[0]} standard library (PSF licence)" + (
+                       f", with {others} third-party modules of its site-packages folder (each "
+                       "under its own free licence)" if others else ""),
+                   "bytes": len(data.tokens),
+                   "validation": "the last 3% (" + ("the last manual pages, then " if pages else "")
+                                 + "reference documentation prose)"},
         "parameters": model.num_parameters(), "steps": summary["steps"],
         "seconds": round(seconds, 1), "val_loss": round(summary["best_val"], 4),
         "sample": model.generate(length=300, temperature=0.8, seed=0),
