@@ -8,7 +8,7 @@ from torch.overrides import TorchFunctionMode
 
 import rnnkit
 from rnnkit import CharLM, ModelConfig, Vocab
-from rnnkit.sample import SIGMOID_ROWS, Stepper, draw, pick
+from rnnkit.sample import AHEAD, SIGMOID_ROWS, Stepper, draw, pick
 
 VOCAB = Vocab("char", tuple(sorted(map(ord, "abcdefgh \n"))))
 
@@ -38,6 +38,23 @@ def test_draw_is_torch_multinomial_without_the_checks():
     for seed in range(50):
         expected = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed))[:, 0]
         assert torch.equal(draw(probs, torch.Generator().manual_seed(seed)), expected)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_numbers_drawn_ahead_give_the_text_of_one_draw_a_step(num_samples):
+    """A stream draws its random numbers a block of steps at a time; its text is the one that a
+    draw from the seeded generator at every step gives, past the first block too."""
+    model, length = model_for(), AHEAD + 20
+    texts = model.generate("ab", length, seed=5, num_samples=num_samples, top_k=5)
+    stepper, generator = Stepper(model), torch.Generator().manual_seed(5)
+    logits = stepper.feed_many(VOCAB.encode("ab")[0])
+    stepper.select(torch.zeros(num_samples, dtype=torch.long))
+    logits, rows = stepper.logits, []
+    for _ in range(length):
+        rows.append(pick(logits.reshape(num_samples, -1), top_k=5, generator=generator))
+        logits = stepper.feed(rows[-1])
+    expected = ["ab" + VOCAB.decode(ids) for ids in torch.stack(rows, 1).tolist()]
+    assert texts == expected
 
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
@@ -84,6 +101,39 @@ def test_step_weights_are_the_forward_pass_written_out():
     assert not w.table.requires_grad and w.cell == "rnn" and len(w.layers) == 3
 
 
+@pytest.mark.parametrize("cell, precision", [("lstm", "fp32"), ("gru", "fp32"), ("lstm", "int8"),
+                                             ("gru", "int8")])
+def test_a_stepper_keeps_the_weights_it_was_made_with(cell, precision):
+    """A stepper's weights are a snapshot: training the model afterwards changes new steppers'
+    logits, not its own (the output layer and the biases included); int8's rounded weights,
+    kept with the model for the next stepper, are made again after the change."""
+    model = model_for(cell)
+    stepper = Stepper(model, precision)
+    before = stepper.feed(1).clone()
+    assert torch.equal(Stepper(model, precision).feed(1), before)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    stepper.reset()
+    assert torch.equal(stepper.feed(1), before)
+    assert not torch.allclose(Stepper(model, precision).feed(1), before)
+
+
+def test_steppers_share_kept_weights_but_not_their_buffers():
+    """Two int4 steppers of one model read the same rounded weights (made once), and each steps
+    on its own buffers: one stream and a batch, interleaved, each give what it gives alone."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), layers=2, hidden=32, embed=8), VOCAB).eval()
+    one, many = Stepper(model, "int4"), Stepper(model, "int4", batch=3)
+    assert one.layers[1][0].W4 is many.layers[1][0].W4 and one.layers[1][0] is not many.layers[1][0]
+    ids = torch.randint(0, len(VOCAB), (3, 6))
+    both = [(one.feed(int(ids[0, t])).clone(), many.feed(ids[:, t]).clone()) for t in range(6)]
+    alone, batch = Stepper(model, "int4"), Stepper(model, "int4", batch=3)
+    for t in range(6):
+        assert torch.equal(both[t][0], alone.feed(int(ids[0, t])))
+        assert torch.equal(both[t][1], batch.feed(ids[:, t]))
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_batched_stepper_rows_equal_single_streams(cell):
     model = model_for(cell, layers=3)
@@ -110,12 +160,13 @@ class TorchCalls(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("precision, most", [("fp32", 19), ("bf16", 23), ("int8", 27),
-                                             ("int4", 23)])
+@pytest.mark.parametrize("precision, most", [("fp32", 16), ("bf16", 22), ("int8", 21),
+                                             ("int4", 21)])
 def test_one_lstm_step_makes_few_torch_calls(precision, most):
     """One step of a single stream is bound by per-call overhead as much as by the weights: a
     2-layer LSTM step stays within this many calls (fp32 and int8 took 26 and 38 before the fused
-    gates, 22 and 28 before the layouts were chosen outside the step)."""
+    gates, 22 and 28 before the layouts were chosen outside the step, 19 and 27 before the
+    LSTM update lost a call and the layers' bf16 inputs shared one copy)."""
     torch.manual_seed(0)
     s = Stepper(CharLM(ModelConfig(vocab_size=len(VOCAB), layers=2, hidden=32, embed=8),
                        VOCAB).eval(), precision)  # int4 needs the hidden size in groups of 32
@@ -123,6 +174,20 @@ def test_one_lstm_step_makes_few_torch_calls(precision, most):
     with TorchCalls() as calls:
         s.feed(2)
     assert len(calls.names) <= most, calls.names
+
+
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_one_stream_s_bf16_inputs_are_up_to_date_at_every_step(precision):
+    """One stream's layers read their bf16 inputs from one shared copy of the state, which each
+    layer above the first brings up to date: the same logits as rounding the whole state again
+    before every step (as `use` does)."""
+    torch.manual_seed(0)
+    model = CharLM(ModelConfig(vocab_size=len(VOCAB), layers=3, hidden=32, embed=8), VOCAB).eval()
+    shared, again = Stepper(model, precision), Stepper(model, precision)
+    assert shared.inputs[0] is shared.layers[0][0].x16
+    for t in [1, 5, 2, 2, 7, 0, 3]:
+        again.use(again.hs, again.cs)
+        assert torch.equal(shared.feed(t), again.feed(t))
 
 
 def test_num_samples_runs_streams_in_one_batch():

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 import rnnkit
 from rnnkit import ModelConfig, TrainConfig
 from rnnkit.errors import RnnkitError
-from rnnkit.sample import INT4_GROUP, WEIGHT_ONLY_ROWS, Stepper, Weights, int4_rounded
+from rnnkit.sample import WEIGHT_ONLY_ROWS, Stepper, Weights, int4_group, int4_rounded
 
 SHAKESPEARE = DATA / "tinyshakespeare.txt"
 
@@ -135,8 +135,10 @@ def test_int4_products_match_their_rounded_weights_in_one_row_and_in_batches():
     W, b = torch.randn(4 * 64, 64) * 0.1, torch.randn(4 * 64)
     weights = Weights(W, "int4")
     rounded = int4_rounded(W)  # (N, K): what both paths multiply by
-    groups = (rounded - W).abs().reshape(4 * 64, -1, INT4_GROUP)  # within half a level, and
-    levels = W.reshape(4 * 64, -1, INT4_GROUP)  # a level is a fifteenth of the group's range
+    group = int4_group(64)
+    assert group == 64 and int4_group(96) == 32  # the largest group that divides the row
+    groups = (rounded - W).abs().reshape(4 * 64, -1, group)  # within half a level, and
+    levels = W.reshape(4 * 64, -1, group)  # a level is a fifteenth of the group's range
     half = (levels.amax(-1) - levels.amin(-1)) / 30
     assert (groups.amax(-1) <= half * 1.02 + 1e-3).all()
     for rows in (1, 9):
