@@ -15,7 +15,10 @@ stream's throughput at the same precision, each path at its fastest thread count
 
 The ceiling: a 32-row step cannot take less time than its matrix products, so at each precision
 N = 32 can run at most 32 x (one stream's step time) / (the 32-row products' time) times one
-stream, even if everything else in the step cost nothing. The script times those products alone
+stream, even if everything else in the step cost nothing. int8's and int4's rounded weights are
+made by a model's first stream and kept for the next ones (every repeat but the warm-up's reuses
+them); the milliseconds from a fresh model's first call to its first character, rounding
+included, are timed apart. The script times those products alone
 (the stepper's own `Weights` and output layer: the median of 3 rounds of 200 steps' products)
 and prints that ceiling beside the measured gain. Threads are set with `torch.set_num_threads`.
 The load average before and after each thread count is recorded: on a shared machine the figures
@@ -25,6 +28,7 @@ move with the other jobs. A compiled step is measured apart, by step_compile.py.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import time
 
@@ -59,6 +63,16 @@ def rnnkit_stream(model: CharLM, length: int, precision: str = "fp32",
     n = sum(1 for _ in model.stream(prime="A", length=length, seed=0, precision=precision,
                                     num_samples=num_samples))
     return n * (num_samples or 1) / (time.perf_counter() - start)
+
+
+def first_character_ms(model: CharLM, precision: str) -> float:
+    """Milliseconds from `model.stream` to its first character, for a model whose stepper
+    weights were never made (a fresh copy): int8's and int4's rounding included, which later
+    streams of the same model skip."""
+    fresh = copy.deepcopy(model)
+    start = time.perf_counter()
+    next(iter(fresh.stream(prime="A", length=1, seed=0, precision=precision)))
+    return (time.perf_counter() - start) * 1e3
 
 
 @torch.inference_mode()
@@ -106,6 +120,8 @@ def main() -> None:
             for name, run in methods.items():
                 rates[name].append(run())
         chars = {name: median(r) for name, r in rates.items()}
+        first = {p: median([first_character_ms(model, p) for _ in range(args.repeats)])
+                 for p in STEP_PRECISIONS}
         batch_gain = {p: chars[f"{p}_x{BATCH}"] / chars[p] for p in STEP_PRECISIONS}
         ceiling = {p: BATCH / chars[p] / products_seconds(model, p) for p in STEP_PRECISIONS}
         result[f"{threads}_thread"] = {
@@ -116,6 +132,7 @@ def main() -> None:
             f"x{BATCH}_ceiling_products_only": ceiling,
             f"x{BATCH}_over_one_fp32_stream": {p: chars[f"{p}_x{BATCH}"] / chars["fp32"]
                                                for p in STEP_PRECISIONS},
+            "first_character_ms": first,
             "load_average": [load_before, os.getloadavg()[0]],
         }
         print(f"{threads} thread(s), chars/s (median of {args.repeats}; load average "
@@ -126,6 +143,8 @@ def main() -> None:
               f"{chars['fp32'] / chars['plain']:.1f}x; N={BATCH} / one stream: " + ", ".join(
                   f"{p} {g:.1f}x" for p, g in batch_gain.items()) + "; the ceiling (products "
               "alone): " + ", ".join(f"{p} {c:.1f}x" for p, c in ceiling.items()), flush=True)
+        print("  ms to the first character of a model's first stream: " + ", ".join(
+            f"{p} {ms:.1f}" for p, ms in first.items()), flush=True)
     # The targets compare the fastest of each, whatever the thread count: a single stream slowed
     # by two threads' barriers on shared cores must not flatter the batch.
     one = {p: max(v["chars_per_s"][p] for v in result.values()) for p in STEP_PRECISIONS}

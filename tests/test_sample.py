@@ -120,8 +120,9 @@ def test_a_stepper_keeps_the_weights_it_was_made_with(cell, precision):
 
 
 def test_steppers_share_kept_weights_but_not_their_buffers():
-    """Two int4 steppers of one model read the same rounded weights (made once), and each steps
-    on its own buffers: one stream and a batch, interleaved, each give what it gives alone."""
+    """Two int4 steppers of one model read the same rounded weights (made once, as is a batch's
+    layout of them), and each steps on its own buffers: one stream and a batch, interleaved,
+    each give what it gives alone."""
     torch.manual_seed(0)
     model = CharLM(ModelConfig(vocab_size=len(VOCAB), layers=2, hidden=32, embed=8), VOCAB).eval()
     one, many = Stepper(model, "int4"), Stepper(model, "int4", batch=3)
@@ -129,6 +130,9 @@ def test_steppers_share_kept_weights_but_not_their_buffers():
     ids = torch.randint(0, len(VOCAB), (3, 6))
     both = [(one.feed(int(ids[0, t])).clone(), many.feed(ids[:, t]).clone()) for t in range(6)]
     alone, batch = Stepper(model, "int4"), Stepper(model, "int4", batch=3)
+    made, again = many.layers[1][0], batch.layers[1][0]  # the batch layout, made once
+    assert made.packed is not None or made.W is not None
+    assert again.packed is made.packed and again.W is made.W
     for t in range(6):
         assert torch.equal(both[t][0], alone.feed(int(ids[0, t])))
         assert torch.equal(both[t][1], batch.feed(ids[:, t]))

@@ -55,7 +55,7 @@ def coarsened(stepper: Stepper, levels: int) -> Stepper:
         for w in layer:
             if isinstance(w, Weights):
                 w.W = ((w.W.float() / step).round() * step).round().to(torch.int8)
-                w.rows = None  # the batch layout is copied from the new W
+                w.base, w.rows = w, None  # its own layouts, the batch's copied from the new W
                 w.lay_out(stepper.batch)
     return stepper
 

@@ -122,6 +122,8 @@ class Weights:
 
     def __init__(self, W: Tensor, precision: str):
         self.precision, self.onednn = precision, onednn(W.device)
+        self.base = self  # where the layouts for batches are made (`lay_out`)
+        self.W: Tensor | None = None  # (K, N), where the products read W itself
         self.packed: Tensor | None = None  # W in oneDNN's layout, if used
         self.rows: Tensor | None = None  # int8: W (K, N) row-major, for batches
         if precision == "int8":
@@ -131,8 +133,8 @@ class Weights:
             self.row_scale = (row_max / 127).to(torch.bfloat16)  # the weight-only kernel's
         elif precision == "int4":
             self.W4, self.scales = int4_weights(W)
-            self.group = int4_group(W.shape[1])
-            self.W = None  # (K, N) int4's weights unpacked, where batches use addmm (lay_out)
+            self.group = int4_group(W.shape[1])  # self.W: int4's weights unpacked, where
+            # batches use addmm (lay_out)
         elif precision == "bf16" and self.onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
         else:
@@ -142,22 +144,26 @@ class Weights:
         self.lay_out(1)
 
     def lay_out(self, rows: int) -> None:
-        """Use the layout that multiplies `rows` rows fastest (each is made once, then kept)."""
-        self.int4 = self.precision == "int4" and rows == 1
+        """Use the layout that multiplies `rows` rows fastest. The layouts made for batches are
+        made once, on `base`: the Weights this one was copied from (a kept one, see
+        `kept_layers`), or itself; every copy of it reads them."""
+        base, batch = self.base, rows > 1
+        self.int4 = self.precision == "int4" and not batch
+        self.weight_only = self.precision == "int8" and rows <= WEIGHT_ONLY_ROWS \
+            and self.W.shape[0] % 16 == 0 and hasattr(torch, "_weight_int8pack_mm")
+        if self.precision == "int4" and batch and base.W is None and base.packed is None:
+            base.unpack_int4()
+        if self.precision == "fp32" and batch and self.onednn and base.packed is None:
+            base.packed = torch.ops.mkldnn._reorder_linear_weight(base.W.T.contiguous(), 32)
+        if self.precision == "int8" and batch and not self.weight_only and base.rows is None:
+            base.rows = base.W.contiguous()
+        self.W, self.packed, self.rows = base.W, base.packed, base.rows
+        self.addmm = self.precision == "fp32" and (not batch or not self.onednn) \
+            or self.precision == "int4" and batch and self.packed is None
         self.x16: Tensor | None = None  # the input in bf16, where the product reads that
-        if self.precision == "int4" and not self.int4 and self.W is None and self.packed is None:
-            self.unpack_int4()
-        self.addmm = self.precision == "fp32" and (rows == 1 or not self.onednn) \
-            or self.precision == "int4" and not self.int4 and self.packed is None
-        if self.precision == "fp32" and not self.addmm and self.packed is None:
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.W.T.contiguous(), 32)
         if self.int4:
             self.x16 = torch.empty(rows, self.scales.shape[0] * self.group, dtype=torch.bfloat16,
                                    device=self.W4.device)  # the input, rounded in place
-        self.weight_only = self.precision == "int8" and rows <= WEIGHT_ONLY_ROWS \
-            and self.W.shape[0] % 16 == 0 and hasattr(torch, "_weight_int8pack_mm")
-        if self.precision == "int8" and rows > 1 and not self.weight_only and self.rows is None:
-            self.rows = self.W.contiguous()
         if self.weight_only:
             self.W_mm = self.W.T.contiguous()  # (N, K): W's rows as they lie, not copied
             self.x16 = torch.empty(rows, self.W_mm.shape[1], dtype=torch.bfloat16,
@@ -437,10 +443,10 @@ class Stepper:
 
 
 # The layers of the precisions whose weights cost more to round than to read, kept with each
-# model (the latest precision asked for) until one of its parameters changes: a stepper on a
-# 2 x 512 LSTM in int4 took 15 to 40 ms to make, against 2,000 characters' 400 ms
+# model until one of its parameters changes (at most a quarter and an eighth of its fp32 bytes):
+# a stepper on a 2 x 512 LSTM in int4 took 15 to 40 ms to make, against 2,000 characters' 400
 KEEP = ("int8", "int4")
-KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (key, layers)
+KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {precision: (key, layers)}
 
 
 def kept_layers(model, precision: str, make) -> list[tuple]:
@@ -450,12 +456,12 @@ def kept_layers(model, precision: str, make) -> list[tuple]:
     own copy of each `Weights`, as a stepper lays out its own buffers."""
     if precision not in KEEP:
         return make()
-    key = (precision, tuple((p.data_ptr(), p._version) for p in model.parameters()))
-    kept = KEPT.get(model)
-    if kept is None or kept[0] != key:
-        kept = KEPT[model] = (key, make())
+    key = tuple((p.data_ptr(), p._version) for p in model.parameters())
+    kept = KEPT.setdefault(model, {})
+    if precision not in kept or kept[precision][0] != key:
+        kept[precision] = (key, make())
     return [tuple(copy.copy(w) if isinstance(w, Weights) else w for w in layer)
-            for layer in kept[1]]
+            for layer in kept[precision][1]]
 
 
 AHEAD = 256  # a stream's random numbers are drawn this many steps at a time (`Exponentials`)
