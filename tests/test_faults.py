@@ -22,7 +22,7 @@ from rnnkit import checkpoint
 
 # A run per kind long enough to be killed many times: (options, kills, of them during a write)
 LONG = {"lm": (["--max-steps", "150", "--eval-every", "3", "--layers", "2", "--dropout", "0.1",
-                "--sample-length", "20"], 9, 3),
+                "--sample-length", "20"], 7, 3),
         "classifier": (["--epochs", "30", "--layers", "2", "--dropout", "0.1"], 6, 3)}
 both = pytest.mark.parametrize("kind", KINDS.values(), ids=KINDS)
 

@@ -139,7 +139,7 @@ def test_a_classifier_under_torchrun_matches_one_process_with_the_same_global_ba
     # Training until the time is up, rank 0's pace decides when to evaluate, for every rank
     # (the others never evaluate, and went on to evaluate after every epoch, out of step with
     # it); a set number of epochs keeps its cadence, budget or not.
-    timed = two_processes("--max-time", "15", "--epochs", "0", out="timed")
+    timed = two_processes("--max-time", "8", "--epochs", "0", out="timed")
     assert timed.returncode == 0 and "test_accuracy" in timed.stdout, timed.stderr[-8000:]
 
     resumed = two_processes("--resume", "--epochs", "4")
