@@ -187,9 +187,10 @@ def main() -> None:
     if args.init_from:
         command += f" --init-from {args.init_from}"
     source = [str(f.relative_to(stdlib)) for f in files if f.is_relative_to(stdlib)]
-    # default_corpus reads every folder under the library, so a Python whose site-packages sits
-    # there (not a virtual environment's) adds its third-party modules: say so
-    others = sum(name.startswith("site-packages/") for name in source)
+    # default_corpus leaves a site-packages folder inside the library out; before it did, the
+    # built-in model's second stage read 12 third-party modules from it. Any that came in by
+    # another way would be named here
+    others = sum(name.startswith(("site-packages/", "dist-packages/")) for name in source)
     recipe = {
         "command": command,
         "model": {**model_cfg.__dict__, "vocab_size": 256},

@@ -186,6 +186,19 @@ def test_default_corpus_is_this_pythons_stdlib():
     assert sum(f.stat().st_size for f in files) >= 100_000
 
 
+def test_default_corpus_leaves_out_tests_and_third_party_modules(tmp_path, monkeypatch):
+    """A Python that is not a virtual environment keeps its site-packages inside its library
+    folder: the modules there are not the standard library."""
+    lib = tmp_path / "python3.99"
+    for name in ("os.py", "json/__init__.py", "site-packages/six.py", "dist-packages/yaml.py",
+                 "test/test_os.py", "test_all.py", "empty/__init__.py"):
+        (lib / name).parent.mkdir(parents=True, exist_ok=True)
+        (lib / name).write_text("" if name.startswith("empty") else "x = 1\n")
+    monkeypatch.setattr(text.sysconfig, "get_paths", lambda: {"stdlib": str(lib)})
+    files = default_corpus(limit_bytes=1 << 20)
+    assert [f.relative_to(lib).as_posix() for f in files] == ["os.py", "json/__init__.py"]
+
+
 def test_a_vocabulary_wider_than_any_model_is_refused_before_encoding(tmp_path):
     from rnnkit.configs import MAX_SIZE
     from rnnkit.errors import RnnkitError

@@ -394,12 +394,15 @@ def default_corpus(limit_bytes: int = 4 << 20) -> list[Path]:
     """This Python's own standard-library source, the first `limit_bytes` of it in sorted order.
 
     Nothing to download and nothing committed: the blog trained on the Linux source; rnnkit's
-    quickstart trains on the interpreter that runs it. Test suites are left out.
+    quickstart trains on the interpreter that runs it. Test suites are left out, and so are the
+    third-party modules of a site-packages folder inside the library's (as a Python that is not
+    a virtual environment has), each under its own licence.
     """
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     files, total = [], 0
     for f in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
-        if "test" in f.parts[-2] or f.name.startswith("test"):
+        if "test" in f.parts[-2] or f.name.startswith("test") \
+                or f.parts[-2] in ("site-packages", "dist-packages"):
             continue
         try:
             size = f.stat().st_size
