@@ -194,6 +194,12 @@ def test_one_stream_s_bf16_inputs_are_up_to_date_at_every_step(precision):
         assert torch.equal(shared.feed(t), again.feed(t))
 
 
+@pytest.mark.parametrize("token", [-1, len(VOCAB)])
+def test_a_token_id_outside_the_vocabulary_is_refused(token):
+    with pytest.raises(rnnkit.RnnkitError, match=f"token id {token} is outside the vocabulary"):
+        Stepper(model_for()).feed(token)
+
+
 def test_num_samples_runs_streams_in_one_batch():
     model = model_for()
     texts = model.generate("ab", 40, seed=3, num_samples=5)

@@ -372,6 +372,9 @@ class Stepper:
 
     def feed(self, token: int | Tensor) -> Tensor:
         """Advance by one token id, logits (V,) back; or by a (B,) tensor of ids, logits (B, V)."""
+        if isinstance(token, int) and not 0 <= token < len(self.table_rows):
+            raise RnnkitError(f"token id {token} is outside the vocabulary's 0 ... "
+                              f"{len(self.table_rows) - 1}")
         with self.mode:
             return self.advance(token)
 
