@@ -123,7 +123,7 @@ class Weights:
     def __init__(self, W: Tensor, precision: str):
         self.precision, self.onednn = precision, onednn(W.device)
         self.base = self  # where the layouts for batches are made (`lay_out`)
-        self.W: Tensor | None = None  # (K, N), where the products read W itself
+        self.W: Tensor | None = None  # (K, N) as products read it (int4: unpacked, for batches)
         self.packed: Tensor | None = None  # W in oneDNN's layout, if used
         self.rows: Tensor | None = None  # int8: W (K, N) row-major, for batches
         if precision == "int8":
@@ -133,8 +133,7 @@ class Weights:
             self.row_scale = (row_max / 127).to(torch.bfloat16)  # the weight-only kernel's
         elif precision == "int4":
             self.W4, self.scales = int4_weights(W)
-            self.group = int4_group(W.shape[1])  # self.W: int4's weights unpacked, where
-            # batches use addmm (lay_out)
+            self.group = int4_group(W.shape[1])
         elif precision == "bf16" and self.onednn and torch.ops.mkldnn._is_mkldnn_bf16_supported():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(W.to(torch.bfloat16), 1)
         else:
@@ -301,8 +300,8 @@ class Stepper:
             d[2 * self.H:3 * self.H] = 2
         # Layer 0's input term for every symbol (V, G*H) is the model's table.
         self.table = weights.table if self.cell == "gru" else (weights.table + b_hh) * d
-        self.table_rows = self.table.split(1)  # V views (1, G*H): a list index costs less than
-        # slicing the table (3 us a step)
+        # V views (1, G*H) of its rows: indexing a list costs 3 us a step less than slicing
+        self.table_rows = self.table.split(1)
         self.layers = kept_layers(model, precision, lambda: self.make_layers(weights, d))
         # The output layer (V, H) is a few rows: fp32 at every precision, as rounding its input
         # would cost more calls than reading its bytes does; and a plain product at every batch,
@@ -447,7 +446,7 @@ class Stepper:
 
 # The layers of the precisions whose weights cost more to round than to read, kept with each
 # model until one of its parameters changes (at most a quarter and an eighth of its fp32 bytes):
-# a stepper on a 2 x 512 LSTM in int4 took 15 to 40 ms to make, against 2,000 characters' 400
+# a stepper on a 2 x 512 LSTM in int4 took 15 to 40 ms to make, 2,000 characters 400 ms
 KEEP = ("int8", "int4")
 KEPT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {precision: (key, layers)}
 
