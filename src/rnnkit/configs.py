@@ -43,6 +43,12 @@ def check_cell(cell: str) -> None:
         raise RnnkitError(f"unknown cell type {cell!r}; choose one of {', '.join(CELL_TYPES)}")
 
 
+def check_val_fraction(value: float) -> None:
+    """The share of the data held out for validation: 0 (none) up to, not including, 1."""
+    if not 0.0 <= value < 1.0:
+        raise RnnkitError(f"val_fraction (--val-fraction) must be in [0, 1), got {value}")
+
+
 @dataclass
 class RunConfig:
     """What every training run shares, language model or task model (see `engine`)."""
@@ -116,9 +122,7 @@ class TrainConfig(RunConfig):
         if self.max_steps == 0 and self.max_time == 0:
             raise RnnkitError("give max_steps or max_time (--max-steps, --max-time), or both, so "
                               "the run can end")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise RnnkitError(f"val_fraction (--val-fraction) must be in [0, 1), got "
-                              f"{self.val_fraction}")
+        check_val_fraction(self.val_fraction)
         if self.tokenizer not in TOKENIZERS:
             raise RnnkitError(f"unknown tokenizer {self.tokenizer!r}; choose char or byte")
         if self.batch_size % self.accumulate:

@@ -35,7 +35,7 @@ from . import distributed
 from .audio import AudioConfig, compile_pattern
 from .checkpoint import BEST, load_weights, read_json, write_safetensors
 from .config import from_dict
-from .configs import MAX_MEMBERS, FitConfig
+from .configs import MAX_MEMBERS, FitConfig, check_val_fraction
 from .devices import pick_device
 from .errors import RnnkitError
 from .fitting import EVAL_SHARE, accuracy, fit, step_seconds
@@ -211,8 +211,7 @@ def cmd_classify_train(args) -> int:
                                                    or args.test_pattern):
         raise RnnkitError(f"--test-fraction must be above 0 and below 1 (a test part is always "
                           f"held out; --test PATH gives your own), got {args.test_fraction}")
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise RnnkitError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    check_val_fraction(args.val_fraction)
     if args.test and args.test_pattern:
         raise RnnkitError("give --test PATH or --test-pattern REGEX, not both")
     if args.label_pattern:

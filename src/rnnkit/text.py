@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import brief, parse_json
-from .configs import MAX_SIZE, TOKENIZERS
+from .configs import MAX_SIZE, TOKENIZERS, check_val_fraction
 from .errors import RnnkitError
 from .runfiles import atomic_write, write_json_atomic
 
@@ -363,8 +363,7 @@ class PreparedData:
 
     def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
         """(train, val): the first (1 - val_fraction) of the tokens, and the rest (nanoGPT's split)."""
-        if not 0.0 <= val_fraction < 1.0:
-            raise RnnkitError(f"val_fraction (--val-fraction) must be in [0, 1), got {val_fraction}")
+        check_val_fraction(val_fraction)
         n_train = int(len(self.tokens) * (1 - val_fraction))
         return self.tokens[:n_train], self.tokens[n_train:]
 
