@@ -8,6 +8,9 @@ measures a trained run as it is), then feeds held-out text (the run's validation
 last 10% of the corpus) through `Stepper` one character at a time, 64 streams side by side, at
 each precision (fp32, bf16, int8, int4), and reports the mean next-character loss in nats. The
 fused forward pass over the same characters is the reference that fp32 stepping must equal.
+The first ALONE streams are also stepped one at a time ("_alone"), as one sample is: one row
+takes int8's and int4's weight-only kernels and, at bf16, int8 and int4, native.c's gates and
+output layer; each is set beside fp32 stepping of the same rows.
 Target: every lower precision within 0.01 nats/char of fp32.
 """
 
@@ -24,10 +27,11 @@ from common import DATA, require, save
 from torch.nn import functional as F
 
 import rnnkit
-from rnnkit import ModelConfig, TrainConfig
+from rnnkit import ModelConfig, TrainConfig, native
 from rnnkit.sample import STEP_PRECISIONS, Stepper
 
 STREAMS, LENGTH = 64, 500  # (B, T) of held-out text: 32,000 characters
+ALONE = 8  # of those streams, stepped one at a time: one stream's kernels, and native.c
 
 
 @torch.inference_mode()
@@ -36,6 +40,16 @@ def stepped_loss(model, tokens: torch.Tensor, precision: str) -> float:
     stepper = Stepper(model, precision, batch=tokens.shape[0])
     losses = [F.cross_entropy(stepper.feed(tokens[:, t]), tokens[:, t + 1])
               for t in range(tokens.shape[1] - 1)]
+    return float(torch.stack(losses).mean())
+
+
+@torch.inference_mode()
+def one_stream_loss(model, tokens: torch.Tensor, precision: str) -> float:
+    """`stepped_loss` with each row of tokens (B, T) stepped alone, as one stream is sampled."""
+    losses = []
+    for row in tokens:
+        stepper, ids = Stepper(model, precision), row.tolist()
+        losses += [F.cross_entropy(stepper.feed(ids[t]), row[t + 1]) for t in range(len(ids) - 1)]
     return float(torch.stack(losses).mean())
 
 
@@ -78,14 +92,20 @@ def main() -> None:
         losses = {"fused": float(fused)}
         for precision in STEP_PRECISIONS:
             losses[precision] = stepped_loss(model, tokens, precision)
+        for precision in STEP_PRECISIONS:
+            losses[f"{precision}_alone"] = one_stream_loss(model, tokens[:ALONE], precision)
     result["loss"] = losses
-    result["difference_from_fp32"] = {p: losses[p] - losses["fp32"] for p in STEP_PRECISIONS[1:]}
+    result["difference_from_fp32"] = {
+        **{p: losses[p] - losses["fp32"] for p in STEP_PRECISIONS[1:]},
+        **{f"{p}_alone": losses[f"{p}_alone"] - losses["fp32_alone"] for p in STEP_PRECISIONS[1:]}}
     for name, loss in losses.items():
-        print(f"{name:6s} {loss:.5f} nats/char ({loss - losses['fp32']:+.5f} against fp32)")
+        fp32 = losses["fp32_alone" if name.endswith("_alone") else "fp32"]
+        print(f"{name:10s} {loss:.5f} nats/char ({loss - fp32:+.5f} against fp32)")
     worst = max(abs(d) for d in result["difference_from_fp32"].values())
     print(f"target {', '.join(STEP_PRECISIONS[1:])} within 0.01 nats/char of fp32: "
           f"{'met' if worst <= 0.01 else 'NOT met'} (largest difference {worst:.5f})")
-    save("sample_precision", {**result, "streams": STREAMS, "length": LENGTH,
+    save("sample_precision", {**result, "streams": STREAMS, "alone": ALONE, "length": LENGTH,
+                              "native_c": native.why_not() or "used",
                               "rnnkit_version": rnnkit.__version__})
 
 

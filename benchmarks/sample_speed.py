@@ -7,7 +7,10 @@ conditions; medians are reported):
   plain     the loop people write first: one call of the fused `torch.nn.LSTM` per character
             (the same weights), softmax, sample;
   fp32      rnnkit's stepper at its default, exact precision;
-  bf16, int8, int4  the stepper with lower-precision weights (`--precision`);
+  bf16, int8, int4  the stepper with lower-precision weights (`--precision`), one stream's
+            gates, output layer and draw in native.c;
+  bf16_torch_ops, ...  the same with native.c turned off (`RNNKIT_NATIVE=0`), as where no C
+            compiler is found: torch's operations alone;
   N=32      32 streams in one batch (`--num-samples 32`) at each precision: characters per
             second summed over the streams.
 Targets: at least 5,000 characters/s for one stream, and at N = 32 at least 10 times one
@@ -36,11 +39,12 @@ import torch
 from common import median, save
 
 import rnnkit
-from rnnkit import CharLM, ModelConfig, Vocab
+from rnnkit import CharLM, ModelConfig, Vocab, native
 from rnnkit.sample import STEP_PRECISIONS, Stepper
 
 VOCAB = Vocab("char", tuple(range(32, 97)))  # 65 symbols, as tinyshakespeare
 BATCH = 32
+REDUCED = [p for p in STEP_PRECISIONS if p != "fp32"]  # where one stream steps through native.c
 
 
 @torch.inference_mode()
@@ -63,6 +67,18 @@ def rnnkit_stream(model: CharLM, length: int, precision: str = "fp32",
     n = sum(1 for _ in model.stream(prime="A", length=length, seed=0, precision=precision,
                                     num_samples=num_samples))
     return n * (num_samples or 1) / (time.perf_counter() - start)
+
+
+def torch_ops_alone(run) -> float:
+    """`run()` with native.c turned off (`RNNKIT_NATIVE=0`): one stream steps with torch's
+    operations alone, as where no C compiler is found."""
+    os.environ["RNNKIT_NATIVE"] = "0"
+    native.library.cache_clear()
+    try:
+        return run()
+    finally:
+        del os.environ["RNNKIT_NATIVE"]
+        native.library.cache_clear()
 
 
 def first_character_ms(model: CharLM, precision: str) -> float:
@@ -106,6 +122,8 @@ def main() -> None:
         "plain": lambda: plain_loop(model, short),
         **{precision: (lambda p=precision: rnnkit_stream(model, args.length, p))
            for precision in STEP_PRECISIONS},
+        **{f"{precision}_torch_ops": (lambda p=precision: torch_ops_alone(
+            lambda: rnnkit_stream(model, args.length, p))) for precision in REDUCED},
         **{f"{precision}_x{BATCH}": (lambda p=precision: rnnkit_stream(model, short, p, BATCH))
            for precision in STEP_PRECISIONS},
     }
@@ -127,6 +145,7 @@ def main() -> None:
         result[f"{threads}_thread"] = {
             "chars_per_s": chars,
             "over_fp32": {p: chars[p] / chars["fp32"] for p in STEP_PRECISIONS},
+            "native_over_torch_ops": {p: chars[p] / chars[f"{p}_torch_ops"] for p in REDUCED},
             "fp32_over_plain": chars["fp32"] / chars["plain"],
             f"x{BATCH}_over_one_stream": batch_gain,
             f"x{BATCH}_ceiling_products_only": ceiling,
@@ -139,7 +158,9 @@ def main() -> None:
               f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after): " + ", ".join(
                   f"{name} {c:,.0f}" for name, c in chars.items()), flush=True)
         print("  over fp32: " + ", ".join(f"{p} {chars[p] / chars['fp32']:.2f}x"
-                                          for p in STEP_PRECISIONS[1:]) + "; fp32 / plain "
+                                          for p in STEP_PRECISIONS[1:]) + "; native.c / torch "
+              "operations alone: " + ", ".join(f"{p} {chars[p] / chars[p + '_torch_ops']:.2f}x"
+                                              for p in REDUCED) + "; fp32 / plain "
               f"{chars['fp32'] / chars['plain']:.1f}x; N={BATCH} / one stream: " + ", ".join(
                   f"{p} {g:.1f}x" for p, g in batch_gain.items()) + "; the ceiling (products "
               "alone): " + ", ".join(f"{p} {c:.1f}x" for p, c in ceiling.items()), flush=True)
@@ -158,6 +179,7 @@ def main() -> None:
               f"{p} {g:.1f}x" for p, g in gains.items()) + ")")
     save("sample_speed", {**result, f"fastest_x{BATCH}_over_fastest_one_stream": gains,
                           "length": args.length, "repeats": args.repeats,
+                          "native_c": native.why_not() or "used",
                           "rnnkit_version": rnnkit.__version__})
 
 

@@ -7,7 +7,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import rnnkit
-from rnnkit import CharLM, ModelConfig, Vocab
+from rnnkit import CharLM, ModelConfig, Vocab, native
 from rnnkit.sample import AHEAD, SIGMOID_ROWS, Stepper, draw, pick
 
 VOCAB = Vocab("char", tuple(sorted(map(ord, "abcdefgh \n"))))
@@ -164,13 +164,23 @@ class TorchCalls(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.mark.parametrize("precision, most", [("fp32", 16), ("bf16", 22), ("int8", 21),
-                                             ("int4", 21)])
-def test_one_lstm_step_makes_few_torch_calls(precision, most):
+@pytest.mark.parametrize("precision, most, most_native", [
+    ("fp32", 16, 16), ("bf16", 22, 5), ("int8", 21, 5), ("int4", 21, 5)])
+def test_one_lstm_step_makes_few_torch_calls(precision, most, most_native, monkeypatch):
     """One step of a single stream is bound by per-call overhead as much as by the weights: a
     2-layer LSTM step stays within this many calls (fp32 and int8 took 26 and 38 before the fused
     gates, 22 and 28 before the layouts were chosen outside the step, 19 and 27 before the
-    LSTM update lost a call and the layers' bf16 inputs shared one copy)."""
+    LSTM update lost a call and the layers' bf16 inputs shared one copy). With native.c, a
+    reduced precision's step is its products, their addresses, and the copy `feed` returns."""
+    if native.library() is not None:
+        torch.manual_seed(0)
+        s = Stepper(CharLM(ModelConfig(vocab_size=len(VOCAB), layers=2, hidden=32, embed=8),
+                           VOCAB).eval(), precision)
+        s.feed(1)
+        with TorchCalls() as calls:
+            s.feed(2)
+        assert len(calls.names) <= most_native, calls.names
+    monkeypatch.setattr(native, "library", lambda: None)
     torch.manual_seed(0)
     s = Stepper(CharLM(ModelConfig(vocab_size=len(VOCAB), layers=2, hidden=32, embed=8),
                        VOCAB).eval(), precision)  # int4 needs the hidden size in groups of 32
@@ -181,11 +191,12 @@ def test_one_lstm_step_makes_few_torch_calls(precision, most):
 
 
 @pytest.mark.parametrize("precision", ["int8", "int4"])
-def test_one_stream_s_bf16_inputs_are_up_to_date_at_every_step(precision):
+def test_one_stream_s_bf16_inputs_are_up_to_date_at_every_step(precision, monkeypatch):
     """One stream's layers read their bf16 inputs from one shared copy of the state, which each
     layer above the first brings up to date: the same logits as rounding the whole state again
     before every step (as `use` does)."""
     torch.manual_seed(0)
+    monkeypatch.setattr(native, "library", lambda: None)  # native.c writes h16 itself
     model = CharLM(ModelConfig(vocab_size=len(VOCAB), layers=3, hidden=32, embed=8), VOCAB).eval()
     shared, again = Stepper(model, precision), Stepper(model, precision)
     assert shared.inputs[0] is shared.layers[0][0].x16
@@ -294,7 +305,7 @@ def test_a_beam_cannot_return_more_texts_than_exist():
         model.generate("ab", 1, beam=V + 1, num_samples=V + 1)
 
 
-def test_sample_cli_flags(cli, corpus, tmp_path):
+def test_sample_cli_flags(cli, corpus, tmp_path, monkeypatch):
     from conftest import TINY, one_error_line
 
     run = tmp_path / "run"
@@ -306,6 +317,15 @@ def test_sample_cli_flags(cli, corpus, tmp_path):
     assert [line for line in out.splitlines() if line.startswith("--- sample")] == \
         [f"--- sample {i} of 3 ---" for i in (1, 2, 3)]
     assert re.fullmatch(r"rnnkit: 90 characters in [\d.]+s \([\d,]+ characters/s, int8\)\n", err)
+    # one stream would step through native.c: the line says when it does not
+    monkeypatch.setenv("RNNKIT_NATIVE", "0")
+    native.library.cache_clear()
+    try:
+        status, _, err = cli("sample", run, "--length", "30", "--precision", "int8", "--verbose")
+    finally:
+        monkeypatch.delenv("RNNKIT_NATIVE")
+        native.library.cache_clear()
+    assert status == 0 and err.endswith("int8; torch operations alone: RNNKIT_NATIVE=0)\n"), err
     status, beam, err = cli("sample", run, "--prime", "the", "--length", "30", "--beam", "4")
     assert status == 0 and beam == rnnkit.load(run).generate("the", 30, beam=4) + "\n", err
     status, plain, _ = cli("sample", run, "--length", "30", "--seed", "1")

@@ -13,7 +13,7 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from . import builtin
+from . import builtin, native
 from .checkpoint import load, read_json, read_run_config, read_vocab
 from .config import from_dict
 from .configs import MAX_STRING
@@ -96,8 +96,12 @@ def cmd_sample(args) -> int:
         seconds = time.perf_counter() - start
         n = args.length * (args.num_samples or 1)
         unit = "bytes" if model.vocab.kind == "byte" else "characters"  # what --length counts
+        how = args.precision
+        if how != "fp32" and args.num_samples is None and args.beam is None:  # one stream
+            reason = native.why_not()  # where native.c would have stepped it
+            how += f"; torch operations alone: {reason}" if reason else ""
         print(f"rnnkit: {n:,} {unit} in {seconds:.2f}s ({n / max(seconds, 1e-9):,.0f} "
-              f"{unit}/s, {args.precision})", file=sys.stderr)
+              f"{unit}/s, {how})", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,8 @@ setting the kernel up. The stepper instead runs the cell equations on a snapshot
 (the model's `step_weights`) laid out for one-row products: layer 0's input term for every
 character is precomputed (the embedding folded through W_ih, one table lookup per step), and
 deeper layers multiply [x, h] by [W_ih | W_hh] in one matrix product. Long primes go through the
-fused kernel in chunks.
+fused kernel in chunks. One stream at a reduced precision runs the arithmetic between its
+matrix products in C (native.c), compiled on first use.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Iterator, Mapping
 import torch
 from torch import Tensor
 
+from . import native
 from .beam import beam_search
 from .cells import evaluating, gru_gates
 from .configs import MAX_STRING, STEP_PRECISIONS
@@ -122,6 +124,7 @@ class Weights:
 
     def __init__(self, W: Tensor, precision: str):
         self.precision, self.onednn = precision, onednn(W.device)
+        self.in_features, self.device = W.shape[1], W.device  # K
         self.base = self  # where the layouts for batches are made (`lay_out`)
         self.W: Tensor | None = None  # (K, N) as products read it (int4: unpacked, for batches)
         self.packed: Tensor | None = None  # W in oneDNN's layout, if used
@@ -159,16 +162,14 @@ class Weights:
         self.W, self.packed, self.rows = base.W, base.packed, base.rows
         self.addmm = self.precision == "fp32" and (not batch or not self.onednn) \
             or self.precision == "int4" and batch and self.packed is None
-        self.x16: Tensor | None = None  # the input in bf16, where the product reads that
-        if self.int4:
-            self.x16 = torch.empty(rows, self.scales.shape[0] * self.group, dtype=torch.bfloat16,
-                                   device=self.W4.device)  # the input, rounded in place
         if self.weight_only:
             self.W_mm = self.W.T.contiguous()  # (N, K): W's rows as they lie, not copied
-            self.x16 = torch.empty(rows, self.W_mm.shape[1], dtype=torch.bfloat16,
-                                   device=self.W_mm.device)  # the input, rounded in place
         elif self.precision == "int8":
             self.W_mm = self.W if rows == 1 else self.rows  # (K, N)
+        # the input rounded to bf16 in place, where the product reads bf16 (`product`)
+        self.x16: Tensor | None = None
+        if self.int4 or self.weight_only or self.precision == "bf16":
+            self.x16 = torch.empty(rows, self.in_features, dtype=torch.bfloat16, device=self.device)
 
     def unpack_int4(self) -> None:
         """int4's weights for batches: the kernel's own values, read back through an identity,
@@ -185,18 +186,13 @@ class Weights:
         """b + x @ W.T: x (B, K), b (N,) or (B, N) -> (B, N) in fp32, into `out` if given."""
         if self.addmm:
             return torch.addmm(b, x, self.W, out=out)
-        if self.x16 is not None and x is not self.x16:  # the stepper may hand x16 over, written
-            self.x16.copy_(x)
-        if self.int4:
-            y = torch._weight_int4pack_mm_for_cpu(self.x16, self.W4, self.group,
-                                                  self.scales)  # (1, N) in bf16
-        elif self.packed is not None:
+        if self.x16 is not None:
+            if x is not self.x16:  # the stepper may hand x16 over, written
+                self.x16.copy_(x)
+            y = self.product()
+        elif self.packed is not None:  # fp32's and int4's batches
             y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, None,
                                                    "none", [], "")  # (B, N)
-        elif self.precision == "bf16":
-            y = x.to(torch.bfloat16) @ self.W
-        elif self.weight_only:
-            y = torch._weight_int8pack_mm(self.x16, self.W_mm, self.row_scale)
         else:
             x8 = (x * 127).round_().to(torch.int8)
             return torch.addcmul(b, torch._int_mm(x8, self.W_mm), self.scale, out=out)
@@ -205,6 +201,17 @@ class Weights:
         # y (B, N) in bf16 is added in fp32: copied into `out` first, as torch.add of a bf16
         # and an fp32 tensor would copy y into a new fp32 tensor (an allocation, a call more)
         return out.copy_(y).add_(b)
+
+    def product(self) -> Tensor:
+        """x16 @ W.T (B, N) in bf16, for the precisions whose products read the input in bf16
+        from `x16` (int4, int8's weight-only kernel, bf16)."""
+        if self.int4:
+            return torch._weight_int4pack_mm_for_cpu(self.x16, self.W4, self.group, self.scales)
+        if self.weight_only:
+            return torch._weight_int8pack_mm(self.x16, self.W_mm, self.row_scale)
+        if self.packed is not None:
+            return torch.ops.mkldnn._linear_pointwise(self.x16, self.packed, None, "none", [], "")
+        return self.x16 @ self.W
 
 
 def int4_levels(W: Tensor) -> tuple[Tensor, Tensor]:
@@ -278,6 +285,12 @@ class Stepper:
     `c[l]` (B, H) are views of them, to be copied by whoever keeps them across steps. The layers'
     `h` sit side by side in one (B, L*H) buffer, so that layer l's input [h_{l-1}, h_l] is a
     slice of it, not a concatenation.
+
+    One stream at bf16, int8 or int4 on the CPU steps through native.c where it could be built
+    (`native.library()`): its products stay torch's, and each layer's gates, the output layer
+    and a plain draw are one call each, where torch's operations take a dozen (1.5 times the
+    characters per second on a 2 x 512 LSTM in int4). Without it, torch's operations alone do
+    the same arithmetic; both are tested against each other.
 
     The weights are a snapshot taken at construction: make a new stepper after more training.
     """
@@ -356,18 +369,52 @@ class Stepper:
         # What each layer multiplies: h_0 (layer 0's input term is in the table), [h_{l-1}, h_l].
         self.inputs = [self.h[0]] + [hs[:, (layer - 1) * H:(layer + 1) * H]
                                      for layer in range(1, self.L)]  # (B, H), (B, 2H)...
-        if B == 1 and self.cell != "gru" and self.L > 1 \
-                and all(W.x16 is not None for W, _ in self.layers):
-            # Products that read bf16 inputs read them from one copy of hs: layer l > 0 copies
-            # [h_{l-1}, h_l] into its place there, which brings layer 0's input, h_0, up to
-            # date for the next step: one copy a step fewer (about 3 us of 200)
-            hs16 = hs.to(torch.bfloat16)  # (1, L*H)
-            for layer, (W, _) in enumerate(self.layers):
-                W.x16 = hs16[:, max(layer - 1, 0) * H:(layer + 1) * H]
-            self.inputs[0] = self.layers[0][0].x16
         if self.cell == "lstm":  # the pre-activations, and views of their gate blocks
             self.gates = [hs.new_empty(B, 4 * H) for _ in range(self.L)]  # (B, 4H) i, f, g, o
             self.blocks = [z.split(H, 1) for z in self.gates]
+        products = [W for weights in self.layers for W in weights if isinstance(W, Weights)]
+        self.native = None
+        if B == 1 and all(W.x16 is not None for W in products):
+            # Products that read bf16 inputs read them from one copy of hs, where native.c's
+            # layers write their h as well. Without native.c, an LSTM's or RNN's layer l > 0
+            # copies [h_{l-1}, h_l] into its place there, which brings layer 0's input, h_0,
+            # up to date for the next step: one copy a step fewer (about 3 us of 200).
+            if self.table.dtype == torch.float32 and hs.device.type == "cpu":
+                self.native = native.library()
+            if self.native is not None or self.L > 1 and self.cell != "gru":
+                hs16 = hs.to(torch.bfloat16)  # (1, L*H)
+                for layer, weights in enumerate(self.layers):
+                    if self.cell == "gru":  # W_ih reads h_{l-1}, W_hh h_l
+                        for W, start in zip(weights[:2], (layer - 1, layer), strict=True):
+                            if W is not None:
+                                W.x16 = hs16[:, start * H:(start + 1) * H]
+                    else:  # [h_{l-1}, h_l], or h_0
+                        weights[0].x16 = hs16[:, max(layer - 1, 0) * H:(layer + 1) * H]
+                if self.cell != "gru":
+                    self.inputs[0] = self.layers[0][0].x16
+            if self.native is not None:
+                self.point_native(hs16)
+
+    def point_native(self, hs16: Tensor) -> None:
+        """The addresses native.c's functions read and write in this state (one stream's): per
+        layer, its biases (layer 0's input term is the token's row of the table, added by
+        `advance_native`) and its buffers."""
+        H, table = self.H, self.table
+        self.row_bytes, self.table_address = table.stride(0) * table.element_size(), table.data_ptr()
+        h16 = [hs16[:, layer * H:(layer + 1) * H].data_ptr() for layer in range(self.L)]
+        h = [self.h[layer].data_ptr() for layer in range(self.L)]
+        if self.cell == "gru":  # (b_ih, b_hh), b_ih None for layer 0
+            self.biases = [tuple(b.data_ptr() if b is not None else None for b in weights[2:])
+                           for weights in self.layers]
+            self.buffers = [(h[layer], h16[layer], H) for layer in range(self.L)]
+        else:
+            self.biases = [None] + [b.data_ptr() for _, b in self.layers[1:]]
+            self.buffers = [(self.c[layer].data_ptr(), h[layer], h16[layer],
+                             self.gates[layer].data_ptr(), H) if self.cell == "lstm"
+                            else (h[layer], h16[layer], H) for layer in range(self.L)]
+        self.native_logits = torch.empty(len(table))  # (V,) fp32, written by every step
+        self.output = (self.W_hy.data_ptr(), self.b_y.data_ptr(), self.h_row.data_ptr(),
+                       self.native_logits.data_ptr(), len(table), H)
 
     def feed(self, token: int | Tensor) -> Tensor:
         """Advance by one token id, logits (V,) back; or by a (B,) tensor of ids, logits (B, V)."""
@@ -375,11 +422,14 @@ class Stepper:
             raise RnnkitError(f"token id {token} is outside the vocabulary's 0 ... "
                               f"{len(self.table_rows) - 1}")
         with self.mode:
-            return self.advance(token)
+            logits = self.advance(token)
+        return logits.clone() if self.native is not None else logits  # not the buffer
 
     def advance(self, token: int | Tensor) -> Tensor:
         """`feed`, for a caller already inside `with stepper.mode:` (as `produce`, which enters
         it once a step, around the draw too). Not for two threads at once, as the state is not."""
+        if self.native is not None and isinstance(token, int):
+            return self.advance_native(token)
         h = self.h
         x_term = self.table_rows[token] if isinstance(token, int) \
             else self.table.index_select(0, token.to(self.table.device))  # (B, G*H)
@@ -403,15 +453,37 @@ class Stepper:
             self.logits = torch.addmm(self.b_y, h[-1], self.W_hy.T)  # (B, V)
         return self.logits
 
+    def advance_native(self, token: int) -> Tensor:
+        """`advance` for one stream through native.c: per layer, its products in torch, then its
+        gates in one call; then the output layer in one. The logits (V,) are the stepper's
+        buffer, which the next step overwrites."""
+        row = self.table_address + token * self.row_bytes  # layer 0's input term
+        if self.cell == "gru":
+            for layer, (W_ih, W_hh, _, _) in enumerate(self.layers):
+                b_ih, b_hh = self.biases[layer]
+                yh = W_hh.product()  # (1, 3H) bf16, each held while the call reads it
+                yi = W_ih.product() if layer else None
+                self.native.gru_layer(yi.data_ptr() if layer else None, b_ih if layer else row,
+                                      yh.data_ptr(), b_hh, *self.buffers[layer])
+        else:
+            layer_step = self.native.lstm_layer if self.cell == "lstm" else self.native.rnn_layer
+            for layer, (W, _) in enumerate(self.layers):
+                y = W.product()  # (1, G*H) bf16, held while the call reads it
+                layer_step(y.data_ptr(), self.biases[layer] if layer else row, *self.buffers[layer])
+        self.native.logits_row(*self.output)
+        self.logits = self.native_logits
+        return self.logits
+
     @torch.inference_mode()
     def feed_many(self, tokens: list[int]) -> Tensor:
         """Advance one stream by many tokens; long runs go through the fused kernel (fp32)."""
         if self.batch != 1:
             raise RnnkitError(f"feed_many primes one stream; this stepper has {self.batch} rows")
         if len(tokens) <= 16:
+            logits = self.logits
             for t in tokens:
-                self.feed(t)
-            return self.logits
+                logits = self.feed(t)
+            return logits
         model = self.model
         h = torch.stack(self.h)  # (L, 1, H)
         state = (h, self.cs.clone()) if self.cell == "lstm" else h
@@ -705,16 +777,27 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
         for d in decoders or []:
             d.decode(pending)  # nothing to show yet: the character goes on in the first bytes
         symbols = [vocab.decode([t]) for t in range(len(vocab))]  # id -> text (bytes)
+        # one stream's plain draw from softmax(logits / temperature), in native.c with the
+        # stepper's layers: the race `draw` runs, on the same numbers, in one call
+        race = stepper.native.race if stepper.native is not None and N == 1 and beam is None \
+            and not greedy and top_k is None and top_p is None and seen is None else None
+        if race is not None:
+            logits = logits.float().contiguous()  # (V,) as the race reads it
+            race_temperature = max(temperature, torch.finfo(torch.float32).tiny)  # as `pick`
         for i in range(length):
             with stepper.mode:  # the draw and the next step; left before yielding to the caller
-                if beam is not None:
-                    token = next(tokens)  # (N,)
+                if race is not None:
+                    q = generator.next()  # (1, V), held while the race reads it
+                    chosen = [race(logits.data_ptr(), q.data_ptr(), len(vocab), race_temperature)]
                 else:
-                    token = pick(logits.reshape(N, -1), temperature, top_k, greedy, generator,
-                                 top_p, repetition_penalty, seen)  # (N,)
-                if seen is not None:
-                    seen[torch.arange(N), token] = True
-                chosen = token.tolist()  # (N,) ids
+                    if beam is not None:
+                        token = next(tokens)  # (N,)
+                    else:
+                        token = pick(logits.reshape(N, -1), temperature, top_k, greedy,
+                                     generator, top_p, repetition_penalty, seen)  # (N,)
+                    if seen is not None:
+                        seen[torch.arange(N), token] = True
+                    chosen = token.tolist()  # (N,) ids
                 if beam is None and i + 1 < length:
                     logits = stepper.advance(chosen[0] if N == 1 else token)
             pieces = [symbols[t] for t in chosen]
