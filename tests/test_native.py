@@ -2,6 +2,8 @@
 
 import ctypes
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -189,3 +191,15 @@ def test_the_library_is_built_once_and_refused_cleanly(tmp_path, monkeypatch):
         assert "RNNKIT_NATIVE" not in os.environ
     finally:
         native.library.cache_clear()
+
+
+def test_a_damaged_library_is_built_again(tmp_path):
+    """A file in the cache that does not load is built again (in a new process: one that has
+    loaded the library once would be handed that one again by its name)."""
+    path = tmp_path / native.library_path(native.compiler()).name
+    path.write_bytes(b"damaged")
+    code = "from rnnkit import native; print(native.library() is not None)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "RNNKIT_CACHE": str(tmp_path)}, timeout=120)
+    assert done.stdout == "True\n", done.stderr
+    assert path.read_bytes() != b"damaged"  # the new build, in its place

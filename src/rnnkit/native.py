@@ -57,21 +57,29 @@ def library() -> ctypes.CDLL | None:
     cc = compiler()
     if cc is None:
         return None
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(b"\0".join([source, cc.encode(), " ".join(FLAGS).encode(),
-                                     platform.machine().encode(),
-                                     platform.system().encode()])).hexdigest()[:16]
-    path = cache_dir() / f"native-{key}.so"
+    path = library_path(cc)
     try:
         if not path.exists():
             build(cc, path)
-        lib = ctypes.CDLL(str(path))
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError:  # a damaged file (a disk that filled, say): built again, once
+            build(cc, path)
+            lib = ctypes.CDLL(str(path))
     except (OSError, subprocess.SubprocessError):
         return None
     for name, (arguments, result) in SIGNATURES.items():
         function = getattr(lib, name)
         function.argtypes, function.restype = arguments, result
     return lib
+
+
+def library_path(cc: str) -> Path:
+    """Where the library built from this source, by this compiler, for this machine, lies."""
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), cc.encode(), " ".join(FLAGS).encode(),
+                                     platform.machine().encode(),
+                                     platform.system().encode()])).hexdigest()[:16]
+    return cache_dir() / f"native-{key}.so"
 
 
 def why_not() -> str | None:
