@@ -57,8 +57,8 @@ def library() -> ctypes.CDLL | None:
     cc = compiler()
     if cc is None:
         return None
-    path = library_path(cc)
     try:
+        path = library_path(cc)
         if not path.exists():
             build(cc, path)
         try:
@@ -66,7 +66,7 @@ def library() -> ctypes.CDLL | None:
         except OSError:  # a damaged file (a disk that filled, say): built again, once
             build(cc, path)
             lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.SubprocessError):
+    except (OSError, RuntimeError, subprocess.SubprocessError):  # RuntimeError: no home folder
         return None
     for name, (arguments, result) in SIGNATURES.items():
         function = getattr(lib, name)
@@ -91,7 +91,11 @@ def why_not() -> str | None:
     cc = compiler()
     if cc is None:
         return "no C compiler found (cc, gcc or clang; or set CC)"
-    return f"the C compiler {cc!r} did not build native.c into {cache_dir()}"
+    try:
+        where = f"into {cache_dir()}"
+    except RuntimeError:
+        where = "(no home folder for the cache: set RNNKIT_CACHE)"
+    return f"the C compiler {cc!r} did not build native.c {where}"
 
 
 def build(cc: str, path: Path) -> None:
