@@ -288,7 +288,7 @@ class Stepper:
 
     One stream at bf16, int8 or int4 on the CPU steps through native.c where it could be built
     (`native.library()`): its products stay torch's, and each layer's gates, the output layer
-    and a plain draw are one call each, where torch's operations take a dozen (1.5 times the
+    and a plain draw are one call each, where torch's operations take a dozen (1.6 times the
     characters per second on a 2 x 512 LSTM in int4). Without it, torch's operations alone do
     the same arithmetic; both are tested against each other.
 
