@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from rnnkit import CharLM, ModelConfig, Vocab, native
+from rnnkit import CharLM, ModelConfig, RnnkitError, Vocab, native
 from rnnkit.cells import gru_gates
 from rnnkit.sample import Exponentials, Stepper, draw
 
@@ -117,6 +117,10 @@ def test_a_native_stream_steps_as_torch_s_operations_do(cell, precision, layers,
     for t in [1, 5, 2, 2, 7, 0, 3, 9, 4, 4, 6, 8] * 3:
         got, expected = fast.feed(t), slow.feed(t)
         torch.testing.assert_close(got, expected, atol=2e-3, rtol=0)
+    for t in [3, 1, 4, 1, 5]:  # a (1,) tensor of ids, as a beam of one feeds it: (1, V) back
+        got, expected = fast.feed(torch.tensor([t])), slow.feed(torch.tensor([t]))
+        assert got.shape == expected.shape == (1, len(VOCAB))
+        torch.testing.assert_close(got, expected, atol=2e-3, rtol=0)
     torch.testing.assert_close(fast.hs, slow.hs, atol=2e-3, rtol=0)
     # and the same after a prime long enough for the fused kernel, which replaces the state
     prime = [1, 2, 3, 4, 5, 6, 7, 8] * 3
@@ -129,6 +133,13 @@ def test_fp32_and_batches_keep_torch_s_operations():
     assert Stepper(model, "fp32").native is None  # the exact reference
     assert Stepper(model, "int4", batch=3).native is None
     assert Stepper(model, "int4").native is not None
+
+
+def test_a_native_stream_refuses_an_id_outside_the_vocabulary():
+    s = Stepper(model_for("lstm", 1), "int4")
+    for token in (len(VOCAB), torch.tensor([len(VOCAB)]), torch.tensor([-1])):
+        with pytest.raises(RnnkitError, match="is outside the vocabulary"):
+            s.feed(token)
 
 
 def test_feed_returns_logits_of_its_own():

@@ -418,18 +418,25 @@ class Stepper:
 
     def feed(self, token: int | Tensor) -> Tensor:
         """Advance by one token id, logits (V,) back; or by a (B,) tensor of ids, logits (B, V)."""
-        if isinstance(token, int) and not 0 <= token < len(self.table_rows):
-            raise RnnkitError(f"token id {token} is outside the vocabulary's 0 ... "
-                              f"{len(self.table_rows) - 1}")
+        if isinstance(token, int):
+            self.check_id(token)
         with self.mode:
             logits = self.advance(token)
         return logits.clone() if self.native is not None else logits  # not the buffer
 
+    def check_id(self, token: int) -> int:
+        if not 0 <= token < len(self.table_rows):
+            raise RnnkitError(f"token id {token} is outside the vocabulary's 0 ... "
+                              f"{len(self.table_rows) - 1}")
+        return token
+
     def advance(self, token: int | Tensor) -> Tensor:
         """`feed`, for a caller already inside `with stepper.mode:` (as `produce`, which enters
         it once a step, around the draw too). Not for two threads at once, as the state is not."""
-        if self.native is not None and isinstance(token, int):
-            return self.advance_native(token)
+        if self.native is not None:  # every step of its stream: only native.c writes h in bf16
+            if isinstance(token, int):
+                return self.advance_native(token)
+            return self.advance_native(self.check_id(int(token))).view(1, -1)  # (1,) -> (1, V)
         h = self.h
         x_term = self.table_rows[token] if isinstance(token, int) \
             else self.table.index_select(0, token.to(self.table.device))  # (B, G*H)
