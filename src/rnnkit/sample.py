@@ -589,11 +589,10 @@ def pick(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, gre
     if greedy:
         return logits.argmax(-1)
     # Shift the largest logit to 0 before dividing: a tiny temperature then sends the others to
-    # -inf, not the largest to +inf (inf - inf is NaN in softmax). A temperature below float32's
-    # smallest normal number would round to 0 and make 0 / 0. At temperature 1 there is nothing
-    # to divide, and softmax shifts by the largest logit itself.
+    # -inf, not the largest to +inf (inf - inf is NaN in softmax). At temperature 1 there is
+    # nothing to divide, and softmax shifts by the largest logit itself.
     if temperature != 1.0:
-        logits = (logits - logits.amax(-1, keepdim=True)) / max(temperature, torch.finfo(torch.float32).tiny)
+        logits = (logits - logits.amax(-1, keepdim=True)) / divisor(temperature)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k).values[:, -1:]  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -605,6 +604,12 @@ def pick(logits: Tensor, temperature: float = 1.0, top_k: int | None = None, gre
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         logits = logits.masked_fill(drop, float("-inf"))
     return draw(torch.softmax(logits, -1), generator)
+
+
+def divisor(temperature: float) -> float:
+    """What the logits are divided by: the temperature, or float32's smallest normal number
+    where it is below that (it would round to 0 and make 0 / 0)."""
+    return max(temperature, torch.finfo(torch.float32).tiny)
 
 
 def draw(probs: Tensor, generator: torch.Generator | Exponentials | None) -> Tensor:
@@ -790,7 +795,7 @@ def produce(model, ids: list[int], length: int, temperature: float, top_k: int |
             and not greedy and top_k is None and top_p is None and seen is None else None
         if race is not None:
             logits = logits.float().contiguous()  # (V,) as the race reads it
-            race_temperature = max(temperature, torch.finfo(torch.float32).tiny)  # as `pick`
+            race_temperature = divisor(temperature)  # as `pick` divides
         for i in range(length):
             with stepper.mode:  # the draw and the next step; left before yielding to the caller
                 if race is not None:
