@@ -7,13 +7,14 @@ import sys
 
 import pytest
 import torch
+from test_sample import VOCAB, model_for
 
-from rnnkit import CharLM, ModelConfig, RnnkitError, Vocab, native
+from rnnkit import RnnkitError, native
 from rnnkit.cells import gru_gates
 from rnnkit.sample import Exponentials, Stepper, draw
 
-VOCAB = Vocab("char", tuple(sorted(map(ord, "abcdefgh \n"))))
 LIB = native.library()
+HIDDEN = 32  # int4 rounds its weights in groups of 32 inputs at least
 pytestmark = pytest.mark.skipif(LIB is None, reason="no C compiler here: the stepper steps "
                                                    "with torch's operations alone")
 
@@ -96,12 +97,6 @@ class _Given(Exponentials):
         return self.q[None]
 
 
-def model_for(cell, layers, hidden=32, seed=0):
-    torch.manual_seed(seed)
-    return CharLM(ModelConfig(vocab_size=len(VOCAB), cell=cell, layers=layers, hidden=hidden,
-                              embed=8), VOCAB).eval()
-
-
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
 @pytest.mark.parametrize("precision", ["bf16", "int8", "int4"])
 @pytest.mark.parametrize("layers", [1, 3])
@@ -109,7 +104,7 @@ def test_a_native_stream_steps_as_torch_s_operations_do(cell, precision, layers,
     """One stream at a reduced precision steps through native.c: the same logits and state as
     the stepper's torch operations, to the rounding of h to bf16 (a different last bit of a
     sigmoid can round a value of h the other way), step after step."""
-    model = model_for(cell, layers)
+    model = model_for(cell, layers, hidden=HIDDEN)
     fast = Stepper(model, precision)
     monkeypatch.setattr(native, "library", lambda: None)
     slow = Stepper(model, precision)
@@ -129,14 +124,14 @@ def test_a_native_stream_steps_as_torch_s_operations_do(cell, precision, layers,
 
 
 def test_fp32_and_batches_keep_torch_s_operations():
-    model = model_for("lstm", 2)
+    model = model_for("lstm", 2, hidden=HIDDEN)
     assert Stepper(model, "fp32").native is None  # the exact reference
     assert Stepper(model, "int4", batch=3).native is None
     assert Stepper(model, "int4").native is not None
 
 
 def test_a_native_stream_refuses_an_id_outside_the_vocabulary():
-    s = Stepper(model_for("lstm", 1), "int4")
+    s = Stepper(model_for("lstm", 1, hidden=HIDDEN), "int4")
     for token in (len(VOCAB), torch.tensor([len(VOCAB)]), torch.tensor([-1])):
         with pytest.raises(RnnkitError, match="is outside the vocabulary"):
             s.feed(token)
@@ -145,7 +140,7 @@ def test_a_native_stream_refuses_an_id_outside_the_vocabulary():
 def test_feed_returns_logits_of_its_own():
     """The native step writes its logits into one buffer; `feed` hands out copies, so that
     logits kept from one step are not those of the next."""
-    s = Stepper(model_for("lstm", 2), "int4")
+    s = Stepper(model_for("lstm", 2, hidden=HIDDEN), "int4")
     first = s.feed(1)
     kept = first.clone()
     second = s.feed(2)

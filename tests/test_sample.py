@@ -13,9 +13,9 @@ from rnnkit.sample import AHEAD, SIGMOID_ROWS, Stepper, draw, pick
 VOCAB = Vocab("char", tuple(sorted(map(ord, "abcdefgh \n"))))
 
 
-def model_for(cell="lstm", layers=2, seed=0):
+def model_for(cell="lstm", layers=2, seed=0, hidden=16):
     torch.manual_seed(seed)
-    return CharLM(ModelConfig(vocab_size=len(VOCAB), cell=cell, layers=layers, hidden=16,
+    return CharLM(ModelConfig(vocab_size=len(VOCAB), cell=cell, layers=layers, hidden=hidden,
                               embed=8), VOCAB).eval()
 
 
